@@ -1,0 +1,7 @@
+"""`python -m alert_handler` runs the command line."""
+
+import sys
+
+from alert_handler.cli import main
+
+sys.exit(main())

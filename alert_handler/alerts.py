@@ -1,0 +1,161 @@
+"""Parse a webhook request from LibreNMS's API transport into an `Alert`; pure.
+
+LibreNMS sends the body as `text/plain` unless told otherwise, may send it form-encoded ("Send as
+form"), and turns the transport's "Options" into the query string. So the body is tried as JSON
+whatever the Content-Type says, then as a form; query-string fields fill in what the body lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+MAX_BODY = 64 * 1024
+_MAX_DEPTH = 8
+_DEVICE_ID_RE = re.compile(r"[0-9]{1,10}")
+_MAX_DEVICE_ID = 2**31 - 1  # devices.device_id is an unsigned int; refuse what MySQL cannot hold
+_TEXT_LIMIT = 255
+
+STATE_RECOVERED = 0
+STATE_ALERT = 1
+STATE_ACKNOWLEDGED = 2
+
+
+class BadPayload(ValueError):
+    """The request cannot be turned into an alert; `str()` is a reason safe to send back."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One validated notification."""
+
+    device_id: int
+    state: int = STATE_ALERT
+    host: str | None = None
+    ip: str | None = None
+    rule: str | None = None
+    title: str | None = None
+    uid: int | None = None
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded JSON value, giving up past `limit`."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _decode_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPayload("body is not UTF-8") from None
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        # Nesting is bounded before decoding: json's recursion would otherwise cost a stack
+        # per level and a RecursionError for hostile input.
+        if stripped.count("[") + stripped.count("{") > 4096:
+            raise BadPayload("body is too deeply nested")
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            raise BadPayload("body is too deeply nested") from None
+        except ValueError as exc:
+            raise BadPayload(f"body is not valid JSON: {_short(str(exc))}") from None
+        if not isinstance(value, dict):
+            raise BadPayload("body must be a JSON object")
+        if _depth(value, _MAX_DEPTH) > _MAX_DEPTH:
+            raise BadPayload("body is too deeply nested")
+        return value
+    if "=" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    raise BadPayload("body is neither JSON nor form-encoded")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def parse_device_id(value: Any) -> int:
+    """A device id from an int or a string of 1-10 digits, > 0; raises BadPayload otherwise."""
+    if isinstance(value, bool):
+        raise BadPayload("device_id must be a positive integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _DEVICE_ID_RE.fullmatch(value):
+        number = int(value)
+    else:
+        raise BadPayload("device_id must be a positive integer")
+    if number <= 0 or number > _MAX_DEVICE_ID:
+        raise BadPayload("device_id must be a positive integer")
+    return number
+
+
+def _state(value: Any) -> int:
+    if value is None or value == "":
+        return STATE_ALERT
+    if isinstance(value, bool):
+        raise BadPayload("state must be an integer from 0 to 5")
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) == 1:
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= 5:
+        raise BadPayload("state must be an integer from 0 to 5")
+    return value
+
+
+def _text(fields: dict[str, Any], *names: str) -> str | None:
+    for name in names:
+        value = fields.get(name)
+        if value is None or isinstance(value, (dict, list, bool)):
+            continue
+        text = str(value).strip()
+        if text:
+            return text[:_TEXT_LIMIT]
+    return None
+
+
+def _uid(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
+
+
+def parse_alert(body: bytes, query: str = "") -> Alert:
+    """Validate a webhook request; raises BadPayload with the reason."""
+    if len(body) > MAX_BODY:
+        raise BadPayload("body is larger than 64 KiB")
+    fields: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    fields.update(_decode_body(body))
+    if "device_id" not in fields or fields["device_id"] in (None, ""):
+        raise BadPayload("device_id is required")
+    return Alert(
+        device_id=parse_device_id(fields["device_id"]),
+        state=_state(fields.get("state")),
+        host=_text(fields, "host", "hostname"),
+        ip=_text(fields, "ip"),
+        rule=_text(fields, "rule", "name"),
+        title=_text(fields, "title"),
+        uid=_uid(fields.get("uid")),
+    )

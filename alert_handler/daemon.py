@@ -1,0 +1,237 @@
+"""Wiring: build every part from a Config, run until told to stop, shut down in order.
+
+`cli.py` owns signals and logging; it passes a queue on which the signal handlers put the signal
+numbers, and this module acts on them in the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alert_handler.app import App
+from alert_handler.config import Config
+from alert_handler.librenms import LibreNMS
+from alert_handler.metrics import Metrics
+from alert_handler.poller import Poller, make_poller
+from alert_handler.reconcile import Reconciler
+from alert_handler.recovery import Rules
+from alert_handler.sdnotify import Notifier
+from alert_handler.server import AlertServer, make_server
+from alert_handler.state import StateLock, StateStore, load_state
+from alert_handler.worker import Worker
+
+log = logging.getLogger(__name__)
+
+_SUPERVISE_EVERY = 1.0
+
+
+def rules_from(cfg: Config) -> Rules:
+    """The state machine's settings from the config."""
+    return Rules(
+        unsupervised_ip=cfg.unsupervised_ip,
+        target_ifname=cfg.target_ifname,
+        interval=cfg.recovery_interval_sec,
+        max_attempts=cfg.max_attempts,
+        trigger_rules=cfg.trigger_rules,
+    )
+
+
+def make_api(cfg: Config, metrics: Metrics | None = None) -> LibreNMS:
+    """The LibreNMS client for `cfg`."""
+    verify: bool | str = cfg.librenms_verify_tls
+    if cfg.librenms_verify_tls and cfg.librenms_ca_bundle:
+        verify = cfg.librenms_ca_bundle
+    return LibreNMS(
+        cfg.librenms_url,
+        cfg.librenms_api_token,
+        timeout=cfg.api_timeout_sec,
+        retries=cfg.api_retries,
+        verify=verify,
+        pool_size=cfg.max_parallel + 2,
+        dry_run=cfg.dry_run,
+        observe=metrics.observe_api if metrics else None,
+    )
+
+
+@dataclass
+class Daemon:
+    """Every running part of the daemon."""
+
+    cfg: Config
+    lock: StateLock
+    store: StateStore
+    api: LibreNMS
+    poller: Poller
+    worker: Worker
+    app: App
+    server: AlertServer
+    reconciler: Reconciler
+    metrics: Metrics
+    notifier: Notifier = field(default_factory=Notifier)
+    on_hup: Callable[[], None] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the listener is bound (the real port when LISTEN_PORT=0)."""
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+
+def build(cfg: Config, clock: Callable[[], float] = time.time) -> Daemon:
+    """Take the state lock, load the state, build every part and bind the listener.
+
+    Raises StateLocked, OSError (bind) or PollError-free: the poller connects lazily.
+    """
+    path = Path(cfg.state_file)
+    lock = StateLock(path)
+    lock.acquire()
+    try:
+        loaded = load_state(path, clock())
+        if loaded.quarantined_to is not None:
+            log.error(
+                "step=load state file %s is corrupt (%s): moved to %s; starting empty",
+                path,
+                loaded.error,
+                loaded.quarantined_to,
+            )
+        if loaded.snapshot.migrated_from_legacy:
+            log.warning(
+                "step=load state file %s is in the old single-script format: migrated %d devices "
+                "(each is re-inspected; its original overwrite_ip is read from LibreNMS)",
+                path,
+                len(loaded.snapshot.devices),
+            )
+        metrics = Metrics()
+        metrics.dry_run.set(1 if cfg.dry_run else 0)
+        store = StateStore(path, loaded.snapshot, on_write=metrics.observe_state_write)
+        metrics.watch_records(store.records)
+        api = make_api(cfg, metrics)
+        poller = make_poller(cfg)
+        rules = rules_from(cfg)
+        worker = Worker(
+            store,
+            api,
+            poller,
+            rules,
+            max_parallel=cfg.max_parallel,
+            max_forced_down=cfg.max_forced_down,
+            ack_alerts=cfg.ack_alerts,
+            metrics=metrics,
+            clock=clock,
+        )
+        app = App(
+            store=store,
+            worker=worker,
+            rules=rules,
+            metrics=metrics,
+            auth_enabled=cfg.webhook_token is not None,
+            dry_run=cfg.dry_run,
+            clock=clock,
+        )
+        server = make_server(
+            cfg.listen_host,
+            cfg.listen_port,
+            app,
+            webhook_token=cfg.webhook_token,
+            allowed_clients=cfg.allowed_clients,
+            client_timeout=cfg.client_timeout_sec,
+            max_connections=cfg.max_connections,
+            tls_cert_file=cfg.tls_cert_file,
+            tls_key_file=cfg.tls_key_file,
+        )
+        reconciler = Reconciler(
+            api,
+            store,
+            rules,
+            cfg.reconcile_interval_sec,
+            clock,
+            lambda: dict(worker.dismissed),
+            worker.wake,
+        )
+    except BaseException:
+        lock.release()
+        raise
+    return Daemon(
+        cfg=cfg,
+        lock=lock,
+        store=store,
+        api=api,
+        poller=poller,
+        worker=worker,
+        app=app,
+        server=server,
+        reconciler=reconciler,
+        metrics=metrics,
+    )
+
+
+def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
+    """Serve until SIGTERM/SIGINT arrives on `signals`; returns the exit status."""
+    store, worker, server = daemon.store, daemon.worker, daemon.server
+    store.start()
+    worker.start()
+    daemon.reconciler.start()
+    serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    serving.start()
+    host, port = daemon.address
+    log.info(
+        "step=start listening on %s:%d; %d devices tracked; LibreNMS %s; poll via %s%s",
+        host,
+        port,
+        store.count(),
+        daemon.cfg.librenms_url,
+        daemon.cfg.poll_method,
+        " (DRY_RUN: no PATCH is sent)" if daemon.cfg.dry_run else "",
+    )
+    notifier = daemon.notifier
+    notifier.send("READY=1")
+    last_watchdog = 0.0
+    try:
+        while True:
+            try:
+                signum = signals.get(timeout=_SUPERVISE_EVERY)
+            except queue.Empty:
+                signum = None
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                log.info("step=stop received %s", signal.Signals(signum).name)
+                break
+            if signum == signal.SIGHUP and daemon.on_hup is not None:
+                daemon.on_hup()
+                log.info("step=log reopened on SIGHUP")
+            worker.ensure_running()
+            interval = notifier.watchdog_interval
+            now = time.monotonic()
+            if interval and now - last_watchdog >= interval and worker.alive():
+                notifier.send("WATCHDOG=1")
+                last_watchdog = now
+    finally:
+        notifier.send("STOPPING=1")
+        shutdown(daemon)
+    return 0
+
+
+def shutdown(daemon: Daemon) -> None:
+    """Stop accepting, let running steps finish within STOP_TIMEOUT_SEC, save, release."""
+    daemon.server.shutdown()
+    daemon.server.server_close()
+    daemon.reconciler.stop()
+    finished = daemon.worker.stop(daemon.cfg.stop_timeout_sec)
+    if not finished:
+        log.warning(
+            "step=stop steps still running after %.0fs: they resume after restart",
+            daemon.cfg.stop_timeout_sec,
+        )
+    daemon.store.close()
+    daemon.poller.close()
+    daemon.api.close()
+    log.info(
+        "step=stop state saved to %s; %d devices tracked", daemon.store.path, daemon.store.count()
+    )
+    daemon.lock.release()

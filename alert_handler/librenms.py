@@ -1,0 +1,296 @@
+"""LibreNMS API v0 client over one `requests.Session`; every failure is a `LibreNMSError`.
+
+Only the fields the daemon needs are taken from device rows: rows carry SNMP secrets and are
+never logged whole. Timeouts, refused connections, 5xx and 429 are retried a few times with
+exponential backoff and jitter; other 4xx are final.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[str, str, float], None]  # (endpoint, status, seconds)
+
+
+class LibreNMSError(Exception):
+    """An API call failed; `str()` is safe to log (no token, no device row)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class DeviceNotFound(LibreNMSError):
+    """LibreNMS has no such device."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The few columns of a device row the daemon uses."""
+
+    device_id: int
+    hostname: str | None
+    overwrite_ip: str | None
+    ip: str | None
+    status: bool | None
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    """One port of a device."""
+
+    port_id: int
+    if_name: str
+    oper_status: str | None
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """One alert from GET /alerts."""
+
+    alert_id: int
+    device_id: int
+    rule_name: str | None
+    state: int
+    timestamp: str | None
+
+
+def _device_info(row: dict[str, Any]) -> DeviceInfo:
+    status = row.get("status")
+    return DeviceInfo(
+        device_id=int(row["device_id"]),
+        hostname=row.get("hostname"),
+        overwrite_ip=row.get("overwrite_ip") or None,
+        ip=row.get("ip"),
+        status=bool(status) if status is not None else None,
+    )
+
+
+class LibreNMS:
+    """The API calls the daemon makes."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 2,
+        verify: bool | str = True,
+        pool_size: int = 4,
+        dry_run: bool = False,
+        observe: Observer | None = None,
+        backoff: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.dry_run = dry_run
+        self.backoff = backoff
+        self._observe = observe
+        self._session = requests.Session()
+        self._session.headers["X-Auth-Token"] = token
+        self._session.headers["Accept"] = "application/json"
+        self._session.verify = verify
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1))
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def __repr__(self) -> str:
+        return f"LibreNMS({self.base_url!r})"
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._session.close()
+
+    # -- transport ---------------------------------------------------------------------------
+    def _call(
+        self, method: str, path: str, endpoint: str, *, body: Any = None, params: Any = None
+    ) -> tuple[int, dict[str, Any]]:
+        """One API call with retries; returns (status, decoded JSON) for 2xx and 404."""
+        data = None if body is None else json.dumps(body)
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                resp = self._session.request(
+                    method, self.base_url + path, data=data, params=params, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                self._record(endpoint, "error", started)
+                error: LibreNMSError | None = LibreNMSError(
+                    f"{method} {endpoint}: {type(exc).__name__}: {_reason(exc)}", retryable=True
+                )
+            else:
+                self._record(endpoint, str(resp.status_code), started)
+                error = self._check(method, endpoint, resp)
+                if error is None:
+                    return resp.status_code, _json(resp)
+            assert error is not None
+            if not error.retryable or attempt >= self.retries:
+                raise error
+            attempt += 1
+            delay = self.backoff * (2 ** (attempt - 1))
+            time.sleep(delay * (0.5 + random.random()))
+
+    def _record(self, endpoint: str, status: str, started: float) -> None:
+        if self._observe is not None:
+            self._observe(endpoint, status, time.monotonic() - started)
+
+    @staticmethod
+    def _check(method: str, endpoint: str, resp: requests.Response) -> LibreNMSError | None:
+        code = resp.status_code
+        if 200 <= code < 300 or code == 404:
+            return None
+        message = _json(resp).get("message") or resp.reason or ""
+        text = f"{method} {endpoint}: HTTP {code} {str(message)[:200]}"
+        if code == 401:
+            text += " (check LIBRENMS_API_TOKEN)"
+        if code == 403:
+            text += " (the API token needs admin rights)"
+        return LibreNMSError(text, status=code, retryable=code >= 500 or code == 429)
+
+    # -- calls -------------------------------------------------------------------------------
+    def get_device(self, device_id: int) -> DeviceInfo:
+        """GET /devices/{id}; DeviceNotFound when it does not exist."""
+        status, data = self._call("GET", f"/devices/{device_id}", "GET /devices/{id}")
+        devices = data.get("devices")
+        if status == 404 or not isinstance(devices, list) or not devices:
+            raise DeviceNotFound(f"device {device_id} does not exist in LibreNMS", status=status)
+        return _device_info(devices[0])
+
+    def set_overwrite_ip(self, device_id: int, value: str | None) -> None:
+        """PATCH /devices/{id} overwrite_ip (None clears it). Logged only in dry-run mode."""
+        if self.dry_run:
+            log.info(
+                "device=%s step=patch DRY_RUN would set overwrite_ip %s",
+                device_id,
+                "null" if value is None else value,
+            )
+            return
+        body = {"field": "overwrite_ip", "data": value}
+        status, data = self._call(
+            "PATCH", f"/devices/{device_id}", "PATCH /devices/{id}", body=body
+        )
+        if status == 404:
+            raise DeviceNotFound(f"device {device_id} not found", status=404)
+        if data.get("status") != "ok":
+            raise LibreNMSError(f"PATCH /devices/{device_id}: unexpected answer", status=status)
+
+    def discover(self, device_id: int) -> None:
+        """GET /devices/{id}/discover: queue a rediscovery."""
+        status, data = self._call(
+            "GET", f"/devices/{device_id}/discover", "GET /devices/{id}/discover"
+        )
+        # result.status is the number of rows changed: 0 when a discovery is already queued
+        # (last_discovered already NULL), so only the envelope tells success from failure.
+        if data.get("status") != "ok":
+            raise LibreNMSError(f"discover of device {device_id} refused", status=status)
+
+    def device_ports(self, device_id: int) -> list[PortInfo]:
+        """GET /devices/{id}/ports with port_id, ifName, ifOperStatus; [] when it has none."""
+        status, data = self._call(
+            "GET",
+            f"/devices/{device_id}/ports",
+            "GET /devices/{id}/ports",
+            params={"columns": "port_id,ifName,ifOperStatus"},
+        )
+        if status == 404:
+            return []
+        ports = data.get("ports") or []
+        return [
+            PortInfo(int(p["port_id"]), str(p.get("ifName") or ""), p.get("ifOperStatus"))
+            for p in ports
+            if isinstance(p, dict) and "port_id" in p
+        ]
+
+    def port_status(self, port_id: int) -> str | None:
+        """GET /ports/{id} -> ifOperStatus, None if the port does not exist any more."""
+        status, data = self._call("GET", f"/ports/{port_id}", "GET /ports/{id}")
+        ports = data.get("port")
+        if status == 404 or not isinstance(ports, list) or not ports:
+            return None
+        value = ports[0].get("ifOperStatus")
+        return str(value) if value is not None else None
+
+    def list_devices(self) -> list[DeviceInfo]:
+        """GET /devices?type=all."""
+        _, data = self._call("GET", "/devices", "GET /devices", params={"type": "all"})
+        return [_device_info(row) for row in data.get("devices") or [] if isinstance(row, dict)]
+
+    def open_alerts(self) -> list[OpenAlert]:
+        """GET /alerts?state=1: alerts that are firing now."""
+        status, data = self._call("GET", "/alerts", "GET /alerts", params={"state": "1"})
+        if status == 404:
+            return []
+        out = []
+        for row in data.get("alerts") or []:
+            try:
+                out.append(
+                    OpenAlert(
+                        alert_id=int(row["id"]),
+                        device_id=int(row["device_id"]),
+                        rule_name=row.get("name"),
+                        state=int(row.get("state", 1)),
+                        timestamp=row.get("timestamp"),
+                    )
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    def ack_alert(self, alert_id: int, note: str) -> None:
+        """PUT /alerts/{id}: acknowledge with a note."""
+        if self.dry_run:
+            log.info("alert=%s step=ack DRY_RUN would acknowledge", alert_id)
+            return
+        self._call(
+            "PUT",
+            f"/alerts/{alert_id}",
+            "PUT /alerts/{id}",
+            body={"note": note, "until_clear": False},
+        )
+
+    def has_admin_rights(self) -> bool:
+        """Whether the token may write: an ignored field on device 0 answers 404 for admins."""
+        try:
+            self._call(
+                "PATCH",
+                "/devices/0",
+                "PATCH /devices/{id}",
+                body={"field": "x_check", "data": None},
+            )
+        except LibreNMSError as exc:
+            if exc.status == 403:
+                return False
+            raise
+        return True
+
+
+def _json(resp: requests.Response) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """A short description of a transport error without URLs or headers."""
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed"
+    return exc.__class__.__name__

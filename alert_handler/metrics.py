@@ -1,0 +1,110 @@
+"""Prometheus metrics, one registry per daemon (so tests can run several in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from alert_handler.records import DeviceRecord, Phase
+
+STEPS = ("inspect", "verify", "force_down", "restore", "discover", "poll", "check", "release")
+
+
+class _PhaseCollector(Collector):
+    """Devices tracked by phase, read from the store at scrape time."""
+
+    def __init__(self, records: Callable[[], dict[int, DeviceRecord]]) -> None:
+        self._records = records
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "alert_handler_devices_tracked", "Devices tracked, by phase", labels=["phase"]
+        )
+        counts = dict.fromkeys(Phase, 0)
+        for record in self._records().values():
+            counts[record.phase] += 1
+        for phase, count in counts.items():
+            family.add_metric([phase.value], count)
+        return [family]
+
+
+class Metrics:
+    """Every metric the daemon exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.alerts = Counter(
+            "alert_handler_alerts_received", "Webhook requests, by result", ["result"], registry=r
+        )
+        self.attempts = Counter(
+            "alert_handler_recovery_attempts",
+            "Recovery checks, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.recoveries = Counter(
+            "alert_handler_recoveries", "Devices whose port came back up", registry=r
+        )
+        self.give_ups = Counter(
+            "alert_handler_give_ups", "Devices given up after MAX_ATTEMPTS", registry=r
+        )
+        self.forced_down = Counter(
+            "alert_handler_forced_down", "Times a device was forced down", registry=r
+        )
+        self.step_seconds = Histogram(
+            "alert_handler_step_duration_seconds",
+            "Duration of each recovery step",
+            ["step"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "alert_handler_librenms_requests",
+            "LibreNMS API requests, by endpoint and HTTP status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.poll_exits = Counter(
+            "alert_handler_poll_exit_status", "Poll command exit statuses", ["status"], registry=r
+        )
+        self.thread_restarts = Counter(
+            "alert_handler_recovery_thread_restarts", "Recovery thread restarts", registry=r
+        )
+        self.state_write_seconds = Histogram(
+            "alert_handler_state_write_duration_seconds",
+            "Duration of one atomic state-file write",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.last_cycle = Gauge(
+            "alert_handler_last_cycle_timestamp_seconds",
+            "Unix time the last recovery cycle completed",
+            registry=r,
+        )
+        self.paused = Gauge("alert_handler_paused", "1 while in maintenance mode", registry=r)
+        self.storm_held = Gauge(
+            "alert_handler_storm_held_devices",
+            "Devices recorded but not forced down because of MAX_FORCED_DOWN",
+            registry=r,
+        )
+        self.dry_run = Gauge("alert_handler_dry_run", "1 when DRY_RUN is on", registry=r)
+
+    def watch_records(self, records: Callable[[], dict[int, DeviceRecord]]) -> None:
+        """Export devices-by-phase from `records` at scrape time."""
+        self.registry.register(_PhaseCollector(records))
+
+    def observe_api(self, endpoint: str, status: str, seconds: float) -> None:
+        """Hook for the LibreNMS client."""
+        self.api_requests.labels(endpoint, status).inc()
+
+    def observe_state_write(self, seconds: float, size: int) -> None:
+        """Hook for the state store."""
+        self.state_write_seconds.observe(seconds)
+
+    def render(self) -> bytes:
+        """The text exposition."""
+        return generate_latest(self.registry)

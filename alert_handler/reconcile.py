@@ -1,0 +1,141 @@
+"""Reconciliation with LibreNMS, at start and every RECONCILE_INTERVAL_SEC.
+
+- A device on UNSUPERVISED_IP that the state does not track is adopted (its original is
+  unknown, so it will be restored to null).
+- Open alerts of the trigger rules that never reached the daemon are picked up: LibreNMS never
+  re-sends a failed webhook. Alerts older than the moment the daemon last let the device go are
+  skipped, so a recovered device is not picked up again by its own stale alert.
+A tracked device whose overwrite_ip someone else changed is handled by the worker's verify step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from alert_handler.librenms import LibreNMS, LibreNMSError
+from alert_handler.records import DeviceRecord, from_iso
+from alert_handler.recovery import Rules
+from alert_handler.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What one pass found."""
+
+    adopted: tuple[int, ...] = ()
+    picked_up: tuple[int, ...] = ()
+
+
+def reconcile_once(
+    api: LibreNMS,
+    store: StateStore,
+    rules: Rules,
+    now: float,
+    dismissed: dict[int, float],
+) -> ReconcileResult:
+    """One pass; raises LibreNMSError if LibreNMS cannot be asked."""
+    adopted: list[int] = []
+    picked: list[int] = []
+
+    def add(device_id: int, hostname: str | None) -> bool:
+        def change(current: DeviceRecord | None) -> DeviceRecord | None:
+            if current is not None:
+                return current
+            return DeviceRecord(
+                device_id=device_id,
+                hostname=hostname,
+                first_seen=now,
+                next_attempt_at=now,
+                last_alert=now,
+            )
+
+        before = store.get(device_id)
+        rec, version = store.update(device_id, change)
+        if before is None and rec is not None:
+            store.wait_durable(version, 30.0)
+            return True
+        return False
+
+    for device in api.list_devices():
+        if device.overwrite_ip == rules.unsupervised_ip and store.get(device.device_id) is None:
+            if add(device.device_id, device.hostname):
+                adopted.append(device.device_id)
+                log.warning(
+                    "device=%s step=reconcile found on UNSUPERVISED_IP but not tracked: adopted; "
+                    "its original overwrite_ip is unknown and will be restored to null",
+                    device.device_id,
+                )
+    for alert in api.open_alerts():
+        if rules.trigger_rules and alert.rule_name not in rules.trigger_rules:
+            continue
+        if store.get(alert.device_id) is not None:
+            continue
+        let_go = dismissed.get(alert.device_id)
+        if let_go is not None:
+            try:
+                raised = from_iso(alert.timestamp.replace(" ", "T")) if alert.timestamp else None
+            except ValueError:
+                raised = None
+            if raised is None or raised <= let_go:
+                continue
+        if add(alert.device_id, None):
+            picked.append(alert.device_id)
+            log.warning(
+                "device=%s step=reconcile open alert %s (%s) never reached the daemon: tracked",
+                alert.device_id,
+                alert.alert_id,
+                alert.rule_name,
+            )
+    return ReconcileResult(tuple(adopted), tuple(picked))
+
+
+class Reconciler:
+    """Runs `reconcile_once` now and then every `interval` seconds in its own thread."""
+
+    def __init__(
+        self,
+        api: LibreNMS,
+        store: StateStore,
+        rules: Rules,
+        interval: float,
+        clock: Callable[[], float],
+        dismissed: Callable[[], dict[int, float]],
+        wake: Callable[[], None],
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.rules = rules
+        self.interval = interval
+        self.clock = clock
+        self._dismissed = dismissed
+        self._wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread (the first pass runs at once)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current pass."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.store.paused:
+                    result = reconcile_once(
+                        self.api, self.store, self.rules, self.clock(), self._dismissed()
+                    )
+                    if result.adopted or result.picked_up:
+                        self._wake()
+            except LibreNMSError as exc:
+                log.warning("step=reconcile failed: %s", exc)
+            except Exception:
+                log.exception("step=reconcile unexpected error")
+            self._stop.wait(self.interval)

@@ -1,0 +1,243 @@
+"""Device records and their JSON form; pure (no clock, no files).
+
+A record holds two kinds of fields. The recovery worker owns the phase and everything about
+LibreNMS (original, port, attempts, schedule); the webhook owns what alerts tell us (counters,
+last seen, a recheck or release request). `merge_alert_fields` lets the worker write its decision
+without losing an alert that arrived while it was talking to LibreNMS.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+STATE_VERSION = 1
+
+
+class Phase(str, Enum):
+    """Where a device is in its cycle; each value is persisted."""
+
+    NEW = "new"  # tracked, nothing changed in LibreNMS yet
+    FORCING_DOWN = "forcing_down"  # original recorded; setting overwrite_ip to UNSUPERVISED_IP
+    DOWN = "down"  # forced down; waits for next_attempt_at
+    RESTORING = "restoring"  # putting the original back, then discover, poll, check
+    RELEASING = "releasing"  # putting the original back for good (release, give-up)
+
+
+FORCED_PHASES = frozenset({Phase.FORCING_DOWN, Phase.DOWN, Phase.RESTORING})
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """Everything the daemon knows about one tracked device."""
+
+    device_id: int
+    phase: Phase = Phase.NEW
+    hostname: str | None = None
+    original_recorded: bool = False
+    original_overwrite_ip: str | None = None
+    adopted: bool = False  # the original was unknown; restored to null
+    port_id: int | None = None
+    attempts: int = 0
+    first_seen: float = 0.0
+    next_attempt_at: float = 0.0
+    attempt_started_at: float | None = None
+    forced_down_at: float | None = None
+    last_error: str | None = None
+    acked: bool = False
+    # Fields the webhook owns:
+    alerts: int = 1
+    last_alert: float = 0.0
+    last_rule: str | None = None
+    last_ip: str | None = None
+    recheck_at: float | None = None
+    release_requested: bool = False
+
+    def with_original(self, value: str | None, *, adopted: bool = False) -> DeviceRecord:
+        """Record the original overwrite_ip once; a recorded one is never replaced."""
+        if self.original_recorded:
+            return self
+        return replace(self, original_recorded=True, original_overwrite_ip=value, adopted=adopted)
+
+
+_ALERT_FIELDS = ("alerts", "last_alert", "last_rule", "last_ip", "recheck_at", "release_requested")
+
+
+def merge_alert_fields(decided: DeviceRecord, current: DeviceRecord) -> DeviceRecord:
+    """The worker's `decided` record with the webhook-owned fields taken from `current`."""
+    updates = {name: getattr(current, name) for name in _ALERT_FIELDS}
+    if current.hostname and not decided.hostname:
+        updates["hostname"] = current.hostname
+    return replace(decided, **updates)
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as an ISO 8601 UTC string with milliseconds (what operators read)."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def from_iso(text: Any) -> float | None:
+    """The inverse of `iso`; also accepts epoch numbers. Raises ValueError on junk."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    if not isinstance(text, str):
+        raise ValueError(f"not a time: {text!r}")
+    value = text[:-1] + "+00:00" if text.endswith("Z") else text
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def record_to_dict(rec: DeviceRecord) -> dict[str, Any]:
+    """The JSON object stored for one device."""
+    return {
+        "hostname": rec.hostname,
+        "phase": rec.phase.value,
+        "original_overwrite_ip": rec.original_overwrite_ip,
+        "original_recorded": rec.original_recorded,
+        "adopted": rec.adopted,
+        "port_id": rec.port_id,
+        "attempts": rec.attempts,
+        "first_seen": iso(rec.first_seen),
+        "next_attempt_at": iso(rec.next_attempt_at),
+        "attempt_started_at": iso(rec.attempt_started_at),
+        "forced_down_at": iso(rec.forced_down_at),
+        "last_error": rec.last_error,
+        "acked": rec.acked,
+        "alerts": rec.alerts,
+        "last_alert": iso(rec.last_alert),
+        "last_rule": rec.last_rule,
+        "last_ip": rec.last_ip,
+        "recheck_at": iso(rec.recheck_at),
+        "release_requested": rec.release_requested,
+    }
+
+
+def record_to_json(rec: DeviceRecord) -> str:
+    """One device as a compact JSON object (the state file keeps one device per line)."""
+    return json.dumps(record_to_dict(rec), separators=(", ", ": "))
+
+
+def _opt_str(value: Any, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{name} must be a string or null")
+
+
+def _int(value: Any, name: str, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer")
+    return value
+
+
+def record_from_dict(device_id: int, obj: Any, now: float) -> DeviceRecord:
+    """Read one stored device; raises ValueError for anything that is not a record."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"device {device_id}: not an object")
+    port_id = obj.get("port_id")
+    return DeviceRecord(
+        device_id=device_id,
+        phase=Phase(obj.get("phase", "new")),
+        hostname=_opt_str(obj.get("hostname"), "hostname"),
+        original_recorded=bool(obj.get("original_recorded", False)),
+        original_overwrite_ip=_opt_str(obj.get("original_overwrite_ip"), "original_overwrite_ip"),
+        adopted=bool(obj.get("adopted", False)),
+        port_id=None if port_id is None else _int(port_id, "port_id"),
+        attempts=_int(obj.get("attempts"), "attempts", 0),
+        first_seen=from_iso(obj.get("first_seen")) or now,
+        next_attempt_at=from_iso(obj.get("next_attempt_at")) or now,
+        attempt_started_at=from_iso(obj.get("attempt_started_at")),
+        forced_down_at=from_iso(obj.get("forced_down_at")),
+        last_error=_opt_str(obj.get("last_error"), "last_error"),
+        acked=bool(obj.get("acked", False)),
+        alerts=_int(obj.get("alerts"), "alerts", 1),
+        last_alert=from_iso(obj.get("last_alert")) or now,
+        last_rule=_opt_str(obj.get("last_rule"), "last_rule"),
+        last_ip=_opt_str(obj.get("last_ip"), "last_ip"),
+        recheck_at=from_iso(obj.get("recheck_at")),
+        release_requested=bool(obj.get("release_requested", False)),
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole persisted state."""
+
+    devices: dict[int, DeviceRecord]
+    paused: bool = False
+    migrated_from_legacy: bool = False
+
+
+def _legacy_record(device_id: int, obj: Any, now: float) -> DeviceRecord:
+    """A device from the original script's flat file: {"42": {hostname, ip, port_id, added_at}}.
+
+    The old `ip` came from the alert, which after a poll is UNSUPERVISED_IP: it is kept only as
+    `last_ip`, never as the original. The device restarts at NEW, so the original is read from
+    LibreNMS before anything changes (and adopted as null if the old script had forced it down).
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"device {device_id}: not an object")
+    added = obj.get("added_at")
+    try:
+        first_seen = from_iso(added) or now
+    except ValueError:
+        first_seen = now
+    port_id = obj.get("port_id")
+    if isinstance(port_id, str) and port_id.isdigit():
+        port_id = int(port_id)
+    return DeviceRecord(
+        device_id=device_id,
+        hostname=_opt_str(obj.get("hostname"), "hostname"),
+        port_id=port_id if isinstance(port_id, int) and not isinstance(port_id, bool) else None,
+        first_seen=first_seen,
+        next_attempt_at=now,
+        last_alert=first_seen,
+        last_ip=_opt_str(obj.get("ip"), "ip"),
+    )
+
+
+def _device_key(key: Any) -> int:
+    if not isinstance(key, str) or not key.isascii() or not key.isdigit() or int(key) <= 0:
+        raise ValueError(f"device key {key!r} is not a positive integer")
+    return int(key)
+
+
+def snapshot_from_json(text: str, now: float) -> Snapshot:
+    """Parse the state file's text (empty means no devices); ValueError if it is corrupt."""
+    if not text.strip():
+        return Snapshot(devices={})
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("state file is not a JSON object")
+    if "version" in data and "devices" in data:
+        if data["version"] != STATE_VERSION:
+            raise ValueError(f"unknown state file version {data['version']!r}")
+        devices = data["devices"]
+        if not isinstance(devices, dict):
+            raise ValueError("devices is not an object")
+        records = {
+            _device_key(k): record_from_dict(_device_key(k), v, now) for k, v in devices.items()
+        }
+        return Snapshot(devices=records, paused=bool(data.get("paused", False)))
+    records = {_device_key(k): _legacy_record(_device_key(k), v, now) for k, v in data.items()}
+    return Snapshot(devices=records, migrated_from_legacy=True)
+
+
+def snapshot_to_json(fragments: list[tuple[int, str]], paused: bool) -> str:
+    """The state file's text from per-device JSON fragments, one device per line."""
+    head = f'{{"version": {STATE_VERSION}, "paused": {"true" if paused else "false"}, "devices": {{'
+    if not fragments:
+        return head + "}}\n"
+    body = ",\n".join(f'"{device_id}": {fragment}' for device_id, fragment in fragments)
+    return head + "\n" + body + "\n}}\n"

@@ -1,0 +1,280 @@
+"""The per-device state machine; pure: takes records, facts and `now`, returns Decisions.
+
+Cycle of a device (each arrow is persisted before the next LibreNMS change is made):
+
+    alert -> NEW --inspect--> FORCING_DOWN --PATCH unsupervised, discover--> DOWN
+    DOWN --interval, verify--> RESTORING --PATCH original, discover, poll, check-->
+        port up: forgotten;  otherwise: FORCING_DOWN (again)
+    release / give-up -> RELEASING --PATCH original--> forgotten
+
+The worker runs the I/O between the calls; nothing here touches a clock, a socket or a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from alert_handler.alerts import STATE_ACKNOWLEDGED, STATE_RECOVERED, Alert
+from alert_handler.librenms import DeviceInfo, PortInfo
+from alert_handler.records import FORCED_PHASES, DeviceRecord, Phase
+
+
+class Reason(str, Enum):
+    """Why a decision was taken; logged and asserted in tests."""
+
+    NEW_DEVICE = "new device"
+    REPEAT = "repeat alert"
+    RECHECK = "recovery notice: check now"
+    IGNORED_ACK = "acknowledged notification ignored"
+    IGNORED_UNTRACKED_RECOVERY = "recovery of an untracked device ignored"
+    IGNORED_RULE = "rule not in TRIGGER_RULES"
+    TRACK_BY_HAND = "tracked by hand"
+    STALE_PORT_UP = "port already up: stale alert, not forced down"
+    NO_TARGET_PORT = "device has no port with the target ifName"
+    DEVICE_GONE = "device no longer exists in LibreNMS"
+    ADOPTED = "found on UNSUPERVISED_IP with no known original: adopted, will restore null"
+    ALREADY_DOWN = "already forced down"
+    FORCE_DOWN = "forcing down"
+    FORCED_DOWN = "forced down"
+    ATTEMPT = "restoring for a check"
+    RECOVERED = "port up: recovered"
+    STILL_DOWN = "port not up: forcing down again"
+    POLL_DEVICE_DOWN = "poll says device down: forcing down again"
+    POLL_FAILED = "poll failed: forcing down again"
+    STEP_FAILED = "step failed"
+    FOREIGN_CHANGE = "overwrite_ip changed by someone else: left alone"
+    GAVE_UP = "MAX_ATTEMPTS reached: left restored and forgotten"
+    RELEASE = "release requested"
+    RELEASED = "released: original restored"
+
+
+class Action(str, Enum):
+    """What the worker should do next for a device."""
+
+    WAIT = "wait"
+    INSPECT = "inspect"
+    FORCE_DOWN = "force_down"
+    VERIFY = "verify"  # read the device before restoring it
+    CHECK = "check"  # restore, discover, poll, read the port
+    RELEASE = "release"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings the state machine needs."""
+
+    unsupervised_ip: str = "127.0.0.50"
+    target_ifname: str = "port2"
+    interval: float = 60.0
+    max_attempts: int = 0
+    trigger_rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The record to store (None: forget the device) and why."""
+
+    record: DeviceRecord | None
+    reason: Reason
+    detail: str = ""
+    new: bool = False
+
+    @property
+    def forget(self) -> bool:
+        """Whether the device is dropped from the state."""
+        return self.record is None
+
+
+# -- alerts -----------------------------------------------------------------------------------
+def on_alert(rec: DeviceRecord | None, alert: Alert, now: float, rules: Rules) -> Decision:
+    """What a webhook notification does to a device's record."""
+    if alert.state == STATE_ACKNOWLEDGED:
+        return Decision(rec, Reason.IGNORED_ACK)
+    if alert.state == STATE_RECOVERED:
+        if rec is None:
+            return Decision(None, Reason.IGNORED_UNTRACKED_RECOVERY)
+        return Decision(_seen(rec, alert, now, recheck=True), Reason.RECHECK)
+    if rec is not None:
+        return Decision(_seen(rec, alert, now), Reason.REPEAT)
+    if rules.trigger_rules and alert.rule not in rules.trigger_rules:
+        return Decision(None, Reason.IGNORED_RULE)
+    record = DeviceRecord(
+        device_id=alert.device_id,
+        hostname=alert.host,
+        first_seen=now,
+        next_attempt_at=now,
+        last_alert=now,
+        last_rule=alert.rule,
+        last_ip=alert.ip,
+    )
+    return Decision(record, Reason.NEW_DEVICE, new=True)
+
+
+def _seen(rec: DeviceRecord, alert: Alert, now: float, *, recheck: bool = False) -> DeviceRecord:
+    return replace(
+        rec,
+        alerts=rec.alerts + 1,
+        last_alert=now,
+        last_rule=alert.rule or rec.last_rule,
+        last_ip=alert.ip or rec.last_ip,
+        hostname=rec.hostname or alert.host,
+        recheck_at=now if recheck else rec.recheck_at,
+    )
+
+
+def track(rec: DeviceRecord | None, device_id: int, now: float) -> Decision:
+    """Start handling a device by hand (`alert-handler track`), as an alert would."""
+    if rec is not None:
+        return Decision(rec, Reason.REPEAT)
+    record = DeviceRecord(device_id=device_id, first_seen=now, next_attempt_at=now, last_alert=now)
+    return Decision(record, Reason.TRACK_BY_HAND, new=True)
+
+
+def request_release(rec: DeviceRecord, now: float) -> Decision:
+    """Ask for the original to be restored now and the device forgotten."""
+    return Decision(replace(rec, release_requested=True, next_attempt_at=now), Reason.RELEASE)
+
+
+# -- scheduling -------------------------------------------------------------------------------
+def is_due(rec: DeviceRecord, now: float) -> bool:
+    """Whether the worker should take the device now."""
+    if rec.release_requested or now >= rec.next_attempt_at:
+        return True
+    if rec.phase is Phase.DOWN and rec.recheck_at is not None:
+        last = rec.attempt_started_at or rec.forced_down_at or 0.0
+        return rec.recheck_at > last
+    return False
+
+
+def plan(rec: DeviceRecord, now: float) -> Action:
+    """The next action for a device, WAIT when nothing is due."""
+    if not is_due(rec, now):
+        return Action.WAIT
+    if rec.release_requested or rec.phase is Phase.RELEASING:
+        return Action.RELEASE
+    return {
+        Phase.NEW: Action.INSPECT,
+        Phase.FORCING_DOWN: Action.FORCE_DOWN,
+        Phase.DOWN: Action.VERIFY,
+        Phase.RESTORING: Action.CHECK,
+    }[rec.phase]
+
+
+def forced_count(records: dict[int, DeviceRecord]) -> int:
+    """Devices that are, or are about to be, on UNSUPERVISED_IP (for MAX_FORCED_DOWN)."""
+    return sum(1 for r in records.values() if r.phase in FORCED_PHASES)
+
+
+# -- results of the worker's steps ------------------------------------------------------------
+def _find_port(ports: list[PortInfo], ifname: str) -> PortInfo | None:
+    # Exact ifName: the API's search is a substring match (port20, Port2-backup).
+    for port in ports:
+        if port.if_name == ifname:
+            return port
+    return None
+
+
+def after_inspect(
+    rec: DeviceRecord, info: DeviceInfo, ports: list[PortInfo], now: float, rules: Rules
+) -> Decision:
+    """Record the original once, find the port, and decide whether to force the device down."""
+    hostname = rec.hostname or info.hostname
+    port = _find_port(ports, rules.target_ifname)
+    if info.overwrite_ip == rules.unsupervised_ip:
+        # Already pointed away (state lost, a crash, or the old script): the original is unknown.
+        adopted = not rec.original_recorded
+        new = replace(rec.with_original(None, adopted=True), hostname=hostname)
+        if port is None:
+            return Decision(
+                replace(new, phase=Phase.RELEASING, next_attempt_at=now),
+                Reason.NO_TARGET_PORT,
+                "on UNSUPERVISED_IP: restoring it",
+            )
+        new = replace(
+            new,
+            phase=Phase.DOWN,
+            port_id=port.port_id,
+            forced_down_at=rec.forced_down_at or now,
+            next_attempt_at=now + rules.interval,
+            last_error=None,
+        )
+        return Decision(new, Reason.ADOPTED if adopted else Reason.ALREADY_DOWN)
+    if port is None:
+        return Decision(None, Reason.NO_TARGET_PORT, f"no port named {rules.target_ifname!r}")
+    if port.oper_status == "up":
+        return Decision(None, Reason.STALE_PORT_UP, f"{rules.target_ifname} is up")
+    new = replace(
+        rec.with_original(info.overwrite_ip),
+        hostname=hostname,
+        phase=Phase.FORCING_DOWN,
+        port_id=port.port_id,
+        next_attempt_at=now,
+        last_error=None,
+    )
+    return Decision(new, Reason.FORCE_DOWN, f"{rules.target_ifname} is {port.oper_status}")
+
+
+def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:
+    """The device points at UNSUPERVISED_IP; the next attempt is one interval after the last."""
+    start = rec.attempt_started_at if rec.attempt_started_at is not None else now
+    new = replace(
+        rec,
+        phase=Phase.DOWN,
+        forced_down_at=rec.forced_down_at or now,
+        next_attempt_at=start + rules.interval,
+    )
+    return Decision(new, Reason.FORCED_DOWN)
+
+
+def before_attempt(rec: DeviceRecord, info: DeviceInfo, now: float, rules: Rules) -> Decision:
+    """Check nobody else changed the device, then move to RESTORING (counting the attempt)."""
+    if info.overwrite_ip not in (rules.unsupervised_ip, rec.original_overwrite_ip):
+        return Decision(None, Reason.FOREIGN_CHANGE, f"overwrite_ip is now {info.overwrite_ip!r}")
+    new = replace(
+        rec,
+        phase=Phase.RESTORING,
+        attempts=rec.attempts + 1,
+        attempt_started_at=now,
+        next_attempt_at=now,  # the check follows at once
+        hostname=rec.hostname or info.hostname,
+    )
+    return Decision(new, Reason.ATTEMPT)
+
+
+def after_check(
+    rec: DeviceRecord, poll_exit: int, oper_status: str | None, now: float, rules: Rules
+) -> Decision:
+    """The device was restored and polled: forget it if its port is up, else force it down."""
+    if poll_exit == 0 and oper_status == "up":
+        return Decision(None, Reason.RECOVERED, f"{rules.target_ifname} is up")
+    if poll_exit == 6:
+        reason, error = Reason.POLL_DEVICE_DOWN, "poll: device down (exit 6)"
+    elif poll_exit != 0:
+        reason, error = Reason.POLL_FAILED, f"poll exited {poll_exit}"
+    else:
+        reason, error = Reason.STILL_DOWN, f"{rules.target_ifname} is {oper_status or 'missing'}"
+    if rules.max_attempts and rec.attempts >= rules.max_attempts:
+        return Decision(None, Reason.GAVE_UP, f"{error} after {rec.attempts} attempts")
+    new = replace(rec, phase=Phase.FORCING_DOWN, next_attempt_at=now, last_error=error)
+    return Decision(new, reason, error)
+
+
+def after_release(rec: DeviceRecord) -> Decision:
+    """The original is back: forget the device."""
+    return Decision(None, Reason.RELEASED)
+
+
+def after_failure(
+    rec: DeviceRecord, action: Action, error: str, now: float, rules: Rules, *, gone: bool = False
+) -> Decision:
+    """A step failed. The device is never left restored-and-unchecked: a failed check forces it
+    down again at once; anything else is retried one interval later."""
+    if gone:
+        return Decision(None, Reason.DEVICE_GONE, error)
+    later = now + rules.interval
+    if action is Action.CHECK:
+        new = replace(rec, phase=Phase.FORCING_DOWN, next_attempt_at=now, last_error=error)
+    else:
+        new = replace(rec, next_attempt_at=later, last_error=error)
+    return Decision(new, Reason.STEP_FAILED, error)

@@ -1,0 +1,639 @@
+"""A LibreNMS API v0 simulator on a real socket, for tests, benchmarks and `alert-handler demo`.
+
+It keeps LibreNMS's split between what is (`SimPort.link`, set by the scenario) and what LibreNMS
+knows (`ifOperStatus`, `devices.status`, `devices.ip`): only `poll()`, the stand-in for
+`lnms device:poll <id>`, copies the one into the other. `python -m alert_handler.simulator poll`
+runs that poll as a real process (stdlib only, so it starts fast), `... serve` runs the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import json
+import logging
+import queue
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from types import FrameType, TracebackType
+from typing import Any, NamedTuple
+from urllib.parse import quote, unquote, urlsplit
+
+from alert_handler.simulator_http import (
+    PORT_STATUSES,
+    Database,
+    Reply,
+    SimPort,
+    SimServer,
+    alert_json,
+    api,
+    device_json,
+    device_row,
+    error_reply,
+    json_reply,
+    php_str,
+)
+
+__all__ = [
+    "DEFAULT_BODY_TEMPLATE",
+    "DEFAULT_TOKEN",
+    "RequestRecord",
+    "SimPort",
+    "Simulator",
+    "demo_fleet",
+    "main",
+    "render_template",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 (public test token)
+DEFAULT_BODY_TEMPLATE = (
+    '{"device_id": {{ $device_id }}, "host": "{{ $hostname }}", "ip": "{{ $ip }}",'
+    ' "state": {{ $state }}, "rule": {{ $name|json_encode }}, "uid": {{ $uid }}}'
+)
+API_PREFIX = "/api/v0"
+_NO_DEVICES = "Starting polling run:\n\nNo devices found matching your given device specification\n"
+_DOC_NETS = ("192.0.2", "198.51.100", "203.0.113")
+_TEMPLATE_VAR = re.compile(r"\{\{ \$(\w+)(\|json_encode)? \}\}")
+
+
+class RequestRecord(NamedTuple):
+    """One request as the simulator saw it; `path` lacks /api/v0, `time` is `time.monotonic()`."""
+
+    method: str
+    path: str
+    query: str
+    body: bytes
+    status: int  # 0: the connection was dropped (inject(drop=True))
+    time: float
+
+
+@dataclass
+class _Fault:
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    remaining: int
+    delay: float
+    drop: bool
+
+
+@dataclass
+class _Host:
+    """What is true of a device outside LibreNMS's database."""
+
+    real_ip: str
+    reachable: bool = True
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _doc_address(n: int) -> str:
+    """The n-th address of the documentation ranges (RFC 5737): data only, never connected to."""
+    n = (n - 1) % (254 * len(_DOC_NETS))
+    return f"{_DOC_NETS[n // 254]}.{n % 254 + 1}"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def render_template(template: str, values: dict[str, Any]) -> str:
+    """LibreNMS's `{{ $var }}` templating: values go in raw, `|json_encode` JSON-escapes."""
+
+    def substitute(match: re.Match[str]) -> str:
+        value = values.get(match.group(1))
+        return _php_json(value) if match.group(2) else php_str(value)
+
+    return _TEMPLATE_VAR.sub(substitute, template)
+
+
+def _php_json(value: Any) -> str:
+    """PHP json_encode() of a scalar (it escapes "/")."""
+    return json.dumps(value).replace("/", "\\/")
+
+
+class Simulator:
+    """LibreNMS as the daemon sees it: its API, its poller and its API alert transport.
+
+    One lock guards every table, the fault list and the request log; sleeps and network I/O
+    (latency, injected delays, `send_alert`) happen outside it.
+    """
+
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        *,
+        read_only_token: str | None = None,
+        unsupervised_ip: str = "127.0.0.50",
+        api_latency: float = 0.0,
+        poll_latency: float = 0.0,
+    ) -> None:
+        self._token = token.encode()
+        self._read_only_token = read_only_token.encode() if read_only_token else None
+        self.unsupervised_ip = unsupervised_ip
+        self.api_latency = api_latency
+        self.poll_latency = poll_latency
+        self.unreachable: set[str] = set()  # targets where nothing answers, besides unsupervised_ip
+        self._lock = threading.Lock()
+        self._db = Database()
+        self._hosts: dict[int, _Host] = {}
+        self._faults: list[_Fault] = []
+        self._requests: list[RequestRecord] = []
+        self._next_port_id = 1
+        self._next_alert_id = 1
+        self._next_uid = 1
+        self._server: SimServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ----
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Bind (port 0 picks a free one) and serve in a background thread; OSError if it can't."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        server = SimServer((host, port), self._handle)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.02},  # stop() waits at most this long
+            name="librenms-simulator",
+            daemon=True,
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+
+    def stop(self) -> None:
+        """Stop serving and cut open keep-alive connections; a no-op when not started."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        thread.join()
+
+    def __enter__(self) -> Simulator:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The API base URL, e.g. "http://127.0.0.1:PORT/api/v0"."""
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        host, port = self._server.server_address[:2]
+        host = str(host)
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}{API_PREFIX}"
+
+    # ---- the scenario ----
+
+    def add_device(
+        self,
+        device_id: int,
+        hostname: str,
+        *,
+        overwrite_ip: str | None = None,
+        real_ip: str | None = None,
+        ports: dict[str, str] | None = None,
+    ) -> None:
+        """Add a device as if already discovered and polled; `ports` maps ifName -> link status."""
+        ports = {"port2": "down", "ether1": "up"} if ports is None else ports
+        for status in ports.values():
+            _check_status(status)
+        real = real_ip or (hostname if _is_ip(hostname) else _doc_address(device_id))
+        row = device_row(device_id, hostname, overwrite_ip, overwrite_ip or real, _now())
+        with self._lock:
+            if device_id in self._db.devices or hostname.lower() in self._db.by_hostname:
+                raise ValueError(f"device {device_id} or {hostname!r} already exists")
+            self._db.devices[device_id] = row
+            self._db.by_hostname[hostname.lower()] = device_id
+            self._hosts[device_id] = _Host(real)
+            device_ports = self._db.ports_by_device.setdefault(device_id, [])
+            for index, (name, link) in enumerate(ports.items(), start=1):
+                port = SimPort(self._next_port_id, device_id, name, link, link, ifIndex=index)
+                self._next_port_id += 1
+                self._db.ports[port.port_id] = port
+                device_ports.append(port)
+
+    def set_link(self, device_id: int, ifname: str, status: str) -> None:
+        """Change the physical state of a port; LibreNMS learns it at the next poll."""
+        _check_status(status)
+        with self._lock:
+            self._find_port(device_id, ifname).link = status
+
+    def set_reachable(self, device_id: int, reachable: bool) -> None:
+        """Make the device itself answer pings or not, whatever its target address."""
+        with self._lock:
+            self._hosts[device_id].reachable = reachable
+
+    def device(self, device_id: int) -> dict[str, Any]:
+        """A copy of the device row as `GET /devices/{id}` shows it; KeyError if unknown."""
+        with self._lock:
+            return device_json(self._db.devices[device_id], model=True)
+
+    def port(self, device_id: int, ifname: str) -> SimPort:
+        """A copy of the port named exactly `ifname`; KeyError if unknown."""
+        with self._lock:
+            return replace(self._find_port(device_id, ifname))
+
+    def _find_port(self, device_id: int, ifname: str) -> SimPort:
+        for port in self._db.ports_by_device.get(device_id, ()):
+            if port.ifName == ifname:
+                return port
+        raise KeyError(f"device {device_id} has no port {ifname!r}")
+
+    def poll(self, device_id: int) -> tuple[int, str]:
+        """`lnms device:poll <id>`: (exit code, output); 0 polled, 6 device down, 1 no device."""
+        started = time.monotonic()
+        if self.poll_latency > 0:
+            time.sleep(self.poll_latency)
+        with self._lock:
+            row = self._db.devices.get(device_id)
+            if row is None:
+                return 1, _NO_DEVICES
+            host = self._hosts[device_id]
+            target = row["overwrite_ip"] or row["hostname"]
+            ip = row["overwrite_ip"] or host.real_ip
+            silent = self.unreachable | {self.unsupervised_ip}
+            row["ip"] = ip  # every poll sets devices.ip to overwrite_ip when that is set
+            header = (
+                f"Starting polling run:\n\nHostname:  {row['hostname']} \nID:        {device_id}\n"
+                f"OS:        {row['os']}\nIP:        {ip}\n\n"
+            )
+            if not host.reachable or target in silent or ip in silent:
+                row.update(status=False, status_reason="icmp")
+                return 6, header + "Device was down, unable to poll.\n"
+            now = _now()
+            row.update(status=True, status_reason="", last_polled=now, last_ping=now)
+            for port in self._db.ports_by_device.get(device_id, ()):
+                if port.ifOperStatus != port.link:
+                    port.ifOperStatus_prev, port.ifOperStatus = port.ifOperStatus, port.link
+            elapsed = time.monotonic() - started
+            row["last_polled_timetaken"] = round(elapsed, 3)
+            name = row["display"] or row["hostname"]
+        return 0, header + f">>> Polled {name} ({device_id}) in {elapsed:.3f} seconds <<<\n"
+
+    def add_alert(
+        self, device_id: int, rule_name: str = "Port2 down", rule_id: int = 1, state: int = 1
+    ) -> int:
+        """Open an alert of rule `rule_id` on the device; returns the alert id."""
+        with self._lock:
+            if device_id not in self._db.devices:
+                raise KeyError(device_id)
+            self._db.rules[rule_id] = rule_name
+            alert_id = self._next_alert_id
+            self._next_alert_id += 1
+            self._db.alerts[alert_id] = {
+                "id": alert_id,
+                "device_id": device_id,
+                "rule_id": rule_id,
+                "state": state,
+                "alerted": 1,
+                "open": 1,
+                "note": "",
+                "timestamp": _now(),
+                "info": "{}",
+            }
+        return alert_id
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert, in id order, as `GET /alerts` rows."""
+        with self._lock:
+            return [alert_json(self._db, a) for _, a in sorted(self._db.alerts.items())]
+
+    # ---- faults and observation ----
+
+    def inject(
+        self,
+        method: str,
+        path_regex: str,
+        *,
+        status: int = 500,
+        times: int = 1,
+        delay: float = 0.0,
+        drop: bool = False,
+    ) -> None:
+        """The next `times` authenticated requests matching `method` ("*": any) and `path_regex`
+        (re.search on the path without /api/v0) sleep `delay`, then answer `status` with
+        LibreNMS's body for it, or are answered normally if `status` < 400, or get the connection
+        closed without an answer if `drop`."""
+        fault = _Fault(method.upper(), re.compile(path_regex), status, times, delay, drop)
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        """Forget every pending injected fault."""
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A copy of the request log, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        """Empty the request log."""
+        with self._lock:
+            self._requests.clear()
+
+    def patches(self, device_id: int | None = None) -> list[tuple[int, Any]]:
+        """(device_id, data) of every successful PATCH of overwrite_ip, in order."""
+        with self._lock:
+            return [p for p in self._db.patches if device_id is None or p[0] == device_id]
+
+    # ---- the API alert transport ----
+
+    def send_alert(
+        self,
+        webhook_url: str,
+        device_id: int,
+        *,
+        state: int = 1,
+        rule: str = "Port2 down",
+        headers: dict[str, str] | None = None,
+        body_template: str | None = None,
+    ) -> int:
+        """POST an alert as LibreNMS's API transport does (text/plain unless `headers` set a
+        Content-Type); returns the HTTP status. OSError if the receiver can't be reached."""
+        with self._lock:
+            row = self._db.devices[device_id]
+            alert = next(
+                (
+                    a
+                    for a in self._db.alerts.values()
+                    if a["device_id"] == device_id and self._db.rules.get(a["rule_id"]) == rule
+                ),
+                None,
+            )
+            rule_id = next((i for i, name in self._db.rules.items() if name == rule), 0)
+            uid = self._next_uid
+            self._next_uid += 1
+            values = {
+                "device_id": device_id,
+                "hostname": row["hostname"],
+                "sysName": row["sysName"],
+                "ip": row["ip"],  # devices.ip as it is now, the unsupervised IP once forced down
+                "state": state,
+                "severity": "critical",
+                "name": rule,
+                "rule_id": rule_id,
+                "title": f"Alert for device {row['hostname']} - {rule}",
+                "timestamp": _now().strftime("%Y-%m-%d %H:%M:%S"),
+                "uid": uid,
+                "alert_id": alert["id"] if alert else 0,
+            }
+        body = render_template(body_template or DEFAULT_BODY_TEMPLATE, values).encode()
+        sent = {"User-Agent": "GuzzleHttp/7", **(headers or {})}
+        if not any(name.lower() == "content-type" for name in sent):
+            sent["Content-Type"] = "text/plain"
+        request = urllib.request.Request(webhook_url, body, sent, method="POST")  # noqa: S310 (_send checks the scheme)
+        return _send(request, timeout=30.0)[0]
+
+    # ---- the HTTP side ----
+
+    def _role(self, token: str | None) -> str | None:
+        if token is None:
+            return None
+        given = token.encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(given, self._token):
+            return "admin"
+        if self._read_only_token and hmac.compare_digest(given, self._read_only_token):
+            return "read"
+        return None
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.method in ("*", method) and fault.pattern.search(path):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _handle(self, method: str, target: str, token: str | None, body: bytes) -> Reply:
+        """The server's app: one request in, one Reply out, logged in `requests`."""
+        arrived = time.monotonic()
+        parts = urlsplit(target)
+        in_api = parts.path == API_PREFIX or parts.path.startswith(API_PREFIX + "/")
+        path = parts.path[len(API_PREFIX) :] if in_api else parts.path
+        if self.api_latency > 0:
+            time.sleep(self.api_latency)
+        reply = self._answer(method, path, parts.query, token, body, in_api=in_api)
+        record = RequestRecord(method, path, parts.query, body, reply.status, arrived)
+        with self._lock:
+            self._requests.append(record)
+        return reply
+
+    def _answer(
+        self, method: str, path: str, query: str, token: str | None, body: bytes, *, in_api: bool
+    ) -> Reply:
+        role = self._role(token)
+        if role is None:
+            return error_reply(401)
+        fault = self._take_fault(method, path)
+        if fault is not None:
+            if fault.delay > 0:
+                time.sleep(fault.delay)
+            if fault.drop:
+                return Reply(0, drop=True)
+            if fault.status >= 400:
+                return error_reply(fault.status)
+        if path.startswith("/_sim/"):
+            return self._control(method, path, body, admin=role == "admin")
+        if not in_api:
+            return error_reply(404)
+        with self._lock:
+            return api(self._db, method, path, query, body, admin=role == "admin", now=_now())
+
+    def _control(self, method: str, path: str, body: bytes, *, admin: bool) -> Reply:
+        """Simulator-only routes: POST /_sim/poll/{spec}, POST /_sim/link/{id}/{ifName}."""
+        segments = [unquote(s) for s in path.strip("/").split("/")]
+        if method != "POST" or len(segments) < 3 or segments[1] not in ("poll", "link"):
+            return error_reply(404)
+        if not admin:
+            return error_reply(403)
+        if segments[1] == "poll" and len(segments) == 3:
+            with self._lock:
+                row = self._db.find_device(segments[2])
+            code, output = self.poll(row["device_id"]) if row else (1, _NO_DEVICES)
+            return json_reply(200, {"exit": code, "output": output})
+        if segments[1] == "link" and len(segments) == 4 and segments[2].isdigit():
+            status = body.decode("utf-8", "replace").strip()
+            try:
+                self.set_link(int(segments[2]), segments[3], status)
+            except (KeyError, ValueError) as exc:
+                return json_reply(400, {"status": "error", "message": str(exc)})
+            return json_reply(200, {"status": "ok"})
+        return error_reply(404)
+
+
+def _check_status(status: str) -> None:
+    if status not in PORT_STATUSES:
+        raise ValueError(f"{status!r} is not an ifOperStatus ({', '.join(sorted(PORT_STATUSES))})")
+
+
+def _send(request: urllib.request.Request, timeout: float) -> tuple[int, bytes]:
+    """urllib without proxies (loopback targets); an HTTP error status is a result, not raised."""
+    if request.type not in ("http", "https"):
+        raise ValueError(f"not an http(s) URL: {request.full_url}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def demo_fleet(sim: Simulator) -> None:
+    """Four CPEs: overwrite_ip null and set, decoys port20 / Port2-backup, a port2 on each."""
+    sim.add_device(
+        101,
+        "cpe-101.example.net",
+        real_ip="192.0.2.11",
+        ports={"ether1": "up", "port2": "down", "port20": "up"},
+    )
+    sim.add_device(
+        102,
+        "cpe-102.example.net",
+        overwrite_ip="198.51.100.7",
+        real_ip="192.0.2.12",
+        ports={"ether1": "up", "port2": "up", "Port2-backup": "down"},
+    )
+    sim.add_device(
+        103, "cpe-103.example.net", real_ip="192.0.2.13", ports={"ether1": "up", "port2": "up"}
+    )
+    sim.add_device(
+        104,
+        "cpe-104.example.net",
+        real_ip="203.0.113.14",
+        ports={"ether1": "up", "port2": "down", "port20": "down", "Port2-backup": "up"},
+    )
+
+
+# ---- command line ----
+
+
+def _poll_command(url: str, token: str, spec: str, timeout: float) -> int:
+    root = url.rstrip("/")
+    root = root[: -len(API_PREFIX)] if root.endswith(API_PREFIX) else root
+    request = urllib.request.Request(  # noqa: S310 (_send checks the scheme)
+        f"{root}/_sim/poll/{quote(spec, safe='')}",
+        data=b"",
+        headers={"X-Auth-Token": token},
+        method="POST",
+    )
+    try:
+        status, body = _send(request, timeout)
+    except OSError as exc:
+        print(f"simulator poll: cannot reach {root}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        answer = json.loads(body) if status == 200 else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        print(f"simulator poll: HTTP {status} from {root}: {body[:200]!r}", file=sys.stderr)
+        return 1
+    sys.stdout.write(str(answer.get("output", "")))
+    return int(answer.get("exit", 1))
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    sim = Simulator(
+        args.token,
+        read_only_token=args.read_only_token,
+        unsupervised_ip=args.unsupervised_ip,
+        api_latency=args.api_latency,
+        poll_latency=args.poll_latency,
+    )
+    if args.devices > 0:
+        for n in range(1, args.devices + 1):
+            sim.add_device(n, f"cpe-{n:05d}.example.net", ports={"ether1": "up", "port2": "up"})
+    else:
+        demo_fleet(sim)
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        signals.put(signum)  # only record; the main loop acts
+
+    for which in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(which, record)
+    try:
+        sim.start(args.host, args.port)
+    except OSError as exc:
+        print(f"simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    print(sim.url, flush=True)
+    try:
+        while True:
+            try:
+                received = signals.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            log.info("simulator: signal %d, stopping", received)
+            return 0
+    finally:
+        sim.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`poll` (exit code of the simulated lnms device:poll) or `serve` (until SIGTERM/SIGINT)."""
+    parser = argparse.ArgumentParser(prog="python -m alert_handler.simulator")
+    commands = parser.add_subparsers(dest="command", required=True)
+    poll = commands.add_parser("poll", help="poll a device like `lnms device:poll <spec>`")
+    poll.add_argument("--url", required=True, help="the simulator's API URL, .../api/v0")
+    poll.add_argument("--token", default=DEFAULT_TOKEN)
+    poll.add_argument("--timeout", type=float, default=60.0)
+    poll.add_argument("device", help="device_id or hostname")
+    serve = commands.add_parser("serve", help="run the simulator until SIGTERM/SIGINT")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--token", default=DEFAULT_TOKEN)
+    serve.add_argument("--read-only-token")
+    serve.add_argument("--devices", type=int, default=0, help="N generated devices (0: demo fleet)")
+    serve.add_argument("--unsupervised-ip", default="127.0.0.50")
+    serve.add_argument("--api-latency", type=float, default=0.0)
+    serve.add_argument("--poll-latency", type=float, default=0.0)
+    serve.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "poll":
+        return _poll_command(args.url, args.token, args.device, args.timeout)
+    return _serve_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Shared fixtures: the LibreNMS simulator on loopback and the daemon, in-process or as a process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from alert_handler import daemon as daemon_mod
+from alert_handler.config import Config, parse
+from alert_handler.simulator import DEFAULT_TOKEN, Simulator
+
+WEBHOOK_TOKEN = "test-webhook-token-0123456789"
+UNSUP = "127.0.0.50"
+
+
+def poll_command(sim: Simulator) -> str:
+    """POLL_COMMAND that runs the simulator's `lnms device:poll` stand-in as a real process."""
+    return (
+        f"{shlex.quote(sys.executable)} -m alert_handler.simulator poll "
+        f"--url {sim.url} --token {DEFAULT_TOKEN} {{device_id}}"
+    )
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `condition` until it is truthy; fail the test with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A started simulator with no devices."""
+    simulator = Simulator()
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+def base_env(sim: Simulator, tmp: Path, **extra: str) -> dict[str, str]:
+    """Settings for a daemon on loopback against `sim`, files under `tmp`."""
+    env = {
+        "LIBRENMS_URL": sim.url,
+        "LIBRENMS_API_TOKEN": DEFAULT_TOKEN,
+        "POLL_METHOD": "local",
+        "POLL_COMMAND": poll_command(sim),
+        "RECOVERY_INTERVAL_SEC": "0.5",
+        "STATE_FILE": str(tmp / "device_state.json"),
+        "LOG_FILE": str(tmp / "alert_handler.log"),
+        "LISTEN_HOST": "127.0.0.1",
+        "LISTEN_PORT": "0",
+        "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "API_RETRIES": "0",
+        "RECONCILE_INTERVAL_SEC": "3600",
+        "STOP_TIMEOUT_SEC": "5",
+    }
+    env.update(extra)
+    return env
+
+
+class RunningDaemon:
+    """The daemon built from a Config and run in this process (signals via a queue)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.daemon = daemon_mod.build(cfg)
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.exit_status: int | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        host, port = self.daemon.address
+        self.url = f"http://{host}:{port}"
+
+    def _run(self) -> None:
+        self.exit_status = daemon_mod.run(self.daemon, self.signals)
+
+    def post(self, body: str | bytes, *, auth: bool = True, **kw: Any) -> requests.Response:
+        """POST /alert like LibreNMS (text/plain)."""
+        headers = {"Content-Type": "text/plain"}
+        if auth:
+            headers["Authorization"] = f"Bearer {WEBHOOK_TOKEN}"
+        headers.update(kw.pop("headers", {}))
+        return requests.post(self.url + "/alert", data=body, headers=headers, timeout=10, **kw)
+
+    def stop(self) -> int | None:
+        """SIGTERM through the queue; waits for the run loop to finish."""
+        if self._thread.is_alive():
+            self.signals.put(signal.SIGTERM)
+            self._thread.join(30)
+        return self.exit_status
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, sim: Simulator) -> Iterator[Callable[..., RunningDaemon]]:
+    """Factory: start_daemon(**env overrides) -> RunningDaemon; all are stopped at teardown."""
+    started: list[RunningDaemon] = []
+
+    def start(**extra: str) -> RunningDaemon:
+        running = RunningDaemon(parse(base_env(sim, tmp_path, **extra)))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+def alert_body(
+    device_id: int, *, state: int = 1, ip: str = "192.0.2.1", rule: str = "Port2 down"
+) -> str:
+    """The body LibreNMS sends with the README's template."""
+    return (
+        f'{{"device_id": {device_id}, "host": "cpe-{device_id}", "ip": "{ip}", '
+        f'"state": {state}, "rule": "{rule}", "uid": 1}}'
+    )
+
+
+# -- the daemon as a real process -------------------------------------------------------------
+def installed_cli() -> list[str]:
+    """The installed console script, or fail (CI) / fall back to `python -m` (a source tree)."""
+    script = Path(sys.executable).with_name("alert-handler")
+    if script.exists():
+        return [str(script)]
+    if os.environ.get("CI"):
+        pytest.fail("alert-handler is not installed in the test venv (pip install .)")
+    return [sys.executable, "-m", "alert_handler"]
+
+
+class DaemonProcess:
+    """`alert-handler serve` as a subprocess in `workdir` with a .env file."""
+
+    def __init__(self, workdir: Path, env_lines: dict[str, str], port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        env_file = workdir / ".env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env_lines.items()))
+        env_file.chmod(0o600)
+        self.log_path = workdir / "stdio.log"
+        self._out = self.log_path.open("wb")
+        clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRENMS", "SSH_"))}
+        self.proc = subprocess.Popen(
+            [*installed_cli(), "serve"],
+            cwd=workdir,
+            env=clean_env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        wait_for(self._healthy, 20, "the daemon to answer /health")
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"daemon exited {self.proc.returncode}: {self.output()}")
+        try:
+            return requests.get(self.url + "/health", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def output(self) -> str:
+        """Everything the process wrote to stdout/stderr."""
+        return self.log_path.read_text(errors="replace")
+
+    def post(self, body: str) -> requests.Response:
+        """POST /alert with the webhook token, text/plain."""
+        headers = {"Content-Type": "text/plain", "Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+        return requests.post(self.url + "/alert", data=body, headers=headers, timeout=10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM and wait; the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._out.close()
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait(10)
+        self._out.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -255,6 +255,8 @@ def parse(env: Mapping[str, str]) -> Config:
     if v is not None:
         if len(v) < 16 or any(c.isspace() or not c.isprintable() for c in v):
             raise ConfigError(k, "must be at least 16 printable characters without spaces")
+        if v.startswith("change-me"):
+            raise ConfigError(k, "is still the example value: generate a random one")
         kw["webhook_token"] = v
     k, v = opt("ALLOWED_CLIENTS")
     if v is not None:

@@ -387,6 +387,7 @@ class SSHPoller:
         known, revoked = self._known_hosts.load()
         prefer = _preferred_key_types(known)
 
+        # The gss_* parameters only match types-paramiko's signature; paramiko 5 never passes them.
         def transport_factory(
             sock: Any,
             /,
@@ -492,13 +493,17 @@ class SSHPoller:
             return transport.open_session(timeout=self._connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if fresh:
-                raise PollError(f"cannot open an SSH channel on {self._where}: {exc}") from exc
+                raise PollError(
+                    self._redact(f"cannot open an SSH channel on {self._where}: {exc}")
+                ) from exc
             reason = f"cannot open a channel: {exc or type(exc).__name__}"
         transport, _ = self._transport(device, stale=transport, reason=reason)
         try:
             return transport.open_session(timeout=self._connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise PollError(f"cannot open an SSH channel on {self._where}: {exc}") from exc
+            raise PollError(
+                self._redact(f"cannot open an SSH channel on {self._where}: {exc}")
+            ) from exc
 
     def poll(self, device_id: int) -> PollResult:
         """Run the command for `device_id` on its own channel; PollError if it cannot finish."""
@@ -537,7 +542,7 @@ class SSHPoller:
             chan.status_event.wait()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not timed_out.is_set():
-                raise PollError(f"poll failed on {self._where}: {exc}") from exc
+                raise PollError(self._redact(f"poll failed on {self._where}: {exc}")) from exc
         finally:
             watchdog.cancel()
         if timed_out.is_set():

@@ -212,7 +212,13 @@ def after_inspect(
         next_attempt_at=now,
         last_error=None,
     )
-    return Decision(new, Reason.FORCE_DOWN, f"{rules.target_ifname} is {port.oper_status}")
+    original = new.original_overwrite_ip
+    return Decision(
+        new,
+        Reason.FORCE_DOWN,
+        f"{rules.target_ifname} is {port.oper_status}, "
+        f"original overwrite_ip {'null' if original is None else original}",
+    )
 
 
 def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:
@@ -224,7 +230,7 @@ def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:
         forced_down_at=rec.forced_down_at or now,
         next_attempt_at=start + rules.interval,
     )
-    return Decision(new, Reason.FORCED_DOWN)
+    return Decision(new, Reason.FORCED_DOWN, f"overwrite_ip {rules.unsupervised_ip}")
 
 
 def before_attempt(rec: DeviceRecord, info: DeviceInfo, now: float, rules: Rules) -> Decision:
@@ -247,7 +253,11 @@ def after_check(
 ) -> Decision:
     """The device was restored and polled: forget it if its port is up, else force it down."""
     if poll_exit == 0 and oper_status == "up":
-        return Decision(None, Reason.RECOVERED, f"{rules.target_ifname} is up")
+        original = rec.original_overwrite_ip
+        shown = "null" if original is None else original
+        return Decision(
+            None, Reason.RECOVERED, f"{rules.target_ifname} is up, overwrite_ip stays {shown}"
+        )
     if poll_exit == 6:
         reason, error = Reason.POLL_DEVICE_DOWN, "poll: device down (exit 6)"
     elif poll_exit != 0:
@@ -262,7 +272,10 @@ def after_check(
 
 def after_release(rec: DeviceRecord) -> Decision:
     """The original is back: forget the device."""
-    return Decision(None, Reason.RELEASED)
+    original = rec.original_overwrite_ip
+    return Decision(
+        None, Reason.RELEASED, f"overwrite_ip {'null' if original is None else original}"
+    )
 
 
 def after_failure(

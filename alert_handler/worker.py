@@ -232,7 +232,7 @@ class Worker:
             if action is Action.WAIT:
                 return outcome
             decision = self._step(rec, action)
-            if not self._apply(rec, decision):
+            if not self._apply(rec, decision, action):
                 return "failed"
             outcome = _outcome(decision, outcome)
             if decision.forget:
@@ -332,7 +332,7 @@ class Worker:
             return rec
         return replace(rec, acked=True)
 
-    def _apply(self, before: DeviceRecord, decision: Decision) -> bool:
+    def _apply(self, before: DeviceRecord, decision: Decision, action: Action) -> bool:
         """Persist a decision (merged with alert fields that arrived meanwhile); False if the
         state could not be written, in which case no further change is made."""
         decided = decision.record
@@ -350,27 +350,28 @@ class Worker:
                 "device=%s step=persist failed: %s; pausing this device", before.device_id, exc
             )
             return False
-        self._log_decision(before, decision)
+        self._log_decision(before, decision, action)
         if decision.forget:
             with self._cond:
                 self.dismissed[before.device_id] = self.clock()
         self._count(decision)
         return True
 
-    def _log_decision(self, before: DeviceRecord, decision: Decision) -> None:
+    def _log_decision(self, before: DeviceRecord, decision: Decision, action: Action) -> None:
+        """One line: `device=42 step=check port2 is down -> port not up: forcing down again
+        (phase restoring->forcing_down, attempt 3)`."""
         rec = decision.record
-        detail = f" ({decision.detail})" if decision.detail else ""
-        where = f"phase={before.phase.value}"
-        if rec is not None:
-            where += f"->{rec.phase.value} attempt={rec.attempts}"
-        else:
-            where += "->forgotten"
+        after = rec.phase.value if rec is not None else "forgotten"
+        attempts = rec.attempts if rec is not None else before.attempts
+        detail = f"{decision.detail} " if decision.detail else ""
+        where = f"-> {decision.reason.value} (phase {before.phase.value}->{after}"
+        where += f", attempt {attempts})"
         level = logging.INFO
         if decision.reason in (Reason.ADOPTED, Reason.FOREIGN_CHANGE, Reason.STEP_FAILED):
             level = logging.WARNING
         if decision.reason in (Reason.NO_TARGET_PORT, Reason.GAVE_UP, Reason.DEVICE_GONE):
             level = logging.ERROR
-        log.log(level, "device=%s %s %s%s", before.device_id, where, decision.reason.value, detail)
+        log.log(level, "device=%s step=%s %s%s", before.device_id, action.value, detail, where)
 
     def _count(self, decision: Decision) -> None:
         reason = decision.reason

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from sshd import SSHD, missing_prerequisite, running_sshd  # noqa: E402
+sys.path[:0] = [str(ROOT)]
 
 from alert_handler.config import Config  # noqa: E402
 from alert_handler.poller import SSHPoller  # noqa: E402
+from tests.sshd import SSHD, missing_prerequisite, running_sshd  # noqa: E402
 
 
 def config(server: SSHD, user: str | None) -> Config:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the LibreNMS simulator on loopback and the daemon, in-process or as a process."""
+"""Shared fixtures: the LibreNMS simulator and the daemon (in-process or as a real process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The daemon in-process against the LibreNMS simulator over real sockets, polls as real processes."""
+"""The daemon in-process against the simulator over real sockets; polls run as real processes."""
 
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sshd import SSHD, keygen, require_password_user, require_sshd, running_sshd
 
 from alert_handler.config import Config
 from alert_handler.poller import (
@@ -31,6 +30,7 @@ from alert_handler.poller import (
     SSHPoller,
     make_poller,
 )
+from tests.sshd import SSHD, keygen, require_password_user, require_sshd, running_sshd
 
 POLL_SCRIPT = r"""#!/bin/sh
 # Stands in for `lnms device:poll <id>`; what it does depends on the device id.

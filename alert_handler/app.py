@@ -45,6 +45,9 @@ class App:
     dry_run: bool = False
     clock: Callable[[], float] = time.time
 
+    def __post_init__(self) -> None:
+        self.metrics.paused.set(1 if self.store.paused else 0)
+
     # -- webhook -----------------------------------------------------------------------------
     def receive(self, body: bytes, query: str, client: str) -> Reply:
         """POST /alert."""
@@ -70,6 +73,11 @@ class App:
             log.error("device=%s step=webhook cannot persist alert: %s", alert.device_id, exc)
             return 503, {"error": "state file cannot be written; alert not stored"}
         self._log_alert(alert, decision, client)
+        if decision.new and self.store.paused:
+            log.warning(
+                "device=%s step=webhook paused: recorded, not handled until `alert-handler resume`",
+                alert.device_id,
+            )
         if decision.reason in (Reason.NEW_DEVICE, Reason.RECHECK):
             self.worker.wake()
         if decision.new:
@@ -103,13 +111,15 @@ class App:
 
     # -- operator endpoints ------------------------------------------------------------------
     def health(self) -> Reply:
-        """GET /health: 503 when the recovery thread is dead or the state cannot be written."""
-        alive = self.worker.alive()
+        """GET /health: 503 when the recovery loop is dead or stuck or the state cannot be
+        written."""
+        loop = self.worker.thread_state()
+        alive = loop == "alive"
         writable = self.store.healthy
         body: dict[str, Any] = {
             "status": "ok" if alive and writable else "error",
             "tracked": self.store.count(),
-            "recovery_thread": "alive" if alive else "dead",
+            "recovery_thread": loop,
             "state_file": "ok" if writable else "unwritable",
             "last_cycle": iso(self.worker.last_cycle),
             "paused": self.store.paused,
@@ -133,7 +143,15 @@ class App:
         )
         if rec is None:
             return 404, {"error": f"device {device_id} is not tracked"}
-        return self._commit(version, {"status": "releasing", "device_id": device_id})
+        log.info("device=%s step=release requested by the operator", device_id)
+        body = {
+            "status": "releasing",
+            "device_id": device_id,
+            "original_recorded": rec.original_recorded,
+            "first_seen": iso(rec.first_seen),
+            "original_overwrite_ip": rec.original_overwrite_ip,
+        }
+        return self._commit(version, body)
 
     def track(self, raw_id: str) -> Reply:
         """POST /devices/<id>/track: handle a device as if an alert had arrived."""
@@ -147,7 +165,8 @@ class App:
 
         _, version = self.store.update(device_id, change)
         new = holder[0].new
-        status, body = self._commit(version, {"status": "tracked", "device_id": device_id})
+        body = {"status": "tracked", "device_id": device_id, "paused": self.store.paused}
+        status, body = self._commit(version, body)
         if status == 200 and new:
             log.info("device=%s step=track tracked by hand", device_id)
             return 202, {**body, "new": True}
@@ -157,6 +176,7 @@ class App:
         """POST /pause and /resume: maintenance mode, persisted."""
         version = self.store.set_paused(paused)
         reply = self._commit(version, {"status": "ok", "paused": paused})
+        self.metrics.paused.set(1 if self.store.paused else 0)
         if reply[0] == 200:
             log.warning(
                 "step=maintenance %s", "paused: no device will be changed" if paused else "resumed"

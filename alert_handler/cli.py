@@ -184,9 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Force CPEs whose dialer port is down into 'down' in LibreNMS; recover them.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # The common options work before or after the command name: the top-level parser holds the
+    # defaults, the subcommands' copies only set what is given (SUPPRESS keeps theirs unset).
+    env_help = "read settings from this file instead of ./.env"
+    parser.add_argument("--env-file", help=env_help)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--env-file", help="read settings from this file instead of ./.env")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("--env-file", default=argparse.SUPPRESS, help=env_help)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", parents=[common], help="run the daemon (the default)").set_defaults(
         func=cmd_serve

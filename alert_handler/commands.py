@@ -1,13 +1,17 @@
 """The operator commands: check, status, release, track, pause, resume, demo.
 
 Commands that change state go through the running daemon's HTTP API, so the state file keeps
-one writer; `status`, `pause` and `resume` fall back to the state file when no daemon runs.
+one writer; `status` reads the state file when no daemon answers, and `pause`/`resume` write it
+(under the daemon's lock) so maintenance mode can be set before a start.
+Exit status: 0 success, 1 failure, 2 usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import os
 import ssl
 import sys
 import time
@@ -19,10 +23,11 @@ from typing import Any
 from alert_handler.config import Config
 
 OK, FAIL = "\u2714", "\u2718"
+_RELEASE_POLL = 0.2  # seconds between looks at /devices while `release` waits
 
 
 class DaemonDown(Exception):
-    """No daemon answers on the configured address."""
+    """No alert-handler answers on the configured address."""
 
 
 def daemon_url(cfg: Config) -> str:
@@ -38,30 +43,38 @@ def daemon_url(cfg: Config) -> str:
     return f"{scheme}://{host}:{cfg.listen_port}"
 
 
-def call_daemon(cfg: Config, method: str, path: str) -> tuple[int, dict[str, Any]]:
-    """One request to the running daemon; DaemonDown if nothing listens."""
-    data = b"" if method == "POST" else None
-    url = daemon_url(cfg) + path  # always http(s): built here, never from input
-    request = urllib.request.Request(url, method=method, data=data)  # noqa: S310
-    if cfg.webhook_token:
-        request.add_header("Authorization", f"Bearer {cfg.webhook_token}")
-    context = None
+def _opener(cfg: Config) -> urllib.request.OpenerDirector:
+    """urllib without proxies: the daemon is on this host, http_proxy must not catch it."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     if cfg.tls_cert_file:
         # Our own listener on loopback: the point is reaching it, not authenticating it.
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers)
+
+
+def call_daemon(cfg: Config, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    """One request to the running daemon: (status, JSON body); DaemonDown if none answers."""
+    data = b"" if method == "POST" else None
+    url = daemon_url(cfg) + path  # always http(s): built here, never from input
+    request = urllib.request.Request(url, method=method, data=data)  # noqa: S310
+    if cfg.webhook_token:
+        request.add_header("Authorization", f"Bearer {cfg.webhook_token}")
     try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as resp:  # noqa: S310
-            return resp.status, json.loads(resp.read() or b"{}")
+        with _opener(cfg).open(request, timeout=10) as resp:
+            status, raw = int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read() or b"{}")
-        except ValueError:
-            body = {}
-        return exc.code, body
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        with exc:
+            status, raw = exc.code, exc.read()
+    except (OSError, http.client.HTTPException) as exc:
         raise DaemonDown(str(exc)) from None
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise DaemonDown(f"{url} answered something that is not alert-handler") from None
+    return status, body if isinstance(body, dict) else {}
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -70,16 +83,45 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args)
 
 
+def _error(text: str) -> int:
+    print(f"alert-handler: {text}", file=sys.stderr)
+    return 1
+
+
+_HINTS = {
+    401: " (is WEBHOOK_TOKEN here the running daemon's?)",
+    403: " (ALLOWED_CLIENTS must include 127.0.0.1 for these commands)",
+}
+
+
+def _refused(code: int, body: dict[str, Any]) -> int:
+    """The daemon said no: one line with its reason and, for 401/403, what to look at."""
+    return _error(f"the daemon answered {code}: {body.get('error')}{_HINTS.get(code, '')}")
+
+
+def _no_daemon(cfg: Config) -> int:
+    return _error(f"no daemon answers at {daemon_url(cfg)}; start it first (alert-handler serve)")
+
+
 # -- status -----------------------------------------------------------------------------------
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Devices as an aligned text table."""
-    headers = ["device", "hostname", "phase", "attempts", "next attempt", "last error"]
+    headers = [
+        "device",
+        "hostname",
+        "phase",
+        "attempts",
+        "first seen",
+        "next attempt",
+        "last error",
+    ]
     lines = [
         [
             str(r.get("device_id")),
             str(r.get("hostname") or "-"),
             str(r.get("phase")),
             str(r.get("attempts")),
+            str(r.get("first_seen") or "-"),
             str(r.get("next_attempt") or "-"),
             str(r.get("last_error") or "-"),
         ]
@@ -91,61 +133,135 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(s.rstrip() for s in out)
 
 
+def _from_state_file(cfg: Config) -> tuple[list[dict[str, Any]], bool] | None:
+    """(rows, paused) read from the state file; None (after one line on stderr) if corrupt."""
+    from alert_handler.app import device_row
+    from alert_handler.records import snapshot_from_json
+
+    path = Path(cfg.state_file)
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        snap = snapshot_from_json(text, time.time())
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        _error(f"cannot read the state file {path}: {exc}")
+        return None
+    return [device_row(r) for _, r in sorted(snap.devices.items())], snap.paused
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print the tracked devices, from the daemon or else from the state file."""
+    """Print the tracked devices, from the daemon or else from the state file (saying which)."""
     cfg = _load(args)
+    health: dict[str, Any] | None = None
     try:
         code, body = call_daemon(cfg, "GET", "/devices")
         if code != 200:
-            print(f"alert-handler: daemon answered {code}: {body.get('error')}", file=sys.stderr)
-            return 1
+            return _refused(code, body)
+        _, health = call_daemon(cfg, "GET", "/health")
         source = f"from the running daemon at {daemon_url(cfg)}"
-        rows, paused = body.get("devices", []), bool(body.get("paused"))
+        rows, paused = list(body.get("devices", [])), bool(body.get("paused"))
     except DaemonDown:
-        from alert_handler.app import device_row
-        from alert_handler.records import snapshot_from_json
-
-        path = Path(cfg.state_file)
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-        try:
-            snap = snapshot_from_json(text, time.time())
-        except ValueError as exc:
-            print(f"alert-handler: {path} is corrupt: {exc}", file=sys.stderr)
+        found = _from_state_file(cfg)
+        if found is None:
             return 1
-        source = f"from the state file {path} (the daemon is not running)"
-        rows = [device_row(r) for _, r in sorted(snap.devices.items())]
-        paused = snap.paused
+        rows, paused = found
+        source = f"from the state file {cfg.state_file} (the daemon is not running)"
     if args.json:
-        print(json.dumps({"source": source, "paused": paused, "devices": rows}, indent=2))
+        out = {"source": source, "paused": paused, "daemon": health, "devices": rows}
+        print(json.dumps(out, indent=2))
         return 0
-    print(f"{len(rows)} devices tracked, {source}{'; PAUSED' if paused else ''}")
+    print(f"{len(rows)} devices tracked, {source}")
+    if paused:
+        print("PAUSED: maintenance mode, no device is changed until `alert-handler resume`")
+    if health is not None:
+        facts = [f"recovery thread {health.get('recovery_thread')}"]
+        facts.append(f"last cycle {health.get('last_cycle') or 'none yet'}")
+        if health.get("dry_run"):
+            facts.append("DRY_RUN: no PATCH is sent")
+        if health.get("state_file") != "ok":
+            facts.append(f"state file {health.get('state_file')}")
+        print("; ".join(facts))
     if rows:
         print(format_table(rows))
     return 0
 
 
 # -- release, track, pause, resume ------------------------------------------------------------
-def _post(args: argparse.Namespace, path: str, done: str) -> int:
+def cmd_release(args: argparse.Namespace) -> int:
+    """Restore a device's original overwrite_ip now and forget it (through the daemon)."""
     cfg = _load(args)
+    device_id: int = args.device_id
     try:
-        code, body = call_daemon(cfg, "POST", path)
+        code, body = call_daemon(cfg, "POST", f"/devices/{device_id}/release")
     except DaemonDown:
-        return _offline(args, cfg, path)
+        return _no_daemon(cfg)
+    if code == 404:
+        return _error(str(body.get("error")))
     if code >= 400:
-        print(f"alert-handler: {body.get('error', f'HTTP {code}')}", file=sys.stderr)
-        return 1
-    print(done)
+        return _refused(code, body)
+    original = body.get("original_overwrite_ip")
+    restored = ""  # not inspected yet: the log says what the daemon found and did
+    if body.get("original_recorded"):
+        restored = f", overwrite_ip restored to {'null' if original is None else original}"
+    if args.wait <= 0:
+        print(f"device {device_id}: release requested")
+        return 0
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            code, listing = call_daemon(cfg, "GET", "/devices")
+        except DaemonDown:
+            return _error(f"device {device_id}: the daemon stopped before the release finished")
+        if code != 200:
+            return _refused(code, listing)
+        row = next((r for r in listing.get("devices", []) if r["device_id"] == device_id), None)
+        if row is None or row.get("first_seen") != body.get("first_seen"):
+            print(f"device {device_id}: released{restored}; no longer tracked")
+            return 0
+        if time.monotonic() > deadline:
+            why = f" (last error: {row['last_error']})" if row.get("last_error") else ""
+            return _error(
+                f"device {device_id}: release not done after {args.wait:g}s{why}; "
+                "the daemon keeps trying"
+            )
+        time.sleep(_RELEASE_POLL)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    """Start handling a device as an alert would (through the daemon)."""
+    cfg = _load(args)
+    device_id: int = args.device_id
+    try:
+        code, body = call_daemon(cfg, "POST", f"/devices/{device_id}/track")
+    except DaemonDown:
+        return _no_daemon(cfg)
+    if code >= 400:
+        return _refused(code, body)
+    if not body.get("new"):
+        print(f"device {device_id}: already tracked")
+        return 0
+    note = " (paused: nothing happens until `alert-handler resume`)" if body.get("paused") else ""
+    print(f"device {device_id}: tracked, handled as if an alert had arrived{note}")
     return 0
 
 
-def _offline(args: argparse.Namespace, cfg: Config, path: str) -> int:
-    """pause/resume with no daemon: edit the state file under its lock."""
-    if path not in ("/pause", "/resume"):
-        print(
-            f"alert-handler: no daemon answers at {daemon_url(cfg)}; start it first",
-            file=sys.stderr,
-        )
-        return 1
+def _set_paused(args: argparse.Namespace, paused: bool) -> int:
+    cfg = _load(args)
+    path = "/pause" if paused else "/resume"
+    try:
+        code, body = call_daemon(cfg, "POST", path)
+    except DaemonDown:
+        return _set_paused_offline(cfg, paused)
+    if code >= 400:
+        return _refused(code, body)
+    if paused:
+        print("paused: alerts are recorded, no device is changed until `alert-handler resume`")
+    else:
+        print("resumed: due devices are handled now")
+    return 0
+
+
+def _set_paused_offline(cfg: Config, paused: bool) -> int:
+    """No daemon answers: write maintenance mode into the state file, under the daemon's lock."""
     from alert_handler.state import StateLock, StateLocked, StateStore, load_state
 
     state_path = Path(cfg.state_file)
@@ -153,74 +269,104 @@ def _offline(args: argparse.Namespace, cfg: Config, path: str) -> int:
     try:
         lock.acquire()
     except StateLocked as exc:
-        print(f"alert-handler: {exc}, but it does not answer at {daemon_url(cfg)}", file=sys.stderr)
-        return 1
+        return _error(f"{exc}, but it does not answer at {daemon_url(cfg)}")
     try:
         loaded = load_state(state_path, time.time())
         if loaded.quarantined_to is not None:
-            print(f"alert-handler: state file was corrupt, moved to {loaded.quarantined_to}")
+            print(f"alert-handler: the state file was corrupt, moved to {loaded.quarantined_to}")
         store = StateStore(state_path, loaded.snapshot)
         store.start()
-        store.set_paused(path == "/pause")
-        store.flush(10)
-        store.close()
+        try:
+            store.set_paused(paused)
+            store.flush(10)
+        finally:
+            store.close()
+    except OSError as exc:
+        return _error(f"cannot write {state_path}: {exc}")
     finally:
         lock.release()
-    word = "paused" if path == "/pause" else "resumed"
-    print(f"{word} (written to {state_path}; no daemon running)")
+    word = "paused" if paused else "resumed"
+    print(f"{word} (no daemon running: written to {state_path}, applies at the next start)")
     return 0
 
 
-def cmd_release(args: argparse.Namespace) -> int:
-    """Restore a device's original overwrite_ip and forget it."""
-    return _post(args, f"/devices/{args.device_id}/release", f"device {args.device_id}: releasing")
-
-
-def cmd_track(args: argparse.Namespace) -> int:
-    """Start handling a device as an alert would."""
-    return _post(args, f"/devices/{args.device_id}/track", f"device {args.device_id}: tracked")
-
-
 def cmd_pause(args: argparse.Namespace) -> int:
-    """Maintenance mode on."""
-    return _post(args, "/pause", "paused: alerts are recorded, no device is changed")
+    """Maintenance mode on: alerts are recorded, no device is changed."""
+    return _set_paused(args, True)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Maintenance mode off."""
-    return _post(args, "/resume", "resumed")
+    return _set_paused(args, False)
 
 
 # -- check ------------------------------------------------------------------------------------
+def _state_file_check(cfg: Config) -> tuple[bool, str]:
+    from alert_handler.records import snapshot_from_json
+
+    path = Path(cfg.state_file)
+    folder = path.parent
+    if not folder.is_dir():
+        return False, f"state file {path}: the directory {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False, f"state file {path}: cannot write in {folder.resolve()}"
+    if not path.exists():
+        return True, f"state file {path}: none yet (created at the first alert)"
+    try:
+        snap = snapshot_from_json(path.read_text(encoding="utf-8"), time.time())
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        return False, f"state file {path} is unreadable ({exc}): the daemon would set it aside"
+    facts = [f"{len(snap.devices)} devices tracked"]
+    if snap.paused:
+        facts.append("PAUSED")
+    if snap.migrated_from_legacy:
+        facts.append("old single-script format, migrated at the next start")
+    return True, f"state file {path}: {', '.join(facts)}"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Config, API token and rights, SSH and the poll command: one line per check."""
+    """Config, state file, API token and rights, SSH and the poll command: one line per check."""
+    from alert_handler.cli import read_env
+    from alert_handler.config import ConfigError, parse
     from alert_handler.daemon import make_api
     from alert_handler.librenms import LibreNMSError
     from alert_handler.poller import PollError, make_poller
 
-    cfg = _load(args)
+    try:
+        cfg = parse(read_env(args.env_file))
+    except ConfigError as exc:
+        print(f"{FAIL} configuration: {exc}")
+        return 2
     failed = False
 
     def line(ok: bool, text: str) -> None:
         nonlocal failed
         failed |= not ok
-        print(f"{OK if ok else FAIL} {text}")
+        print(f"{OK if ok else FAIL} {text}", flush=True)
 
-    line(True, f"configuration is valid ({args.env_file or '.env'} and environment)")
+    line(True, f"configuration is valid ({args.env_file or './.env'} and the environment)")
+    line(*_state_file_check(cfg))
+    forced_down = False  # the device to poll points at UNSUPERVISED_IP now
     api = make_api(cfg)
     try:
         devices = api.list_devices()
-        line(True, f"LibreNMS API at {cfg.librenms_url} answers; {len(devices)} devices")
-        try:
-            admin = api.has_admin_rights()
-            line(
-                admin,
-                "API token has admin rights"
-                if admin
-                else "API token is read-only: PATCH will be refused",
-            )
-        except LibreNMSError as exc:
-            line(False, f"cannot tell the token's rights: {exc}")
+        line(True, f"LibreNMS API at {cfg.librenms_url} answers: {len(devices)} devices")
+        forced_down = any(
+            d.device_id == args.device_id and d.overwrite_ip == cfg.unsupervised_ip for d in devices
+        )
+        if cfg.dry_run:
+            line(True, "DRY_RUN=true: token rights not probed (that needs a PATCH)")
+        else:
+            try:
+                admin = api.has_admin_rights()
+                line(
+                    admin,
+                    "API token has admin rights"
+                    if admin
+                    else "API token is read-only: LibreNMS will refuse every PATCH (403)",
+                )
+            except LibreNMSError as exc:
+                line(False, f"cannot tell the API token's rights: {exc}")
     except LibreNMSError as exc:
         line(False, f"LibreNMS API: {exc}")
     finally:
@@ -235,17 +381,22 @@ def cmd_check(args: argparse.Namespace) -> int:
             try:
                 result = poller.poll(args.device_id)
                 tail = " | ".join(result.output_tail[-3:])
+                # A forced-down device does not answer: exit 6 shows the command works.
+                expected = forced_down and result.exit_status == 6
+                note = (
+                    f" (expected: it is forced down on {cfg.unsupervised_ip})" if expected else ""
+                )
                 line(
-                    result.exit_status == 0,
+                    result.exit_status == 0 or expected,
                     f"poll of device {args.device_id}: exit {result.exit_status} "
-                    f"({result.meaning}) in {result.duration:.1f}s: {tail}",
+                    f"({result.meaning}){note} in {result.duration:.1f}s: {tail}",
                 )
             except PollError as exc:
                 line(False, f"poll of device {args.device_id}: {exc}")
     finally:
         poller.close()
     if cfg.webhook_token is None:
-        print(f"{FAIL} WEBHOOK_TOKEN is not set: the webhook accepts anyone (warning)")
+        print(f"{FAIL} WEBHOOK_TOKEN is not set: the webhook accepts anyone (warning only)")
     return 1 if failed else 0
 
 
@@ -267,26 +418,55 @@ def _device_id(text: str) -> int:
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     """Register the commands on the `alert-handler` parser; returns their names."""
-    p = sub.add_parser("check", parents=[common], help="test config, API, SSH and the poll command")
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="test the config, state file, API token, SSH and the poll command",
+        description="One line per check, \u2714 or \u2718; exit 0 when all pass.",
+    )
     p.add_argument("device_id", nargs="?", type=_device_id, help="also poll this device")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("status", parents=[common], help="show tracked devices")
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show the tracked devices",
+        description="From the running daemon (GET /devices), else from the state file.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
-    for name, func, text in (
-        ("release", cmd_release, "restore a device's original overwrite_ip now and forget it"),
-        ("track", cmd_track, "start handling a device by hand, as an alert would"),
-    ):
-        p = sub.add_parser(name, parents=[common], help=text)
-        p.add_argument("device_id", type=_device_id)
-        p.set_defaults(func=func)
-    sub.add_parser(
-        "pause", parents=[common], help="maintenance mode: change no device"
-    ).set_defaults(func=cmd_pause)
-    sub.add_parser("resume", parents=[common], help="leave maintenance mode").set_defaults(
-        func=cmd_resume
+    p = sub.add_parser(
+        "release",
+        parents=[common],
+        help="restore a device's original overwrite_ip now and forget it",
+        description="Asks the running daemon (POST /devices/<id>/release) and waits for it.",
     )
-    p = sub.add_parser("demo", help="run against the built-in LibreNMS simulator")
+    p.add_argument("device_id", type=_device_id)
+    p.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for it (0: do not wait)"
+    )
+    p.set_defaults(func=cmd_release)
+    p = sub.add_parser(
+        "track",
+        parents=[common],
+        help="start handling a device by hand, as an alert would",
+        description="Asks the running daemon (POST /devices/<id>/track).",
+    )
+    p.add_argument("device_id", type=_device_id)
+    p.set_defaults(func=cmd_track)
+    sub.add_parser(
+        "pause",
+        parents=[common],
+        help="maintenance mode: alerts are recorded, no device is changed",
+        description="Persisted across restarts; written to the state file if no daemon runs.",
+    ).set_defaults(func=cmd_pause)
+    sub.add_parser(
+        "resume", parents=[common], help="leave maintenance mode", description="Undo `pause`."
+    ).set_defaults(func=cmd_resume)
+    p = sub.add_parser(
+        "demo",
+        help="run against the built-in LibreNMS simulator (start here)",
+        description="Needs no LibreNMS: everything runs on loopback.",
+    )
     p.add_argument("--seconds", type=float, default=90.0, help="give up after this long")
     p.add_argument("--interval", type=float, default=5.0, help="RECOVERY_INTERVAL_SEC to use")
     p.set_defaults(func=cmd_demo)

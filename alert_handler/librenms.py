@@ -131,7 +131,7 @@ class LibreNMS:
             except requests.RequestException as exc:
                 self._record(endpoint, "error", started)
                 error: LibreNMSError | None = LibreNMSError(
-                    f"{method} {endpoint}: {type(exc).__name__}: {_reason(exc)}", retryable=True
+                    f"{endpoint}: {type(exc).__name__}: {_reason(exc)}", retryable=True
                 )
             else:
                 self._record(endpoint, str(resp.status_code), started)
@@ -155,7 +155,7 @@ class LibreNMS:
         if 200 <= code < 300 or code == 404:
             return None
         message = _json(resp).get("message") or resp.reason or ""
-        text = f"{method} {endpoint}: HTTP {code} {str(message)[:200]}"
+        text = f"{endpoint}: HTTP {code} {str(message)[:200]}"
         if code == 401:
             text += " (check LIBRENMS_API_TOKEN)"
         if code == 403:

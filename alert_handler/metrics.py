@@ -1,16 +1,50 @@
-"""Prometheus metrics, one registry per daemon (so tests can run several in one process)."""
+"""Prometheus metrics, one registry per daemon (so tests can run several in one process).
+
+Names follow the Prometheus conventions (counters end in `_total`, durations are histograms in
+seconds). Label values come from small fixed sets, never a device id, and the known ones are
+exported at 0 from the start, so a Grafana panel or an alert rule sees a series before the first
+event instead of "no data".
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from alert_handler.records import DeviceRecord, Phase
+from alert_handler.recovery import Decision, Reason
 
-STEPS = ("inspect", "verify", "force_down", "restore", "discover", "poll", "check", "release")
+ALERT_RESULTS = (
+    "accepted",
+    "repeat",
+    "ignored",
+    "rejected",  # not an alert (400)
+    "too_large",  # 413
+    "unauthorized",  # missing or wrong webhook token (any endpoint)
+    "forbidden",  # client not in ALLOWED_CLIENTS (any endpoint)
+    "unavailable",  # the state file could not be written (503)
+)
+ATTEMPT_OUTCOMES = ("recovered", "still_down", "poll_failed", "failed", "gave_up")
+STEPS = ("inspect", "force_down", "verify", "restore", "discover", "poll", "check")
+POLL_STATUSES = ("0", "1", "6", "error")
+
+_ATTEMPT_OUTCOME = {
+    Reason.RECOVERED: "recovered",
+    Reason.STILL_DOWN: "still_down",
+    Reason.POLL_DEVICE_DOWN: "still_down",  # exit 6: the device still does not answer
+    Reason.POLL_FAILED: "poll_failed",
+    Reason.GAVE_UP: "gave_up",
+}
 
 
 class _PhaseCollector(Collector):
@@ -35,14 +69,20 @@ class Metrics:
     """Every metric the daemon exports."""
 
     def __init__(self) -> None:
+        # No `_created` series: they double the series count and no dashboard uses them. The
+        # switch is process-wide, which is fine: the daemon is the only exporter in its process.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
         self.alerts = Counter(
-            "alert_handler_alerts_received", "Webhook requests, by result", ["result"], registry=r
+            "alert_handler_alerts_received",
+            "Webhook requests, by result (repeat includes recovery notices)",
+            ["result"],
+            registry=r,
         )
         self.attempts = Counter(
             "alert_handler_recovery_attempts",
-            "Recovery checks, by outcome",
+            "Recovery attempts (restore, discover, poll, check), by outcome",
             ["outcome"],
             registry=r,
         )
@@ -64,12 +104,15 @@ class Metrics:
         )
         self.api_requests = Counter(
             "alert_handler_librenms_requests",
-            "LibreNMS API requests, by endpoint and HTTP status",
+            "LibreNMS API requests, by endpoint and HTTP status (error: no answer)",
             ["endpoint", "status"],
             registry=r,
         )
         self.poll_exits = Counter(
-            "alert_handler_poll_exit_status", "Poll command exit statuses", ["status"], registry=r
+            "alert_handler_polls",
+            "Poll commands run, by exit status (error: could not run or timed out)",
+            ["exit_status"],
+            registry=r,
         )
         self.thread_restarts = Counter(
             "alert_handler_recovery_thread_restarts", "Recovery thread restarts", registry=r
@@ -82,16 +125,24 @@ class Metrics:
         )
         self.last_cycle = Gauge(
             "alert_handler_last_cycle_timestamp_seconds",
-            "Unix time the last recovery cycle completed",
+            "Unix time the last recovery cycle completed (0: none yet)",
             registry=r,
         )
         self.paused = Gauge("alert_handler_paused", "1 while in maintenance mode", registry=r)
         self.storm_held = Gauge(
             "alert_handler_storm_held_devices",
-            "Devices recorded but not forced down because of MAX_FORCED_DOWN",
+            "New devices recorded but not forced down because of MAX_FORCED_DOWN",
             registry=r,
         )
         self.dry_run = Gauge("alert_handler_dry_run", "1 when DRY_RUN is on", registry=r)
+        for result in ALERT_RESULTS:
+            self.alerts.labels(result)
+        for outcome in ATTEMPT_OUTCOMES:
+            self.attempts.labels(outcome)
+        for step in STEPS:
+            self.step_seconds.labels(step)
+        for status in POLL_STATUSES:
+            self.poll_exits.labels(status)
 
     def watch_records(self, records: Callable[[], dict[int, DeviceRecord]]) -> None:
         """Export devices-by-phase from `records` at scrape time."""
@@ -104,6 +155,21 @@ class Metrics:
     def observe_state_write(self, seconds: float, size: int) -> None:
         """Hook for the state store."""
         self.state_write_seconds.observe(seconds)
+
+    def count(self, before: DeviceRecord, decision: Decision) -> None:
+        """Count a persisted decision of the worker: attempts, recoveries, give-ups."""
+        outcome = _ATTEMPT_OUTCOME.get(decision.reason)
+        if outcome is None and decision.reason is Reason.STEP_FAILED:
+            # Only a failure inside an attempt (restore, discover, poll, check) is an attempt.
+            attempt = before.phase is Phase.RESTORING and not before.release_requested
+            outcome = "failed" if attempt else None
+        if outcome is None:
+            return
+        self.attempts.labels(outcome).inc()
+        if outcome == "recovered":
+            self.recoveries.inc()
+        elif outcome == "gave_up":
+            self.give_ups.inc()
 
     def render(self) -> bytes:
         """The text exposition."""

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 (public test token)
 DEFAULT_BODY_TEMPLATE = (
     '{"device_id": {{ $device_id }}, "host": "{{ $hostname }}", "ip": "{{ $ip }}",'
-    ' "state": {{ $state }}, "rule": {{ $name|json_encode }}, "uid": {{ $uid }}}'
+    ' "state": {{ $state }}, "rule": {{ $name|json_encode }}, "uid": "{{ $uid }}"}'
 )
 API_PREFIX = "/api/v0"
 _NO_DEVICES = "Starting polling run:\n\nNo devices found matching your given device specification\n"
@@ -156,6 +156,7 @@ class Simulator:
         self._hosts: dict[int, _Host] = {}
         self._faults: list[_Fault] = []
         self._requests: list[RequestRecord] = []
+        self._in_flight: list[tuple[str, str]] = []
         self._next_port_id = 1
         self._next_alert_id = 1
         self._next_uid = 1
@@ -359,6 +360,12 @@ class Simulator:
         with self._lock:
             return list(self._requests)
 
+    def in_flight(self) -> list[tuple[str, str]]:
+        """(method, path) of the requests being answered now, e.g. held by `inject(delay=...)`;
+        `requests` logs a request only once it is answered."""
+        with self._lock:
+            return list(self._in_flight)
+
     def clear_requests(self) -> None:
         """Empty the request log."""
         with self._lock:
@@ -445,9 +452,15 @@ class Simulator:
         parts = urlsplit(target)
         in_api = parts.path == API_PREFIX or parts.path.startswith(API_PREFIX + "/")
         path = parts.path[len(API_PREFIX) :] if in_api else parts.path
-        if self.api_latency > 0:
-            time.sleep(self.api_latency)
-        reply = self._answer(method, path, parts.query, token, body, in_api=in_api)
+        with self._lock:
+            self._in_flight.append((method, path))
+        try:
+            if self.api_latency > 0:
+                time.sleep(self.api_latency)
+            reply = self._answer(method, path, parts.query, token, body, in_api=in_api)
+        finally:
+            with self._lock:
+                self._in_flight.remove((method, path))
         record = RequestRecord(method, path, parts.query, body, reply.status, arrived)
         with self._lock:
             self._requests.append(record)

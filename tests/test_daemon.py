@@ -50,7 +50,7 @@ def test_device_forced_down_then_restored_to_null(
     assert overwrite(sim, 42) is None
     assert sim.device(42)["ip"] == "192.0.2.42"
     assert sim.patches(42) == [(42, UNSUP), (42, None)] or sim.patches(42)[-1] == (42, None)
-    assert state_devices(Path(d.cfg.state_file)) == {}
+    wait_for(lambda: state_devices(Path(d.cfg.state_file)) == {}, what="state file emptied")
 
 
 def test_original_overwrite_ip_is_restored_exactly(

@@ -7,8 +7,10 @@ whatever the Content-Type says, then as a form; query-string fields fill in what
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -18,6 +20,7 @@ _MAX_DEPTH = 8
 _DEVICE_ID_RE = re.compile(r"[0-9]{1,10}")
 _MAX_DEVICE_ID = 2**31 - 1  # devices.device_id is an unsigned int; refuse what MySQL cannot hold
 _TEXT_LIMIT = 255
+_MAX_FIELDS = 100  # form or query fields; LibreNMS sends a handful
 
 STATE_RECOVERED = 0
 STATE_ALERT = 1
@@ -82,8 +85,15 @@ def _decode_body(body: bytes) -> dict[str, Any]:
             raise BadPayload("body is too deeply nested")
         return value
     if "=" in text:
-        return dict(parse_qsl(text, keep_blank_values=True))
+        return _form(text)
     raise BadPayload("body is neither JSON nor form-encoded")
+
+
+def _form(text: str) -> dict[str, Any]:
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS))
+    except ValueError:
+        raise BadPayload(f"more than {_MAX_FIELDS} form fields") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -121,15 +131,38 @@ def _state(value: Any) -> int:
     return value
 
 
+def _printable(text: str) -> str:
+    """`text` without control, format or surrogate characters (no log or terminal injection)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        " " if ch in "\t\r\n" else ch
+        for ch in text
+        if ch in "\t\r\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
+    )
+
+
 def _text(fields: dict[str, Any], *names: str) -> str | None:
+    """The first of `names` that holds a scalar; free text, made printable and cut to 255."""
     for name in names:
         value = fields.get(name)
         if value is None or isinstance(value, (dict, list, bool)):
             continue
-        text = str(value).strip()
+        text = _printable(str(value)).strip()
         if text:
-            return text[:_TEXT_LIMIT]
+            return text[:_TEXT_LIMIT].rstrip()
     return None
+
+
+def _ip(fields: dict[str, Any]) -> str | None:
+    """The alert's `ip` when it is an IP address; anything else is dropped, not rejected."""
+    text = _text(fields, "ip")
+    if text is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 def _uid(value: Any) -> int | None:
@@ -146,7 +179,7 @@ def parse_alert(body: bytes, query: str = "") -> Alert:
     """Validate a webhook request; raises BadPayload with the reason."""
     if len(body) > MAX_BODY:
         raise BadPayload("body is larger than 64 KiB")
-    fields: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    fields: dict[str, Any] = _form(query) if query else {}
     fields.update(_decode_body(body))
     if "device_id" not in fields or fields["device_id"] in (None, ""):
         raise BadPayload("device_id is required")
@@ -154,7 +187,7 @@ def parse_alert(body: bytes, query: str = "") -> Alert:
         device_id=parse_device_id(fields["device_id"]),
         state=_state(fields.get("state")),
         host=_text(fields, "host", "hostname"),
-        ip=_text(fields, "ip"),
+        ip=_ip(fields),
         rule=_text(fields, "rule", "name"),
         title=_text(fields, "title"),
         uid=_uid(fields.get("uid")),

@@ -107,6 +107,7 @@ def setup_logging(cfg: Config, *, to_file: bool = True, level: int = logging.INF
         handler.addFilter(redactor)
         root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # urllib3's InsecureRequestWarning goes to the log, not stderr
     for noisy in ("urllib3", "paramiko", "requests"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

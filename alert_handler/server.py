@@ -1,76 +1,136 @@
-"""The webhook listener: a stdlib ThreadingHTTPServer whose handler only speaks HTTP.
+"""The webhook listener: a thread per connection, a handler that only speaks HTTP.
+
+Every byte that arrives is hostile until proven otherwise:
+
+- the request line (8 KiB, else 414) and the header block (8 KiB a line, 32 KiB and 100 lines
+  in all, else 431) are bounded before anything is parsed;
+- a connection must deliver its whole request within CLIENT_TIMEOUT_SEC of being accepted
+  (the TLS handshake included): the `reaper` shuts down whatever is late, so idle and dribbling
+  clients cannot pile up. Past MAX_CONNECTIONS the oldest unfinished connection is cut to make
+  room, so idle sockets cannot starve a real request either;
+- ALLOWED_CLIENTS is checked before anything else (403), then the webhook token (401, see
+  `webauth`), then the body length (413, answered from the headers alone);
+- a rejected request's small body is read before the answer, and a large one is drained for a
+  moment after it: closing a socket with unread data makes the kernel send RST, and the client
+  may then never see the 4xx.
 
 Built apart from running it (`make_server`), port 0 allowed. Every reply is one `sendall` with
-TCP_NODELAY (a reply split over two sends stalls 40 ms on delayed ACKs). A reaper closes
-connections that have not delivered a whole request within CLIENT_TIMEOUT_SEC, so idle or
-dribbling clients cannot pile up; past MAX_CONNECTIONS a new connection gets 503 at once.
+TCP_NODELAY (a reply split over two sends stalls 40 ms on delayed ACKs).
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
-import ipaddress
+import errno
+import http.client
 import json
 import logging
 import re
+import resource
 import socket
+import socketserver
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from io import BufferedIOBase
+from typing import Any, cast
 
 from alert_handler.alerts import MAX_BODY, BadPayload
 from alert_handler.app import App
+from alert_handler.reaper import Conn, Reaper
+from alert_handler.webauth import CHALLENGE, Network, WebhookAuth
 
 log = logging.getLogger(__name__)
 
+MAX_REQUEST_LINE = 8 * 1024
+MAX_HEADER_LINE = 8 * 1024
+MAX_HEADER_BYTES = 32 * 1024
+LINGER_SECONDS = 2.0  # after a reply to a request whose body was not read
+LINGER_BYTES = 1024 * 1024  # ... drain at most this much of it, then close anyway
+_EVICTION_MARGIN = 64  # connections being cut may still hold a thread for a moment
+
 _RELEASE_RE = re.compile(r"^/devices/([^/]+)/(release|track)$")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
+_HUGE = 2**62
+_GET_PATHS = ("/health", "/metrics", "/devices")
+_POST_PATHS = ("/", "/alert", "/pause", "/resume")
+_ERRORS = {
+    400: "bad request",
+    404: "no such endpoint",
+    408: "request timed out",
+    414: "request line is longer than 8 KiB",
+    431: "request headers are too large or too many",
+    501: "method not implemented",
+    505: "HTTP version not supported",
+}
 
 
-class _Reaper:
-    """Closes connections whose request is not complete by its deadline."""
+class _Throttle:
+    """At most `burst` log lines per `period` seconds, so hostile traffic cannot fill the disk."""
 
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
+    def __init__(self, burst: int = 20, period: float = 10.0) -> None:
+        self.burst = burst
+        self.period = period
         self._lock = threading.Lock()
-        self._deadlines: dict[socket.socket, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
-        self._thread.start()
+        self._window = -1e18
+        self._used = 0
+        self._held = 0
 
-    def watch(self, sock: socket.socket) -> None:
+    def take(self) -> int | None:
+        """None: stay silent; otherwise how many lines were held back before this one."""
+        now = time.monotonic()
         with self._lock:
-            self._deadlines[sock] = time.monotonic() + self.timeout
-
-    def done(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._deadlines.pop(sock, None)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        tick = min(0.25, self.timeout / 4)
-        while not self._stop.wait(tick):
-            now = time.monotonic()
-            with self._lock:
-                late = [s for s, deadline in self._deadlines.items() if deadline <= now]
-                for sock in late:
-                    del self._deadlines[sock]
-            for sock in late:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            if now - self._window >= self.period:
+                self._window, self._used = now, 0
+            if self._used >= self.burst:
+                self._held += 1
+                return None
+            self._used += 1
+            held, self._held = self._held, 0
+            return held
 
 
-class AlertServer(ThreadingHTTPServer):
+def _raw_reply(status: int, body: dict[str, Any], extra: dict[str, str] | None = None) -> bytes:
+    """A whole HTTP/1.0 response with a JSON body."""
+    payload = json.dumps(body).encode()
+    return _head(status, "application/json", len(payload), extra) + payload
+
+
+def _head(status: int, content_type: str, length: int, extra: dict[str, str] | None) -> bytes:
+    lines = [
+        f"HTTP/1.0 {status} {HTTPStatus(status).phrase}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {length}",
+        "Cache-Control: no-store",
+        "X-Content-Type-Options: nosniff",
+        "Connection: close",
+    ]
+    lines.extend(f"{key}: {value}" for key, value in (extra or {}).items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _HeaderReader:
+    """The request's rfile while headers are parsed: bounds each line and the whole block."""
+
+    def __init__(self, raw: BufferedIOBase) -> None:
+        self._raw = raw
+        self._left = MAX_HEADER_BYTES
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._raw.readline(min(MAX_HEADER_LINE, self._left) + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise http.client.LineTooLong("header line")
+        self._left -= len(line)
+        if self._left <= 0:
+            raise http.client.LineTooLong("header block")
+        return line
+
+
+class AlertServer(socketserver.TCPServer):
     """The listener; holds the App and the HTTP-level settings."""
 
-    daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024  # socketserver's default of 5 drops connections in a burst
 
@@ -86,259 +146,376 @@ class AlertServer(ThreadingHTTPServer):
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
-        self.webhook_token = webhook_token.encode() if webhook_token else None
-        self.allowed_clients = allowed_clients
+        self.auth = WebhookAuth(webhook_token, allowed_clients)
         self.client_timeout = client_timeout
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self.reaper = _Reaper(client_timeout)
+        self.max_connections = max_connections
         self.tls = tls
+        self.rejections = _Throttle()
+        self._lock = threading.Lock()
+        self._active = 0
+        self._serial = 0
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.reaper = Reaper(client_timeout)
         try:
-            super().__init__(address, Handler)
+            # process_request builds each Handler itself (it takes the connection too).
+            super().__init__(address, socketserver.BaseRequestHandler)
         except BaseException:
             self.reaper.stop()
             raise
 
+    @property
+    def active_connections(self) -> int:
+        """Connections that hold a thread right now."""
+        with self._lock:
+            return self._active
+
+    def serve_forever(self, poll_interval: float = 0.1) -> None:
+        """Serve until shutdown(), which then returns within `poll_interval`."""
+        super().serve_forever(poll_interval)
+
     def get_request(self) -> tuple[Any, Any]:
-        sock, addr = super().get_request()
+        try:
+            sock, addr = super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # The listening socket stays readable: without a pause this loop would spin.
+                if self.rejections.take() is not None:
+                    log.error("step=http cannot accept a connection: %s", exc.strerror)
+                time.sleep(0.05)
+            raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, addr
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        """Admit the connection (cut the oldest unfinished one when full); start its thread."""
+        sock = cast(socket.socket, request)
+        conn = Conn(sock.fileno(), str(client_address[0]))
+        with self._lock:
+            full = self._active >= self.max_connections
+            admitted = not full or (
+                self._active < self.max_connections + _EVICTION_MARGIN
+                and self.reaper.evict_oldest()
+            )
+            if admitted:
+                self._active += 1
+                self._serial += 1
+                serial = self._serial
+        if not admitted:
             try:
-                request.sendall(_raw_reply(503, {"error": "too many connections"}))
+                sock.sendall(_raw_reply(503, {"error": "too many connections"}))
             except OSError:
                 pass
-            self.shutdown_request(request)
+            self.shutdown_request(sock)
             return
-        self.reaper.watch(request)
-        super().process_request(request, client_address)
+        self.reaper.watch(conn)
+        thread = threading.Thread(
+            target=self._serve_connection,
+            args=(sock, client_address, conn),
+            name=f"http-{serial}",
+            daemon=True,
+        )
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no thread to be had (TasksMax): drop this connection
+            self.reaper.done(conn)
+            self.shutdown_request(sock)
+            self._release()
+            if self.rejections.take() is not None:
+                log.error("step=http client=%s dropped: %s", conn.peer, exc)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """socketserver's last resort: logged (so secrets are redacted), never printed."""
+        log.exception("step=http client=%s unexpected error", client_address[0])
+
+    def _serve_connection(self, sock: socket.socket, client_address: Any, conn: Conn) -> None:
         try:
             if self.tls is not None:
-                request.settimeout(self.client_timeout)
-                try:
-                    request = self.tls.wrap_socket(request, server_side=True)
-                except (OSError, ssl.SSLError):
-                    self.shutdown_request(request)
-                    return
-            super().process_request_thread(request, client_address)
+                sock.settimeout(self.client_timeout)
+                # The handshake is driven here, not inside wrap_socket, so that a failed one
+                # cannot close the descriptor before the reaper lets go of it.
+                sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                sock.do_handshake()
+            Handler(sock, client_address, self, conn)
+        except OSError as exc:  # resets, timeouts, failed handshakes: the client's problem
+            log.debug("step=http client=%s connection ended: %s", conn.peer, exc)
+        except Exception:
+            log.exception("step=http client=%s unexpected error", conn.peer)
         finally:
-            self.reaper.done(request)
-            self._slots.release()
+            self.reaper.done(conn)
+            self.shutdown_request(sock)
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
 
     def server_close(self) -> None:
+        """Close the listener and cut every connection still waiting for its request."""
         self.reaper.stop()
         super().server_close()
 
 
-def _raw_reply(status: int, body: dict[str, Any], extra: dict[str, str] | None = None) -> bytes:
-    from http import HTTPStatus
-
-    payload = json.dumps(body).encode()
-    phrase = HTTPStatus(status).phrase
-    lines = [
-        f"HTTP/1.0 {status} {phrase}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(payload)}",
-        "Connection: close",
-    ]
-    for key, value in (extra or {}).items():
-        lines.append(f"{key}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
-
-
 class Handler(BaseHTTPRequestHandler):
-    """Routes requests to the App; writes bytes and nothing else."""
+    """Routes one request to the App; writes bytes and nothing else."""
 
     server: AlertServer
     server_version = "alert-handler"
     sys_version = ""
     protocol_version = "HTTP/1.0"
 
+    def __init__(
+        self, request: socket.socket, client_address: Any, server: AlertServer, conn: Conn
+    ) -> None:
+        self.conn = conn
+        self.replied = False
+        self.body_pending = True  # until the body is known to be read, or absent
+        super().__init__(request, client_address, server)
+
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.client_timeout)
 
+    def handle(self) -> None:
+        """One request per connection (HTTP/1.0), then a lingering close if it was rejected."""
+        self.close_connection = True
+        try:
+            self.handle_one_request()
+        except TimeoutError:
+            return
+        if self.replied and self.body_pending:
+            self._linger()
+
+    def handle_one_request(self) -> None:
+        """Read and bound the request line and headers, then route."""
+        self.command, self.path, self.requestline = "", "", ""
+        self.request_version = self.default_request_version
+        line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        if not line:
+            return  # connected and left, or cut by the reaper
+        if len(line) > MAX_REQUEST_LINE:
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+            return
+        self.raw_requestline = line
+        rfile = self.rfile
+        self.rfile = cast(BufferedIOBase, _HeaderReader(rfile))
+        try:
+            parsed = self.parse_request()
+        finally:
+            self.rfile = rfile
+        if not parsed:
+            if not self.replied:
+                self.send_error(HTTPStatus.BAD_REQUEST)
+            return
+        if "Content-Length" not in self.headers and "Transfer-Encoding" not in self.headers:
+            self.body_pending = False  # nothing follows the headers: no lingering close
+        try:
+            self._route()
+        except Exception:
+            log.exception("step=http client=%s unexpected error", self.conn.peer)
+            if not self.replied:
+                self._reply(500, {"error": "internal error"})
+
     # -- plumbing ----------------------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("step=http client=%s " + format, self.client_address[0], *args)
+        """http.server's own messages, escaped (they may quote the request)."""
+        log.debug("step=http client=%s %s", self.conn.peer, _safe_line(format % args))
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own errors (bad request line, 414, 431) as JSON."""
+        """http.server's own errors (bad request line, 414, 431, 505) as JSON.
+
+        The stdlib's message quotes the request; the reply gives a fixed reason instead.
+        """
         self.close_connection = True
-        self._reply(code, {"error": message or "request rejected"})
+        status = int(code)
+        self._reply(status, {"error": _ERRORS.get(status, HTTPStatus(status).phrase.lower())})
+
+    def _where(self) -> str:
+        """Method and path (never the query string, which may carry anything) for a log line."""
+        return f"{_safe_line(self.command or '-')} {_safe_line(self.path.partition('?')[0])}"
 
     def _reply(
         self, status: int, body: dict[str, Any], extra: dict[str, str] | None = None
     ) -> None:
-        self.server.reaper.done(self.connection)
+        self._send(_raw_reply(status, body, extra))
         if status >= 400:
-            self.log_message('"%s" %s', _safe_line(self.requestline), status)
+            log.debug("step=http client=%s %s -> %d", self.conn.peer, self._where(), status)
+
+    def _send(self, data: bytes) -> None:
+        self.server.reaper.done(self.conn)
+        self.replied = True
         try:
-            self.wfile.write(_raw_reply(status, body, extra))
+            self.wfile.write(data)
         except OSError:
             pass
 
-    def _client_allowed(self) -> bool:
-        nets = self.server.allowed_clients
-        if not nets:
-            return True
+    def _answer(
+        self, status: int, body: dict[str, Any], extra: dict[str, str] | None = None
+    ) -> None:
+        """Reply without using the body; a small one is read first so that closing cannot RST."""
+        length = self._declared_length()
+        if length is not None and 0 < length <= MAX_BODY and self.body_pending:
+            self._read_exactly(length)
+        self._reply(status, body, extra)
+
+    def _linger(self) -> None:
+        """Half-close after the reply, then discard what the client still sends, briefly."""
+        sock = self.connection
         try:
-            addr = ipaddress.ip_address(self.client_address[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in nets)
+            socket.socket.shutdown(sock, socket.SHUT_WR)  # the raw socket, TLS or not
+            deadline = time.monotonic() + LINGER_SECONDS
+            budget = LINGER_BYTES
+            while budget > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(left)
+                data = socket.socket.recv(sock, min(65536, budget))
+                if not data:
+                    break
+                budget -= len(data)
+        except OSError:
+            pass
 
-    def _authorized(self) -> bool:
-        token = self.server.webhook_token
-        if token is None:
+    def _warn(self, message: str) -> None:
+        held = self.server.rejections.take()
+        if held is None:
+            return
+        suffix = f" ({held} similar lines suppressed)" if held else ""
+        log.warning("step=auth client=%s %s: %s%s", self.conn.peer, self._where(), message, suffix)
+
+    def _token_ok(self) -> bool:
+        """True when the request carries WEBHOOK_TOKEN (or none is set); else answers 401."""
+        auth = self.server.auth
+        if auth.authorized(self.headers.get("Authorization"), self.headers.get("X-Auth-Token")):
             return True
-        offered: list[bytes] = []
-        auth = self.headers.get("Authorization", "")
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer":
-            offered.append(value.strip().encode("utf-8", "replace"))
-        elif scheme.lower() == "basic":
-            try:
-                decoded = base64.b64decode(value.strip(), validate=True)
-                offered.append(decoded.partition(b":")[2])
-            except ValueError:
-                pass
-        header = self.headers.get("X-Auth-Token")
-        if header is not None:
-            offered.append(header.strip().encode("utf-8", "replace"))
-        # Every offered value is compared, in constant time, whatever the first one gave.
-        ok = False
-        for value_bytes in offered:
-            ok |= hmac.compare_digest(value_bytes, token)
-        return ok
-
-    def _deny_unauthorized(self) -> None:
         self.server.app.metrics.alerts.labels("unauthorized").inc()
-        log.warning(
-            "step=auth client=%s %s %s: missing or wrong webhook token",
-            self.client_address[0],
-            self.command,
-            _safe_line(self.path.split("?", 1)[0]),
-        )
-        self._reply(
+        self._warn("missing or wrong webhook token")
+        self._answer(
             401,
             {"error": "authentication required"},
-            {"WWW-Authenticate": 'Bearer realm="alert-handler", Basic realm="alert-handler"'},
+            {"WWW-Authenticate": CHALLENGE},
         )
+        return False
 
-    def _read_body(self) -> bytes | None:
-        """The request body, or None after answering 411/413/400."""
-        length_header = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding"):
-            self._reply(411, {"error": "chunked bodies are not supported; send Content-Length"})
+    def _declared_length(self) -> int | None:
+        """Content-Length when there is exactly one and it is ASCII digits; 0 when absent."""
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
+            return 0
+        text = values[0].strip()
+        if len(values) > 1 or not _CONTENT_LENGTH_RE.fullmatch(text):
             return None
-        if length_header is None:
-            return b""
-        if not length_header.strip().isdigit():
-            self._reply(400, {"error": "bad Content-Length"})
-            return None
-        length = int(length_header)
-        if length > MAX_BODY:
-            self.close_connection = True
-            self._reply(413, {"error": "body is larger than 64 KiB"})
-            return None
+        digits = text.lstrip("0")
+        return int(digits or "0") if len(digits) <= 15 else _HUGE  # no int() of 8 KiB of digits
+
+    def _read_exactly(self, length: int) -> bytes | None:
+        """`length` body bytes, or None when the client stops short (or is cut)."""
         body = self.rfile.read(length)
         if len(body) < length:
-            return None  # the client went away or timed out mid-body
+            return None
+        self.body_pending = False
         return body
 
-    # -- routes ------------------------------------------------------------------------------
-    def _gate(self, *, auth: bool) -> bool:
-        if not self._client_allowed():
-            log.warning("step=auth client=%s not in ALLOWED_CLIENTS", self.client_address[0])
-            self._reply(403, {"error": "client not allowed"})
-            return False
-        if auth and not self._authorized():
-            self._deny_unauthorized()
-            return False
-        return True
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering 400/411/413."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            self._reply(411, {"error": "chunked bodies are not supported; send Content-Length"})
+            return None
+        length = self._declared_length()
+        if length is None:
+            self._reply(400, {"error": "bad Content-Length"})
+            return None
+        if length > MAX_BODY:
+            self.server.app.metrics.alerts.labels("too_large").inc()
+            self._reply(413, {"error": "body is larger than 64 KiB"})
+            return None
+        if length == 0:
+            self.body_pending = False
+            return b""
+        return self._read_exactly(length)
 
-    def do_POST(self) -> None:
-        path, _, query = self.path.partition("?")
-        app = self.server.app
-        known = path in ("/", "/alert", "/pause", "/resume") or _RELEASE_RE.match(path)
-        if not known:
-            self._reply(*self._unknown(path))
+    # -- routes ------------------------------------------------------------------------------
+    def _route(self) -> None:
+        if not self.server.auth.client_allowed(self.conn.peer):
+            self.server.app.metrics.alerts.labels("forbidden").inc()
+            self._warn("client not in ALLOWED_CLIENTS")
+            self._answer(403, {"error": "client not allowed"})
             return
-        if not self._gate(auth=True):
+        path, _, query = self.path.partition("?")
+        if self.command == "GET" and path in _GET_PATHS:
+            self._get(path)
+        elif self.command == "POST" and (path in _POST_PATHS or _RELEASE_RE.match(path)):
+            self._post(path, query)
+        elif path in _GET_PATHS or path in _POST_PATHS or _RELEASE_RE.match(path):
+            self._answer(405, {"error": f"method {self._where()} not allowed"})
+        else:
+            self._answer(404, {"error": "no such endpoint"})
+
+    def _get(self, path: str) -> None:
+        app = self.server.app
+        if path == "/health":
+            self._answer(*app.health())
+        elif path == "/metrics":
+            self._answer_metrics(app.metrics.render())
+        elif self._token_ok():
+            self._answer(*app.devices())
+
+    def _answer_metrics(self, payload: bytes) -> None:
+        content_type = "text/plain; version=0.0.4; charset=utf-8"
+        self._send(_head(200, content_type, len(payload), None) + payload)
+
+    def _post(self, path: str, query: str) -> None:
+        if not self._token_ok():
             return
         body = self._read_body()
         if body is None:
             return
-        self.server.reaper.done(self.connection)
+        self.server.reaper.done(self.conn)
+        app = self.server.app
+        handlers: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
+            "/": lambda: app.receive(body, query, self.conn.peer),
+            "/alert": lambda: app.receive(body, query, self.conn.peer),
+            "/pause": lambda: app.set_paused(True),
+            "/resume": lambda: app.set_paused(False),
+        }
         try:
-            if path in ("/", "/alert"):
-                self._reply(*app.receive(body, query, self.client_address[0]))
-            elif path == "/pause":
-                self._reply(*app.set_paused(True))
-            elif path == "/resume":
-                self._reply(*app.set_paused(False))
-            else:
-                match = _RELEASE_RE.match(path)
-                assert match is not None
-                raw_id, verb = match.groups()
-                handler = app.release if verb == "release" else app.track
-                self._reply(*handler(raw_id))
+            if path in handlers:
+                self._reply(*handlers[path]())
+                return
+            match = _RELEASE_RE.match(path)
+            assert match is not None
+            raw_id, verb = match.groups()
+            action = app.release if verb == "release" else app.track
+            self._reply(*action(raw_id))
         except BadPayload as exc:
             self._reply(400, {"error": str(exc)})
 
-    def do_GET(self) -> None:
-        path = self.path.partition("?")[0]
-        app = self.server.app
-        if path == "/health":
-            if self._gate(auth=False):
-                self._reply(*app.health())
-        elif path == "/metrics":
-            if self._gate(auth=False):
-                self._write_metrics(app.metrics.render())
-        elif path == "/devices":
-            if self._gate(auth=True):
-                self._reply(*app.devices())
-        else:
-            self._reply(*self._unknown(path))
-
-    def _write_metrics(self, payload: bytes) -> None:
-        self.server.reaper.done(self.connection)
-        head = (
-            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
-        )
-        try:
-            self.wfile.write(head.encode("latin-1") + payload)
-        except OSError:
-            pass
-
-    def _unknown(self, path: str) -> tuple[int, dict[str, Any]]:
-        get_paths = ("/health", "/metrics", "/devices")
-        post_paths = ("/", "/alert", "/pause", "/resume")
-        if path in get_paths or path in post_paths or _RELEASE_RE.match(path):
-            return 405, {"error": f"method {self.command} not allowed on {_safe_line(path)}"}
-        return 404, {"error": "no such endpoint"}
-
-    def _method_not_allowed(self) -> None:
-        path = self.path.partition("?")[0]
-        status, body = self._unknown(path)
-        self._reply(405 if status == 405 else 404, body)
-
-    do_PUT = _method_not_allowed
-    do_DELETE = _method_not_allowed
-    do_PATCH = _method_not_allowed
-    do_HEAD = _method_not_allowed
-    do_OPTIONS = _method_not_allowed
-
 
 def _safe_line(text: str) -> str:
+    """Client-supplied text made safe for one log line: control characters escaped, cut short."""
     return text.encode("unicode_escape").decode("ascii")[:200]
+
+
+def _fd_headroom(max_connections: int) -> None:
+    """Raise the soft descriptor limit to fit MAX_CONNECTIONS, or warn that it does not fit."""
+    need = max_connections + _EVICTION_MARGIN + 128  # files, SSH, API pool, the listener
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    except (OSError, ValueError):
+        pass
+    if soft < need:
+        log.warning(
+            "step=start MAX_CONNECTIONS=%d needs about %d file descriptors, the limit is %d "
+            "(raise LimitNOFILE or lower MAX_CONNECTIONS)",
+            max_connections,
+            need,
+            soft,
+        )
 
 
 def make_server(
@@ -359,8 +536,7 @@ def make_server(
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.minimum_version = ssl.TLSVersion.TLSv1_2
         tls.load_cert_chain(tls_cert_file, tls_key_file)
-    if ":" in host:
-        AlertServer.address_family = socket.AF_INET6
+    _fd_headroom(max_connections)
     return AlertServer(
         (host, port),
         app,

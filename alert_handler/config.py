@@ -104,10 +104,15 @@ def _number(key: str, raw: str, kind: Callable[[str], T], *, minimum: float, wha
     return value
 
 
+_MAX_SECONDS = 7 * 24 * 3600.0  # a week: beyond it a setting is a typo, not a choice
+
+
 def _positive_float(key: str, raw: str) -> float:
     value = _number(key, raw, float, minimum=0.0, what="a positive number")
     if value <= 0 or value == float("inf"):
         raise ConfigError(key, f"must be a positive number, got {raw!r}")
+    if value > _MAX_SECONDS:
+        raise ConfigError(key, f"must be at most {_MAX_SECONDS:.0f} seconds, got {raw!r}")
     return value
 
 

@@ -94,6 +94,10 @@ def on_alert(rec: DeviceRecord | None, alert: Alert, now: float, rules: Rules) -
     if alert.state == STATE_RECOVERED:
         if rec is None:
             return Decision(None, Reason.IGNORED_UNTRACKED_RECOVERY)
+        if rules.trigger_rules and alert.rule not in rules.trigger_rules:
+            # e.g. the self-inflicted "Device Down" clearing after each check: only the
+            # trigger rule's own recovery says the port may be back.
+            return Decision(_seen(rec, alert, now), Reason.REPEAT)
         return Decision(_seen(rec, alert, now, recheck=True), Reason.RECHECK)
     if rec is not None:
         return Decision(_seen(rec, alert, now), Reason.REPEAT)

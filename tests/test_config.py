@@ -1,0 +1,405 @@
+"""config.parse: defaults, required keys, every rule, and secrets kept out of repr and errors."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alert_handler.config import (
+    DEFAULT_POLL_COMMAND,
+    Config,
+    ConfigError,
+    parse,
+    render_poll_command,
+)
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+URL = "http://librenms.example"
+FLOAT_KEYS = {
+    "RECOVERY_INTERVAL_SEC": "recovery_interval_sec",
+    "API_TIMEOUT_SEC": "api_timeout_sec",
+    "POLL_TIMEOUT_SEC": "poll_timeout_sec",
+    "SSH_CONNECT_TIMEOUT_SEC": "ssh_connect_timeout_sec",
+    "CLIENT_TIMEOUT_SEC": "client_timeout_sec",
+    "RECONCILE_INTERVAL_SEC": "reconcile_interval_sec",
+    "STOP_TIMEOUT_SEC": "stop_timeout_sec",
+}
+POSITIVE_INT_KEYS = {
+    "SSH_MAX_CHANNELS": "ssh_max_channels",
+    "MAX_PARALLEL": "max_parallel",
+    "MAX_CONNECTIONS": "max_connections",
+}
+COUNT_KEYS = {
+    "API_RETRIES": "api_retries",
+    "MAX_FORCED_DOWN": "max_forced_down",
+    "MAX_ATTEMPTS": "max_attempts",
+}
+PORT_KEYS = {"LISTEN_PORT": "listen_port", "SSH_PORT": "ssh_port"}
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The smallest valid settings (local polling, so no SSH keys), plus `extra`."""
+    base = {"LIBRENMS_URL": URL, "LIBRENMS_API_TOKEN": TOKEN, "POLL_METHOD": "local"}
+    base.update(extra)
+    return base
+
+
+def error_of(mapping: dict[str, str]) -> ConfigError:
+    """The ConfigError that parsing `mapping` raises."""
+    with pytest.raises(ConfigError) as info:
+        parse(mapping)
+    return info.value
+
+
+# -- defaults and required keys ----------------------------------------------------------------
+def test_defaults() -> None:
+    cfg = parse(env())
+    assert cfg == Config(
+        librenms_url=URL + "/api/v0", librenms_api_token=TOKEN, poll_method="local"
+    )
+    assert cfg.unsupervised_ip == "127.0.0.50"
+    assert cfg.target_ifname == "port2"
+    assert cfg.recovery_interval_sec == 60.0
+    assert cfg.listen_host == "0.0.0.0"
+    assert cfg.listen_port == 5000
+    assert cfg.poll_command == DEFAULT_POLL_COMMAND
+    assert cfg.librenms_verify_tls is True
+    assert cfg.webhook_token is None
+    assert cfg.allowed_clients == ()
+    assert cfg.trigger_rules == ()
+    assert cfg.tls_cert_file is None and cfg.tls_key_file is None
+    assert cfg.dry_run is False and cfg.ack_alerts is False
+    assert cfg.max_attempts == 0 and cfg.max_forced_down == 0
+
+
+def test_ssh_is_the_default_poll_method_and_needs_host_and_user() -> None:
+    base = {"LIBRENMS_URL": URL, "LIBRENMS_API_TOKEN": TOKEN}
+    assert error_of(base).key == "SSH_HOST"
+    assert error_of({**base, "SSH_HOST": "nms.example"}).key == "SSH_USER"
+    assert error_of({**base, "SSH_USER": "librenms"}).key == "SSH_HOST"
+    cfg = parse({**base, "SSH_HOST": "nms.example", "SSH_USER": "librenms"})
+    assert cfg.poll_method == "ssh"
+    assert (cfg.ssh_host, cfg.ssh_user, cfg.ssh_port) == ("nms.example", "librenms", 22)
+
+
+def test_ssh_keys_are_optional_for_local_polling() -> None:
+    cfg = parse(env(POLL_METHOD="LOCAL"))
+    assert cfg.poll_method == "local"
+    assert cfg.ssh_host is None and cfg.ssh_user is None
+
+
+def test_poll_method_must_be_ssh_or_local() -> None:
+    err = error_of(env(POLL_METHOD="telnet"))
+    assert err.key == "POLL_METHOD"
+    assert str(err).startswith("POLL_METHOD: ")
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_librenms_url_is_required(value: str | None) -> None:
+    mapping = env()
+    if value is None:
+        del mapping["LIBRENMS_URL"]
+    else:
+        mapping["LIBRENMS_URL"] = value
+    err = error_of(mapping)
+    assert err.key == "LIBRENMS_URL"
+    assert "required" in str(err)
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_api_token_is_required(value: str | None) -> None:
+    mapping = env()
+    if value is None:
+        del mapping["LIBRENMS_API_TOKEN"]
+    else:
+        mapping["LIBRENMS_API_TOKEN"] = value
+    err = error_of(mapping)
+    assert err.key == "LIBRENMS_API_TOKEN"
+    assert "required" in str(err)
+
+
+def test_api_token_alias() -> None:
+    mapping = env()
+    del mapping["LIBRENMS_API_TOKEN"]
+    mapping["API_TOKEN"] = TOKEN
+    assert parse(mapping).librenms_api_token == TOKEN
+    # The canonical name wins over the alias.
+    mapping["LIBRENMS_API_TOKEN"] = "f" * 32
+    assert parse(mapping).librenms_api_token == "f" * 32
+
+
+def test_an_invalid_alias_token_is_reported_under_the_alias() -> None:
+    mapping = env()
+    del mapping["LIBRENMS_API_TOKEN"]
+    mapping["API_TOKEN"] = "not a token!"
+    assert error_of(mapping).key == "API_TOKEN"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("http://h", "http://h/api/v0"),
+        ("http://h/", "http://h/api/v0"),
+        ("https://h:8443", "https://h:8443/api/v0"),
+        ("http://h/api/v0", "http://h/api/v0"),
+        ("http://h/api/v0/", "http://h/api/v0"),
+        ("https://h/librenms", "https://h/librenms/api/v0"),
+    ],
+)
+def test_api_v0_is_appended(raw: str, expected: str) -> None:
+    assert parse(env(LIBRENMS_URL=raw)).librenms_url == expected
+
+
+@pytest.mark.parametrize("raw", ["librenms.example", "ftp://h", "http://", "http:// h", "//h"])
+def test_librenms_url_must_be_http_with_a_host(raw: str) -> None:
+    assert error_of(env(LIBRENMS_URL=raw)).key == "LIBRENMS_URL"
+
+
+# -- numbers -----------------------------------------------------------------------------------
+BAD_POSITIVE = ["abc", "", "nan", "NaN", "inf", "-inf", "Infinity", "-1", "-0.5", "0", "0.0", "-0"]
+
+
+@pytest.mark.parametrize("key", sorted(FLOAT_KEYS))
+@pytest.mark.parametrize("raw", [r for r in BAD_POSITIVE if r])
+def test_positive_float_keys_reject_junk_naming_the_key(key: str, raw: str) -> None:
+    err = error_of(env(**{key: raw}))
+    assert err.key == key
+    assert str(err) == f"{key}: must be a positive number, got {raw!r}"
+
+
+def test_the_documented_message() -> None:
+    err = error_of(env(RECOVERY_INTERVAL_SEC="abc"))
+    assert str(err) == "RECOVERY_INTERVAL_SEC: must be a positive number, got 'abc'"
+
+
+@pytest.mark.parametrize("key", sorted(FLOAT_KEYS))
+@pytest.mark.parametrize(("raw", "value"), [("0.5", 0.5), ("60", 60.0), ("1e3", 1000.0)])
+def test_positive_float_keys_accept_numbers(key: str, raw: str, value: float) -> None:
+    assert getattr(parse(env(**{key: raw})), FLOAT_KEYS[key]) == value
+
+
+@pytest.mark.parametrize("key", sorted(POSITIVE_INT_KEYS))
+@pytest.mark.parametrize("raw", ["abc", "1.5", "-1", "0", "nan", "inf", "1e3"])
+def test_positive_int_keys_reject_junk_naming_the_key(key: str, raw: str) -> None:
+    err = error_of(env(**{key: raw}))
+    assert err.key == key
+    assert str(err) == f"{key}: must be a positive integer, got {raw!r}"
+
+
+@pytest.mark.parametrize("key", sorted(POSITIVE_INT_KEYS))
+def test_positive_int_keys_accept_integers(key: str) -> None:
+    assert getattr(parse(env(**{key: "7"})), POSITIVE_INT_KEYS[key]) == 7
+
+
+@pytest.mark.parametrize("key", sorted(COUNT_KEYS))
+@pytest.mark.parametrize("raw", ["abc", "1.5", "-1", "nan", "inf"])
+def test_count_keys_reject_junk_naming_the_key(key: str, raw: str) -> None:
+    err = error_of(env(**{key: raw}))
+    assert err.key == key
+    assert str(err) == f"{key}: must be a whole number of 0 or more, got {raw!r}"
+
+
+@pytest.mark.parametrize("key", sorted(COUNT_KEYS))
+@pytest.mark.parametrize(("raw", "value"), [("0", 0), ("3", 3)])
+def test_count_keys_accept_zero_and_more(key: str, raw: str, value: int) -> None:
+    assert getattr(parse(env(**{key: raw})), COUNT_KEYS[key]) == value
+
+
+@pytest.mark.parametrize("key", sorted(PORT_KEYS))
+@pytest.mark.parametrize("raw", ["abc", "-1", "65536", "80.5", "nan"])
+def test_port_keys_reject_junk_naming_the_key(key: str, raw: str) -> None:
+    err = error_of(env(**{key: raw}))
+    assert err.key == key
+    assert str(err) == f"{key}: must be a port number, got {raw!r}"
+
+
+def test_listen_port_may_be_zero_but_ssh_port_may_not() -> None:
+    assert parse(env(LISTEN_PORT="0")).listen_port == 0
+    assert error_of(env(SSH_PORT="0")).key == "SSH_PORT"
+    assert parse(env(SSH_PORT="65535", LISTEN_PORT="65535")).ssh_port == 65535
+
+
+# -- other values ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "value"), [("1", True), ("TRUE", True), ("yes", True), ("off", False), ("0", False)]
+)
+def test_booleans(raw: str, value: bool) -> None:
+    cfg = parse(env(DRY_RUN=raw, ACK_ALERTS=raw, LIBRENMS_VERIFY_TLS=raw))
+    assert (cfg.dry_run, cfg.ack_alerts, cfg.librenms_verify_tls) == (value, value, value)
+
+
+@pytest.mark.parametrize("key", ["DRY_RUN", "ACK_ALERTS", "LIBRENMS_VERIFY_TLS"])
+def test_booleans_reject_junk(key: str) -> None:
+    err = error_of(env(**{key: "maybe"}))
+    assert str(err) == f"{key}: must be true or false, got 'maybe'"
+
+
+def test_ip_addresses() -> None:
+    cfg = parse(env(UNSUPERVISED_IP=" 127.0.0.51 ", LISTEN_HOST="localhost"))
+    assert cfg.unsupervised_ip == "127.0.0.51"
+    assert cfg.listen_host == "127.0.0.1"
+    assert parse(env(LISTEN_HOST="::1")).listen_host == "::1"
+    assert error_of(env(UNSUPERVISED_IP="127.0.0.500")).key == "UNSUPERVISED_IP"
+    assert error_of(env(LISTEN_HOST="example.com")).key == "LISTEN_HOST"
+
+
+def test_trigger_rules_are_a_trimmed_comma_list() -> None:
+    cfg = parse(env(TRIGGER_RULES=" Port2 down , Device Down,, "))
+    assert cfg.trigger_rules == ("Port2 down", "Device Down")
+
+
+def test_ssh_host_key_policy() -> None:
+    assert parse(env(SSH_HOST_KEY_POLICY="strict")).ssh_host_key_policy == "strict"
+    assert error_of(env(SSH_HOST_KEY_POLICY="none")).key == "SSH_HOST_KEY_POLICY"
+
+
+def test_ssh_pass_alias() -> None:
+    assert parse(env(SSH_PASS="hunter2hunter2")).ssh_password == "hunter2hunter2"
+    both = parse(env(SSH_PASS="alias-value", SSH_PASSWORD="canonical-value"))
+    assert both.ssh_password == "canonical-value"
+
+
+# -- POLL_COMMAND --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sudo -u librenms lnms device:poll {device_id}",
+        "docker exec librenms lnms device:poll {device_id}",
+        "lnms device:poll {device_id} && echo done-{device_id}",
+    ],
+)
+def test_poll_command_accepts_device_id_only(command: str) -> None:
+    assert parse(env(POLL_COMMAND=command)).poll_command == command
+
+
+@pytest.mark.parametrize(
+    ("command", "problem"),
+    [
+        ("lnms device:poll 42", "must contain {device_id}"),
+        ("lnms device:poll {device}", "must contain {device_id}"),
+        ("lnms device:poll {device_id!r}", "must contain {device_id}"),
+        ("lnms device:poll {device_id} {host}", "{host}"),
+        ("lnms device:poll {device_id} {}", "{}"),
+        ("lnms device:poll {0} {device_id}", "{0}"),
+    ],
+)
+def test_poll_command_rejects_other_placeholders(command: str, problem: str) -> None:
+    err = error_of(env(POLL_COMMAND=command))
+    assert err.key == "POLL_COMMAND"
+    assert problem in err.problem
+
+
+def test_render_poll_command() -> None:
+    assert render_poll_command("lnms device:poll {device_id}", 42) == "lnms device:poll 42"
+    assert render_poll_command("a {device_id} b {device_id}", 7) == "a 7 b 7"
+
+
+@pytest.mark.parametrize("device_id", [0, -1, True, False, "42", 42.0, None])
+def test_render_poll_command_rejects_anything_but_a_positive_int(device_id: object) -> None:
+    with pytest.raises(ValueError, match="positive integer"):
+        render_poll_command("lnms device:poll {device_id}", device_id)  # type: ignore[arg-type]
+
+
+# -- webhook token, clients, TLS -------------------------------------------------------------------
+def test_webhook_token_accepted() -> None:
+    token = "Abcdefgh-12345678/+="
+    assert parse(env(WEBHOOK_TOKEN=token)).webhook_token == token
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["fifteen-chars15", "sixteen chars ok", "tab\tinside-the-token", "bell\x07-in-the-token"],
+)
+def test_webhook_token_rules(token: str) -> None:
+    err = error_of(env(WEBHOOK_TOKEN=token))
+    assert err.key == "WEBHOOK_TOKEN"
+    assert token not in str(err)
+
+
+def test_allowed_clients_parses_cidrs() -> None:
+    cfg = parse(env(ALLOWED_CLIENTS="10.0.0.0/8, 192.168.1.5 ,2001:db8::/32,10.1.2.3/16,"))
+    assert cfg.allowed_clients == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.168.1.5/32"),
+        ipaddress.ip_network("2001:db8::/32"),
+        ipaddress.ip_network("10.1.0.0/16"),  # host bits are dropped, not refused
+    )
+
+
+@pytest.mark.parametrize("bad", ["example.com", "10.0.0.0/33", "10.0.0.0/8/8", "300.1.1.1"])
+def test_allowed_clients_rejects_junk(bad: str) -> None:
+    err = error_of(env(ALLOWED_CLIENTS=f"10.0.0.0/8,{bad}"))
+    assert err.key == "ALLOWED_CLIENTS"
+    assert repr(bad) in str(err)
+
+
+def test_tls_files_go_together() -> None:
+    assert error_of(env(TLS_CERT_FILE="/etc/cert.pem")).key == "TLS_KEY_FILE"
+    assert error_of(env(TLS_KEY_FILE="/etc/key.pem")).key == "TLS_CERT_FILE"
+    cfg = parse(env(TLS_CERT_FILE="/etc/cert.pem", TLS_KEY_FILE="/etc/key.pem"))
+    assert (cfg.tls_cert_file, cfg.tls_key_file) == ("/etc/cert.pem", "/etc/key.pem")
+
+
+# -- secrets -------------------------------------------------------------------------------------
+SECRETS = {
+    "LIBRENMS_API_TOKEN": "SecretApiToken0123456789",
+    "SSH_PASSWORD": "SecretSshPassword",
+    "SSH_KEY_PASSPHRASE": "SecretKeyPassphrase",
+    "WEBHOOK_TOKEN": "SecretWebhookToken0123",
+}
+
+
+def test_secrets_are_not_in_repr() -> None:
+    cfg = parse(env(**SECRETS))
+    text = repr(cfg) + str(cfg)
+    assert sorted(cfg.secrets()) == sorted(SECRETS.values())
+    for secret in SECRETS.values():
+        assert secret not in text
+    assert "librenms.example" in text  # repr still says something useful
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        env(**{**SECRETS, "RECOVERY_INTERVAL_SEC": "abc"}),
+        env(**{**SECRETS, "POLL_COMMAND": "lnms {host}"}),
+        env(**{**SECRETS, "TLS_CERT_FILE": "/c.pem"}),
+        env(**{**SECRETS, "ALLOWED_CLIENTS": "nope"}),
+        {**SECRETS, "LIBRENMS_URL": "ftp://x"},
+    ],
+)
+def test_no_error_message_carries_a_secret(mapping: dict[str, str]) -> None:
+    err = error_of(mapping)
+    for secret in SECRETS.values():
+        assert secret not in str(err)
+        assert secret not in repr(err)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=0, max_size=40))
+def test_an_invalid_api_token_is_never_echoed(tail: str) -> None:
+    token = "s3cr3t-" + tail  # the dash makes it invalid
+    err = error_of(env(LIBRENMS_API_TOKEN=token))
+    assert err.key == "LIBRENMS_API_TOKEN"
+    assert "s3cr3t" not in str(err)
+    assert "s3cr3t" not in repr(err)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=9),  # too short
+        st.tuples(
+            st.text(max_size=20), st.sampled_from(" \t\x00\x7f\u2028"), st.text(max_size=20)
+        ).map(lambda parts: parts[0] + parts[1] + "x" + parts[2]),  # a bad character inside
+    )
+)
+def test_an_invalid_webhook_token_is_never_echoed(tail: str) -> None:
+    token = "s3cr3t" + tail
+    err = error_of(env(WEBHOOK_TOKEN=token))
+    assert err.key == "WEBHOOK_TOKEN"
+    assert "s3cr3t" not in str(err)
+    assert "s3cr3t" not in repr(err)

@@ -71,7 +71,7 @@ class App:
         except StateWriteError as exc:
             self.metrics.alerts.labels("unavailable").inc()
             log.error("device=%s step=webhook cannot persist alert: %s", alert.device_id, exc)
-            return 503, {"error": "state file cannot be written; alert not stored"}
+            return 503, {"error": "state file cannot be written: the alert is not on disk yet"}
         self._log_alert(alert, decision, client)
         if decision.new and self.store.paused:
             log.warning(

@@ -165,6 +165,9 @@ def serve(cfg: Config, *, env_file: str | None = None) -> int:
         log.error("step=start %s", exc)
         return 1
     except OSError as exc:
+        if exc.filename is not None:  # the state file, its lock or its directory
+            log.error("step=start cannot use %s: %s", exc.filename, exc.strerror or exc)
+            return 1
         log.error(
             "step=start cannot listen on %s:%s: %s",
             cfg.listen_host,

@@ -43,6 +43,16 @@ def rules_from(cfg: Config) -> Rules:
     )
 
 
+def step_limit(cfg: Config) -> float:
+    """The longest one recovery step can take with the configured timeouts (a read, a PATCH, a
+    discover, a poll and a port read, each API call retried), plus a minute of slack; a step
+    running longer means the recovery loop is stuck."""
+    backoff = 0.75 * ((1 << cfg.api_retries) - 1)  # the client: 0.5 s doubling, jitter <= 1.5
+    api_call = (cfg.api_retries + 1) * cfg.api_timeout_sec + backoff
+    poll = cfg.poll_timeout_sec + cfg.ssh_connect_timeout_sec
+    return poll + 6 * api_call + 60.0
+
+
 def make_api(cfg: Config, metrics: Metrics | None = None) -> LibreNMS:
     """The LibreNMS client for `cfg`."""
     verify: bool | str = cfg.librenms_verify_tls
@@ -125,6 +135,7 @@ def build(cfg: Config, clock: Callable[[], float] = time.time) -> Daemon:
             ack_alerts=cfg.ack_alerts,
             metrics=metrics,
             clock=clock,
+            step_limit=step_limit(cfg),
         )
         app = App(
             store=store,
@@ -192,11 +203,15 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     )
     notifier = daemon.notifier
     notifier.send("READY=1")
-    last_watchdog = 0.0
+    # Ping every half of systemd's ping interval (itself half of WatchdogSec=), from this loop.
+    ping_every = (notifier.watchdog_interval or 0.0) / 2
+    tick = min(_SUPERVISE_EVERY, ping_every) if ping_every else _SUPERVISE_EVERY
+    last_ping = -1e18
+    loop_state = "alive"
     try:
         while True:
             try:
-                signum = signals.get(timeout=_SUPERVISE_EVERY)
+                signum = signals.get(timeout=tick)
             except queue.Empty:
                 signum = None
             if signum in (signal.SIGTERM, signal.SIGINT):
@@ -206,15 +221,29 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
                 daemon.on_hup()
                 log.info("step=log reopened on SIGHUP")
             worker.ensure_running()
-            interval = notifier.watchdog_interval
+            state = worker.thread_state()
+            if state != loop_state:
+                _log_loop_state(state, watchdog=bool(ping_every))
+                loop_state = state
             now = time.monotonic()
-            if interval and now - last_watchdog >= interval and worker.alive():
+            if ping_every and state == "alive" and now - last_ping >= ping_every:
                 notifier.send("WATCHDOG=1")
-                last_watchdog = now
+                last_ping = now
     finally:
         notifier.send("STOPPING=1")
         shutdown(daemon)
     return 0
+
+
+def _log_loop_state(state: str, *, watchdog: bool) -> None:
+    if state == "alive":
+        log.warning("step=supervise the recovery loop makes progress again")
+        return
+    log.error(
+        "step=supervise the recovery loop is %s: /health answers 503%s",
+        state,
+        "; WATCHDOG=1 is no longer sent, systemd will restart the daemon" if watchdog else "",
+    )
 
 
 def shutdown(daemon: Daemon) -> None:

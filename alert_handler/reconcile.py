@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from alert_handler.librenms import LibreNMS, LibreNMSError
 from alert_handler.records import DeviceRecord, from_iso
 from alert_handler.recovery import Rules
-from alert_handler.state import StateStore
+from alert_handler.state import StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,8 @@ class Reconciler:
                     )
                     if result.adopted or result.picked_up:
                         self._wake()
-            except LibreNMSError as exc:
-                log.warning("step=reconcile failed: %s", exc)
+            except (LibreNMSError, StateWriteError) as exc:
+                log.warning("step=reconcile failed: %s", exc)  # tried again next interval
             except Exception:
                 log.exception("step=reconcile unexpected error")
             self._stop.wait(self.interval)

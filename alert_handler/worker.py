@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 _MAX_STEPS = 8  # steps one job may run for a device before yielding to others
 _IDLE_WAIT = 5.0  # longest sleep of the scheduler, so the heartbeat stays fresh
 _BACKLOG_TTL = 1.0  # how long due devices found by one pass are started without a new pass
+_MIN_PASS_GAP = 0.02  # seconds between two passes over every record...
+_PASS_SHARE = 10.0  # ...and at least this many times the last pass's duration
 _UNWRITABLE_WAIT = 1.0  # how often the scheduler looks whether the state file is writable again
 _DURABLE_TIMEOUT = 30.0
 # Actions that change LibreNMS: they run only on a record that is on disk.
@@ -152,6 +154,7 @@ class Worker:
         self._inflight: set[int] = set()
         self._backlog: collections.deque[int] = collections.deque()  # due, not yet started
         self._backlog_at = 0.0
+        self._next_pass = 0.0  # monotonic time before which no new pass is made
         self._stopping = False
         self._pool = _Pool(max_parallel, "recovery")
         self._steps_lock = threading.Lock()  # not _cond: /health must answer if _cond is stuck
@@ -265,6 +268,9 @@ class Worker:
                     free -= 1
             if free <= 0:
                 return _IDLE_WAIT
+        started = time.monotonic()
+        if started < self._next_pass:
+            return self._next_pass - started  # one pass for a burst of wakes, not one per wake
         now = self.clock()
         paused = self.store.paused
         records = self.store.records()
@@ -296,6 +302,11 @@ class Worker:
             self._submit(device_id)
         self._backlog = collections.deque(device_id for _, device_id in due[free:])
         self._backlog_at = time.monotonic()
+        # A pass costs O(tracked devices): with workers idle (paused, storm guard) and alerts
+        # arriving, passes take at most about 1/_PASS_SHARE of this thread's time.
+        self._next_pass = self._backlog_at + max(
+            _MIN_PASS_GAP, _PASS_SHARE * (self._backlog_at - started)
+        )
         if len(due) > free:
             return _IDLE_WAIT  # woken when a worker frees up
         return max(0.0, min(next_at - now, _IDLE_WAIT))

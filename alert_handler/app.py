@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alert_handler import recovery
@@ -18,6 +18,7 @@ from alert_handler.metrics import Metrics
 from alert_handler.records import DeviceRecord, Phase, iso
 from alert_handler.recovery import Decision, Reason, Rules
 from alert_handler.state import StateStore, StateWriteError
+from alert_handler.throttle import Throttle
 from alert_handler.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class App:
     auth_enabled: bool = True
     dry_run: bool = False
     clock: Callable[[], float] = time.time
+    _persist_trouble: Throttle = field(default_factory=Throttle, repr=False)
 
     def __post_init__(self) -> None:
         self.metrics.paused.set(1 if self.store.paused else 0)
@@ -70,7 +72,12 @@ class App:
             self.store.wait_durable(version, _DURABLE_TIMEOUT)
         except StateWriteError as exc:
             self.metrics.alerts.labels("unavailable").inc()
-            log.error("device=%s step=webhook cannot persist alert: %s", alert.device_id, exc)
+            allowed, held = self._persist_trouble.allow()
+            if allowed:  # a full disk during a storm would otherwise log every alert
+                more = f" ({held} more in the last minute)" if held else ""
+                log.error(
+                    "device=%s step=webhook cannot persist alert: %s%s", alert.device_id, exc, more
+                )
             return 503, {"error": "state file cannot be written: the alert is not on disk yet"}
         self._log_alert(alert, decision, client)
         if decision.new and self.store.paused:

@@ -111,7 +111,7 @@ def server() -> Iterator[SSHD]:
 
 @pytest.fixture
 def log_lines(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG, logger="alert_handler.poller")
+    caplog.set_level(logging.DEBUG, logger="alert_handler")
     return caplog
 
 

@@ -1,0 +1,59 @@
+"""What a poll returns or raises, shared by the local and the SSH poller.
+
+`PollResult` is how one run ended (any exit status); `PollError` means it could not be run to its
+end. `log_result` writes the one line per poll the operator reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 10
+_MEANINGS = {0: "polled", 6: "device down", 1: "no such device or database error"}
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """How one poll run ended; any exit status is a result, not an error."""
+
+    device_id: int
+    exit_status: int
+    output_tail: tuple[str, ...]  # last non-empty lines of stdout and stderr together
+    duration: float  # seconds from starting the command to its exit
+
+    @property
+    def meaning(self) -> str:
+        """The exit status in LibreNMS's words (0 polled, 6 device down, 1 no such device)."""
+        return _MEANINGS.get(self.exit_status, "error")
+
+
+class PollError(Exception):
+    """The poll could not be run (connect, auth, host key, timeout); the message is safe to log."""
+
+
+def output_tail(data: bytes, *, truncated: bool = False) -> tuple[str, ...]:
+    """The last TAIL_LINES non-empty lines; a line cut by truncation is dropped."""
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if truncated and lines:
+        lines = lines[1:]
+    return tuple([s for s in (line.rstrip() for line in lines) if s][-TAIL_LINES:])
+
+
+def log_result(result: PollResult) -> PollResult:
+    """Log how the poll ended (the output tail at INFO only on failure); returns `result`."""
+    log.info(
+        "device=%d step=poll exit=%d meaning=%s duration=%.2fs",
+        result.device_id,
+        result.exit_status,
+        result.meaning,
+        result.duration,
+    )
+    # The tail explains a failure, so it is worth INFO then; on success it is noise.
+    level = logging.DEBUG if result.exit_status == 0 else logging.INFO
+    log.log(
+        level, "device=%d step=poll output=%s", result.device_id, " | ".join(result.output_tail)
+    )
+    return result

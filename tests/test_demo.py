@@ -1,0 +1,35 @@
+"""`alert-handler demo`, the README's first command, as a new user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.conftest import installed_cli
+
+
+def test_demo_succeeds_and_shows_the_cycle(tmp_path: Path) -> None:
+    """1. The demo runs the daemon against the built-in simulator (no .env, no LibreNMS).
+    2. It exits 0 and every CPE ends on its own original overwrite_ip.
+    3. Its output shows a device forced down, the self-inflicted alert as a repeat, a device
+       forced down again, and recoveries."""
+    result = subprocess.run(
+        [*installed_cli(), "demo", "--interval", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "demo succeeded" in out
+    assert "device 102: original overwrite_ip='198.51.100.7'   now='198.51.100.7'   OK" in out
+    for line in (
+        "-> forced down",
+        "-> repeat alert",
+        "-> port not up: forcing down again",
+        "-> port already up: stale alert, not forced down",
+        "-> port up: recovered",
+    ):
+        assert line in out, line
+    assert list(tmp_path.iterdir()) == []  # the demo keeps its files out of the user's directory

@@ -1,0 +1,235 @@
+"""Ingest under an alert storm: N alerts for distinct devices from C concurrent clients.
+
+Each request is a new TCP connection (as LibreNMS's API transport makes), sent only after the
+client's previous reply, like the alert runner. The daemon (`alert-handler serve`, its own
+process) acknowledges an alert only once it is durably in the state file; right after the last
+reply the state file is read as an operator would and must hold every acknowledged device. The
+same load is run against a bare stdlib ThreadingHTTPServer that answers 202 and writes nothing
+(the ceiling of this machine); runs alternate between the two and medians are compared.
+
+The recovery worker runs as in production: the simulator knows every device (port2 down) and adds
+--api-latency to each API call, so the daemon inspects and forces down devices while the storm
+is still arriving. --preload N starts the daemon with N devices already tracked (the scale case).
+
+Usage: .venv/bin/python bench/ingest.py [--alerts 2000] [--clients 16] [--runs 5] [--preload 0]
+       [--traps] [--profile FILE (needs py-spy)] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    LoadResult,
+    cpu_seconds,
+    devices_in_file,
+    machine,
+    median,
+    open_connections,
+    percentile,
+    profiled,
+    run_load,
+    seed_state,
+    sim_request_counts,
+    start_bare,
+    start_daemon,
+    start_sim,
+    stopping,
+    url_port,
+    verdict,
+)
+
+from alert_handler.records import Phase
+
+GOAL_RATIO = 0.50
+GOAL_RATIO_PRELOADED = 0.25
+GOAL_P99_MS = 20.0
+
+
+@dataclass
+class DaemonRun:
+    """One run against the daemon."""
+
+    load: LoadResult
+    in_file: int
+    writes: float
+    write_seconds: float
+    cpu: float  # daemon CPU seconds during the load
+    connections: int  # keep-alive connections the daemon held to the API after the load
+    api: dict[str, int]  # API requests the simulator answered, by method and path
+
+    def line(self) -> str:
+        """The run's figures."""
+        per_write = self.load.ok / self.writes if self.writes else float("nan")
+        write_ms = 1000 * self.write_seconds / self.writes if self.writes else float("nan")
+        cpu_ms = 1000 * self.cpu / self.load.sent
+        return (
+            f"{self.load.line()}  in state file {self.in_file}/{self.load.sent}  "
+            f"{self.writes:.0f} writes, {per_write:.1f} alerts and {write_ms:.1f} ms each  "
+            f"daemon CPU {cpu_ms:.2f} ms/alert"
+        )
+
+
+def daemon_run(
+    workdir: Path,
+    alerts: int,
+    clients: int,
+    preload: int,
+    api_latency: float,
+    profile: Path | None = None,
+) -> DaemonRun:
+    """Start simulator + daemon (optionally with `preload` tracked devices), send the storm;
+    with `profile`, sample the daemon with py-spy meanwhile."""
+    now = time.time()
+    if preload:
+        seed_state(
+            workdir / "device_state.json",
+            range(1, preload + 1),
+            phase=Phase.DOWN,
+            next_attempt_at=now + 3600,
+            now=now,
+        )
+    first = preload + 1
+    sim, sim_url = start_sim(workdir, devices=alerts, first_id=first, api_latency=api_latency)
+    with stopping(sim):
+        daemon = start_daemon(workdir, sim_url, MAX_PARALLEL="4")
+        with stopping(daemon):
+            name = "alert_handler_state_write_duration_seconds"
+            writes_before = daemon.metric(name + "_count")
+            seconds_before = daemon.metric(name + "_sum")
+            with profiled(daemon.child.pid, profile):
+                cpu_before = cpu_seconds(daemon.child.pid)
+                load = run_load(daemon.port, range(first, first + alerts), clients)
+                in_file = devices_in_file(daemon.state_path)
+                cpu = cpu_seconds(daemon.child.pid) - cpu_before
+            writes = daemon.metric(name + "_count") - writes_before
+            seconds = daemon.metric(name + "_sum") - seconds_before
+            connections = open_connections(daemon.child.pid, url_port(sim_url))
+            missing = load.acked - in_file
+            if missing:
+                print(f"  !! {len(missing)} acknowledged devices missing from the state file")
+    api = sim_request_counts(sim)
+    return DaemonRun(load, len(load.acked & in_file), writes, seconds, cpu, connections, api)
+
+
+def bare_run(workdir: Path, alerts: int, clients: int, **kind: bool) -> LoadResult:
+    """The same load against the bare server."""
+    bare, port = start_bare(workdir, **kind)
+    with stopping(bare):
+        return run_load(port, range(1, alerts + 1), clients)
+
+
+def summary(label: str, loads: list[LoadResult]) -> str:
+    """Medians over runs of each figure."""
+    rate = median(r.rate for r in loads)
+    p50 = median(percentile([x * 1000 for x in r.latencies], 50) for r in loads)
+    p99 = median(percentile([x * 1000 for x in r.latencies], 99) for r in loads)
+    worst = max((max(r.latencies, default=0.0) * 1000 for r in loads), default=float("nan"))
+    failed = sum(r.failed for r in loads)
+    return (
+        f"RESULT {label}: median {rate:.0f} alerts/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {worst:.1f} ms (worst run), unacknowledged {failed} over {len(loads)} runs"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--alerts", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=5, help="runs of each server (default 5)")
+    parser.add_argument("--preload", type=int, default=0, help="devices tracked before the storm")
+    parser.add_argument("--api-latency", type=float, default=0.02, help="simulator, seconds")
+    parser.add_argument(
+        "--traps",
+        action="store_true",
+        help="also run the stdlib-defaults and fsync-per-alert servers",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the daemon with py-spy during the first run into this file (raw format)",
+    )
+    parser.add_argument("--quick", action="store_true", help="50 alerts, 1 run (smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.alerts, args.runs = 50, 1
+        args.preload = min(args.preload, 20)
+    goal_ratio = GOAL_RATIO_PRELOADED if args.preload else GOAL_RATIO
+
+    print(f"machine: {machine()}")
+    print(
+        f"ingest: {args.alerts} alerts for distinct devices, {args.clients} clients, "
+        f"a new connection per alert, {args.preload} devices tracked before, "
+        f"simulator API latency {args.api_latency * 1000:.0f} ms, {args.runs} runs each"
+    )
+    daemon_runs: list[DaemonRun] = []
+    bare_loads: list[LoadResult] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        for n in range(1, args.runs + 1):
+            workdir = Path(tmp) / f"daemon-{n}"
+            workdir.mkdir()
+            profile = args.profile if n == 1 else None
+            run = daemon_run(
+                workdir, args.alerts, args.clients, args.preload, args.api_latency, profile
+            )
+            daemon_runs.append(run)
+            print(f"daemon run {n}: {run.line()}", flush=True)
+            workdir = Path(tmp) / f"bare-{n}"
+            workdir.mkdir()
+            load = bare_run(workdir, args.alerts, args.clients)
+            bare_loads.append(load)
+            print(f"bare   run {n}: {load.line()}", flush=True)
+        traps: list[tuple[str, LoadResult]] = []
+        if args.traps:
+            for label, kind in (
+                ("stdlib defaults (backlog 5, reply in two sends)", {"naive": True}),
+                ("whole file rewritten + fsync per alert", {"write_each": True}),
+            ):
+                workdir = Path(tmp) / f"trap-{len(traps)}"
+                workdir.mkdir()
+                load = bare_run(workdir, args.alerts, args.clients, **kind)
+                traps.append((label, load))
+                print(f"trap: {label}: {load.line()}", flush=True)
+
+    api = daemon_runs[-1].api
+    searches = sum(n for key, n in api.items() if key.startswith("GET /ports/search"))
+    print(
+        f"RESULT API use (last run, until the daemon stopped): "
+        f"{api.get('GET /devices/{id}/ports', 0)} port lookups (GET /devices/{{id}}/ports) for "
+        f"{api.get('GET /devices/{id}', 0)} device reads, {searches} all-devices port searches, "
+        f"{daemon_runs[-1].connections} keep-alive API connections held (MAX_PARALLEL 4); "
+        f"requests: {json.dumps(api)}"
+    )
+    loads = [r.load for r in daemon_runs]
+    print(summary("daemon", loads))
+    print(summary("bare server", bare_loads))
+    for label, load in traps:
+        print(summary(f"trap {label}", [load]))
+    ratio = median(r.rate for r in loads) / median(r.rate for r in bare_loads)
+    p99 = median(percentile([x * 1000 for x in r.latencies], 99) for r in loads)
+    failed = sum(r.failed for r in loads)
+    in_file = min(r.in_file for r in daemon_runs)
+    print(
+        f"RESULT ratio daemon/bare throughput: {ratio:.2f} "
+        f"(goal >= {goal_ratio:.2f}: {verdict(ratio >= goal_ratio)})"
+    )
+    met = verdict(p99 <= GOAL_P99_MS)
+    print(f"RESULT p99 latency: {p99:.1f} ms (goal <= {GOAL_P99_MS:.0f} ms: {met})")
+    print(f"RESULT unacknowledged alerts: {failed} (goal 0: {verdict(failed == 0)})")
+    print(
+        f"RESULT devices in the state file: {in_file}/{args.alerts} in the worst run "
+        f"(goal all: {verdict(in_file == args.alerts)})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Scale: 10,000 tracked devices.
+
+1. The state file: its size, a cold serialisation of every record, and one durable commit of a
+   few changed devices (in this process, the daemon's own StateStore: median of --repeat).
+2. Start-up: the daemon (its own process) with the 10,000-device file, one of them due: time from
+   spawn to the listener, and to the first API request of the recovery worker (load + first
+   schedule); resident memory once started and after the writer warmed its cache.
+3. Idle: the daemon's CPU over --idle seconds with nothing due (goal: under 1% of a core).
+4. Ingest with the devices already tracked: bench/ingest.py's storm against this daemon and the
+   bare server (goal: >= 25% of the bare server's throughput).
+
+Usage: .venv/bin/python bench/scale.py [--devices 10000] [--idle 20] [--runs 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    HOST,
+    cpu_seconds,
+    machine,
+    median,
+    percentile,
+    rss_mib,
+    seed_state,
+    start_daemon,
+    stopping,
+    verdict,
+)
+from ingest import GOAL_P99_MS, GOAL_RATIO_PRELOADED, bare_run, daemon_run
+
+from alert_handler.records import DeviceRecord, Phase
+from alert_handler.simulator import Simulator
+from alert_handler.state import StateStore, load_state
+
+GOAL_IDLE_CPU = 0.01
+
+
+def state_file_figures(workdir: Path, devices: int, repeat: int) -> None:
+    """Size, load time, cold serialisation and commit time of a `devices`-device state file."""
+    path = workdir / "device_state.json"
+    now = time.time()
+    size = seed_state(path, range(1, devices + 1), phase=Phase.DOWN, next_attempt_at=now, now=now)
+    started = time.perf_counter()
+    snapshot = load_state(path, now).snapshot
+    load_ms = (time.perf_counter() - started) * 1000
+    writes: list[float] = []
+    store = StateStore(path, snapshot, on_write=lambda seconds, size: writes.append(seconds))
+    started = time.perf_counter()
+    store.start()
+    store.wait_durable(store.set_paused(False), 60)  # the first write serialises everything
+    cold_ms = (time.perf_counter() - started) * 1000
+    commits: dict[int, list[float]] = {1: [], 16: []}
+    try:
+        for changed, times in commits.items():
+            for n in range(repeat):
+                version = 0
+                started = time.perf_counter()
+                for device_id in range(1 + n * changed, 1 + (n + 1) * changed):
+                    version = store.put(DeviceRecord(device_id=device_id, first_seen=now))
+                store.wait_durable(version, 60)
+                times.append((time.perf_counter() - started) * 1000)
+    finally:
+        store.close()
+    print(
+        f"RESULT state file: {devices} devices, {size / 1e6:.2f} MB; load {load_ms:.0f} ms; "
+        f"first write (serialise all + write) {cold_ms:.0f} ms"
+    )
+    for changed, times in commits.items():
+        print(
+            f"RESULT state commit of {changed} changed device(s), durable: median "
+            f"{median(times):.1f} ms, p90 {percentile(times, 90):.1f} ms over {repeat}"
+        )
+    print(
+        f"RESULT state write alone (temp file, fsync, rename, fsync dir): median "
+        f"{median(writes[1:]) * 1000:.1f} ms"
+    )
+
+
+def startup_and_idle(
+    workdir: Path, devices: int, idle: float, settle: float
+) -> tuple[float, float]:
+    """Start the daemon on `devices` tracked devices (device 1 due now); returns idle CPU share
+    and RSS after warm-up."""
+    sim = Simulator()
+    sim.add_device(1, "cpe-00001.example.net", overwrite_ip="127.0.0.50")
+    sim.start(HOST, 0)
+    try:
+        now = time.time()
+        path = workdir / "device_state.json"
+        seed_state(
+            path, range(2, devices + 1), phase=Phase.DOWN, next_attempt_at=now + 3600, now=now
+        )
+        # Device 1 is due now: the worker's first request for it ends "load + first schedule".
+        text = path.read_text()
+        seed_state(workdir / "one.json", [1], phase=Phase.DOWN, next_attempt_at=now, now=now)
+        one = (workdir / "one.json").read_text()
+        line = one.split("\n")[1]
+        path.write_text(text.replace('"devices": {\n', '"devices": {\n' + line + ",\n", 1))
+        spawned = time.monotonic()
+        daemon = start_daemon(workdir, sim.url, RECOVERY_INTERVAL_SEC="3600")
+        with stopping(daemon):
+            listening = _first_line_time(daemon.child.log_path, "listening on") - spawned
+            first = _first_request(sim, "/devices/1") - spawned
+            rss_start = rss_mib(daemon.child.pid)
+            time.sleep(settle)  # the writer warms its cache; device 1 finishes its attempt
+            rss = rss_mib(daemon.child.pid)
+            cpu_before = cpu_seconds(daemon.child.pid)
+            time.sleep(idle)
+            share = (cpu_seconds(daemon.child.pid) - cpu_before) / idle
+    finally:
+        sim.stop()
+    print(
+        f"RESULT start-up with {devices} devices: listening after {listening:.2f} s, first "
+        f"recovery request after {first:.2f} s (process start, load, first schedule)"
+    )
+    print(f"RESULT resident memory: {rss_start:.0f} MiB at start, {rss:.0f} MiB warmed up")
+    print(
+        f"RESULT idle CPU over {idle:g} s: {share * 100:.2f}% of a core "
+        f"(goal < {GOAL_IDLE_CPU * 100:.0f}%: {verdict(share < GOAL_IDLE_CPU)})"
+    )
+    return share, rss
+
+
+def _first_request(sim: Simulator, path: str, timeout: float = 60.0) -> float:
+    """When the simulator first saw a request for `path` (monotonic)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for request in sim.requests:
+            if request.path == path:
+                return request.time
+        time.sleep(0.01)
+    raise RuntimeError(f"no request for {path} within {timeout}s")
+
+
+def _first_line_time(log_path: Path, needle: str) -> float:
+    """When `needle` first appeared in the log (monotonic), read from its asctime."""
+    for line in log_path.read_text().splitlines():
+        if needle in line:
+            stamp = time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+            millis = int(line[20:23])
+            wall = time.mktime(stamp) + millis / 1000
+            return time.monotonic() - (time.time() - wall)
+    raise RuntimeError(f"{needle!r} not in {log_path}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU measured")
+    parser.add_argument("--runs", type=int, default=3, help="ingest runs of each server")
+    parser.add_argument("--alerts", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=20, help="commits timed")
+    parser.add_argument("--quick", action="store_true", help="20 devices, 50 alerts, 2 s idle")
+    args = parser.parse_args()
+    if args.quick:
+        args.devices, args.idle, args.runs, args.alerts, args.repeat = 20, 2.0, 1, 50, 3
+
+    print(f"machine: {machine()}")
+    print(f"scale: {args.devices} tracked devices")
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        root = Path(tmp)
+        for name in ("file", "startup", "ingest"):
+            (root / name).mkdir()
+        state_file_figures(root / "file", args.devices, args.repeat)
+        startup_and_idle(root / "startup", args.devices, args.idle, 0.5 if args.quick else 3.0)
+        daemon_rates, bare_rates, p99s = [], [], []
+        for n in range(1, args.runs + 1):
+            workdir = root / "ingest" / f"daemon-{n}"
+            workdir.mkdir()
+            run = daemon_run(workdir, args.alerts, 16, args.devices, 0.02)
+            daemon_rates.append(run.load.rate)
+            p99s.append(percentile([x * 1000 for x in run.load.latencies], 99))
+            write_ms = 1000 * run.write_seconds / run.writes if run.writes else float("nan")
+            print(
+                f"ingest daemon run {n}: {run.load.line()}  in state file "
+                f"{run.in_file}/{args.alerts}  {run.writes:.0f} writes of {write_ms:.1f} ms",
+                flush=True,
+            )
+            workdir = root / "ingest" / f"bare-{n}"
+            workdir.mkdir()
+            load = bare_run(workdir, args.alerts, 16)
+            bare_rates.append(load.rate)
+            print(f"ingest bare   run {n}: {load.line()}", flush=True)
+    ratio = median(daemon_rates) / median(bare_rates)
+    print(
+        f"RESULT ingest with {args.devices} tracked: daemon {median(daemon_rates):.0f} alerts/s, "
+        f"bare {median(bare_rates):.0f} alerts/s, ratio {ratio:.2f} "
+        f"(goal >= {GOAL_RATIO_PRELOADED:.2f}: {verdict(ratio >= GOAL_RATIO_PRELOADED)}); "
+        f"p99 {median(p99s):.1f} ms (issue's ingest goal <= {GOAL_P99_MS:.0f} ms)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

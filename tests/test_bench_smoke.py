@@ -1,0 +1,66 @@
+"""The benchmark scripts still run: each in its tiny --quick mode, as a subprocess.
+
+Only that they finish and print their figure lines is checked; no figure is asserted (the
+machine is shared and noisy: speed is read from the scripts' output, not tested).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.parametrize(
+    ("script", "figures"),
+    [
+        (
+            "ingest.py",
+            (
+                "RESULT daemon:",
+                "RESULT bare server:",
+                "RESULT ratio daemon/bare throughput:",
+                "RESULT p99 latency:",
+                "RESULT unacknowledged alerts: 0 ",
+                "RESULT devices in the state file: 50/50 ",
+            ),
+        ),
+        (
+            "recovery_round.py",
+            (
+                "RESULT P=4 N=20: round ",
+                "RESULT goal P=4 N=20 within 10% of ideal:",
+                "RESULT no device attempted twice within an interval: met",
+            ),
+        ),
+        (
+            "scale.py",
+            (
+                "RESULT state file: 20 devices",
+                "RESULT state commit of 16 changed device(s), durable:",
+                "RESULT start-up with 20 devices:",
+                "RESULT resident memory:",
+                "RESULT idle CPU over",
+                "RESULT ingest with 20 tracked:",
+            ),
+        ),
+    ],
+)
+def test_bench_script_runs(script: str, figures: tuple[str, ...]) -> None:
+    """1. The script runs in --quick mode against the simulator on loopback and exits 0.
+    2. It prints each of its figure lines."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for figure in figures:
+        assert any(line.startswith(figure) for line in lines), (figure, done.stdout)

@@ -310,6 +310,15 @@ class StateStore:
             version, paused = self._version, self._paused
             dirty, self._dirty = self._dirty, set()
             changed = [(device_id, self._records.get(device_id)) for device_id in dirty]
+        try:
+            return version, self._build(changed, paused)
+        except BaseException:
+            with self._lock:  # rebuild these next time rather than write a stale line
+                self._dirty |= dirty
+            raise
+
+    def _build(self, changed: list[tuple[int, DeviceRecord | None]], paused: bool) -> list[bytes]:
+        """The file's pieces after re-serialising `changed` (writer thread only)."""
         stale: set[int] = set()
         for device_id, rec in changed:
             block = device_id // _BLOCK
@@ -331,16 +340,17 @@ class StateStore:
         # snapshot_to_json's layout, one device per line: head, blocks joined by ",\n", tail.
         head = snapshot_to_json([], paused)[: -len("}}\n")].encode()
         if not self._blocks:
-            return version, [head, b"}}\n"]
+            return [head, b"}}\n"]
         parts = [head]
         for block in sorted(self._blocks):
             parts += (b",\n", self._blocks[block])
         parts[1] = b"\n"
         parts.append(b"\n}}\n")
-        return version, parts
+        return parts
 
     def _run(self) -> None:
-        self._prepare()  # serialise every loaded record now, not when the first alert waits
+        with contextlib.suppress(Exception):  # a failure here shows again at the first write
+            self._prepare()  # serialise every loaded record now, not when the first alert waits
         while True:
             with self._lock:
                 while self._durable >= self._version and not self._closing:
@@ -349,19 +359,29 @@ class StateStore:
                     return
             if self._gather and self._last_batch > 1:
                 time.sleep(self._gather)
-            version, parts = self._prepare()
             started = time.monotonic()
+            with self._lock:
+                version = self._version
             try:
+                version, parts = self._prepare()
                 write_atomic(self.path, parts)
-            except OSError as exc:
+            except Exception as exc:
+                # OSError: disk full, read-only... Anything else is a bug; either way the
+                # writer lives on, /health turns 503 and waiters get StateWriteError.
+                reason = exc.strerror if isinstance(exc, OSError) else None
                 with self._lock:
                     first = self._failed_version <= self._durable
                     self._failed_version = version
-                    self._last_error = exc.strerror or str(exc)
+                    self._last_error = reason or f"{type(exc).__name__}: {exc}"
                     self._written.notify_all()
                     closing = self._closing
                 if first:
-                    log.error("step=state-write file=%s failed: %s", self.path, exc.strerror)
+                    log.error(
+                        "step=state-write file=%s failed: %s",
+                        self.path,
+                        reason or exc,
+                        exc_info=None if isinstance(exc, OSError) else exc,
+                    )
                 if closing:
                     return
                 time.sleep(self._retry_delay)

@@ -8,6 +8,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -537,6 +538,26 @@ def test_unwritable_state_fails_loudly_and_recovers_by_itself(
     store.wait_durable(version, WAIT)
     assert on_disk(path).devices == {1: rec(1), 42: rec(42)}
     assert not path.with_name("state.json.tmp").exists()
+
+
+def test_a_record_that_cannot_be_serialised_does_not_kill_the_writer(
+    tmp_path: Path, make_store: Any
+) -> None:
+    """1. A record whose time iso() cannot write (a bug elsewhere) makes the write fail:
+       waiters get StateWriteError and `healthy` is False, but the writer thread lives on.
+    2. The record is replaced by a good one: the writer catches up by itself."""
+    path = tmp_path / "state.json"
+    made: Store = make_store(path)
+    store = made.store
+    store.wait_durable(store.put(rec(1)), WAIT)
+    version = store.put(replace(rec(2), next_attempt_at=float("nan")))
+    with pytest.raises(StateWriteError):
+        store.wait_durable(version, WAIT)
+    assert not store.healthy
+    version = store.put(rec(2))
+    store.wait_durable(version, WAIT)
+    assert store.healthy
+    assert on_disk(path).devices == {1: rec(1), 2: rec(2)}
 
 
 def test_state_lock(tmp_path: Path) -> None:

@@ -168,11 +168,15 @@ class Worker:
         self.heartbeat = time.monotonic()
         self.last_cycle: float | None = None
         self.restarts = 0
+        self._started_at = 0.0
+        self._restart_delay = 0.5
+        self._restart_not_before = 0.0
         self.dismissed: dict[int, float] = {}  # device -> when it was last forgotten
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Start (or restart) the scheduler thread."""
+        self._started_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="recovery", daemon=True)
         self._thread.start()
 
@@ -203,6 +207,14 @@ class Worker:
             return False
         if self._stopping:
             return False
+        now = time.monotonic()
+        if now < self._restart_not_before:
+            return False
+        # A thread that dies at once again is restarted after 1, 2, 4 ... 60 s, not every second;
+        # one that ran for a minute starts the back-off afresh.
+        self._restart_delay = 1.0 if now - self._started_at > 60.0 else self._restart_delay * 2
+        self._restart_delay = min(self._restart_delay, 60.0)
+        self._restart_not_before = now + self._restart_delay
         self.restarts += 1
         self.metrics.thread_restarts.inc()
         log.error("step=recovery-thread is dead; restarting it (restart %d)", self.restarts)

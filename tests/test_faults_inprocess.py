@@ -247,6 +247,26 @@ def test_recovery_thread_that_raises_is_noticed_and_restarted(
     wait_for(lambda: overwrite(sim, 62) == UNSUP, what="forced down by the new thread")
 
 
+def test_a_thread_that_keeps_dying_is_restarted_with_back_off(
+    start_daemon: StartDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1. The scheduler raises on every pass (a persistent bug).
+    2. The main loop restarts it after 1 s, then 2 s, ...: not once per second for ever (under
+       systemd the watchdog ends it; without systemd the log must not fill up)."""
+    d = start_daemon(RECOVERY_INTERVAL_SEC="0.3")
+    worker = d.daemon.worker
+
+    def always() -> float:
+        raise RuntimeError("injected: the scheduler always raises")
+
+    monkeypatch.setattr(worker, "_schedule", always)
+    worker.wake()
+    wait_for(lambda: worker.restarts >= 2, timeout=10, what="two restarts")
+    time.sleep(2.5)
+    # Restarts come 1 s then 2 s then 4 s apart: at most 3 by now (without back-off: ~5).
+    assert worker.restarts <= 3
+
+
 def test_step_that_raises_is_a_failed_step(
     sim: Simulator,
     start_daemon: StartDaemon,

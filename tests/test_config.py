@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -403,3 +405,14 @@ def test_an_invalid_webhook_token_is_never_echoed(tail: str) -> None:
     assert err.key == "WEBHOOK_TOKEN"
     assert "s3cr3t" not in str(err)
     assert "s3cr3t" not in repr(err)
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    """.env.example documents every key config.py reads, and names no key it does not read."""
+    root = Path(__file__).parent.parent
+    source = (root / "alert_handler" / "config.py").read_text()
+    read = {k for k in re.findall(r'"([A-Z][A-Z0-9_]{3,})"', source)}
+    example = (root / ".env.example").read_text()
+    documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", example, flags=re.M))
+    assert {key for key in read if key not in example} == set()  # aliases are named in comments
+    assert documented - read == set()

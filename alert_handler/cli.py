@@ -7,6 +7,7 @@ Exit status: 0 success, 1 failure, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import logging.handlers
 import os
@@ -16,6 +17,7 @@ import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 from dotenv import dotenv_values
 
@@ -28,14 +30,18 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 class Redactor(logging.Filter):
-    """Replaces every configured secret in a log record's text (defence in depth)."""
+    """Replaces every configured secret in a log record's text (defence in depth).
+
+    The record leaves with its message formatted and redacted (`args` None), so the handlers
+    after the first one neither format nor search it again.
+    """
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if len(s) >= 4]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if not self.secrets or getattr(record, "_redacted_by", None) is self:
             return True
         message = record.getMessage()
         cleaned = message
@@ -47,9 +53,21 @@ class Redactor(logging.Filter):
                 text = text.replace(secret, "***")
             record.exc_text = text
             record.exc_info = None
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        record.msg, record.args = cleaned, None
+        record._redacted_by = self
         return True
+
+
+class _SharedFormatter(logging.Formatter):
+    """A Formatter whose line for a record is built once, however many handlers write it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_line")
+        if cached is not None and cached[0] is self:
+            return cast(str, cached[1])
+        line = super().format(record)
+        record._line = (self, line)
+        return line
 
 
 def read_env(env_file: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -87,14 +105,36 @@ def load_config(args: argparse.Namespace) -> Config:
         raise SystemExit(2) from None
 
 
-def setup_logging(cfg: Config, *, to_file: bool = True, level: int = logging.INFO) -> None:
-    """Log to LOG_FILE (reopened after logrotate moves it) and stderr, secrets redacted."""
+class _ToWriter(logging.handlers.QueueHandler):
+    """The root's one handler when logging in the background: redacts (its filter) in the
+    caller's thread and queues the record for the writer thread."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.args:  # the Redactor froze it already unless there is no secret to hide
+            record.msg, record.args = record.getMessage(), None
+        return record
+
+
+_writer: logging.handlers.QueueListener | None = None
+
+
+def setup_logging(
+    cfg: Config, *, to_file: bool = True, level: int = logging.INFO, background: bool = False
+) -> None:
+    """Log to LOG_FILE (reopened after logrotate moves it) and stderr, secrets redacted.
+
+    `background` (the daemon): the handlers write from one thread, fed by a queue, and the
+    calling thread only redacts and enqueues. Request threads then never wait on a handler's
+    lock while another thread's write is under way: with a storm of alerts that contention cost
+    more CPU than the lines themselves. What is queued is written at exit (`stop_logging`).
+    """
+    stop_logging()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
     redactor = Redactor(cfg.secrets())
-    formatter = logging.Formatter(LOG_FORMAT)
+    formatter = _SharedFormatter(LOG_FORMAT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if to_file:
         path = Path(cfg.log_file)
@@ -105,16 +145,44 @@ def setup_logging(cfg: Config, *, to_file: bool = True, level: int = logging.INF
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(redactor)
-        root.addHandler(handler)
+    if background:
+        global _writer
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        front = _ToWriter(records)
+        front.addFilter(redactor)
+        root.addHandler(front)
+        _writer = logging.handlers.QueueListener(records, *handlers)
+        _writer.start()
+        atexit.unregister(stop_logging)
+        atexit.register(stop_logging)
+    else:
+        for handler in handlers:
+            root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)  # urllib3's InsecureRequestWarning goes to the log, not stderr
     for noisy in ("urllib3", "paramiko", "requests"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def stop_logging() -> None:
+    """Write what the background writer still holds, then stop it (no-op without one)."""
+    global _writer
+    writer, _writer = _writer, None
+    if writer is None:
+        return
+    writer.stop()
+    for handler in writer.handlers:
+        handler.close()
+
+
+def _writing_handlers() -> list[logging.Handler]:
+    writer = _writer
+    return list(writer.handlers) if writer is not None else list(logging.getLogger().handlers)
+
+
 def reopen_logs() -> None:
     """SIGHUP: reopen every file handler (WatchedFileHandler also notices moves itself)."""
-    for handler in logging.getLogger().handlers:
+    for handler in _writing_handlers():
         if isinstance(handler, logging.handlers.WatchedFileHandler):
             handler.acquire()
             try:
@@ -139,7 +207,7 @@ def install_signals(signals: queue.SimpleQueue[int]) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the daemon."""
     cfg = load_config(args)
-    setup_logging(cfg, level=logging.DEBUG if args.verbose else logging.INFO)
+    setup_logging(cfg, level=logging.DEBUG if args.verbose else logging.INFO, background=True)
     return serve(cfg, env_file=args.env_file)
 
 

@@ -39,6 +39,11 @@ def test_device_forced_down_then_restored_to_null(
     assert reply.json() == {"status": "accepted", "device_id": 42, "new": True}
     assert "42" in state_devices(Path(d.cfg.state_file))
     wait_for(lambda: overwrite(sim, 42) == UNSUP, what="forced down")
+    # The PATCH is visible in the simulator a moment before the discovery request is sent.
+    wait_for(
+        lambda: ("GET", "/devices/42/discover") in [(r.method, r.path) for r in sim.requests],
+        what="the discovery request",
+    )
     paths = [(r.method, r.path) for r in sim.requests]
     patch_at = paths.index(("PATCH", "/devices/42"))
     assert paths[patch_at + 1] == ("GET", "/devices/42/discover")

@@ -27,6 +27,11 @@ STATE_ALERT = 1
 STATE_ACKNOWLEDGED = 2
 
 
+def log_safe(text: str, limit: int) -> str:
+    """Untrusted text made safe for one log line: control characters escaped, cut to `limit`."""
+    return text.encode("unicode_escape").decode("ascii")[:limit]
+
+
 class BadPayload(ValueError):
     """The request cannot be turned into an alert; `str()` is a reason safe to send back."""
 

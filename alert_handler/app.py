@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alert_handler import recovery
-from alert_handler.alerts import Alert, BadPayload, parse_alert, parse_device_id
+from alert_handler.alerts import Alert, BadPayload, log_safe, parse_alert, parse_device_id
 from alert_handler.metrics import Metrics
 from alert_handler.records import DeviceRecord, Phase, iso
 from alert_handler.recovery import Decision, Reason, Rules
@@ -31,7 +31,7 @@ def _safe(text: str | None) -> str:
     """A payload value made safe for one log line (control characters escaped)."""
     if text is None:
         return "-"
-    return text.encode("unicode_escape").decode("ascii")[:120]
+    return log_safe(text, 120)
 
 
 @dataclass
@@ -72,8 +72,8 @@ class App:
             self.store.wait_durable(version, _DURABLE_TIMEOUT)
         except StateWriteError as exc:
             self.metrics.alerts.labels("unavailable").inc()
-            allowed, held = self._persist_trouble.allow()
-            if allowed:  # a full disk during a storm would otherwise log every alert
+            held = self._persist_trouble.take()
+            if held is not None:  # a full disk during a storm would otherwise log every alert
                 more = f" ({held} more in the last minute)" if held else ""
                 log.error(
                     "device=%s step=webhook cannot persist alert: %s%s", alert.device_id, exc, more

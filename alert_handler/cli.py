@@ -22,7 +22,7 @@ from typing import cast
 from dotenv import dotenv_values
 
 from alert_handler import __version__
-from alert_handler.config import Config, ConfigError, parse
+from alert_handler.config import Config, ConfigError, parse, redact
 
 log = logging.getLogger("alert_handler")
 
@@ -43,15 +43,10 @@ class Redactor(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets or getattr(record, "_redacted_by", None) is self:
             return True
-        message = record.getMessage()
-        cleaned = message
-        for secret in self.secrets:
-            cleaned = cleaned.replace(secret, "***")
+        cleaned = redact(record.getMessage(), self.secrets)
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            for secret in self.secrets:
-                text = text.replace(secret, "***")
-            record.exc_text = text
+            record.exc_text = redact(text, self.secrets)
             record.exc_info = None
         record.msg, record.args = cleaned, None
         record._redacted_by = self

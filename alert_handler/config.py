@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -81,6 +81,14 @@ class Config:
             self.webhook_token,
         ]
         return [v for v in values if v]
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with every non-empty secret replaced by `***`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _get(env: Mapping[str, str], *keys: str) -> tuple[str, str | None]:

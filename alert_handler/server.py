@@ -37,9 +37,10 @@ from http.server import BaseHTTPRequestHandler
 from io import BufferedIOBase
 from typing import Any, cast
 
-from alert_handler.alerts import MAX_BODY, BadPayload
+from alert_handler.alerts import MAX_BODY, BadPayload, log_safe
 from alert_handler.app import App
 from alert_handler.reaper import Conn, Reaper
+from alert_handler.throttle import Throttle
 from alert_handler.webauth import CHALLENGE, Network, WebhookAuth
 
 log = logging.getLogger(__name__)
@@ -65,31 +66,6 @@ _ERRORS = {
     501: "method not implemented",
     505: "HTTP version not supported",
 }
-
-
-class _Throttle:
-    """At most `burst` log lines per `period` seconds, so hostile traffic cannot fill the disk."""
-
-    def __init__(self, burst: int = 20, period: float = 10.0) -> None:
-        self.burst = burst
-        self.period = period
-        self._lock = threading.Lock()
-        self._window = -1e18
-        self._used = 0
-        self._held = 0
-
-    def take(self) -> int | None:
-        """None: stay silent; otherwise how many lines were held back before this one."""
-        now = time.monotonic()
-        with self._lock:
-            if now - self._window >= self.period:
-                self._window, self._used = now, 0
-            if self._used >= self.burst:
-                self._held += 1
-                return None
-            self._used += 1
-            held, self._held = self._held, 0
-            return held
 
 
 def _raw_reply(status: int, body: dict[str, Any], extra: dict[str, str] | None = None) -> bytes:
@@ -150,7 +126,7 @@ class AlertServer(socketserver.TCPServer):
         self.client_timeout = client_timeout
         self.max_connections = max_connections
         self.tls = tls
-        self.rejections = _Throttle()
+        self.rejections = Throttle(burst=20, period=10.0)
         self._lock = threading.Lock()
         self._active = 0
         self._serial = 0
@@ -493,7 +469,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def _safe_line(text: str) -> str:
     """Client-supplied text made safe for one log line: control characters escaped, cut short."""
-    return text.encode("unicode_escape").decode("ascii")[:200]
+    return log_safe(text, 200)
 
 
 def _fd_headroom(max_connections: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import paramiko
 
-from alert_handler.config import Config, render_poll_command
+from alert_handler.config import Config, redact, render_poll_command
 from alert_handler.known_hosts import (
     KnownHosts,
     KnownHostsPolicy,
@@ -59,10 +59,7 @@ class SSHPoller:
         return f"{self._host}:{self._port}"
 
     def _redact(self, text: str) -> str:
-        for secret in (self._password, self._passphrase):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text, (self._password, self._passphrase))
 
     def _load_key(self) -> paramiko.PKey | None:
         """The SSH_KEY_FILE key, loaded once; PollError if it cannot be read or decrypted."""

@@ -279,10 +279,6 @@ class StateStore:
                     raise StateWriteError(f"cannot write {self.path}: timed out")
                 self._written.wait(remaining)
 
-    def commit(self, version: int, timeout: float | None = None) -> None:
-        """Alias of wait_durable, for call sites that read better with it."""
-        self.wait_durable(version, timeout)
-
     # -- the writer --------------------------------------------------------------------------
     def start(self) -> None:
         """Start the writer thread."""

@@ -1,4 +1,4 @@
-"""A log throttle: say something at most once per period, with a count of what was held back."""
+"""A log throttle: at most `burst` lines per period, with a count of what was held back."""
 
 from __future__ import annotations
 
@@ -7,20 +7,31 @@ import time
 
 
 class Throttle:
-    """`allow()` is true at most once per `period` seconds; thread-safe."""
+    """`take()` lets at most `burst` callers through per `period` seconds; thread-safe."""
 
-    def __init__(self, period: float = 60.0) -> None:
+    def __init__(self, burst: int = 1, period: float = 60.0) -> None:
+        self.burst = burst
         self.period = period
         self._lock = threading.Lock()
-        self._last = -1e18
+        self._window = -1e18
+        self._used = 0
         self._held = 0
 
-    def allow(self) -> tuple[bool, int]:
-        """(may log now, how many were held back since the last time it could)."""
+    def take(self) -> int | None:
+        """None: stay silent; otherwise how many were held back before this one."""
         now = time.monotonic()
         with self._lock:
-            if now - self._last < self.period:
+            if now - self._window >= self.period:
+                self._window, self._used = now, 0
+            if self._used >= self.burst:
                 self._held += 1
-                return False, 0
-            held, self._held, self._last = self._held, 0, now
-            return True, held
+                return None
+            self._used += 1
+            held, self._held = self._held, 0
+            return held
+
+    def take_held(self) -> int:
+        """How many were held back since the last one let through; the count starts again."""
+        with self._lock:
+            held, self._held = self._held, 0
+            return held

@@ -24,6 +24,7 @@ from alert_handler.poller import Poller, PollError
 from alert_handler.records import DeviceRecord, Phase, merge_alert_fields
 from alert_handler.recovery import Action, Decision, Reason, Rules
 from alert_handler.state import StateStore, StateWriteError
+from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +52,18 @@ class _TroubleLog:
     """Logs API/SSH trouble at most once per `period` seconds, with a count of what was held."""
 
     def __init__(self, period: float = 60.0) -> None:
-        self.period = period
+        self._throttle = Throttle(period=period)
         self._lock = threading.Lock()
-        self._last = -1e18
-        self._held = 0
-
         self._reported = False  # a failure was logged and no success since
 
     def report(
         self, device_id: int, action: str, error: str, exc: BaseException | None = None
     ) -> None:
         """One failed step: logged (with `exc`'s traceback) unless one was logged lately."""
-        now = time.monotonic()
+        held = self._throttle.take()
+        if held is None:
+            return
         with self._lock:
-            if now - self._last < self.period:
-                self._held += 1
-                return
-            held, self._held, self._last = self._held, 0, now
             self._reported = True
         suffix = f" ({held} more failures in the last minute)" if held else ""
         log.warning(
@@ -81,7 +77,8 @@ class _TroubleLog:
         with self._lock:
             if not self._reported:
                 return
-            held, self._held, self._reported = self._held, 0, False
+            self._reported = False
+        held = self._throttle.take_held()
         log.warning("step=recovery steps succeed again (%d failures since the last report)", held)
 
 

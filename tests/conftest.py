@@ -24,6 +24,12 @@ from alert_handler.simulator import DEFAULT_TOKEN, Simulator
 
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"
 UNSUP = "127.0.0.50"
+AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+
+
+def overwrite(sim: Simulator, device_id: int) -> Any:
+    """The device's overwrite_ip in LibreNMS."""
+    return sim.device(device_id)["overwrite_ip"]
 
 
 def poll_command(sim: Simulator) -> str:
@@ -106,6 +112,9 @@ class RunningDaemon:
             self.signals.put(signal.SIGTERM)
             self._thread.join(30)
         return self.exit_status
+
+
+StartDaemon = Callable[..., RunningDaemon]
 
 
 @pytest.fixture

@@ -94,6 +94,34 @@ def post(path: str, body: bytes, headers: str = AUTH, *, length: int | None = No
     ) + body
 
 
+class Dribbler:
+    """Sends `data` on `sock` one byte every `gap` seconds from a thread, until stopped or cut."""
+
+    def __init__(self, sock: socket.socket, data: bytes, gap: float = 0.05) -> None:
+        self.sock = sock
+        self.data = data
+        self.gap = gap
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for byte in self.data:
+                if self._stop.wait(self.gap):
+                    return
+                self.sock.sendall(bytes([byte]))
+                self.sent += 1
+        except OSError:
+            return
+
+    def stop(self) -> None:
+        """Stop sending and wait for the thread."""
+        self._stop.set()
+        self._thread.join(5)
+
+
 @dataclass(frozen=True)
 class Unchanged:
     """What a rejected request must not change: the state file and LibreNMS's request log."""

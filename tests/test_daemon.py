@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
 from alert_handler.simulator import Simulator
-from tests.conftest import UNSUP, WEBHOOK_TOKEN, RunningDaemon, alert_body, wait_for
-
-StartDaemon = Callable[..., RunningDaemon]
+from tests.conftest import (
+    UNSUP,
+    WEBHOOK_TOKEN,
+    StartDaemon,
+    alert_body,
+    overwrite,
+    wait_for,
+)
 
 
 def state_devices(path: Path) -> dict[str, dict[str, object]]:
     data = json.loads(path.read_text())
     devices: dict[str, dict[str, object]] = data["devices"]
     return devices
-
-
-def overwrite(sim: Simulator, device_id: int) -> object:
-    return sim.device(device_id)["overwrite_ip"]
 
 
 def test_device_forced_down_then_restored_to_null(

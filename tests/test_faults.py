@@ -36,15 +36,14 @@ from alert_handler.simulator import DEFAULT_TOKEN, Simulator
 from tests.conftest import (
     UNSUP,
     WEBHOOK_TOKEN,
-    RunningDaemon,
     alert_body,
     base_env,
     free_port,
     installed_cli,
+    overwrite,
     wait_for,
 )
 
-StartDaemon = Callable[..., RunningDaemon]
 HOLD = 10.0  # how long a held request waits before the simulator drops it unanswered
 STATE = "device_state.json"
 
@@ -68,11 +67,6 @@ def phase(path: Path, device_id: int) -> str | None:
     """The stored phase of a device, None when it is not tracked."""
     rec = record(path, device_id)
     return None if rec is None else str(rec["phase"])
-
-
-def overwrite(sim: Simulator, device_id: int) -> Any:
-    """The device's overwrite_ip in LibreNMS."""
-    return sim.device(device_id)["overwrite_ip"]
 
 
 def assert_safe(sim: Simulator, path: Path, originals: dict[int, str | None]) -> None:

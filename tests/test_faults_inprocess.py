@@ -26,10 +26,9 @@ import requests
 from alert_handler.poller import Poller, PollResult
 from alert_handler.records import DeviceRecord, Phase, record_to_json, snapshot_to_json
 from alert_handler.simulator import DEFAULT_TOKEN, Simulator
-from tests.conftest import UNSUP, RunningDaemon, alert_body, wait_for
-from tests.test_faults import assert_restored, overwrite
+from tests.conftest import UNSUP, RunningDaemon, StartDaemon, alert_body, overwrite, wait_for
+from tests.test_faults import assert_restored
 
-StartDaemon = Callable[..., RunningDaemon]
 STATE = "device_state.json"
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,12 @@ import requests
 
 from alert_handler.simulator import DEFAULT_TOKEN, Simulator
 from tests.conftest import (
+    AUTH,
     UNSUP,
     WEBHOOK_TOKEN,
     DaemonProcess,
     RunningDaemon,
+    StartDaemon,
     alert_body,
     base_env,
     free_port,
@@ -26,8 +27,6 @@ from tests.conftest import (
     wait_for,
 )
 
-StartDaemon = Callable[..., RunningDaemon]
-AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 COMMANDS = ("serve", "check", "status", "release", "track", "pause", "resume", "demo")
 _KEEP_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")
 

@@ -9,7 +9,6 @@ import logging
 import re
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alert_handler.simulator import Simulator, render_template
 from tests.conftest import (
+    AUTH,
     UNSUP,
-    WEBHOOK_TOKEN,
     DaemonProcess,
     RunningDaemon,
+    StartDaemon,
     alert_body,
     base_env,
     free_port,
     wait_for,
 )
 
-StartDaemon = Callable[..., RunningDaemon]
-AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 # The body template the README gives for LibreNMS's API transport. `uid` is quoted because the

@@ -12,9 +12,7 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable
 
 import pytest
 import requests
@@ -23,9 +21,10 @@ from hypothesis import strategies as st
 
 from alert_handler.server import AlertServer
 from alert_handler.simulator import Simulator
-from tests.conftest import WEBHOOK_TOKEN, RunningDaemon, alert_body, wait_for
+from tests.conftest import WEBHOOK_TOKEN, StartDaemon, alert_body, wait_for
 from tests.security_support import (
     AUTH,
+    Dribbler,
     Unchanged,
     connect,
     exchange,
@@ -34,8 +33,6 @@ from tests.security_support import (
     post,
     read_all,
 )
-
-StartDaemon = Callable[..., RunningDaemon]
 
 
 def basic(user: str, password: str) -> str:
@@ -418,32 +415,15 @@ def test_idle_and_dribbling_clients_are_dropped(sim: Simulator, start_daemon: St
     request = post("/alert", alert_body(42).encode())
     idle = connect(d.url)
     dribbler = connect(d.url)
-    sent = 0
-    stop = threading.Event()
-
-    def dribble() -> None:
-        nonlocal sent
-        try:
-            for byte in request:
-                if stop.is_set():
-                    return
-                dribbler.sendall(bytes([byte]))
-                sent += 1
-                time.sleep(0.05)
-        except OSError:
-            return
-
-    thread = threading.Thread(target=dribble, daemon=True)
-    thread.start()
+    dribble = Dribbler(dribbler, request)
     try:
         idle.settimeout(15)
         assert read_all(idle) == b""  # closed by the server, no reply
         dribbler.settimeout(15)
         assert read_all(dribbler) == b""
-        assert sent < len(request)
+        assert dribble.sent < len(request)
     finally:
-        stop.set()
-        thread.join(5)
+        dribble.stop()
         idle.close()
         dribbler.close()
 

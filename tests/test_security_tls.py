@@ -6,7 +6,7 @@ import socket
 import ssl
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,10 @@ from alert_handler.config import parse
 from alert_handler.daemon import make_api
 from alert_handler.librenms import LibreNMSError
 from alert_handler.simulator import DEFAULT_TOKEN, Simulator
-from tests.conftest import WEBHOOK_TOKEN, RunningDaemon, alert_body, base_env
+from tests.conftest import WEBHOOK_TOKEN, StartDaemon, alert_body, base_env
 from tests.security_support import (
     Certs,
+    Dribbler,
     HTTPSLibreNMS,
     Unchanged,
     client_context,
@@ -29,8 +30,6 @@ from tests.security_support import (
     post,
     read_all,
 )
-
-StartDaemon = Callable[..., RunningDaemon]
 
 
 @pytest.fixture
@@ -132,30 +131,14 @@ def test_tls_clients_that_never_finish_the_handshake_are_dropped(
     raw = socket.create_connection(("127.0.0.1", port), timeout=15)
     slow = client_context(certs.ca).wrap_socket(raw, server_hostname="127.0.0.1")
     request = post("/alert", alert_body(42).encode())
-    sent = 0
-    stop = threading.Event()
-
-    def dribble() -> None:
-        nonlocal sent
-        try:
-            for byte in request:
-                if stop.wait(0.05):
-                    return
-                slow.sendall(bytes([byte]))
-                sent += 1
-        except OSError:
-            return
-
-    thread = threading.Thread(target=dribble, daemon=True)
-    thread.start()
+    dribble = Dribbler(slow, request)
     try:
         with idle:
             assert read_all(idle) == b""
         assert read_all(slow) == b""
-        assert sent < len(request)
+        assert dribble.sent < len(request)
     finally:
-        stop.set()
-        thread.join(5)
+        dribble.stop()
         slow.close()
     health = requests.get(f"https://127.0.0.1:{port}/health", verify=str(certs.ca), timeout=10)
     assert health.status_code == 200

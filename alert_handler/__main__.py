@@ -2,6 +2,6 @@
 
 import sys
 
-from alert_handler.cli import main
+from alert_handler.cli.main import main
 
 sys.exit(main())

@@ -15,17 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alert_handler.app import App
 from alert_handler.config import Config
-from alert_handler.librenms import LibreNMS
+from alert_handler.core.machine import Rules
+from alert_handler.http.endpoints import App
+from alert_handler.http.server import AlertServer, make_server
+from alert_handler.librenms.client import LibreNMS
 from alert_handler.metrics import Metrics
-from alert_handler.poller import Poller, make_poller
+from alert_handler.poll import Poller, make_poller
 from alert_handler.reconcile import Reconciler
-from alert_handler.recovery import Rules
+from alert_handler.scheduler import Worker
 from alert_handler.sdnotify import Notifier
-from alert_handler.server import AlertServer, make_server
-from alert_handler.state import StateLock, StateStore, load_state
-from alert_handler.worker import Worker
+from alert_handler.store.state import StateLock, StateStore, load_state
 
 log = logging.getLogger(__name__)
 

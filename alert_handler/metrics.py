@@ -21,8 +21,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from alert_handler.records import DeviceRecord, Phase
-from alert_handler.recovery import Decision, Reason
+from alert_handler.core.machine import Decision, Reason
+from alert_handler.core.records import DeviceRecord, Phase
 
 ALERT_RESULTS = (
     "accepted",

@@ -15,10 +15,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alert_handler.librenms import LibreNMS, LibreNMSError
-from alert_handler.records import DeviceRecord, from_iso
-from alert_handler.recovery import Rules
-from alert_handler.state import StateStore, StateWriteError
+from alert_handler.core.facts import LibreNMSError
+from alert_handler.core.machine import Rules
+from alert_handler.core.records import DeviceRecord
+from alert_handler.core.times import from_iso
+from alert_handler.librenms.client import LibreNMS
+from alert_handler.store.state import StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
 

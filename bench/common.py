@@ -38,15 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from alert_handler.records import (  # noqa: E402
-    DeviceRecord,
-    Phase,
+from alert_handler.core.records import DeviceRecord, Phase  # noqa: E402
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator  # noqa: E402
+from alert_handler.store.codec import (  # noqa: E402
     record_to_json,
     snapshot_from_json,
     snapshot_to_json,
 )
-from alert_handler.simulator import DEFAULT_TOKEN, Simulator  # noqa: E402
-from alert_handler.state import write_atomic  # noqa: E402
+from alert_handler.store.state import write_atomic  # noqa: E402
 
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
 HOST = "127.0.0.1"

@@ -47,7 +47,7 @@ from common import (
     verdict,
 )
 
-from alert_handler.records import Phase
+from alert_handler.core.records import Phase
 
 GOAL_RATIO = 0.50
 GOAL_RATIO_PRELOADED = 0.25

@@ -45,8 +45,8 @@ from common import (
     verdict,
 )
 
-from alert_handler.records import Phase
-from alert_handler.simulator import DEFAULT_TOKEN, Simulator
+from alert_handler.core.records import Phase
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 
 UNSUP = "127.0.0.50"
 GOAL = 1.10  # within 10% of the ideal

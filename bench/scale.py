@@ -36,9 +36,9 @@ from common import (
 )
 from ingest import GOAL_P99_MS, GOAL_RATIO_PRELOADED, bare_run, daemon_run
 
-from alert_handler.records import DeviceRecord, Phase
-from alert_handler.simulator import Simulator
-from alert_handler.state import StateStore, load_state
+from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.sim.simulator import Simulator
+from alert_handler.store.state import StateStore, load_state
 
 GOAL_IDLE_CPU = 0.01
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
 from alert_handler.config import Config  # noqa: E402
-from alert_handler.poller import SSHPoller  # noqa: E402
+from alert_handler.poll import SSHPoller  # noqa: E402
 from tests.sshd import SSHD, missing_prerequisite, running_sshd  # noqa: E402
 
 

@@ -20,7 +20,7 @@ import requests
 
 from alert_handler import daemon as daemon_mod
 from alert_handler.config import Config, parse
-from alert_handler.simulator import DEFAULT_TOKEN, Simulator
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"
 UNSUP = "127.0.0.50"
@@ -35,7 +35,7 @@ def overwrite(sim: Simulator, device_id: int) -> Any:
 def poll_command(sim: Simulator) -> str:
     """POLL_COMMAND that runs the simulator's `lnms device:poll` stand-in as a real process."""
     return (
-        f"{shlex.quote(sys.executable)} -m alert_handler.simulator poll "
+        f"{shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll "
         f"--url {sim.url} --token {DEFAULT_TOKEN} {{device_id}}"
     )
 

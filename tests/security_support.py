@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from alert_handler.simulator import Simulator
+from alert_handler.sim.simulator import Simulator
 from tests.conftest import WEBHOOK_TOKEN, RunningDaemon, wait_for
 
 AUTH = f"Authorization: Bearer {WEBHOOK_TOKEN}\r\n"

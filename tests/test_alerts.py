@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alert_handler.alerts import MAX_BODY, Alert, BadPayload, parse_alert
+from alert_handler.core.alerts import MAX_BODY, Alert, BadPayload, parse_alert
 
 MAX_ID = 2**31 - 1
 

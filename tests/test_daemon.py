@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from alert_handler.simulator import Simulator
+from alert_handler.sim.simulator import Simulator
 from tests.conftest import (
     UNSUP,
     WEBHOOK_TOKEN,

@@ -8,7 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from alert_handler.simulator import Simulator
+from alert_handler.sim.simulator import Simulator
 from tests.conftest import (
     UNSUP,
     WEBHOOK_TOKEN,

@@ -23,9 +23,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from alert_handler.poller import Poller, PollResult
-from alert_handler.records import DeviceRecord, Phase, record_to_json, snapshot_to_json
-from alert_handler.simulator import DEFAULT_TOKEN, Simulator
+from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.poll import Poller, PollResult
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
+from alert_handler.store.codec import record_to_json, snapshot_to_json
 from tests.conftest import UNSUP, RunningDaemon, StartDaemon, alert_body, overwrite, wait_for
 from tests.test_faults import assert_restored
 
@@ -56,7 +57,7 @@ def step_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "alert_handler.worker"
+        if r.name == "alert_handler.scheduler"
         and r.levelno >= logging.WARNING
         and " failed: " in r.getMessage()
     ]

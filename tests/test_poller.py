@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from alert_handler.config import Config
-from alert_handler.poller import (
+from alert_handler.poll import (
     HostKeyMismatch,
     LocalPoller,
     PollError,

@@ -16,20 +16,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alert_handler.records import (
-    DeviceRecord,
-    Phase,
+from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
+from alert_handler.core.times import from_iso, iso
+from alert_handler.store.codec import (
     Snapshot,
-    from_iso,
-    iso,
-    merge_alert_fields,
     record_from_dict,
     record_to_dict,
     record_to_json,
     snapshot_from_json,
     snapshot_to_json,
 )
-from alert_handler.state import (
+from alert_handler.store.state import (
     StateLock,
     StateLocked,
     StateStore,

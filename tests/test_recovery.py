@@ -21,11 +21,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from alert_handler.alerts import Alert
-from alert_handler.librenms import DeviceInfo, DeviceNotFound, LibreNMS, LibreNMSError, PortInfo
-from alert_handler.poller import Poller, PollError, PollResult
-from alert_handler.records import DeviceRecord, Phase, Snapshot, merge_alert_fields
-from alert_handler.recovery import (
+from alert_handler.core.alerts import Alert
+from alert_handler.core.facts import DeviceInfo, DeviceNotFound, LibreNMSError, PortInfo
+from alert_handler.core.machine import (
     Action,
     Decision,
     Reason,
@@ -43,8 +41,12 @@ from alert_handler.recovery import (
     request_release,
     track,
 )
-from alert_handler.state import StateStore, load_state
-from alert_handler.worker import Worker
+from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
+from alert_handler.librenms.client import LibreNMS
+from alert_handler.poll import Poller, PollError, PollResult
+from alert_handler.scheduler import Worker
+from alert_handler.store.codec import Snapshot
+from alert_handler.store.state import StateStore, load_state
 
 UNSUP = "127.0.0.50"
 NOW = 1_700_000_000.0

@@ -19,8 +19,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alert_handler.server import AlertServer
-from alert_handler.simulator import Simulator
+from alert_handler.http.server import AlertServer
+from alert_handler.sim.simulator import Simulator
 from tests.conftest import WEBHOOK_TOKEN, StartDaemon, alert_body, wait_for
 from tests.security_support import (
     AUTH,

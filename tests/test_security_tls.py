@@ -14,9 +14,9 @@ import requests
 from urllib3.exceptions import InsecureRequestWarning
 
 from alert_handler.config import parse
+from alert_handler.core.facts import LibreNMSError
 from alert_handler.daemon import make_api
-from alert_handler.librenms import LibreNMSError
-from alert_handler.simulator import DEFAULT_TOKEN, Simulator
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 from tests.conftest import WEBHOOK_TOKEN, StartDaemon, alert_body, base_env
 from tests.security_support import (
     Certs,

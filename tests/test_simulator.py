@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from alert_handler.simulator import DEFAULT_TOKEN, Simulator, demo_fleet, render_template
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator, demo_fleet, render_template
 
 READ_ONLY = "fedcba9876543210fedcba9876543210"
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,7 +309,7 @@ def _run_poll_cli(
     sim: Simulator, spec: str, token: str = DEFAULT_TOKEN
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "alert_handler.simulator", "poll"]
+    command = [sys.executable, "-m", "alert_handler.sim.simulator", "poll"]
     return subprocess.run(
         [*command, "--url", sim.url, "--token", token, spec],
         capture_output=True,
@@ -543,7 +543,7 @@ def test_stop_cuts_keep_alive_connections(sim: Simulator, api: requests.Session)
 
 def test_serve_cli_runs_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "alert_handler.simulator", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "alert_handler.sim.simulator", "serve", "--port", "0"]
     with subprocess.Popen(
         [*command, "--devices", "3"],
         stdout=subprocess.PIPE,

@@ -10,7 +10,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from alert_handler.simulator import DEFAULT_TOKEN, Simulator
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 from tests.conftest import UNSUP, RunningDaemon, alert_body, wait_for
 from tests.sshd import SSHD, require_sshd, running_sshd
 
@@ -45,7 +45,7 @@ def restrict_key(server: SSHD, sim: Simulator) -> Path:
     lnms.write_text(
         "#!/bin/sh\n"
         f'touch {ran}/"$2"\n'
-        f"exec {shlex.quote(sys.executable)} -m alert_handler.simulator poll "
+        f"exec {shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll "
         f'--url {sim.url} --token {DEFAULT_TOKEN} "$2"\n'
     )
     lnms.chmod(0o755)

@@ -209,7 +209,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def serve(cfg: Config, *, env_file: str | None = None) -> int:
     """Build and run the daemon with signal handling; the exit status."""
     from alert_handler import daemon as daemon_mod
-    from alert_handler.state import StateLocked
+    from alert_handler.store.state import StateLocked
 
     if cfg.webhook_token is None:
         log.warning(
@@ -244,7 +244,7 @@ def serve(cfg: Config, *, env_file: str | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `alert-handler` console script."""
-    from alert_handler import commands
+    from alert_handler.cli import commands
 
     parser = argparse.ArgumentParser(
         prog="alert-handler",

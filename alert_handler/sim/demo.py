@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alert_handler.config import parse
-from alert_handler.records import Phase
-from alert_handler.simulator import DEFAULT_TOKEN, Simulator, demo_fleet
+from alert_handler.core.records import Phase
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator, demo_fleet
 
 
 def _say(text: str) -> None:
@@ -40,7 +40,7 @@ def _wait(condition: Callable[[], bool], timeout: float) -> bool:
 def run_demo(seconds: float = 90.0, interval: float = 5.0, workdir: str | None = None) -> int:
     """Run the scripted demo; 0 when every device ends on its original overwrite_ip."""
     from alert_handler import daemon as daemon_mod
-    from alert_handler.cli import setup_logging
+    from alert_handler.cli.main import setup_logging
 
     sim = Simulator()
     demo_fleet(sim)
@@ -49,7 +49,7 @@ def run_demo(seconds: float = 90.0, interval: float = 5.0, workdir: str | None =
     sim.start()
     folder = Path(workdir or tempfile.mkdtemp(prefix="alert-handler-demo-"))
     token = secrets.token_hex(16)
-    poll = f"{shlex.quote(sys.executable)} -m alert_handler.simulator poll --url {sim.url}"
+    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll --url {sim.url}"
     env = {
         "LIBRENMS_URL": sim.url,
         "LIBRENMS_API_TOKEN": DEFAULT_TOKEN,

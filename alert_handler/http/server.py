@@ -37,11 +37,11 @@ from http.server import BaseHTTPRequestHandler
 from io import BufferedIOBase
 from typing import Any, cast
 
-from alert_handler.alerts import MAX_BODY, BadPayload, log_safe
-from alert_handler.app import App
-from alert_handler.reaper import Conn, Reaper
+from alert_handler.core.alerts import MAX_BODY, BadPayload, log_safe
+from alert_handler.http.auth import CHALLENGE, Network, WebhookAuth
+from alert_handler.http.endpoints import App
+from alert_handler.http.reaper import Conn, Reaper
 from alert_handler.throttle import Throttle
-from alert_handler.webauth import CHALLENGE, Network, WebhookAuth
 
 log = logging.getLogger(__name__)
 

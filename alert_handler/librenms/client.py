@@ -13,59 +13,22 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from alert_handler.core.facts import (
+    DeviceInfo,
+    DeviceNotFound,
+    LibreNMSError,
+    OpenAlert,
+    PortInfo,
+)
+
 log = logging.getLogger(__name__)
 
 Observer = Callable[[str, str, float], None]  # (endpoint, status, seconds)
-
-
-class LibreNMSError(Exception):
-    """An API call failed; `str()` is safe to log (no token, no device row)."""
-
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
-
-
-class DeviceNotFound(LibreNMSError):
-    """LibreNMS has no such device."""
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """The few columns of a device row the daemon uses."""
-
-    device_id: int
-    hostname: str | None
-    overwrite_ip: str | None
-    ip: str | None
-    status: bool | None
-
-
-@dataclass(frozen=True)
-class PortInfo:
-    """One port of a device."""
-
-    port_id: int
-    if_name: str
-    oper_status: str | None
-
-
-@dataclass(frozen=True)
-class OpenAlert:
-    """One alert from GET /alerts."""
-
-    alert_id: int
-    device_id: int
-    rule_name: str | None
-    state: int
-    timestamp: str | None
 
 
 def _device_info(row: dict[str, Any]) -> DeviceInfo:

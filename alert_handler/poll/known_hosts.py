@@ -21,7 +21,7 @@ import paramiko
 from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 from paramiko.pkey import UnknownKeyType
 
-from alert_handler.poll_result import PollError
+from alert_handler.core.facts import PollError
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alert_handler.records import (
-    DeviceRecord,
-    Snapshot,
-    record_to_json,
-    snapshot_from_json,
-    snapshot_to_json,
-)
+from alert_handler.core.records import DeviceRecord
+from alert_handler.store.codec import Snapshot, record_to_json, snapshot_from_json, snapshot_to_json
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from alert_handler import recovery
-from alert_handler.librenms import DeviceNotFound, LibreNMS, LibreNMSError
+from alert_handler.core import machine as recovery
+from alert_handler.core.facts import DeviceNotFound, LibreNMSError
+from alert_handler.core.machine import Action, Decision, Reason, Rules
+from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
+from alert_handler.librenms.client import LibreNMS
 from alert_handler.metrics import Metrics
-from alert_handler.poller import Poller, PollError
-from alert_handler.records import DeviceRecord, Phase, merge_alert_fields
-from alert_handler.recovery import Action, Decision, Reason, Rules
-from alert_handler.state import StateStore, StateWriteError
+from alert_handler.poll import Poller, PollError
+from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 It keeps LibreNMS's split between what is (`SimPort.link`, set by the scenario) and what LibreNMS
 knows (`ifOperStatus`, `devices.status`, `devices.ip`): only `poll()`, the stand-in for
-`lnms device:poll <id>`, copies the one into the other. `python -m alert_handler.simulator poll`
+`lnms device:poll <id>`, copies the one into the other. `python -m alert_handler.sim.simulator poll`
 runs that poll as a real process (stdlib only, so it starts fast), `... serve` runs the simulator.
 """
 
@@ -28,7 +28,7 @@ from types import FrameType, TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
-from alert_handler.simulator_http import (
+from alert_handler.sim.api import (
     PORT_STATUSES,
     Database,
     Reply,
@@ -625,7 +625,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`poll` (exit code of the simulated lnms device:poll) or `serve` (until SIGTERM/SIGINT)."""
-    parser = argparse.ArgumentParser(prog="python -m alert_handler.simulator")
+    parser = argparse.ArgumentParser(prog="python -m alert_handler.sim.simulator")
     commands = parser.add_subparsers(dest="command", required=True)
     poll = commands.add_parser("poll", help="poll a device like `lnms device:poll <spec>`")
     poll.add_argument("--url", required=True, help="the simulator's API URL, .../api/v0")

@@ -78,7 +78,7 @@ def call_daemon(cfg: Config, method: str, path: str) -> tuple[int, dict[str, Any
 
 
 def _load(args: argparse.Namespace) -> Config:
-    from alert_handler.cli import load_config
+    from alert_handler.cli.main import load_config
 
     return load_config(args)
 
@@ -135,8 +135,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def _from_state_file(cfg: Config) -> tuple[list[dict[str, Any]], bool] | None:
     """(rows, paused) read from the state file; None (after one line on stderr) if corrupt."""
-    from alert_handler.app import device_row
-    from alert_handler.records import snapshot_from_json
+    from alert_handler.http.endpoints import device_row
+    from alert_handler.store.codec import snapshot_from_json
 
     path = Path(cfg.state_file)
     try:
@@ -262,7 +262,7 @@ def _set_paused(args: argparse.Namespace, paused: bool) -> int:
 
 def _set_paused_offline(cfg: Config, paused: bool) -> int:
     """No daemon answers: write maintenance mode into the state file, under the daemon's lock."""
-    from alert_handler.state import StateLock, StateLocked, StateStore, load_state
+    from alert_handler.store.state import StateLock, StateLocked, StateStore, load_state
 
     state_path = Path(cfg.state_file)
     lock = StateLock(state_path)
@@ -302,7 +302,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 # -- check ------------------------------------------------------------------------------------
 def _state_file_check(cfg: Config) -> tuple[bool, str]:
-    from alert_handler.records import snapshot_from_json
+    from alert_handler.store.codec import snapshot_from_json
 
     path = Path(cfg.state_file)
     folder = path.parent
@@ -326,11 +326,11 @@ def _state_file_check(cfg: Config) -> tuple[bool, str]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Config, state file, API token and rights, SSH and the poll command: one line per check."""
-    from alert_handler.cli import read_env
+    from alert_handler.cli.main import read_env
     from alert_handler.config import ConfigError, parse
+    from alert_handler.core.facts import LibreNMSError
     from alert_handler.daemon import make_api
-    from alert_handler.librenms import LibreNMSError
-    from alert_handler.poller import PollError, make_poller
+    from alert_handler.poll import PollError, make_poller
 
     try:
         cfg = parse(read_env(args.env_file))
@@ -402,13 +402,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the daemon against the built-in simulator and show a device recovered."""
-    from alert_handler.demo import run_demo
+    from alert_handler.sim.demo import run_demo
 
     return run_demo(seconds=args.seconds, interval=args.interval)
 
 
 def _device_id(text: str) -> int:
-    from alert_handler.alerts import BadPayload, parse_device_id
+    from alert_handler.core.alerts import BadPayload, parse_device_id
 
     try:
         return parse_device_id(text)

@@ -7,31 +7,12 @@ end. `log_result` writes the one line per poll the operator reads.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+
+from alert_handler.core.facts import PollResult
 
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 10
-_MEANINGS = {0: "polled", 6: "device down", 1: "no such device or database error"}
-
-
-@dataclass(frozen=True)
-class PollResult:
-    """How one poll run ended; any exit status is a result, not an error."""
-
-    device_id: int
-    exit_status: int
-    output_tail: tuple[str, ...]  # last non-empty lines of stdout and stderr together
-    duration: float  # seconds from starting the command to its exit
-
-    @property
-    def meaning(self) -> str:
-        """The exit status in LibreNMS's words (0 polled, 6 device down, 1 no such device)."""
-        return _MEANINGS.get(self.exit_status, "error")
-
-
-class PollError(Exception):
-    """The poll could not be run (connect, auth, host key, timeout); the message is safe to log."""
 
 
 def output_tail(data: bytes, *, truncated: bool = False) -> tuple[str, ...]:

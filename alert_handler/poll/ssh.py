@@ -17,13 +17,14 @@ from typing import Any
 import paramiko
 
 from alert_handler.config import Config, redact, render_poll_command
-from alert_handler.known_hosts import (
+from alert_handler.core.facts import PollError, PollResult
+from alert_handler.poll.known_hosts import (
     KnownHosts,
     KnownHostsPolicy,
     fingerprint,
     preferred_key_types,
 )
-from alert_handler.poll_result import PollError, PollResult, log_result, output_tail
+from alert_handler.poll.result import log_result, output_tail
 
 log = logging.getLogger(__name__)
 

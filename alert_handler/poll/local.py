@@ -1,12 +1,4 @@
-"""Run `device:poll <id>` on the LibreNMS host, over SSH (paramiko) or as a local process.
-
-`make_poller(cfg)` returns a `Poller`. `poll(device_id)` returns a `PollResult` for any exit status
-and raises `PollError` only when the command could not be run to its end (connect, auth, host key,
-timeout). Error messages and log lines never contain a password or passphrase.
-
-This module is the entry point: `make_poller`, `LocalPoller`, and the names of `poll_result`,
-`known_hosts` and `ssh_poller` that callers use, re-exported.
-"""
+"""`LocalPoller`: run the poll command on this host as a process (no shell, own process group)."""
 
 from __future__ import annotations
 
@@ -18,41 +10,14 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Protocol
 
 from alert_handler.config import Config, render_poll_command
-from alert_handler.known_hosts import HostKeyMismatch
-from alert_handler.poll_result import PollError, PollResult, log_result, output_tail
-from alert_handler.ssh_poller import SSHPoller
-
-__all__ = [
-    "HostKeyMismatch",
-    "LocalPoller",
-    "PollError",
-    "PollResult",
-    "Poller",
-    "SSHPoller",
-    "make_poller",
-]
+from alert_handler.core.facts import PollError, PollResult
+from alert_handler.poll.result import log_result, output_tail
 
 log = logging.getLogger(__name__)
 
 _KILL_GRACE_SEC = 2.0
-
-
-class Poller(Protocol):
-    """Runs the poll command for one device at a time; safe to call from several threads."""
-
-    def poll(self, device_id: int) -> PollResult: ...
-    def check(self) -> str: ...
-    def close(self) -> None: ...
-
-
-def make_poller(cfg: Config) -> Poller:
-    """The poller POLL_METHOD asks for."""
-    if cfg.poll_method == "local":
-        return LocalPoller(cfg)
-    return SSHPoller(cfg)
 
 
 class LocalPoller:

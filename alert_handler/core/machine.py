@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from alert_handler.alerts import STATE_ACKNOWLEDGED, STATE_RECOVERED, Alert
-from alert_handler.librenms import DeviceInfo, PortInfo
-from alert_handler.records import FORCED_PHASES, DeviceRecord, Phase
+from alert_handler.core.alerts import STATE_ACKNOWLEDGED, STATE_RECOVERED, Alert
+from alert_handler.core.facts import DeviceInfo, PortInfo
+from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase
 
 
 class Reason(str, Enum):

@@ -12,14 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alert_handler import recovery
-from alert_handler.alerts import Alert, BadPayload, log_safe, parse_alert, parse_device_id
+from alert_handler.core import machine as recovery
+from alert_handler.core.alerts import Alert, BadPayload, log_safe, parse_alert, parse_device_id
+from alert_handler.core.machine import Decision, Reason, Rules
+from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.core.times import iso
 from alert_handler.metrics import Metrics
-from alert_handler.records import DeviceRecord, Phase, iso
-from alert_handler.recovery import Decision, Reason, Rules
-from alert_handler.state import StateStore, StateWriteError
+from alert_handler.scheduler import Worker
+from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
-from alert_handler.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The command line: `alert-handler` and its commands."""

@@ -1,0 +1,69 @@
+"""Device records: what the daemon knows about each tracked device; pure data.
+
+A record holds two kinds of fields. The recovery worker owns the phase and everything about
+LibreNMS (original, port, attempts, schedule); the webhook owns what alerts tell us (counters,
+last seen, a recheck or release request). `merge_alert_fields` lets the worker write its decision
+without losing an alert that arrived while it was talking to LibreNMS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+
+class Phase(str, Enum):
+    """Where a device is in its cycle; each value is persisted."""
+
+    NEW = "new"  # tracked, nothing changed in LibreNMS yet
+    FORCING_DOWN = "forcing_down"  # original recorded; setting overwrite_ip to UNSUPERVISED_IP
+    DOWN = "down"  # forced down; waits for next_attempt_at
+    RESTORING = "restoring"  # putting the original back, then discover, poll, check
+    RELEASING = "releasing"  # putting the original back for good (release, give-up)
+
+
+FORCED_PHASES = frozenset({Phase.FORCING_DOWN, Phase.DOWN, Phase.RESTORING})
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """Everything the daemon knows about one tracked device."""
+
+    device_id: int
+    phase: Phase = Phase.NEW
+    hostname: str | None = None
+    original_recorded: bool = False
+    original_overwrite_ip: str | None = None
+    adopted: bool = False  # the original was unknown; restored to null
+    port_id: int | None = None
+    attempts: int = 0
+    first_seen: float = 0.0
+    next_attempt_at: float = 0.0
+    attempt_started_at: float | None = None
+    forced_down_at: float | None = None
+    last_error: str | None = None
+    acked: bool = False
+    # Fields the webhook owns:
+    alerts: int = 1
+    last_alert: float = 0.0
+    last_rule: str | None = None
+    last_ip: str | None = None
+    recheck_at: float | None = None
+    release_requested: bool = False
+
+    def with_original(self, value: str | None, *, adopted: bool = False) -> DeviceRecord:
+        """Record the original overwrite_ip once; a recorded one is never replaced."""
+        if self.original_recorded:
+            return self
+        return replace(self, original_recorded=True, original_overwrite_ip=value, adopted=adopted)
+
+
+_ALERT_FIELDS = ("alerts", "last_alert", "last_rule", "last_ip", "recheck_at", "release_requested")
+
+
+def merge_alert_fields(decided: DeviceRecord, current: DeviceRecord) -> DeviceRecord:
+    """The worker's `decided` record with the webhook-owned fields taken from `current`."""
+    updates = {name: getattr(current, name) for name in _ALERT_FIELDS}
+    if current.hostname and not decided.hostname:
+        updates["hostname"] = current.hostname
+    return replace(decided, **updates)

@@ -1,0 +1,1 @@
+"""The LibreNMS API v0 client."""

@@ -23,7 +23,7 @@ from alert_handler.librenms.client import LibreNMS
 from alert_handler.metrics import Metrics
 from alert_handler.poll import Poller, make_poller
 from alert_handler.reconcile import Reconciler
-from alert_handler.scheduler import Worker
+from alert_handler.scheduler import Liveness, Scheduler
 from alert_handler.sdnotify import Notifier
 from alert_handler.store.state import StateLock, StateStore, load_state
 
@@ -40,6 +40,7 @@ def rules_from(cfg: Config) -> Rules:
         interval=cfg.recovery_interval_sec,
         max_attempts=cfg.max_attempts,
         trigger_rules=cfg.trigger_rules,
+        ack_alerts=cfg.ack_alerts,
     )
 
 
@@ -79,7 +80,7 @@ class Daemon:
     store: StateStore
     api: LibreNMS
     poller: Poller
-    worker: Worker
+    scheduler: Scheduler
     app: App
     server: AlertServer
     reconciler: Reconciler
@@ -125,21 +126,20 @@ def build(cfg: Config, clock: Callable[[], float] = time.time) -> Daemon:
         api = make_api(cfg, metrics)
         poller = make_poller(cfg)
         rules = rules_from(cfg)
-        worker = Worker(
+        scheduler = Scheduler(
             store,
             api,
             poller,
             rules,
             max_parallel=cfg.max_parallel,
             max_forced_down=cfg.max_forced_down,
-            ack_alerts=cfg.ack_alerts,
             metrics=metrics,
             clock=clock,
             step_limit=step_limit(cfg),
         )
         app = App(
             store=store,
-            worker=worker,
+            scheduler=scheduler,
             rules=rules,
             metrics=metrics,
             auth_enabled=cfg.webhook_token is not None,
@@ -163,8 +163,8 @@ def build(cfg: Config, clock: Callable[[], float] = time.time) -> Daemon:
             rules,
             cfg.reconcile_interval_sec,
             clock,
-            lambda: dict(worker.dismissed),
-            worker.wake,
+            lambda: dict(scheduler.dismissed),
+            scheduler.wake,
         )
     except BaseException:
         lock.release()
@@ -175,7 +175,7 @@ def build(cfg: Config, clock: Callable[[], float] = time.time) -> Daemon:
         store=store,
         api=api,
         poller=poller,
-        worker=worker,
+        scheduler=scheduler,
         app=app,
         server=server,
         reconciler=reconciler,
@@ -185,9 +185,9 @@ def build(cfg: Config, clock: Callable[[], float] = time.time) -> Daemon:
 
 def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     """Serve until SIGTERM/SIGINT arrives on `signals`; returns the exit status."""
-    store, worker, server = daemon.store, daemon.worker, daemon.server
+    store, scheduler, server = daemon.store, daemon.scheduler, daemon.server
     store.start()
-    worker.start()
+    scheduler.start()
     daemon.reconciler.start()
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
@@ -207,7 +207,7 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     ping_every = (notifier.watchdog_interval or 0.0) / 2
     tick = min(_SUPERVISE_EVERY, ping_every) if ping_every else _SUPERVISE_EVERY
     last_ping = -1e18
-    loop_state = "alive"
+    loop_state = Liveness.ALIVE
     try:
         while True:
             try:
@@ -220,13 +220,13 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
             if signum == signal.SIGHUP and daemon.on_hup is not None:
                 daemon.on_hup()
                 log.info("step=log reopened on SIGHUP")
-            worker.ensure_running()
-            state = worker.thread_state()
+            scheduler.ensure_running()
+            state = scheduler.thread_state()
             if state != loop_state:
                 _log_loop_state(state, watchdog=bool(ping_every))
                 loop_state = state
             now = time.monotonic()
-            if ping_every and state == "alive" and now - last_ping >= ping_every:
+            if ping_every and state is Liveness.ALIVE and now - last_ping >= ping_every:
                 notifier.send("WATCHDOG=1")
                 last_ping = now
     finally:
@@ -235,13 +235,13 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     return 0
 
 
-def _log_loop_state(state: str, *, watchdog: bool) -> None:
-    if state == "alive":
+def _log_loop_state(state: Liveness, *, watchdog: bool) -> None:
+    if state is Liveness.ALIVE:
         log.warning("step=supervise the recovery loop makes progress again")
         return
     log.error(
         "step=supervise the recovery loop is %s: /health answers 503%s",
-        state,
+        state.value,
         "; WATCHDOG=1 is no longer sent, systemd will restart the daemon" if watchdog else "",
     )
 
@@ -251,7 +251,7 @@ def shutdown(daemon: Daemon) -> None:
     daemon.server.shutdown()
     daemon.server.server_close()
     daemon.reconciler.stop()
-    finished = daemon.worker.stop(daemon.cfg.stop_timeout_sec)
+    finished = daemon.scheduler.stop(daemon.cfg.stop_timeout_sec)
     if not finished:
         log.warning(
             "step=stop steps still running after %.0fs: they resume after restart",

@@ -21,7 +21,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from alert_handler.core.machine import Decision, Reason
+from alert_handler.core.machine import Action, Decision
+from alert_handler.core.outcomes import ATTEMPT_OUTCOMES as _OUTCOMES
+from alert_handler.core.outcomes import Outcome, attempt_outcome
 from alert_handler.core.records import DeviceRecord, Phase
 
 ALERT_RESULTS = (
@@ -34,17 +36,9 @@ ALERT_RESULTS = (
     "forbidden",  # client not in ALLOWED_CLIENTS (any endpoint)
     "unavailable",  # the state file could not be written (503)
 )
-ATTEMPT_OUTCOMES = ("recovered", "still_down", "poll_failed", "failed", "gave_up")
-STEPS = ("inspect", "force_down", "verify", "restore", "discover", "poll", "check")
+ATTEMPT_OUTCOMES = tuple(o.value for o in _OUTCOMES)
+STEPS = ("inspect", "force_down", "verify", "restore", "discover", "poll", "check", "ack")
 POLL_STATUSES = ("0", "1", "6", "error")
-
-_ATTEMPT_OUTCOME = {
-    Reason.RECOVERED: "recovered",
-    Reason.STILL_DOWN: "still_down",
-    Reason.POLL_DEVICE_DOWN: "still_down",  # exit 6: the device still does not answer
-    Reason.POLL_FAILED: "poll_failed",
-    Reason.GAVE_UP: "gave_up",
-}
 
 
 class _PhaseCollector(Collector):
@@ -156,19 +150,15 @@ class Metrics:
         """Hook for the state store."""
         self.state_write_seconds.observe(seconds)
 
-    def count(self, before: DeviceRecord, decision: Decision) -> None:
-        """Count a persisted decision of the worker: attempts, recoveries, give-ups."""
-        outcome = _ATTEMPT_OUTCOME.get(decision.reason)
-        if outcome is None and decision.reason is Reason.STEP_FAILED:
-            # Only a failure inside an attempt (restore, discover, poll, check) is an attempt.
-            attempt = before.phase is Phase.RESTORING and not before.release_requested
-            outcome = "failed" if attempt else None
+    def count(self, action: Action, decision: Decision) -> None:
+        """Count a persisted decision of the step runner: attempts, recoveries, give-ups."""
+        outcome = attempt_outcome(decision.reason, action)
         if outcome is None:
             return
-        self.attempts.labels(outcome).inc()
-        if outcome == "recovered":
+        self.attempts.labels(outcome.value).inc()
+        if outcome is Outcome.RECOVERED:
             self.recoveries.inc()
-        elif outcome == "gave_up":
+        elif outcome is Outcome.GAVE_UP:
             self.give_ups.inc()
 
     def render(self) -> bytes:

@@ -1,8 +1,9 @@
 """The recovery thread: a scheduler that owns a Condition and a pool of MAX_PARALLEL workers.
 
 The scheduler takes due devices (oldest first) from the store under its lock and hands them to
-the pool; each job runs one device's steps in order, talking to LibreNMS and SSH with no lock
-held, and persists every decision before the next change is made.
+the pool, holds new devices back under MAX_FORCED_DOWN, reports its liveness, and summarises each
+cycle. Each job is the core's `steps.run_device`: the scheduler decides nothing about LibreNMS;
+it persists, logs and counts what the step runner reports (it is the runner's `JobHost`).
 """
 
 from __future__ import annotations
@@ -15,29 +16,44 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from enum import Enum
 
-from alert_handler.core import machine as recovery
-from alert_handler.core.facts import DeviceNotFound, LibreNMSError
+from alert_handler.core import machine, steps
 from alert_handler.core.machine import Action, Decision, Reason, Rules
+from alert_handler.core.outcomes import CYCLE_OUTCOMES, Outcome
 from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
-from alert_handler.librenms.client import LibreNMS
-from alert_handler.metrics import Metrics
-from alert_handler.poll import Poller, PollError
+from alert_handler.metrics import STEPS, Metrics
 from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
-_MAX_STEPS = 8  # steps one job may run for a device before yielding to others
 _IDLE_WAIT = 5.0  # longest sleep of the scheduler, so the heartbeat stays fresh
 _BACKLOG_TTL = 1.0  # how long due devices found by one pass are started without a new pass
 _MIN_PASS_GAP = 0.02  # seconds between two passes over every record...
 _PASS_SHARE = 10.0  # ...and at least this many times the last pass's duration
 _UNWRITABLE_WAIT = 1.0  # how often the scheduler looks whether the state file is writable again
 _DURABLE_TIMEOUT = 30.0
-# Actions that change LibreNMS: they run only on a record that is on disk.
-_CHANGES = frozenset({Action.FORCE_DOWN, Action.CHECK, Action.RELEASE})
+
+
+class Liveness(str, Enum):
+    """The recovery loop's state, as /health and the systemd watchdog see it."""
+
+    ALIVE = "alive"
+    DEAD = "dead"  # the scheduler thread ended
+    STUCK = "stuck"  # no scheduling pass lately, or a step running far too long
+
+
+class _SystemClock:
+    """The step runner's clock: `wall` for records, time.monotonic for durations."""
+
+    def __init__(self, wall: Callable[[], float]) -> None:
+        self.time = wall
+
+    def monotonic(self) -> float:
+        """Seconds on the monotonic clock."""
+        return time.monotonic()
 
 
 @dataclass
@@ -46,7 +62,7 @@ class _Cycle:
 
     started: float
     members: set[int]
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[Outcome, int] = field(default_factory=dict)
 
 
 class _TroubleLog:
@@ -119,19 +135,18 @@ class _Pool:
                 log.exception("step=worker unexpected error")
 
 
-class Worker:
-    """Schedules and runs recovery steps for every tracked device."""
+class Scheduler:
+    """Schedules recovery jobs for every tracked device and runs them on a pool."""
 
     def __init__(
         self,
         store: StateStore,
-        api: LibreNMS,
-        poller: Poller,
+        api: steps.LibreNMSPort,
+        poller: steps.PollPort,
         rules: Rules,
         *,
         max_parallel: int = 4,
         max_forced_down: int = 0,
-        ack_alerts: bool = False,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         step_limit: float = 600.0,
@@ -145,9 +160,9 @@ class Worker:
         self.rules = rules
         self.max_parallel = max_parallel
         self.max_forced_down = max_forced_down
-        self.ack_alerts = ack_alerts
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self._clock = _SystemClock(clock)
         self._cond = threading.Condition()
         self._inflight: set[int] = set()
         self._backlog: collections.deque[int] = collections.deque()  # due, not yet started
@@ -178,25 +193,25 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name="recovery", daemon=True)
         self._thread.start()
 
-    def thread_state(self) -> str:
+    def thread_state(self) -> Liveness:
         """The recovery loop's state: alive; dead (the scheduler thread ended); or stuck (no
         scheduling pass for `stuck_after` seconds, or a step running longer than `step_limit`)."""
         thread = self._thread
         if thread is None or not thread.is_alive():
-            return "dead"
+            return Liveness.DEAD
         now = time.monotonic()
         if now - self.heartbeat > self.stuck_after:
-            return "stuck"
+            return Liveness.STUCK
         with self._steps_lock:
             oldest = min(self._step_started.values(), default=now)
         if now - oldest > self.step_limit:
-            return "stuck"
-        return "alive"
+            return Liveness.STUCK
+        return Liveness.ALIVE
 
     def alive(self) -> bool:
         """Whether the recovery loop runs and makes progress (what /health and the systemd
         watchdog report)."""
-        return self.thread_state() == "alive"
+        return self.thread_state() is Liveness.ALIVE
 
     def ensure_running(self) -> bool:
         """Restart the scheduler thread if it died; True if it had to."""
@@ -290,13 +305,13 @@ class Worker:
         for device_id, rec in records.items():
             if device_id in self._inflight:
                 continue
-            if paused and not rec.release_requested:
-                continue
-            if recovery.is_due(rec, now):
-                guarded = rec.phase is Phase.NEW and not rec.release_requested
-                (new if guarded else due).append((rec.next_attempt_at, device_id))
-            else:
+            if not machine.is_due(rec, now):
                 next_at = min(next_at, rec.next_attempt_at)
+                continue
+            if paused and not machine.runs_while_paused(rec, machine.plan(rec, now)):
+                continue
+            guarded = rec.phase is Phase.NEW and not rec.release_requested
+            (new if guarded else due).append((rec.next_attempt_at, device_id))
         self.metrics.paused.set(1 if paused else 0)
         allowed = self._storm_allowed(records)
         if allowed is not None and len(new) > allowed:
@@ -336,7 +351,7 @@ class Worker:
         inspecting = sum(
             1 for d in self._inflight if d in records and records[d].phase is Phase.NEW
         )
-        return max(0, self.max_forced_down - recovery.forced_count(records) - inspecting)
+        return max(0, self.max_forced_down - machine.forced_count(records) - inspecting)
 
     def _storm_hold(self, held: int) -> None:
         self.metrics.storm_held.set(held)
@@ -352,11 +367,11 @@ class Worker:
 
     # -- one device --------------------------------------------------------------------------
     def _job(self, device_id: int) -> None:
-        outcome = "idle"
+        outcome = Outcome.IDLE
         try:
             outcome = self._run_device(device_id)
         except Exception:
-            outcome = "failed"
+            outcome = Outcome.FAILED
             log.exception("device=%s step=worker unexpected error", device_id)
         finally:
             with self._steps_lock:
@@ -366,180 +381,41 @@ class Worker:
                 self._end_cycle_member(device_id, outcome)
                 self._cond.notify_all()
 
-    def _run_device(self, device_id: int) -> str:
-        outcome = "idle"
-        fresh = False  # this job's last step read or wrote the device's overwrite_ip
-        for _ in range(_MAX_STEPS):
-            if self._stopping:
-                return outcome  # shutting down: the next step runs after the restart
-            rec = self.store.get(device_id)
-            if rec is None:
-                return outcome
-            if self.store.paused and not rec.release_requested:
-                return outcome
-            action = recovery.plan(rec, self.clock())
-            if action is Action.WAIT:
-                return outcome
-            if action in _CHANGES and not self._durable():
-                return "failed"
-            with self._steps_lock:
-                self._step_started[device_id] = time.monotonic()
-            decision = self._step(rec, action, fresh=fresh)
-            if not self._apply(rec, decision, action):
-                return "failed"
-            fresh = decision.reason is not Reason.STEP_FAILED
-            if fresh:
-                self._trouble.ok()
-            outcome = _outcome(decision, outcome)
-            if decision.forget:
-                return outcome
-        return outcome
+    def _run_device(self, device_id: int) -> Outcome:
+        """One job: the device's due steps, run by the core's step runner."""
+        ports = steps.Ports(api=self.api, poller=self.poller, clock=self._clock)
+        return steps.run_device(device_id, self, ports, self.rules)
 
-    def _durable(self) -> bool:
-        """Whether every change made in memory is on disk. A step that changes LibreNMS acts
-        only on a durable record: were it not, a crash could lose what the step relies on (the
-        original above all), e.g. after a decision whose write failed or timed out."""
+    # -- JobHost: the step runner's view of the store --------------------------------------
+    def get(self, device_id: int) -> DeviceRecord | None:
+        """The current record."""
+        return self.store.get(device_id)
+
+    def paused(self) -> bool:
+        """Whether maintenance mode is on."""
+        return self.store.paused
+
+    def stopping(self) -> bool:
+        """Whether stop() was called."""
+        return self._stopping
+
+    def durable(self) -> bool:
+        """Whether every change made in memory is on disk (waits up to 30 s for it)."""
         try:
             self.store.flush(_DURABLE_TIMEOUT)
         except StateWriteError:
             return False
         return True
 
-    def _step(self, rec: DeviceRecord, action: Action, *, fresh: bool = True) -> Decision:
-        """Run one action's I/O and turn its result into a Decision. Unless `fresh` (the
-        previous step of this job read or wrote the device), a step that writes overwrite_ip
-        reads it first and leaves the device alone if someone else changed it."""
-        rules = self.rules
-        started = time.monotonic()
-        step = action.value
+    def starting(self, device_id: int, action: Action) -> None:
+        """Note when the step began, for stuck detection."""
+        with self._steps_lock:
+            self._step_started[device_id] = time.monotonic()
 
-        def lap(next_step: str) -> None:
-            nonlocal step, started
-            now = time.monotonic()
-            self.metrics.step_seconds.labels(step).observe(now - started)
-            step, started = next_step, now
-
-        try:
-            if action in (Action.FORCE_DOWN, Action.CHECK) and not fresh:
-                # Resuming after a restart or a failed step: LibreNMS may have changed meanwhile.
-                step = "verify"
-                info = self.api.get_device(rec.device_id)
-                if info.overwrite_ip not in (rules.unsupervised_ip, rec.original_overwrite_ip):
-                    detail = f"overwrite_ip is now {info.overwrite_ip!r}"
-                    return Decision(None, Reason.FOREIGN_CHANGE, detail)
-                lap(action.value if action is Action.FORCE_DOWN else "restore")
-            if action is Action.INSPECT:
-                info = self.api.get_device(rec.device_id)
-                ports = self.api.device_ports(rec.device_id)
-                return recovery.after_inspect(rec, info, ports, self.clock(), rules)
-            if action is Action.FORCE_DOWN:
-                self.api.set_overwrite_ip(rec.device_id, rules.unsupervised_ip)
-                lap("discover")
-                self.api.discover(rec.device_id)
-                self.metrics.forced_down.inc()
-                if self.ack_alerts and not rec.acked:
-                    rec = self._ack(rec)
-                return recovery.after_force_down(rec, self.clock(), rules)
-            if action is Action.VERIFY:
-                info = self.api.get_device(rec.device_id)
-                return recovery.before_attempt(rec, info, self.clock(), rules)
-            if action is Action.CHECK:
-                return self._check(rec)
-            original = rec.original_overwrite_ip
-            if rec.phase is Phase.NEW:
-                # Nothing was changed yet, unless the device came forced down already (the old
-                # script's file, a reconcile adoption): its original is unknown, restore null.
-                step = "verify"
-                info = self.api.get_device(rec.device_id)
-                if info.overwrite_ip != rules.unsupervised_ip:
-                    return recovery.after_release(rec)
-                log.warning(
-                    "device=%s step=release on UNSUPERVISED_IP with no known original: "
-                    "restoring null (the hostname)",
-                    rec.device_id,
-                )
-                original = None
-            lap("restore")
-            self.api.set_overwrite_ip(rec.device_id, original)
-            lap("discover")
-            self.api.discover(rec.device_id)
-            return recovery.after_release(rec)
-        except DeviceNotFound as exc:
-            return recovery.after_failure(rec, action, str(exc), self.clock(), rules, gone=True)
-        except (LibreNMSError, PollError) as exc:
-            self._trouble.report(rec.device_id, step, str(exc))
-            return recovery.after_failure(rec, action, f"{step}: {exc}", self.clock(), rules)
-        except Exception as exc:
-            # A bug, or an answer LibreNMS should never give: a failed step like any other, so
-            # the device is retried later (a failed check forces it down at once), not looped.
-            error = f"unexpected {type(exc).__name__}: {exc}"
-            self._trouble.report(rec.device_id, step, error, exc)
-            return recovery.after_failure(rec, action, f"{step}: {error}", self.clock(), rules)
-        finally:
-            if action is not Action.CHECK and step != Action.RELEASE.value:
-                self.metrics.step_seconds.labels(step).observe(time.monotonic() - started)
-
-    def _check(self, rec: DeviceRecord) -> Decision:
-        """Restore the original, rediscover, poll, read the port."""
-        device_id = rec.device_id
-        timed: list[tuple[str, float]] = []
-        step = "restore"
-        mark = time.monotonic()
-
-        def lap(name: str) -> None:
-            nonlocal mark, step
-            now = time.monotonic()
-            timed.append((step, now - mark))
-            mark, step = now, name
-
-        try:
-            self.api.set_overwrite_ip(device_id, rec.original_overwrite_ip)
-            lap("discover")
-            self.api.discover(device_id)
-            lap("poll")
-            try:
-                result = self.poller.poll(device_id)
-            except PollError:
-                self.metrics.poll_exits.labels("error").inc()
-                raise
-            self.metrics.poll_exits.labels(str(result.exit_status)).inc()
-            lap("check")
-            status = None
-            if result.exit_status == 0 and rec.port_id is not None:
-                status = self.api.port_status(rec.port_id)
-            lap("done")
-            log.info(
-                "device=%s step=check port=%s status=%s poll_exit=%s",
-                device_id,
-                self.rules.target_ifname,
-                status,
-                result.exit_status,
-            )
-            return recovery.after_check(rec, result.exit_status, status, self.clock(), self.rules)
-        finally:
-            for name, seconds in timed:
-                self.metrics.step_seconds.labels(name).observe(seconds)
-
-    def _ack(self, rec: DeviceRecord) -> DeviceRecord:
-        """Acknowledge the device's open alerts of the trigger rules (best effort)."""
-        try:
-            for alert in self.api.open_alerts():
-                if alert.device_id != rec.device_id:
-                    continue
-                if self.rules.trigger_rules and alert.rule_name not in self.rules.trigger_rules:
-                    continue
-                self.api.ack_alert(
-                    alert.alert_id, "handled by alert-handler: forced down, recovering"
-                )
-                log.info("device=%s step=ack alert=%s acknowledged", rec.device_id, alert.alert_id)
-        except LibreNMSError as exc:
-            log.warning("device=%s step=ack failed: %s", rec.device_id, exc)
-            return rec
-        return replace(rec, acked=True)
-
-    def _apply(self, before: DeviceRecord, decision: Decision, action: Action) -> bool:
-        """Persist a decision (merged with alert fields that arrived meanwhile); False if the
-        state could not be written, in which case no further change is made."""
+    def persist(self, before: DeviceRecord, report: steps.StepReport) -> bool:
+        """Persist a decision (merged with alert fields that arrived meanwhile), then log and
+        count it; False if the state could not be written (no further change is made)."""
+        decision = report.decision
         decided = decision.record
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
@@ -547,20 +423,56 @@ class Worker:
                 return None
             return merge_alert_fields(decided, current)
 
+        self._observe(report)
         _, version = self.store.update(before.device_id, change)
         try:
-            self.store.wait_durable(version, timeout=30.0)
+            self.store.wait_durable(version, timeout=_DURABLE_TIMEOUT)
         except StateWriteError as exc:
             log.error(
                 "device=%s step=persist failed: %s; pausing this device", before.device_id, exc
             )
             return False
-        self._log_decision(before, decision, action)
+        self._log_report(before, report)
         if decision.forget:
             with self._cond:
                 self.dismissed[before.device_id] = self.clock()
-        self.metrics.count(before, decision)
+        self.metrics.count(report.action, decision)
         return True
+
+    def _observe(self, report: steps.StepReport) -> None:
+        for name, seconds in report.laps:
+            if name in STEPS:
+                self.metrics.step_seconds.labels(name).observe(seconds)
+        if report.poll_exit is not None:
+            self.metrics.poll_exits.labels(report.poll_exit).inc()
+        if report.forced_down:
+            self.metrics.forced_down.inc()
+
+    def _log_report(self, before: DeviceRecord, report: steps.StepReport) -> None:
+        device_id = before.device_id
+        if report.error is not None:
+            self._trouble.report(
+                device_id,
+                report.failed_step or report.action.value,
+                report.error,
+                report.unexpected,
+            )
+        else:
+            self._trouble.ok()
+        for alert_id in report.acked:
+            log.info("device=%s step=ack alert=%s acknowledged", device_id, alert_id)
+        if report.ack_error is not None:
+            log.warning("device=%s step=ack failed: %s", device_id, report.ack_error)
+        if report.check is not None:
+            status = report.check.oper_status
+            log.info(
+                "device=%s step=check port=%s status=%s poll_exit=%s",
+                device_id,
+                self.rules.target_ifname,
+                "null" if status is None else status,
+                report.check.poll_exit,
+            )
+        self._log_decision(before, report.decision, report.action)
 
     def _log_decision(self, before: DeviceRecord, decision: Decision, action: Action) -> None:
         """One line: `device=42 step=check port2 is down -> port not up: forcing down again
@@ -580,7 +492,7 @@ class Worker:
             level = logging.ERROR
         log.log(level, "device=%s step=%s %s%s", before.device_id, action.value, detail, where)
 
-    def _end_cycle_member(self, device_id: int, outcome: str) -> None:
+    def _end_cycle_member(self, device_id: int, outcome: Outcome) -> None:
         cycle = self._cycle
         if cycle is None or device_id not in cycle.members:
             return
@@ -592,30 +504,6 @@ class Worker:
         self._cycle = None
         self.last_cycle = now
         self.metrics.last_cycle.set(now)
-        c = cycle.counts
-        log.info(
-            "step=cycle due=%d recovered=%d still_down=%d forced_down=%d failed=%d gave_up=%d "
-            "took=%.1fs",
-            sum(c.values()),
-            c.get("recovered", 0),
-            c.get("still_down", 0),
-            c.get("forced_down", 0),
-            c.get("failed", 0),
-            c.get("gave_up", 0),
-            now - cycle.started,
-        )
-
-
-def _outcome(decision: Decision, previous: str) -> str:
-    reason = decision.reason
-    if reason is Reason.RECOVERED:
-        return "recovered"
-    if reason in (Reason.STILL_DOWN, Reason.POLL_DEVICE_DOWN, Reason.POLL_FAILED):
-        return "still_down"
-    if reason is Reason.STEP_FAILED:
-        return "failed"
-    if reason is Reason.GAVE_UP:
-        return "gave_up"
-    if reason is Reason.FORCED_DOWN and previous == "idle":
-        return "forced_down"
-    return previous
+        counts = " ".join(f"{o.value}={cycle.counts.get(o, 0)}" for o in CYCLE_OUTCOMES)
+        due = sum(cycle.counts.values())
+        log.info("step=cycle due=%d %s took=%.1fs", due, counts, now - cycle.started)

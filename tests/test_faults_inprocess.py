@@ -53,7 +53,7 @@ def messages(
 
 
 def step_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The worker's warnings that a step failed (rate-limited to one a minute)."""
+    """The scheduler's warnings that a step failed (rate-limited to one a minute)."""
     return [
         r.getMessage()
         for r in caplog.records
@@ -219,11 +219,11 @@ def test_recovery_thread_that_raises_is_noticed_and_restarted(
     3. /health is 200 again, the restart is counted in /health and /metrics, and the new
        thread does the work: an alert's device is forced down."""
     d = start_daemon(RECOVERY_INTERVAL_SEC="0.3")
-    worker = d.daemon.worker
+    scheduler = d.daemon.scheduler
     gate = threading.Event()
-    real_ensure = worker.ensure_running
-    monkeypatch.setattr(worker, "ensure_running", lambda: gate.is_set() and real_ensure())
-    real_schedule = worker._schedule
+    real_ensure = scheduler.ensure_running
+    monkeypatch.setattr(scheduler, "ensure_running", lambda: gate.is_set() and real_ensure())
+    real_schedule = scheduler._schedule
     raised: list[bool] = []
 
     def faulty() -> float:
@@ -232,8 +232,8 @@ def test_recovery_thread_that_raises_is_noticed_and_restarted(
             raise RuntimeError("injected: the scheduler raises")
         return real_schedule()
 
-    monkeypatch.setattr(worker, "_schedule", faulty)
-    worker.wake()
+    monkeypatch.setattr(scheduler, "_schedule", faulty)
+    scheduler.wake()
     wait_for(lambda: health(d) == (503, {**health(d)[1], "recovery_thread": "dead"}), what="503")
     died = [r for r in caplog.records if "recovery-thread died" in r.getMessage()]
     assert len(died) == 1 and died[0].exc_info is not None
@@ -254,17 +254,17 @@ def test_a_thread_that_keeps_dying_is_restarted_with_back_off(
     2. The main loop restarts it after 1 s, then 2 s, ...: not once per second for ever (under
        systemd the watchdog ends it; without systemd the log must not fill up)."""
     d = start_daemon(RECOVERY_INTERVAL_SEC="0.3")
-    worker = d.daemon.worker
+    scheduler = d.daemon.scheduler
 
     def always() -> float:
         raise RuntimeError("injected: the scheduler always raises")
 
-    monkeypatch.setattr(worker, "_schedule", always)
-    worker.wake()
-    wait_for(lambda: worker.restarts >= 2, timeout=10, what="two restarts")
+    monkeypatch.setattr(scheduler, "_schedule", always)
+    scheduler.wake()
+    wait_for(lambda: scheduler.restarts >= 2, timeout=10, what="two restarts")
     time.sleep(2.5)
     # Restarts come 1 s then 2 s then 4 s apart: at most 3 by now (without back-off: ~5).
-    assert worker.restarts <= 3
+    assert scheduler.restarts <= 3
 
 
 def test_step_that_raises_is_a_failed_step(
@@ -280,7 +280,7 @@ def test_step_that_raises_is_a_failed_step(
     3. The next attempt recovers it on its original."""
     devices: dict[int, str | None] = {63: "198.51.100.63"}
     d = forced_down(sim, start_daemon, devices, RECOVERY_INTERVAL_SEC="0.3")
-    api = d.daemon.worker.api
+    api = d.daemon.scheduler.api
     real = api.port_status
     calls: list[int] = []
 
@@ -356,10 +356,10 @@ def test_stuck_recovery_loop_stops_the_systemd_watchdog(
         d = forced_down(sim, start_daemon, devices, RECOVERY_INTERVAL_SEC="0.3")
         assert sock.recv(64) == b"READY=1"
         assert sock.recv(64) == b"WATCHDOG=1"
-        worker = d.daemon.worker
-        hung = HungPoller(worker.poller)
-        monkeypatch.setattr(worker, "poller", hung)
-        worker.step_limit = 0.5
+        scheduler = d.daemon.scheduler
+        hung = HungPoller(scheduler.poller)
+        monkeypatch.setattr(scheduler, "poller", hung)
+        scheduler.step_limit = 0.5
         sim.set_link(64, "port2", "up")
         assert hung.entered.wait(10)
         wait_for(lambda: messages(caplog, "recovery loop is stuck"), what="stuck noticed")

@@ -121,7 +121,9 @@ def test_metrics_after_a_scripted_sequence(
         what="1 and 3 forced down, 5 dismissed",
     )
     wait_for(lambda: cycles(caplog), what="the cycle line")
-    assert cycles(caplog) == ["due=3 recovered=0 still_down=0 forced_down=2 failed=0 gave_up=0"]
+    assert cycles(caplog) == [
+        "due=3 recovered=0 still_down=0 poll_failed=0 forced_down=2 failed=0 gave_up=0"
+    ]
     middle = scrape(d)
     assert val(middle, "alert_handler_devices_tracked", phase="down") == 2
     assert val(middle, "alert_handler_devices_tracked", phase="new") == 0
@@ -145,11 +147,11 @@ def test_metrics_after_a_scripted_sequence(
     assert sim.device(1)["overwrite_ip"] is None
     assert sim.device(3)["overwrite_ip"] == "198.51.100.3"
     assert cycles(caplog) == [
-        "due=3 recovered=0 still_down=0 forced_down=2 failed=0 gave_up=0",
-        "due=1 recovered=0 still_down=1 forced_down=0 failed=0 gave_up=0",
-        "due=1 recovered=1 still_down=0 forced_down=0 failed=0 gave_up=0",
-        "due=1 recovered=0 still_down=1 forced_down=0 failed=0 gave_up=0",
-        "due=1 recovered=0 still_down=0 forced_down=0 failed=0 gave_up=1",
+        "due=3 recovered=0 still_down=0 poll_failed=0 forced_down=2 failed=0 gave_up=0",
+        "due=1 recovered=0 still_down=1 poll_failed=0 forced_down=0 failed=0 gave_up=0",
+        "due=1 recovered=1 still_down=0 poll_failed=0 forced_down=0 failed=0 gave_up=0",
+        "due=1 recovered=0 still_down=1 poll_failed=0 forced_down=0 failed=0 gave_up=0",
+        "due=1 recovered=0 still_down=0 poll_failed=0 forced_down=0 failed=0 gave_up=1",
     ]
 
     m = scrape(d)

@@ -1,5 +1,6 @@
-"""recovery: the per-device state machine (pure), then a property test that drives it the way the
-worker does against a model of LibreNMS, with failures and crashes at every step."""
+"""The core: the per-device state machine (pure), then a property test that drives the real step
+runner (`core.steps.run_device`) against in-memory models of LibreNMS, the poll and the store,
+with failures and crashes at every step."""
 
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ from hypothesis.stateful import (
 )
 
 from alert_handler.core.alerts import Alert
-from alert_handler.core.facts import DeviceInfo, DeviceNotFound, LibreNMSError, PortInfo
+from alert_handler.core.facts import (
+    DeviceInfo,
+    DeviceNotFound,
+    LibreNMSError,
+    OpenAlert,
+    PortInfo,
+)
 from alert_handler.core.machine import (
     Action,
     Decision,
@@ -41,10 +48,12 @@ from alert_handler.core.machine import (
     request_release,
     track,
 )
+from alert_handler.core.outcomes import Outcome
 from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
+from alert_handler.core.steps import Ports, StepReport, run_device
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.poll import Poller, PollError, PollResult
-from alert_handler.scheduler import Worker
+from alert_handler.scheduler import Scheduler
 from alert_handler.store.codec import Snapshot
 from alert_handler.store.state import StateStore, load_state
 
@@ -483,9 +492,9 @@ def test_forced_count() -> None:
     assert forced_count({}) == 0
 
 
-# -- the worker's premise, checked on the real Worker -------------------------------------------
+# -- the job's premise, checked on the real Scheduler -------------------------------------------
 class ScriptedLibreNMS:
-    """Just enough of the API client for Worker._run_device; records every PATCH."""
+    """Just enough of the API client for Scheduler._run_device; records every PATCH."""
 
     def __init__(self, overwrite: dict[int, str | None], port_status: str = "down") -> None:
         self.overwrite = overwrite
@@ -513,9 +522,9 @@ class NoPoller:
         raise AssertionError("not expected to poll")
 
 
-def make_worker(store: StateStore, api: ScriptedLibreNMS) -> Worker:
-    """A Worker that is never started: the test calls its per-device job directly."""
-    return Worker(store, cast(LibreNMS, api), cast(Poller, NoPoller()), RULES, clock=lambda: NOW)
+def make_worker(store: StateStore, api: ScriptedLibreNMS) -> Scheduler:
+    """A Scheduler that is never started: the test calls its per-device job directly."""
+    return Scheduler(store, cast(LibreNMS, api), cast(Poller, NoPoller()), RULES, clock=lambda: NOW)
 
 
 def test_worker_changes_nothing_while_its_decision_is_not_durable(tmp_path: Path) -> None:
@@ -538,8 +547,8 @@ def test_worker_changes_nothing_while_its_decision_is_not_durable(tmp_path: Path
     try:
         api = ScriptedLibreNMS({42: "192.0.2.9"})
         worker = make_worker(store, api)
-        assert worker._run_device(42) == "failed"
-        assert worker._run_device(42) == "failed"
+        assert worker._run_device(42) is Outcome.FAILED
+        assert worker._run_device(42) is Outcome.FAILED
         assert api.patches == []
 
         path.rmdir()
@@ -652,27 +661,47 @@ class ModelLibreNMS:
             return None
         return self.port2[device_id]
 
-    def poll(self, device_id: int) -> int:
+    def open_alerts(self) -> list[OpenAlert]:
+        self._io("alerts", 0, gone_is_404=False)
+        return [OpenAlert(d * 10, d, "Port2 down", 1, None) for d in DEVICES]
+
+    def ack_alert(self, alert_id: int, note: str) -> None:
+        self._io("ack", alert_id // 10, gone_is_404=False)  # 200 even for no such alert
+
+    def poll(self, device_id: int) -> PollResult:
         self.clock_ticks += 1
         result = self.fault("poll")
         if result == "crash":
             raise Crash
         if result == "error":
             raise PollError("ssh: connection refused")
+        exit_status = 0
         if device_id in self.gone or result == "exit1":
-            return 1
-        if result == "exit6" or self.overwrite[device_id] == UNSUP:
-            return 6  # nothing answers on UNSUPERVISED_IP
-        return 0
+            exit_status = 1
+        elif result == "exit6" or self.overwrite[device_id] == UNSUP:
+            exit_status = 6  # nothing answers on UNSUPERVISED_IP
+        return PollResult(device_id, exit_status, (), 1.0)
+
+
+class ModelClock:
+    """Every call to LibreNMS or SSH takes a second of both clocks."""
+
+    def __init__(self, now: Callable[[], float], ticks: Callable[[], int]) -> None:
+        self._now = now
+        self._ticks = ticks
+
+    def time(self) -> float:
+        return self._now()
+
+    def monotonic(self) -> float:
+        return float(self._ticks())
 
 
 class RecoveryMachine(RuleBasedStateMachine):
-    """Random histories of alerts, releases, port changes, failures and crashes.
-
-    The store is a dict: the worker and the webhook wait until each change is durable before
-    going on (and Worker._durable() refuses to change LibreNMS otherwise), so what a crash keeps
-    is exactly what was last put here. `_job`, `_step` and `_apply` follow Worker._run_device,
-    Worker._step, Worker._check and Worker._apply call for call: keep them in step."""
+    """Random histories of alerts, releases, pauses, port changes, failures and crashes, run by
+    the real step runner (`run_device`). The store is a dict: the scheduler and the webhook wait
+    until each change is durable before going on, so what a crash keeps is exactly what was
+    last put here; `durable()` and `persist()` fail now and then, as a full disk makes them."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -681,7 +710,13 @@ class RecoveryMachine(RuleBasedStateMachine):
         self.store: dict[int, DeviceRecord] = {}
         self.data: Any = None
         self.faults_on = True
+        self.paused_flag = False
         self.api = ModelLibreNMS(self._fault, self._patch_sent)
+        self.ports = Ports(
+            api=self.api,
+            poller=self.api,
+            clock=ModelClock(self._clock, lambda: self.api.clock_ticks),
+        )
         self.expected: dict[int, str | None] = {}  # what a restore must write
         self.initially_unsup: set[int] = set()
         self.changed: set[int] = set()  # devices whose overwrite_ip we have written
@@ -713,6 +748,37 @@ class RecoveryMachine(RuleBasedStateMachine):
     def _clock(self) -> float:
         return self.now + self.api.clock_ticks  # each call to LibreNMS or SSH takes a second
 
+    # -- JobHost: the store as the step runner sees it ----------------------------------------
+    def get(self, device_id: int) -> DeviceRecord | None:
+        return self.store.get(device_id)
+
+    def paused(self) -> bool:
+        return self.paused_flag
+
+    def stopping(self) -> bool:
+        return False
+
+    def durable(self) -> bool:
+        return self._fault("durable") not in ("fail", "fail_applied")
+
+    def starting(self, device_id: int, action: Action) -> None:
+        rec = self.store[device_id]
+        if action is not Action.INSPECT:
+            assert rec.original_recorded or rec.phase is Phase.NEW, rec
+        if self.paused_flag and not rec.release_requested:
+            # Pause stops new work; what runs is finishing what was started.
+            assert action not in (Action.INSPECT, Action.VERIFY), (action, rec)
+
+    def persist(self, before: DeviceRecord, report: StepReport) -> bool:
+        self._webhook_meanwhile(before.device_id)
+        decided = report.decision.record
+        current = self.store.get(before.device_id)
+        if decided is None or current is None:
+            self._put(before.device_id, None)
+        else:
+            self._put(before.device_id, merge_alert_fields(decided, current))
+        return self._fault("persist") not in ("fail", "fail_applied")
+
     # -- the world ---------------------------------------------------------------------------
     @initialize(
         start=st.lists(st.sampled_from(START_VALUES), min_size=3, max_size=3),
@@ -721,12 +787,21 @@ class RecoveryMachine(RuleBasedStateMachine):
         ),
         max_attempts=st.sampled_from([0, 1, 3]),
         trigger=st.booleans(),
+        ack=st.booleans(),
     )
     def setup(
-        self, start: list[str | None], ports: list[str | None], max_attempts: int, trigger: bool
+        self,
+        start: list[str | None],
+        ports: list[str | None],
+        max_attempts: int,
+        trigger: bool,
+        ack: bool,
     ) -> None:
         self.cfg = replace(
-            RULES, max_attempts=max_attempts, trigger_rules=("Port2 down",) if trigger else ()
+            RULES,
+            max_attempts=max_attempts,
+            trigger_rules=("Port2 down",) if trigger else (),
+            ack_alerts=ack,
         )
         for device_id, value, port in zip(DEVICES, start, ports, strict=True):
             self.api.overwrite[device_id] = value
@@ -752,6 +827,12 @@ class RecoveryMachine(RuleBasedStateMachine):
     def release(self, device: int, dice: int, data: Any) -> None:
         if dice == 0:  # less often than the other events
             self._release(device)
+        self._work(data)
+
+    @rule(paused=st.booleans(), data=st.data())
+    def pause(self, paused: bool, data: Any) -> None:
+        """Maintenance mode on or off (`alert-handler pause` / `resume`)."""
+        self.paused_flag = paused
         self._work(data)
 
     @rule(device=st.sampled_from(DEVICES), data=st.data())
@@ -790,76 +871,16 @@ class RecoveryMachine(RuleBasedStateMachine):
             self._put(device, request_release(current, self._clock()).record)
 
     def _work(self, data: Any) -> None:
-        """The recovery thread runs every due device (Worker._schedule, Worker._run_device);
-        it runs after every event, as the daemon's does."""
+        """The recovery thread runs every due device (Scheduler._schedule, then the real
+        run_device); it runs after every event, as the daemon's does."""
         self.data = data
         try:
             for device_id in DEVICES:
-                self._job(device_id)
+                run_device(device_id, self, self.ports, self.cfg)
         except Crash:
             pass  # the daemon restarts from what was persisted: self.store as it is
         finally:
             self.data = None
-
-    # -- the worker, call for call -----------------------------------------------------------
-    def _job(self, device_id: int) -> None:
-        fresh = False  # the previous step of this job read or wrote the device
-        for _ in range(8):  # worker._MAX_STEPS
-            rec = self.store.get(device_id)
-            if rec is None:
-                return
-            action = plan(rec, self._clock())
-            if action is Action.WAIT:
-                return
-            # Worker._durable() holds here: every change is on disk before the next step.
-            decision = self._step(rec, action, fresh=fresh)
-            self._webhook_meanwhile(device_id)
-            self._apply(rec, decision)
-            fresh = decision.reason is not Reason.STEP_FAILED
-            if decision.forget:
-                return
-
-    def _step(self, rec: DeviceRecord, action: Action, *, fresh: bool) -> Decision:
-        api, rules, d = self.api, self.cfg, rec.device_id
-        if action is not Action.INSPECT:
-            assert rec.original_recorded or rec.phase is Phase.NEW, rec
-        try:
-            if action in (Action.FORCE_DOWN, Action.CHECK) and not fresh:
-                device = api.get_device(d)
-                if device.overwrite_ip not in (rules.unsupervised_ip, rec.original_overwrite_ip):
-                    return Decision(None, Reason.FOREIGN_CHANGE)
-            if action is Action.INSPECT:
-                device = api.get_device(d)
-                ports = api.device_ports(d)
-                return after_inspect(rec, device, ports, self._clock(), rules)
-            if action is Action.FORCE_DOWN:
-                api.set_overwrite_ip(d, rules.unsupervised_ip)
-                api.discover(d)
-                return after_force_down(rec, self._clock(), rules)
-            if action is Action.VERIFY:
-                device = api.get_device(d)
-                return before_attempt(rec, device, self._clock(), rules)
-            if action is Action.CHECK:
-                api.set_overwrite_ip(d, rec.original_overwrite_ip)
-                api.discover(d)
-                exit_status = api.poll(d)
-                status = None
-                if exit_status == 0 and rec.port_id is not None:
-                    status = api.port_status(rec.port_id)
-                return after_check(rec, exit_status, status, self._clock(), rules)
-            original = rec.original_overwrite_ip
-            if rec.phase is Phase.NEW:
-                device = api.get_device(d)
-                if device.overwrite_ip != rules.unsupervised_ip:
-                    return after_release(rec)
-                original = None  # forced down before we saw it: the original is unknown
-            api.set_overwrite_ip(d, original)
-            api.discover(d)
-            return after_release(rec)
-        except DeviceNotFound as exc:
-            return after_failure(rec, action, str(exc), self._clock(), rules, gone=True)
-        except (LibreNMSError, PollError) as exc:
-            return after_failure(rec, action, str(exc), self._clock(), rules)
 
     def _webhook_meanwhile(self, device_id: int) -> None:
         """An alert or a release request lands while the worker talks to LibreNMS."""
@@ -872,14 +893,6 @@ class RecoveryMachine(RuleBasedStateMachine):
             self._alert(device_id, 0, DEVICE_DOWN, "192.0.2.200")
         elif event == "release":
             self._release(device_id)
-
-    def _apply(self, before: DeviceRecord, decision: Decision) -> None:
-        decided = decision.record
-        current = self.store.get(before.device_id)
-        if decided is None or current is None:
-            self._put(before.device_id, None)
-        else:
-            self._put(before.device_id, merge_alert_fields(decided, current))
 
     # -- invariants --------------------------------------------------------------------------
     def _present(self) -> list[int]:
@@ -922,13 +935,14 @@ class RecoveryMachine(RuleBasedStateMachine):
         """Liveness: once every port is up and LibreNMS behaves, every device is let go and
         every device we touched holds its original."""
         self.faults_on = False
+        self.paused_flag = False
         for d in DEVICES:
             if self.api.port2[d] is not None:
                 self.api.port2[d] = "up"
         for _ in range(10):
             self.now += self.cfg.interval + 1
             for d in DEVICES:
-                self._job(d)
+                run_device(d, self, self.ports, self.cfg)
         assert not self.store, self.store
         self.forgotten_devices_hold_their_original()
         self.never_left_on_unsupervised_ip()

@@ -135,7 +135,7 @@ def test_secrets_stay_out_of_repr(sim: Simulator, tmp_path: Path) -> None:
     running = RunningDaemon(cfg)
     try:
         built = running.daemon
-        parts = [cfg, built, built.api, built.poller, built.server.auth, built.app, built.worker]
+        parts = [cfg, built, built.api, built.poller, built.server.auth, built.app, built.scheduler]
         text = "".join(repr(part) for part in parts)
         for name, secret in SECRETS.items():
             assert secret not in text, name

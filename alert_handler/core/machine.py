@@ -7,7 +7,7 @@ Cycle of a device (each arrow is persisted before the next LibreNMS change is ma
         port up: forgotten;  otherwise: FORCING_DOWN (again)
     release / give-up -> RELEASING --PATCH original--> forgotten
 
-The worker runs the I/O between the calls; nothing here touches a clock, a socket or a file.
+`steps.py` runs the I/O between the calls; nothing here touches a clock, a socket or a file.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Rules:
     interval: float = 60.0
     max_attempts: int = 0
     trigger_rules: tuple[str, ...] = ()
+    ack_alerts: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,16 @@ def plan(rec: DeviceRecord, now: float) -> Action:
     }[rec.phase]
 
 
+def runs_while_paused(rec: DeviceRecord, action: Action) -> bool:
+    """Whether `action` may run while paused. Pause stops new work (inspecting a new device,
+    forcing it down the first time, starting an attempt) but never leaves a restored device
+    unchecked or unforced: a check under way, forcing down again after a check, and releases
+    go on."""
+    if rec.release_requested or action in (Action.RELEASE, Action.CHECK):
+        return True
+    return action is Action.FORCE_DOWN and rec.attempts > 0
+
+
 def forced_count(records: dict[int, DeviceRecord]) -> int:
     """Devices that are, or are about to be, on UNSUPERVISED_IP (for MAX_FORCED_DOWN)."""
     return sum(1 for r in records.values() if r.phase in FORCED_PHASES)
@@ -226,21 +237,34 @@ def after_inspect(
 
 
 def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:
-    """The device points at UNSUPERVISED_IP; the next attempt is one interval after the last."""
+    """The device points at UNSUPERVISED_IP; the next attempt is one interval after the last
+    one began (so the schedule does not drift), but never sooner than half an interval from
+    now: a force-down that came late (a retry, a resume, a restart) stays down long enough for
+    LibreNMS to see it down."""
     start = rec.attempt_started_at if rec.attempt_started_at is not None else now
     new = replace(
         rec,
         phase=Phase.DOWN,
         forced_down_at=rec.forced_down_at or now,
-        next_attempt_at=start + rules.interval,
+        next_attempt_at=max(start + rules.interval, now + rules.interval / 2),
     )
     return Decision(new, Reason.FORCED_DOWN, f"overwrite_ip {rules.unsupervised_ip}")
 
 
+def foreign_change(rec: DeviceRecord, info: DeviceInfo, rules: Rules) -> Decision | None:
+    """Let the device go if someone else changed its overwrite_ip (neither UNSUPERVISED_IP nor
+    the recorded original); None if it is as we left it."""
+    if info.overwrite_ip in (rules.unsupervised_ip, rec.original_overwrite_ip):
+        return None
+    shown = "null" if info.overwrite_ip is None else info.overwrite_ip
+    return Decision(None, Reason.FOREIGN_CHANGE, f"overwrite_ip is now {shown}")
+
+
 def before_attempt(rec: DeviceRecord, info: DeviceInfo, now: float, rules: Rules) -> Decision:
     """Check nobody else changed the device, then move to RESTORING (counting the attempt)."""
-    if info.overwrite_ip not in (rules.unsupervised_ip, rec.original_overwrite_ip):
-        return Decision(None, Reason.FOREIGN_CHANGE, f"overwrite_ip is now {info.overwrite_ip!r}")
+    changed = foreign_change(rec, info, rules)
+    if changed is not None:
+        return changed
     new = replace(
         rec,
         phase=Phase.RESTORING,
@@ -274,12 +298,35 @@ def after_check(
     return Decision(new, reason, error)
 
 
-def after_release(rec: DeviceRecord) -> Decision:
-    """The original is back: forget the device."""
-    original = rec.original_overwrite_ip
-    return Decision(
-        None, Reason.RELEASED, f"overwrite_ip {'null' if original is None else original}"
-    )
+@dataclass(frozen=True)
+class ReleasePlan:
+    """What releasing a device writes: `restore` False means nothing (it was never changed)."""
+
+    restore: bool
+    value: str | None
+    unknown_original: bool = False  # on UNSUPERVISED_IP with no known original: null
+
+
+def plan_release(rec: DeviceRecord, info: DeviceInfo | None, rules: Rules) -> ReleasePlan:
+    """A NEW record was never changed by us, unless it came forced down already (the old
+    script's file, a reconcile adoption): `info` (read for NEW records only) tells; its original
+    is then unknown and null (the hostname) is restored. Others restore their original."""
+    if rec.phase is not Phase.NEW:
+        return ReleasePlan(restore=True, value=rec.original_overwrite_ip)
+    if info is None or info.overwrite_ip != rules.unsupervised_ip:
+        return ReleasePlan(restore=False, value=rec.original_overwrite_ip)
+    return ReleasePlan(restore=True, value=None, unknown_original=True)
+
+
+def after_release(rec: DeviceRecord, plan: ReleasePlan | None = None) -> Decision:
+    """The original is back (or was never changed): forget the device."""
+    if plan is not None and not plan.restore:
+        return Decision(None, Reason.RELEASED, "nothing was changed")
+    value = rec.original_overwrite_ip if plan is None else plan.value
+    detail = f"restored overwrite_ip {'null' if value is None else value}"
+    if plan is not None and plan.unknown_original:
+        detail += " (it was on UNSUPERVISED_IP with no known original)"
+    return Decision(None, Reason.RELEASED, detail)
 
 
 def after_failure(

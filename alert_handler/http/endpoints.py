@@ -18,7 +18,7 @@ from alert_handler.core.machine import Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.times import iso
 from alert_handler.metrics import Metrics
-from alert_handler.scheduler import Worker
+from alert_handler.scheduler import Liveness, Scheduler
 from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 
@@ -37,10 +37,10 @@ def _safe(text: str | None) -> str:
 
 @dataclass
 class App:
-    """The daemon's endpoints, bound to its store and worker."""
+    """The daemon's endpoints, bound to its store and scheduler."""
 
     store: StateStore
-    worker: Worker
+    scheduler: Scheduler
     rules: Rules
     metrics: Metrics
     auth_enabled: bool = True
@@ -87,7 +87,7 @@ class App:
                 alert.device_id,
             )
         if decision.reason in (Reason.NEW_DEVICE, Reason.RECHECK):
-            self.worker.wake()
+            self.scheduler.wake()
         if decision.new:
             self.metrics.alerts.labels("accepted").inc()
             return 202, {"status": "accepted", "device_id": alert.device_id, "new": True}
@@ -121,19 +121,19 @@ class App:
     def health(self) -> Reply:
         """GET /health: 503 when the recovery loop is dead or stuck or the state cannot be
         written."""
-        loop = self.worker.thread_state()
-        alive = loop == "alive"
+        loop = self.scheduler.thread_state()
+        alive = loop is Liveness.ALIVE
         writable = self.store.healthy
         body: dict[str, Any] = {
             "status": "ok" if alive and writable else "error",
             "tracked": self.store.count(),
-            "recovery_thread": loop,
+            "recovery_thread": loop.value,
             "state_file": "ok" if writable else "unwritable",
-            "last_cycle": iso(self.worker.last_cycle),
+            "last_cycle": iso(self.scheduler.last_cycle),
             "paused": self.store.paused,
             "dry_run": self.dry_run,
             "auth": "enabled" if self.auth_enabled else "disabled",
-            "thread_restarts": self.worker.restarts,
+            "thread_restarts": self.scheduler.restarts,
         }
         return (200 if alive and writable else 503), body
 
@@ -196,7 +196,7 @@ class App:
             self.store.wait_durable(version, _DURABLE_TIMEOUT)
         except StateWriteError:
             return 503, {"error": "state file cannot be written"}
-        self.worker.wake()
+        self.scheduler.wake()
         return 200, body
 
 

@@ -1,0 +1,328 @@
+"""The step runner: one function per action, running that action's calls through narrow ports
+(LibreNMS, the poll, the clock) and returning a `StepReport` whose Decision says what to store.
+
+`run_device` is one job of the scheduler: the steps due for a device, in order, each decision
+persisted (through the `JobHost`) before the next change to LibreNMS. Every domain decision is
+taken in `machine`; this module only sequences calls, names the sub-step that failed and times
+each one. No I/O of its own: the ports do it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from alert_handler.core import machine
+from alert_handler.core.facts import (
+    DeviceInfo,
+    DeviceNotFound,
+    LibreNMSError,
+    OpenAlert,
+    PollError,
+    PollResult,
+    PortInfo,
+)
+from alert_handler.core.machine import Action, Decision, Reason, Rules
+from alert_handler.core.outcomes import Outcome, job_outcome
+from alert_handler.core.records import DeviceRecord, Phase
+
+MAX_STEPS = 8  # steps one job may run for a device before yielding to others
+# Actions that change LibreNMS: they run only on a record that is on disk.
+CHANGES = frozenset({Action.FORCE_DOWN, Action.CHECK, Action.RELEASE})
+ACK_NOTE = "handled by alert-handler: forced down, recovering"
+
+
+class LibreNMSPort(Protocol):
+    """The LibreNMS API calls the steps make; failures raise LibreNMSError (DeviceNotFound)."""
+
+    def get_device(self, device_id: int) -> DeviceInfo: ...
+    def device_ports(self, device_id: int) -> list[PortInfo]: ...
+    def set_overwrite_ip(self, device_id: int, value: str | None) -> None: ...
+    def discover(self, device_id: int) -> None: ...
+    def port_status(self, port_id: int) -> str | None: ...
+    def open_alerts(self) -> list[OpenAlert]: ...
+    def ack_alert(self, alert_id: int, note: str) -> None: ...
+
+
+class PollPort(Protocol):
+    """Runs `lnms device:poll <id>`; PollError when it could not be run to its end."""
+
+    def poll(self, device_id: int) -> PollResult: ...
+
+
+class Clock(Protocol):
+    """Wall-clock time (what records store) and a monotonic timer (what durations use)."""
+
+    def time(self) -> float: ...
+    def monotonic(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Everything outside the core that a step talks to."""
+
+    api: LibreNMSPort
+    poller: PollPort
+    clock: Clock
+
+
+@dataclass(frozen=True)
+class CheckFacts:
+    """What a check saw: the poll's exit status and the port's ifOperStatus (None: not read)."""
+
+    poll_exit: int
+    oper_status: str | None
+
+
+@dataclass
+class StepReport:
+    """One step's result: the decision, and what the scheduler logs and counts about it."""
+
+    action: Action
+    decision: Decision
+    laps: list[tuple[str, float]] = field(default_factory=list)  # (sub-step, seconds)
+    failed_step: str | None = None  # the sub-step that raised
+    error: str | None = None  # why it failed (safe to log)
+    unexpected: BaseException | None = None  # a bug: logged with its traceback
+    poll_exit: str | None = None  # "0", "6", ... or "error": the poll ran (or failed)
+    check: CheckFacts | None = None
+    forced_down: bool = False  # a PATCH to UNSUPERVISED_IP was made
+    acked: tuple[int, ...] = ()  # alert ids acknowledged
+    ack_error: str | None = None
+
+
+class _Laps:
+    """Times sub-steps and remembers which one is running (for the error's step name)."""
+
+    def __init__(self, clock: Clock, first: str) -> None:
+        self._clock = clock
+        self.step = first
+        self._mark = clock.monotonic()
+        self.done: list[tuple[str, float]] = []
+
+    def next(self, step: str) -> None:
+        """The current sub-step ended; `step` begins."""
+        self.close()
+        self.step = step
+
+    def close(self) -> None:
+        """The current sub-step ended."""
+        now = self._clock.monotonic()
+        self.done.append((self.step, now - self._mark))
+        self._mark = now
+
+
+def run_step(
+    rec: DeviceRecord, action: Action, ports: Ports, rules: Rules, *, fresh: bool = True
+) -> StepReport:
+    """Run one action's calls and turn their results into a Decision. Unless `fresh` (the
+    previous step of this job read or wrote the device), a step that writes overwrite_ip reads
+    the device first and lets it go if someone else changed it. Never raises (but for
+    BaseException): a failure is a STEP_FAILED (or DEVICE_GONE) decision naming the sub-step."""
+    report = StepReport(action=action, decision=Decision(rec, Reason.STEP_FAILED))
+    first = "verify" if action in (Action.FORCE_DOWN, Action.CHECK) and not fresh else None
+    if first is None and action is Action.RELEASE and rec.phase is not Phase.NEW:
+        first = "restore"  # a release reads the device only for a NEW record
+    laps = _Laps(ports.clock, first or _FIRST_STEP[action])
+    try:
+        if first == "verify":
+            changed = machine.foreign_change(rec, ports.api.get_device(rec.device_id), rules)
+            if changed is not None:
+                report.decision = changed
+                return report
+            laps.next(_FIRST_STEP[action])
+        report.decision = _RUNNERS[action](rec, ports, rules, laps, report)
+    except DeviceNotFound as exc:
+        report.decision = machine.after_failure(
+            rec, action, str(exc), ports.clock.time(), rules, gone=True
+        )
+    except (LibreNMSError, PollError) as exc:
+        _failed(report, rec, action, laps.step, str(exc), ports, rules)
+    except Exception as exc:
+        # A bug, or an answer LibreNMS should never give: a failed step like any other, so the
+        # device is retried later (a failed check forces it down at once), not looped.
+        _failed(
+            report, rec, action, laps.step, f"unexpected {type(exc).__name__}: {exc}", ports, rules
+        )
+        report.unexpected = exc
+    finally:
+        laps.close()
+        report.laps = laps.done
+    return report
+
+
+def _failed(
+    report: StepReport,
+    rec: DeviceRecord,
+    action: Action,
+    step: str,
+    error: str,
+    ports: Ports,
+    rules: Rules,
+) -> None:
+    report.failed_step = step
+    report.error = error
+    report.decision = machine.after_failure(
+        rec, action, f"{step}: {error}", ports.clock.time(), rules
+    )
+
+
+_Runner = Callable[[DeviceRecord, Ports, Rules, _Laps, StepReport], Decision]
+
+
+def _inspect(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
+    info = ports.api.get_device(rec.device_id)
+    device_ports = ports.api.device_ports(rec.device_id)
+    return machine.after_inspect(rec, info, device_ports, ports.clock.time(), rules)
+
+
+def _force_down(
+    rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
+) -> Decision:
+    ports.api.set_overwrite_ip(rec.device_id, rules.unsupervised_ip)
+    report.forced_down = True
+    laps.next("discover")
+    ports.api.discover(rec.device_id)
+    if rules.ack_alerts and not rec.acked:
+        laps.next("ack")
+        rec = _ack(rec, ports, rules, report)
+    return machine.after_force_down(rec, ports.clock.time(), rules)
+
+
+def _ack(rec: DeviceRecord, ports: Ports, rules: Rules, report: StepReport) -> DeviceRecord:
+    """Acknowledge the device's open alerts of the trigger rules; best effort: a failure is
+    reported, not a failed step."""
+    acked: list[int] = []
+    try:
+        for alert in ports.api.open_alerts():
+            if alert.device_id != rec.device_id:
+                continue
+            if rules.trigger_rules and alert.rule_name not in rules.trigger_rules:
+                continue
+            ports.api.ack_alert(alert.alert_id, ACK_NOTE)
+            acked.append(alert.alert_id)
+    except LibreNMSError as exc:
+        report.acked, report.ack_error = tuple(acked), str(exc)
+        return rec
+    report.acked = tuple(acked)
+    return replace(rec, acked=True)
+
+
+def _verify(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
+    info = ports.api.get_device(rec.device_id)
+    return machine.before_attempt(rec, info, ports.clock.time(), rules)
+
+
+def _check(
+    rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
+) -> Decision:
+    """Restore the original, rediscover, poll, read the port."""
+    ports.api.set_overwrite_ip(rec.device_id, rec.original_overwrite_ip)
+    laps.next("discover")
+    ports.api.discover(rec.device_id)
+    laps.next("poll")
+    try:
+        result = ports.poller.poll(rec.device_id)
+    except PollError:
+        report.poll_exit = "error"
+        raise
+    report.poll_exit = str(result.exit_status)
+    laps.next("check")
+    status = None
+    if result.exit_status == 0 and rec.port_id is not None:
+        status = ports.api.port_status(rec.port_id)
+    report.check = CheckFacts(result.exit_status, status)
+    return machine.after_check(rec, result.exit_status, status, ports.clock.time(), rules)
+
+
+def _release(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
+    info = None
+    if rec.phase is Phase.NEW:
+        info = ports.api.get_device(rec.device_id)
+    plan = machine.plan_release(rec, info, rules)
+    if plan.restore:
+        if info is not None:
+            laps.next("restore")
+        ports.api.set_overwrite_ip(rec.device_id, plan.value)
+        laps.next("discover")
+        ports.api.discover(rec.device_id)
+    return machine.after_release(rec, plan)
+
+
+_RUNNERS: dict[Action, _Runner] = {
+    Action.INSPECT: _inspect,
+    Action.FORCE_DOWN: _force_down,
+    Action.VERIFY: _verify,
+    Action.CHECK: _check,
+    Action.RELEASE: _release,
+}
+_FIRST_STEP = {
+    Action.INSPECT: "inspect",
+    Action.FORCE_DOWN: "force_down",
+    Action.VERIFY: "verify",
+    Action.CHECK: "restore",
+    Action.RELEASE: "verify",
+}
+
+
+class JobHost(Protocol):
+    """The scheduler's side of one job: the stored records and where decisions go."""
+
+    def get(self, device_id: int) -> DeviceRecord | None:
+        """The current record (None: not tracked)."""
+        ...
+
+    def paused(self) -> bool:
+        """Whether maintenance mode is on."""
+        ...
+
+    def stopping(self) -> bool:
+        """Whether the daemon is shutting down (the next step runs after the restart)."""
+        ...
+
+    def durable(self) -> bool:
+        """Whether every change made in memory is on disk (waits for it)."""
+        ...
+
+    def starting(self, device_id: int, action: Action) -> None:
+        """A step is about to run (for stuck detection)."""
+        ...
+
+    def persist(self, before: DeviceRecord, report: StepReport) -> bool:
+        """Store the decision durably (merged with alert fields that arrived meanwhile), log and
+        count it; False if it could not be written."""
+        ...
+
+
+def run_device(device_id: int, host: JobHost, ports: Ports, rules: Rules) -> Outcome:
+    """Run the device's due steps in order, each persisted before the next, up to MAX_STEPS.
+
+    A step that changes LibreNMS runs only on a durable record: were it not, a crash could lose
+    what the step relies on (the original above all). Paused, only what must not be left half
+    done runs (`machine.runs_while_paused`)."""
+    outcome = Outcome.IDLE
+    fresh = False  # this job's last step read or wrote the device's overwrite_ip
+    for _ in range(MAX_STEPS):
+        if host.stopping():
+            return outcome
+        rec = host.get(device_id)
+        if rec is None:
+            return outcome
+        action = machine.plan(rec, ports.clock.time())
+        if action is Action.WAIT:
+            return outcome
+        if host.paused() and not machine.runs_while_paused(rec, action):
+            return outcome
+        if action in CHANGES and not host.durable():
+            return Outcome.FAILED
+        host.starting(device_id, action)
+        report = run_step(rec, action, ports, rules, fresh=fresh)
+        if not host.persist(rec, report):
+            return Outcome.FAILED
+        decision = report.decision
+        fresh = decision.reason is not Reason.STEP_FAILED
+        outcome = job_outcome(decision.reason, outcome)
+        if decision.forget:
+            return outcome
+    return outcome

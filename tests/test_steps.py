@@ -1,0 +1,300 @@
+"""core.steps: the step runner and one job, against in-memory ports (no sockets, no threads)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from alert_handler.core.facts import (
+    DeviceInfo,
+    DeviceNotFound,
+    LibreNMSError,
+    OpenAlert,
+    PollError,
+    PollResult,
+    PortInfo,
+)
+from alert_handler.core.machine import Action, Reason, Rules
+from alert_handler.core.outcomes import Outcome, attempt_outcome, job_outcome
+from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.core.steps import Ports, StepReport, run_device, run_step
+
+UNSUP = "127.0.0.50"
+NOW = 1_700_000_000.0
+RULES = Rules(unsupervised_ip=UNSUP, target_ifname="port2", interval=60.0)
+
+
+class FakeClock:
+    """Wall time stands still unless moved; the monotonic clock ticks 0.5 s per reading."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+        self.ticks = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        self.ticks += 0.5
+        return self.ticks
+
+
+class FakeLibreNMS:
+    """One device (42) whose calls can be made to fail by name."""
+
+    def __init__(self, overwrite: str | None = UNSUP, port: str = "down") -> None:
+        self.overwrite = overwrite
+        self.port = port
+        self.fail: dict[str, Exception] = {}
+        self.calls: list[str] = []
+        self.alerts = [OpenAlert(7, 42, "Port2 down", 1, None), OpenAlert(8, 43, "x", 1, None)]
+        self.acked: list[int] = []
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.fail:
+            raise self.fail[name]
+
+    def get_device(self, device_id: int) -> DeviceInfo:
+        self._call("get_device")
+        return DeviceInfo(device_id, "cpe-42", self.overwrite, None, True)
+
+    def device_ports(self, device_id: int) -> list[PortInfo]:
+        self._call("ports")
+        return [PortInfo(2, "port2", self.port), PortInfo(20, "port20", "up")]
+
+    def set_overwrite_ip(self, device_id: int, value: str | None) -> None:
+        self._call("patch")
+        self.overwrite = value
+
+    def discover(self, device_id: int) -> None:
+        self._call("discover")
+
+    def port_status(self, port_id: int) -> str | None:
+        self._call("port_status")
+        return self.port
+
+    def open_alerts(self) -> list[OpenAlert]:
+        self._call("alerts")
+        return self.alerts
+
+    def ack_alert(self, alert_id: int, note: str) -> None:
+        self._call("ack")
+        self.acked.append(alert_id)
+
+
+class FakePoller:
+    def __init__(self, exit_status: int = 0, error: str | None = None) -> None:
+        self.exit_status = exit_status
+        self.error = error
+
+    def poll(self, device_id: int) -> PollResult:
+        if self.error is not None:
+            raise PollError(self.error)
+        return PollResult(device_id, self.exit_status, (), 1.0)
+
+
+def record(**fields: object) -> DeviceRecord:
+    base = DeviceRecord(
+        device_id=42,
+        phase=Phase.RESTORING,
+        original_recorded=True,
+        original_overwrite_ip="192.0.2.9",
+        port_id=2,
+        attempts=1,
+        next_attempt_at=NOW,
+        attempt_started_at=NOW,
+        forced_down_at=NOW - 60,
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def ports(api: FakeLibreNMS, poller: FakePoller | None = None) -> Ports:
+    return Ports(api=api, poller=poller or FakePoller(), clock=FakeClock())
+
+
+@pytest.mark.parametrize(
+    ("fail", "step", "error"),
+    [
+        ("patch", "restore", "restore: HTTP 500"),
+        ("discover", "discover", "discover: HTTP 500"),
+        ("port_status", "check", "check: HTTP 500"),
+    ],
+)
+def test_a_failure_inside_a_check_names_its_own_step(fail: str, step: str, error: str) -> None:
+    """Each sub-step of a check (restore, discover, poll, port read) is named in the failure, in
+    `last_error`, and the device is forced down again at once."""
+    api = FakeLibreNMS()
+    api.fail[fail] = LibreNMSError("HTTP 500", status=500)
+    report = run_step(record(), Action.CHECK, ports(api), RULES)
+    assert report.failed_step == step
+    assert report.decision.reason is Reason.STEP_FAILED
+    rec = report.decision.record
+    assert rec is not None and rec.phase is Phase.FORCING_DOWN and rec.last_error == error
+
+
+def test_a_poll_timeout_is_a_failed_poll_step() -> None:
+    report = run_step(
+        record(), Action.CHECK, ports(FakeLibreNMS(), FakePoller(error="timed out")), RULES
+    )
+    assert report.failed_step == "poll" and report.poll_exit == "error"
+    rec = report.decision.record
+    assert rec is not None and rec.last_error == "poll: timed out"
+
+
+def test_a_check_times_each_sub_step_and_reports_what_it_saw() -> None:
+    api = FakeLibreNMS(port="up")
+    report = run_step(record(), Action.CHECK, ports(api), RULES)
+    assert [name for name, _ in report.laps] == ["restore", "discover", "poll", "check"]
+    assert all(seconds == 0.5 for _, seconds in report.laps)
+    assert report.poll_exit == "0" and report.check is not None
+    assert report.check.oper_status == "up"
+    assert report.decision.reason is Reason.RECOVERED and api.overwrite == "192.0.2.9"
+
+
+def test_a_resumed_write_reads_the_device_first_and_leaves_a_foreign_change_alone() -> None:
+    api = FakeLibreNMS(overwrite="198.51.100.1")
+    report = run_step(record(), Action.CHECK, ports(api), RULES, fresh=False)
+    assert report.decision.reason is Reason.FOREIGN_CHANGE and report.decision.forget
+    assert report.decision.detail == "overwrite_ip is now 198.51.100.1"
+    assert api.calls == ["get_device"]
+
+
+def test_an_unexpected_exception_is_a_failed_step_with_its_traceback() -> None:
+    api = FakeLibreNMS()
+    api.fail["port_status"] = KeyError("ifOperStatus")
+    report = run_step(record(), Action.CHECK, ports(api), RULES)
+    assert isinstance(report.unexpected, KeyError)
+    assert report.error == "unexpected KeyError: 'ifOperStatus'"
+
+
+def test_a_deleted_device_is_forgotten() -> None:
+    api = FakeLibreNMS()
+    api.fail["get_device"] = DeviceNotFound("device 42 not found", status=404)
+    report = run_step(record(phase=Phase.DOWN), Action.VERIFY, ports(api), RULES)
+    assert report.decision.reason is Reason.DEVICE_GONE and report.decision.forget
+
+
+def test_force_down_acks_the_devices_trigger_alerts_best_effort() -> None:
+    api = FakeLibreNMS(overwrite="192.0.2.9")
+    rules = replace(RULES, ack_alerts=True, trigger_rules=("Port2 down",))
+    rec = record(phase=Phase.FORCING_DOWN)
+    report = run_step(rec, Action.FORCE_DOWN, ports(api), rules)
+    assert report.acked == (7,) and api.acked == [7] and report.forced_down
+    assert report.decision.record is not None and report.decision.record.acked
+    api = FakeLibreNMS(overwrite="192.0.2.9")
+    api.fail["alerts"] = LibreNMSError("HTTP 403", status=403)
+    report = run_step(rec, Action.FORCE_DOWN, ports(api), rules)
+    assert report.ack_error == "HTTP 403" and report.decision.reason is Reason.FORCED_DOWN
+    assert report.decision.record is not None and not report.decision.record.acked
+
+
+def test_a_late_force_down_stays_down_at_least_half_an_interval() -> None:
+    """Bug: after a failed force-down retried later (or a resume, a restart), the next attempt
+    was already in the past, so the device was restored milliseconds after being forced down."""
+    clock = FakeClock()
+    clock.now = NOW + 500  # the attempt began 500 s ago, the interval is 60 s
+    rec = record(phase=Phase.FORCING_DOWN)
+    report = run_step(
+        rec, Action.FORCE_DOWN, Ports(FakeLibreNMS("192.0.2.9"), FakePoller(), clock), RULES
+    )
+    new = report.decision.record
+    assert new is not None and new.next_attempt_at == NOW + 500 + 30
+    on_time = run_step(rec, Action.FORCE_DOWN, ports(FakeLibreNMS("192.0.2.9")), RULES)
+    assert on_time.decision.record is not None
+    assert on_time.decision.record.next_attempt_at == NOW + 60  # no drift when on time
+
+
+@pytest.mark.parametrize(
+    ("current", "calls"),
+    [(UNSUP, ["get_device", "patch", "discover"]), ("192.0.2.9", ["get_device"])],
+)
+def test_release_of_a_new_record_looks_first(current: str, calls: list[str]) -> None:
+    api = FakeLibreNMS(overwrite=current)
+    rec = DeviceRecord(device_id=42, release_requested=True)
+    report = run_step(rec, Action.RELEASE, ports(api), RULES)
+    assert api.calls == calls and report.decision.reason is Reason.RELEASED
+    if current == UNSUP:
+        assert api.overwrite is None
+        assert report.decision.detail.endswith("(it was on UNSUPERVISED_IP with no known original)")
+        assert [name for name, _ in report.laps] == ["verify", "restore", "discover"]
+
+
+class Host:
+    """A JobHost over a dict; pause can be switched on when a given action persists."""
+
+    def __init__(self, rec: DeviceRecord, pause_after: Action | None = None) -> None:
+        self.records = {rec.device_id: rec}
+        self.pause_after = pause_after
+        self.is_paused = False
+        self.ran: list[Action] = []
+        self.durable_ok = True
+
+    def get(self, device_id: int) -> DeviceRecord | None:
+        return self.records.get(device_id)
+
+    def paused(self) -> bool:
+        return self.is_paused
+
+    def stopping(self) -> bool:
+        return False
+
+    def durable(self) -> bool:
+        return self.durable_ok
+
+    def starting(self, device_id: int, action: Action) -> None:
+        self.ran.append(action)
+
+    def persist(self, before: DeviceRecord, report: StepReport) -> bool:
+        if report.decision.record is None:
+            self.records.pop(before.device_id, None)
+        else:
+            self.records[before.device_id] = report.decision.record
+        if report.action is self.pause_after:
+            self.is_paused = True
+        return True
+
+
+def test_pause_during_a_check_still_forces_the_device_down_again() -> None:
+    """Bug: paused while a poll ran, the device was left restored with its port down."""
+    api = FakeLibreNMS(overwrite=UNSUP, port="down")
+    host = Host(record(phase=Phase.DOWN, next_attempt_at=NOW), pause_after=Action.VERIFY)
+    outcome = run_device(42, host, ports(api), RULES)
+    assert host.ran == [Action.VERIFY, Action.CHECK, Action.FORCE_DOWN]
+    assert api.overwrite == UNSUP and host.records[42].phase is Phase.DOWN
+    assert outcome is Outcome.STILL_DOWN
+
+
+def test_pause_stops_new_work() -> None:
+    host = Host(DeviceRecord(device_id=42, next_attempt_at=NOW))
+    host.is_paused = True
+    assert run_device(42, host, ports(FakeLibreNMS()), RULES) is Outcome.IDLE
+    assert host.ran == []
+
+
+def test_nothing_changes_in_librenms_while_the_record_is_not_durable() -> None:
+    api = FakeLibreNMS(overwrite="192.0.2.9")
+    host = Host(DeviceRecord(device_id=42, next_attempt_at=NOW))
+    host.durable_ok = False
+    assert run_device(42, host, ports(api), RULES) is Outcome.FAILED
+    assert host.ran == [Action.INSPECT] and "patch" not in api.calls
+
+
+def test_one_job_takes_a_new_device_to_down() -> None:
+    api = FakeLibreNMS(overwrite=None)
+    host = Host(DeviceRecord(device_id=42, next_attempt_at=NOW))
+    assert run_device(42, host, ports(api), RULES) is Outcome.FORCED_DOWN
+    assert host.ran == [Action.INSPECT, Action.FORCE_DOWN] and api.overwrite == UNSUP
+    rec = host.records[42]
+    assert rec.phase is Phase.DOWN and rec.original_recorded and rec.original_overwrite_ip is None
+
+
+def test_one_outcome_map() -> None:
+    """Logs, metrics and the cycle summary read one map: a failed poll is poll_failed in all."""
+    assert attempt_outcome(Reason.POLL_FAILED, Action.CHECK) is Outcome.POLL_FAILED
+    assert job_outcome(Reason.POLL_FAILED, Outcome.IDLE) is Outcome.POLL_FAILED
+    assert attempt_outcome(Reason.POLL_DEVICE_DOWN, Action.CHECK) is Outcome.STILL_DOWN
+    assert attempt_outcome(Reason.STEP_FAILED, Action.VERIFY) is Outcome.FAILED
+    assert attempt_outcome(Reason.STEP_FAILED, Action.INSPECT) is None
+    assert job_outcome(Reason.FORCED_DOWN, Outcome.STILL_DOWN) is Outcome.STILL_DOWN

@@ -24,7 +24,8 @@ import pytest
 import requests
 
 from alert_handler.core.records import DeviceRecord, Phase
-from alert_handler.poll import Poller, PollResult
+from alert_handler.core.steps import PollPort
+from alert_handler.poll import PollResult
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 from alert_handler.store.codec import record_to_json, snapshot_to_json
 from tests.conftest import UNSUP, RunningDaemon, StartDaemon, alert_body, overwrite, wait_for
@@ -304,7 +305,7 @@ class HungPoller:
     """A poll that hangs past its own timeout (a wedged library call): it cannot be produced
     with a real command, whose timeout kills it."""
 
-    def __init__(self, real: Poller) -> None:
+    def __init__(self, real: PollPort) -> None:
         self.real = real
         self.entered = threading.Event()
         self.release = threading.Event()

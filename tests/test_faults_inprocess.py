@@ -17,15 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from alert_handler.core.records import DeviceRecord, Phase
-from alert_handler.core.steps import PollPort
-from alert_handler.poll import PollResult
+from alert_handler.poll import Poller, PollResult
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 from alert_handler.store.codec import record_to_json, snapshot_to_json
 from tests.conftest import UNSUP, RunningDaemon, StartDaemon, alert_body, overwrite, wait_for
@@ -305,7 +304,7 @@ class HungPoller:
     """A poll that hangs past its own timeout (a wedged library call): it cannot be produced
     with a real command, whose timeout kills it."""
 
-    def __init__(self, real: PollPort) -> None:
+    def __init__(self, real: Poller) -> None:
         self.real = real
         self.entered = threading.Event()
         self.release = threading.Event()
@@ -358,7 +357,7 @@ def test_stuck_recovery_loop_stops_the_systemd_watchdog(
         assert sock.recv(64) == b"READY=1"
         assert sock.recv(64) == b"WATCHDOG=1"
         scheduler = d.daemon.scheduler
-        hung = HungPoller(scheduler.poller)
+        hung = HungPoller(cast(Poller, scheduler.poller))
         monkeypatch.setattr(scheduler, "poller", hung)
         scheduler.step_limit = 0.5
         sim.set_link(64, "port2", "up")

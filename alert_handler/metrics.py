@@ -108,6 +108,12 @@ class Metrics:
             ["exit_status"],
             registry=r,
         )
+        self.step_failures = Counter(
+            "alert_handler_step_failures",
+            "Recovery steps that failed (LibreNMS or SSH trouble, a bug), by the failing step",
+            ["step"],
+            registry=r,
+        )
         self.thread_restarts = Counter(
             "alert_handler_recovery_thread_restarts", "Recovery thread restarts", registry=r
         )
@@ -135,6 +141,8 @@ class Metrics:
             self.attempts.labels(outcome)
         for step in STEPS:
             self.step_seconds.labels(step)
+            self.step_failures.labels(step)
+        self.step_failures.labels("other")
         for status in POLL_STATUSES:
             self.poll_exits.labels(status)
 

@@ -66,26 +66,39 @@ class _Cycle:
 
 
 class _TroubleLog:
-    """Logs API/SSH trouble at most once per `period` seconds, with a count of what was held."""
+    """Logs API/SSH trouble at most once per `period` seconds per device and failing sub-step,
+    with a count of what was held, so every device's failures show in its history while a
+    LibreNMS outage does not flood the log."""
+
+    _MAX_KEYS = 10_000  # throttles kept; the oldest half is dropped past this
 
     def __init__(self, period: float = 60.0) -> None:
-        self._throttle = Throttle(period=period)
+        self._period = period
+        self._throttles: dict[tuple[int, str], Throttle] = {}
         self._lock = threading.Lock()
         self._reported = False  # a failure was logged and no success since
+        self._since_report = 0  # failures since the last "succeed again" line
 
     def report(
-        self, device_id: int, action: str, error: str, exc: BaseException | None = None
+        self, device_id: int, step: str, error: str, exc: BaseException | None = None
     ) -> None:
-        """One failed step: logged (with `exc`'s traceback) unless one was logged lately."""
-        held = self._throttle.take()
+        """One failed step: logged (with `exc`'s traceback) unless the same device and step
+        failed and were logged lately."""
+        with self._lock:
+            self._since_report += 1
+            throttle = self._throttles.get((device_id, step))
+            if throttle is None:
+                if len(self._throttles) >= self._MAX_KEYS:
+                    for key in list(self._throttles)[: self._MAX_KEYS // 2]:
+                        del self._throttles[key]
+                throttle = self._throttles[(device_id, step)] = Throttle(period=self._period)
+        held = throttle.take()
         if held is None:
             return
         with self._lock:
             self._reported = True
-        suffix = f" ({held} more failures in the last minute)" if held else ""
-        log.warning(
-            "device=%s step=%s failed: %s%s", device_id, action, error, suffix, exc_info=exc
-        )
+        suffix = f" ({held} more failures of this step in the last minute)" if held else ""
+        log.warning("device=%s step=%s failed: %s%s", device_id, step, error, suffix, exc_info=exc)
 
     def ok(self) -> None:
         """A step succeeded: say so once after failures were logged."""
@@ -95,8 +108,9 @@ class _TroubleLog:
             if not self._reported:
                 return
             self._reported = False
-        held = self._throttle.take_held()
-        log.warning("step=recovery steps succeed again (%d failures since the last report)", held)
+            failures, self._since_report = self._since_report, 0
+            self._throttles.clear()
+        log.warning("step=recovery steps succeed again (%d failures since then)", failures)
 
 
 class _Pool:
@@ -447,6 +461,9 @@ class Scheduler:
             self.metrics.poll_exits.labels(report.poll_exit).inc()
         if report.forced_down:
             self.metrics.forced_down.inc()
+        if report.failed_step is not None:
+            step = report.failed_step if report.failed_step in STEPS else "other"
+            self.metrics.step_failures.labels(step).inc()
 
     def _log_report(self, before: DeviceRecord, report: steps.StepReport) -> None:
         device_id = before.device_id

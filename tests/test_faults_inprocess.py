@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -116,7 +117,8 @@ def test_librenms_answering_500_for_a_while(
 ) -> None:
     """1. Three devices are forced down; port2 comes back on all of them.
     2. LibreNMS answers its next 40 API requests with 500: every step fails and is retried at the
-       next interval; the log says so once (not once per device per interval).
+       next interval; the log says so once per device and failing step (not once per interval),
+       so each device's history shows its failures; every failure is counted.
     3. LibreNMS heals: one line says so, every device recovers on its original; the recovery
        thread never died."""
     devices: dict[int, str | None] = {71: "198.51.100.71", 72: None, 73: "198.51.100.73"}
@@ -127,12 +129,20 @@ def test_librenms_answering_500_for_a_while(
         sim.set_link(device_id, "port2", "up")
     wait_forgotten(d, tuple(devices))
     assert sum(1 for r in sim.requests if r.status == 500) == 40
-    said = daemon_warnings(caplog, at_least=2)
-    assert len(said) == 2, said
-    assert " failed: " in said[0] and "HTTP 500" in said[0] and "steps succeed again" in said[1]
+    said = daemon_warnings(caplog, at_least=4)
+    failures, last = said[:-1], said[-1]
+    assert "steps succeed again" in last and "40 failures" in last, said
+    assert all(" failed: " in line and "HTTP 500" in line for line in failures), said
+    heads = [re.match(r"device=(\d+) step=(\w+) failed", line) for line in failures]
+    pairs = [(m.group(1), m.group(2)) for m in heads if m is not None]
+    assert len(pairs) == len(failures) == len(set(pairs)), said  # once per device and step
+    assert {int(device) for device, _ in pairs} == set(devices), said
     assert_restored(sim, devices)
     status, body = health(d)
     assert status == 200 and body["thread_restarts"] == 0
+    metrics = d.daemon.metrics.render().decode()
+    failed = re.findall(r'alert_handler_step_failures_total\{step="\w+"\} (\d+)', metrics)
+    assert sum(float(n) for n in failed) == 40
 
 
 def test_librenms_timing_out(

@@ -1,4 +1,4 @@
-"""The daemon polling over a real OpenSSH sshd, with the README's restricted key."""
+"""The daemon polling over a real OpenSSH sshd, with the restricted key of docs/ssh-polling.md."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 from tests.conftest import UNSUP, RunningDaemon, alert_body, wait_for
 from tests.sshd import SSHD, require_sshd, running_sshd
 
-# The wrapper the README tells operators to install on the LibreNMS host, with the lnms path
-# replaced by a stand-in that polls the simulator.
-README_WRAPPER = r"""#!/bin/sh
+# The wrapper docs/ssh-polling.md tells operators to install on the LibreNMS host, with the lnms
+# path replaced by a stand-in that polls the simulator.
+DOCUMENTED_WRAPPER = r"""#!/bin/sh
 # /usr/local/bin/alert-handler-poll: the only command alert-handler's SSH key may run.
 id=${SSH_ORIGINAL_COMMAND##* }
 case "$id" in
@@ -26,8 +26,8 @@ exec /opt/librenms/lnms device:poll "$id"
 """
 
 
-def readme_text() -> str:
-    return (Path(__file__).parent.parent / "README.md").read_text()
+def polling_doc_text() -> str:
+    return (Path(__file__).parent.parent / "docs" / "ssh-polling.md").read_text()
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def server() -> Iterator[SSHD]:
 
 
 def restrict_key(server: SSHD, sim: Simulator) -> Path:
-    """authorized_keys as the README says: command="wrapper",restrict; returns the marker dir."""
+    """authorized_keys as the docs say: command="wrapper",restrict; returns the marker dir."""
     lnms = server.dir / "lnms"
     ran = server.dir / "ran"
     ran.mkdir()
@@ -50,24 +50,24 @@ def restrict_key(server: SSHD, sim: Simulator) -> Path:
     )
     lnms.chmod(0o755)
     wrapper = server.dir / "alert-handler-poll"
-    wrapper.write_text(README_WRAPPER.replace("/opt/librenms/lnms", str(lnms)))
+    wrapper.write_text(DOCUMENTED_WRAPPER.replace("/opt/librenms/lnms", str(lnms)))
     wrapper.chmod(0o755)
     pub = server.client_key.with_name(server.client_key.name + ".pub").read_text().strip()
     server.authorized_keys.write_text(f'command="{wrapper}",restrict {pub}\n')
     return ran
 
 
-def test_readme_wrapper_is_the_one_documented() -> None:
-    """The wrapper tested here is, line for line, the one the README shows."""
-    text = readme_text()
-    for line in README_WRAPPER.strip().splitlines():
+def test_wrapper_is_the_one_documented() -> None:
+    """The wrapper tested here is, line for line, the one docs/ssh-polling.md shows."""
+    text = polling_doc_text()
+    for line in DOCUMENTED_WRAPPER.strip().splitlines():
         assert line in text, line
 
 
 def test_daemon_polls_over_ssh_with_restricted_key(
     sim: Simulator, server: SSHD, start_daemon: Callable[..., RunningDaemon], tmp_path: Path
 ) -> None:
-    """1. The daemon polls over SSH with a key restricted to the README's wrapper.
+    """1. The daemon polls over SSH with a key restricted to the documented wrapper.
     2. A device is forced down, restored, polled on the 'LibreNMS host', and recovered.
     3. One SSH connection serves every poll."""
     ran = restrict_key(server, sim)

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alert_handler.clock import SteadyClock
 from alert_handler.config import Config
 from alert_handler.core.machine import Rules
+from alert_handler.core.records import shifted
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
 from alert_handler.librenms.client import LibreNMS
@@ -87,6 +89,7 @@ class Daemon:
     metrics: Metrics
     notifier: Notifier = field(default_factory=Notifier)
     on_hup: Callable[[], None] | None = None
+    steady: SteadyClock | None = None  # the clock, when it is the daemon's own
 
     @property
     def address(self) -> tuple[str, int]:
@@ -95,11 +98,15 @@ class Daemon:
         return str(host), int(port)
 
 
-def build(cfg: Config, clock: Callable[[], float] = time.time) -> Daemon:
+def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
     """Take the state lock, load the state, build every part and bind the listener.
 
     Raises StateLocked, OSError (bind) or PollError-free: the poller connects lazily.
     """
+    steady: SteadyClock | None = None
+    if clock is None:
+        steady = SteadyClock()
+        clock = steady
     path = Path(cfg.state_file)
     lock = StateLock(path)
     lock.acquire()
@@ -180,6 +187,7 @@ def build(cfg: Config, clock: Callable[[], float] = time.time) -> Daemon:
         server=server,
         reconciler=reconciler,
         metrics=metrics,
+        steady=steady,
     )
 
 
@@ -220,6 +228,8 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
             if signum == signal.SIGHUP and daemon.on_hup is not None:
                 daemon.on_hup()
                 log.info("step=log reopened on SIGHUP")
+            if daemon.steady is not None:
+                _follow_clock_step(daemon, daemon.steady.check_step())
             scheduler.ensure_running()
             state = scheduler.thread_state()
             if state != loop_state:
@@ -233,6 +243,17 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
         notifier.send("STOPPING=1")
         shutdown(daemon)
     return 0
+
+
+def _follow_clock_step(daemon: Daemon, step: float) -> None:
+    """After the wall clock stepped by `step` seconds, move every stored time with it, so each
+    schedule keeps its distance from now and the state file's times match the wall clock."""
+    if not step:
+        return
+    for device_id in daemon.store.records():
+        daemon.store.update(device_id, lambda cur: None if cur is None else shifted(cur, step))
+    daemon.scheduler.shift_times(step)
+    daemon.scheduler.wake()
 
 
 def _log_loop_state(state: Liveness, *, watchdog: bool) -> None:

@@ -270,6 +270,15 @@ class Scheduler:
         self._pool.shutdown()  # queued jobs see _stopping and return at once
         return finished
 
+    def shift_times(self, seconds: float) -> None:
+        """The wall clock stepped: move the times this scheduler keeps by `seconds`."""
+        with self._cond:
+            self.dismissed = {d: at + seconds for d, at in self.dismissed.items()}
+            if self.last_cycle is not None:
+                self.last_cycle += seconds
+            if self._cycle is not None:
+                self._cycle.started += seconds
+
     def inflight(self) -> set[int]:
         """Devices being worked on now."""
         with self._cond:

@@ -156,7 +156,14 @@ def installed_cli() -> list[str]:
 class DaemonProcess:
     """`alert-handler serve` as a subprocess in `workdir` with a .env file."""
 
-    def __init__(self, workdir: Path, env_lines: dict[str, str], port: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env_lines: dict[str, str],
+        port: int,
+        process_env: dict[str, str] | None = None,
+    ) -> None:
+        """`process_env`: more environment variables for the process (not the .env file)."""
         self.workdir = workdir
         self.port = port
         env_file = workdir / ".env"
@@ -165,6 +172,7 @@ class DaemonProcess:
         self.log_path = workdir / "stdio.log"
         self._out = self.log_path.open("wb")
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRENMS", "SSH_"))}
+        clean_env.update(process_env or {})
         self.proc = subprocess.Popen(
             [*installed_cli(), "serve"],
             cwd=workdir,

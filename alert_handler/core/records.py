@@ -67,3 +67,20 @@ def merge_alert_fields(decided: DeviceRecord, current: DeviceRecord) -> DeviceRe
     if current.hostname and not decided.hostname:
         updates["hostname"] = current.hostname
     return replace(decided, **updates)
+
+
+def shifted(rec: DeviceRecord, seconds: float) -> DeviceRecord:
+    """The record with every stored time moved by `seconds` (after the wall clock stepped)."""
+
+    def move(value: float | None) -> float | None:
+        return None if value is None else value + seconds
+
+    return replace(
+        rec,
+        first_seen=rec.first_seen + seconds,
+        next_attempt_at=rec.next_attempt_at + seconds,
+        last_alert=rec.last_alert + seconds,
+        attempt_started_at=move(rec.attempt_started_at),
+        forced_down_at=move(rec.forced_down_at),
+        recheck_at=move(rec.recheck_at),
+    )

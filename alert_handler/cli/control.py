@@ -22,7 +22,8 @@ from alert_handler.cli.env import load_config
 from alert_handler.config import Config
 from alert_handler.http.views import device_row
 from alert_handler.store.codec import snapshot_from_json
-from alert_handler.store.state import StateLock, StateLocked, StateStore, load_state
+from alert_handler.store.files import StateLock, StateLocked, load_state
+from alert_handler.store.state import StateStore
 
 _RELEASE_POLL = 0.2  # seconds between looks at /devices while `release` waits
 

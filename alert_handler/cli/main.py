@@ -19,7 +19,7 @@ from alert_handler.cli import commands
 from alert_handler.cli.env import env_file_warning, load_config
 from alert_handler.cli.logs import reopen_logs, setup_logging
 from alert_handler.config import Config
-from alert_handler.store.state import StateLocked
+from alert_handler.store.files import StateLocked
 
 log = logging.getLogger("alert_handler")
 

@@ -51,8 +51,12 @@ def imports_of(path: Path, name: str | None = None) -> list[Import]:
     """Every import in `path` (the module `name`), at any depth: functions, classes, `if`."""
     name = name or module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    # A module's `if __name__ == "__main__":` block runs only when it is executed as a script,
+    # that is as the module `__main__`, a different module: what it imports is no cycle.
+    tree.body = [n for n in tree.body if not _is_main_block(n)]
     found: list[Import] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [Import(node.lineno, alias.name, ()) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -63,6 +67,19 @@ def imports_of(path: Path, name: str | None = None) -> list[Import]:
                 base = ".".join([*anchor, base] if base else anchor)
             found.append(Import(node.lineno, base, tuple(a.name for a in node.names)))
     return found
+
+
+def _is_main_block(node: ast.stmt) -> bool:
+    """Whether `node` is `if __name__ == "__main__": ...`."""
+    return (
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
+        and len(node.test.comparators) == 1
+        and isinstance(node.test.comparators[0], ast.Constant)
+        and node.test.comparators[0].value == "__main__"
+    )
 
 
 def targets(imp: Import, modules: dict[str, Path]) -> set[str]:
@@ -152,6 +169,20 @@ def test_importing_the_core_loads_no_third_party_package() -> None:
     assert done.stdout.strip() == "", f"the core loads {done.stdout.strip()}"
 
 
+def test_the_simulators_poll_stand_in_loads_no_third_party_package() -> None:
+    """`python -m alert_handler.sim.simulator poll` runs once per poll: stdlib only, it starts
+    fast. Its command line module loads none of the third-party packages."""
+    script = (
+        "import sys, alert_handler.sim.command\n"
+        f"print(','.join(sorted(m for m in {THIRD_PARTY!r} if m in sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"the poll stand-in loads {done.stdout.strip()}"
+
+
 def test_the_core_imports_only_the_stdlib_and_itself() -> None:
     """Every import under alert_handler/core names a stdlib module or alert_handler.core."""
     modules = all_modules()
@@ -176,9 +207,9 @@ def test_no_import_cycle_between_modules() -> None:
 
 
 def test_the_cycle_finder_finds_a_cycle_and_resolves_submodules(tmp_path: Path) -> None:
-    """The checker itself: a loop through a function-level import is found and reported with
-    lines; `from pkg import sub` names the submodule; an __init__ importing its own submodules
-    is no cycle."""
+    """The checker itself: a loop is found and reported with lines; `from pkg import sub` names
+    the submodule; an __init__ importing its own submodules is no cycle; relative and
+    function-level imports count, an `if __name__ == "__main__":` block does not."""
     graph = {"a": {"b": 3}, "b": {"c": 9}, "c": {"a": 12}, "d": {"a": 1}}
     cycle = find_cycle(graph)
     assert cycle is not None
@@ -192,7 +223,10 @@ def test_the_cycle_finder_finds_a_cycle_and_resolves_submodules(tmp_path: Path) 
     assert targets(Import(1, "alert_handler.poll.ssh", ()), modules) == {"alert_handler.poll.ssh"}
     assert targets(Import(1, "requests", ()), modules) == set()
     source = tmp_path / "mod.py"
-    source.write_text("import os\n\ndef f() -> None:\n    from ..core import x\n")
+    source.write_text(
+        "import os\n\ndef f() -> None:\n    from ..core import x\n\n"
+        'if __name__ == "__main__":\n    from alert_handler.poll import mod\n'
+    )
     assert imports_of(source, "alert_handler.poll.mod") == [
         Import(1, "os", ()),
         Import(4, "alert_handler.core", ("x",)),

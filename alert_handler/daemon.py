@@ -27,7 +27,8 @@ from alert_handler.poll import Poller, make_poller
 from alert_handler.reconcile import Reconciler
 from alert_handler.scheduler import Liveness, Scheduler
 from alert_handler.sdnotify import Notifier
-from alert_handler.store.state import StateLock, StateStore, load_state
+from alert_handler.store.files import StateLock, load_state
+from alert_handler.store.state import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from alert_handler.store.codec import (  # noqa: E402
     snapshot_from_json,
     snapshot_to_json,
 )
-from alert_handler.store.state import write_atomic  # noqa: E402
+from alert_handler.store.files import write_atomic  # noqa: E402
 
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
 HOST = "127.0.0.1"

@@ -38,7 +38,8 @@ from ingest import GOAL_P99_MS, GOAL_RATIO_PRELOADED, bare_run, daemon_run
 
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.sim.simulator import Simulator
-from alert_handler.store.state import StateStore, load_state
+from alert_handler.store.files import load_state
+from alert_handler.store.state import StateStore
 
 GOAL_IDLE_CPU = 0.01
 

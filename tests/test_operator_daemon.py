@@ -15,7 +15,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from alert_handler.sim.simulator import Simulator, render_template
+from alert_handler.sim.simulator import Simulator
+from alert_handler.sim.transport import render_template
 from tests.conftest import (
     AUTH,
     UNSUP,

@@ -26,14 +26,8 @@ from alert_handler.store.codec import (
     snapshot_from_json,
     snapshot_to_json,
 )
-from alert_handler.store.state import (
-    StateLock,
-    StateLocked,
-    StateStore,
-    StateWriteError,
-    load_state,
-    write_atomic,
-)
+from alert_handler.store.files import StateLock, StateLocked, load_state, write_atomic
+from alert_handler.store.state import StateStore, StateWriteError
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 WAIT = 10.0  # generous timeout for anything that waits on the writer thread

@@ -55,7 +55,8 @@ from alert_handler.librenms.client import LibreNMS
 from alert_handler.poll import Poller, PollError, PollResult
 from alert_handler.scheduler import Scheduler
 from alert_handler.store.codec import Snapshot
-from alert_handler.store.state import StateStore, load_state
+from alert_handler.store.files import load_state
+from alert_handler.store.state import StateStore
 
 UNSUP = "127.0.0.50"
 NOW = 1_700_000_000.0

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator, demo_fleet, render_template
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator, demo_fleet
+from alert_handler.sim.transport import render_template
 
 READ_ONLY = "fedcba9876543210fedcba9876543210"
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,9 @@ from typing import Any
 from alert_handler.core import machine as recovery
 from alert_handler.core.alerts import Alert, BadPayload, log_safe, parse_alert, parse_device_id
 from alert_handler.core.machine import Decision, Reason, Rules
-from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
+from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
 from alert_handler.scheduler import Liveness, Scheduler
 from alert_handler.store.state import StateStore, StateWriteError
@@ -198,19 +199,3 @@ class App:
             return 503, {"error": "state file cannot be written"}
         self.scheduler.wake()
         return 200, body
-
-
-def device_row(rec: DeviceRecord) -> dict[str, Any]:
-    """One device as shown by /devices and `alert-handler status`."""
-    return {
-        "device_id": rec.device_id,
-        "hostname": rec.hostname,
-        "phase": rec.phase.value,
-        "attempts": rec.attempts,
-        "first_seen": iso(rec.first_seen),
-        "next_attempt": iso(rec.next_attempt_at) if rec.phase is not Phase.NEW else None,
-        "last_error": rec.last_error,
-        "original_overwrite_ip": rec.original_overwrite_ip,
-        "adopted": rec.adopted,
-        "alerts": rec.alerts,
-    }

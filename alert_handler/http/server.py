@@ -1,107 +1,38 @@
-"""The webhook listener: a thread per connection, a handler that only speaks HTTP.
+"""The webhook listener: a thread per connection, admission and deadlines, built apart from
+running it.
 
-Every byte that arrives is hostile until proven otherwise:
+Every byte that arrives is hostile until proven otherwise. A connection must deliver its whole
+request within CLIENT_TIMEOUT_SEC of being accepted (the TLS handshake included): the `reaper`
+shuts down whatever is late, so idle and dribbling clients cannot pile up. Past MAX_CONNECTIONS
+the oldest unfinished connection is cut to make room (503 when none can be), so idle sockets
+cannot starve a real request either. What a request may contain, and in which order it is
+refused, is the `handler`'s business.
 
-- the request line (8 KiB, else 414) and the header block (8 KiB a line, 32 KiB and 100 lines
-  in all, else 431) are bounded before anything is parsed;
-- a connection must deliver its whole request within CLIENT_TIMEOUT_SEC of being accepted
-  (the TLS handshake included): the `reaper` shuts down whatever is late, so idle and dribbling
-  clients cannot pile up. Past MAX_CONNECTIONS the oldest unfinished connection is cut to make
-  room, so idle sockets cannot starve a real request either;
-- ALLOWED_CLIENTS is checked before anything else (403), then the webhook token (401, see
-  `webauth`), then the body length (413, answered from the headers alone);
-- a rejected request's small body is read before the answer, and a large one is drained for a
-  moment after it: closing a socket with unread data makes the kernel send RST, and the client
-  may then never see the 4xx.
-
-Built apart from running it (`make_server`), port 0 allowed. Every reply is one `sendall` with
-TCP_NODELAY (a reply split over two sends stalls 40 ms on delayed ACKs).
+Built apart from running it (`make_server`), port 0 allowed. Every socket has TCP_NODELAY
+(a reply split over two sends would stall 40 ms on delayed ACKs).
 """
 
 from __future__ import annotations
 
 import errno
-import http.client
-import json
 import logging
-import re
 import resource
 import socket
 import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from io import BufferedIOBase
 from typing import Any, cast
 
-from alert_handler.core.alerts import MAX_BODY, BadPayload, log_safe
-from alert_handler.http.auth import CHALLENGE, Network, WebhookAuth
+from alert_handler.http.auth import Network, WebhookAuth
 from alert_handler.http.endpoints import App
+from alert_handler.http.handler import Handler, Shared, raw_reply
 from alert_handler.http.reaper import Conn, Reaper
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_LINE = 8 * 1024
-MAX_HEADER_LINE = 8 * 1024
-MAX_HEADER_BYTES = 32 * 1024
-LINGER_SECONDS = 2.0  # after a reply to a request whose body was not read
-LINGER_BYTES = 1024 * 1024  # ... drain at most this much of it, then close anyway
 _EVICTION_MARGIN = 64  # connections being cut may still hold a thread for a moment
-
-_RELEASE_RE = re.compile(r"^/devices/([^/]+)/(release|track)$")
-_CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
-_HUGE = 2**62
-_GET_PATHS = ("/health", "/metrics", "/devices")
-_POST_PATHS = ("/", "/alert", "/pause", "/resume")
-_ERRORS = {
-    400: "bad request",
-    404: "no such endpoint",
-    408: "request timed out",
-    414: "request line is longer than 8 KiB",
-    431: "request headers are too large or too many",
-    501: "method not implemented",
-    505: "HTTP version not supported",
-}
-
-
-def _raw_reply(status: int, body: dict[str, Any], extra: dict[str, str] | None = None) -> bytes:
-    """A whole HTTP/1.0 response with a JSON body."""
-    payload = json.dumps(body).encode()
-    return _head(status, "application/json", len(payload), extra) + payload
-
-
-def _head(status: int, content_type: str, length: int, extra: dict[str, str] | None) -> bytes:
-    lines = [
-        f"HTTP/1.0 {status} {HTTPStatus(status).phrase}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {length}",
-        "Cache-Control: no-store",
-        "X-Content-Type-Options: nosniff",
-        "Connection: close",
-    ]
-    lines.extend(f"{key}: {value}" for key, value in (extra or {}).items())
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-class _HeaderReader:
-    """The request's rfile while headers are parsed: bounds each line and the whole block."""
-
-    def __init__(self, raw: BufferedIOBase) -> None:
-        self._raw = raw
-        self._left = MAX_HEADER_BYTES
-
-    def readline(self, size: int = -1) -> bytes:
-        line = self._raw.readline(min(MAX_HEADER_LINE, self._left) + 1)
-        if len(line) > MAX_HEADER_LINE:
-            raise http.client.LineTooLong("header line")
-        self._left -= len(line)
-        if self._left <= 0:
-            raise http.client.LineTooLong("header block")
-        return line
 
 
 class AlertServer(socketserver.TCPServer):
@@ -121,23 +52,32 @@ class AlertServer(socketserver.TCPServer):
         max_connections: int = 1000,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.app = app
-        self.auth = WebhookAuth(webhook_token, allowed_clients)
         self.client_timeout = client_timeout
         self.max_connections = max_connections
         self.tls = tls
-        self.rejections = Throttle(burst=20, period=10.0)
         self._lock = threading.Lock()
         self._active = 0
         self._serial = 0
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.reaper = Reaper(client_timeout)
+        self.shared = Shared(
+            app,
+            WebhookAuth(webhook_token, allowed_clients),
+            client_timeout,
+            self.reaper,
+            Throttle(burst=20, period=10.0),
+        )
         try:
             # process_request builds each Handler itself (it takes the connection too).
             super().__init__(address, socketserver.BaseRequestHandler)
         except BaseException:
             self.reaper.stop()
             raise
+
+    @property
+    def auth(self) -> WebhookAuth:
+        """Who may talk to the webhook."""
+        return self.shared.auth
 
     @property
     def active_connections(self) -> int:
@@ -155,7 +95,7 @@ class AlertServer(socketserver.TCPServer):
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 # The listening socket stays readable: without a pause this loop would spin.
-                if self.rejections.take() is not None:
+                if self.shared.rejections.take() is not None:
                     log.error("step=http cannot accept a connection: %s", exc.strerror)
                 time.sleep(0.05)
             raise
@@ -178,7 +118,7 @@ class AlertServer(socketserver.TCPServer):
                 serial = self._serial
         if not admitted:
             try:
-                sock.sendall(_raw_reply(503, {"error": "too many connections"}))
+                sock.sendall(raw_reply(503, {"error": "too many connections"}))
             except OSError:
                 pass
             self.shutdown_request(sock)
@@ -196,7 +136,7 @@ class AlertServer(socketserver.TCPServer):
             self.reaper.done(conn)
             self.shutdown_request(sock)
             self._release()
-            if self.rejections.take() is not None:
+            if self.shared.rejections.take() is not None:
                 log.error("step=http client=%s dropped: %s", conn.peer, exc)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -211,7 +151,7 @@ class AlertServer(socketserver.TCPServer):
                 # cannot close the descriptor before the reaper lets go of it.
                 sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
                 sock.do_handshake()
-            Handler(sock, client_address, self, conn)
+            Handler(sock, client_address, self, conn, self.shared)
         except OSError as exc:  # resets, timeouts, failed handshakes: the client's problem
             log.debug("step=http client=%s connection ended: %s", conn.peer, exc)
         except Exception:
@@ -229,247 +169,6 @@ class AlertServer(socketserver.TCPServer):
         """Close the listener and cut every connection still waiting for its request."""
         self.reaper.stop()
         super().server_close()
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Routes one request to the App; writes bytes and nothing else."""
-
-    server: AlertServer
-    server_version = "alert-handler"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"
-
-    def __init__(
-        self, request: socket.socket, client_address: Any, server: AlertServer, conn: Conn
-    ) -> None:
-        self.conn = conn
-        self.replied = False
-        self.body_pending = True  # until the body is known to be read, or absent
-        super().__init__(request, client_address, server)
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.server.client_timeout)
-
-    def handle(self) -> None:
-        """One request per connection (HTTP/1.0), then a lingering close if it was rejected."""
-        self.close_connection = True
-        try:
-            self.handle_one_request()
-        except TimeoutError:
-            return
-        if self.replied and self.body_pending:
-            self._linger()
-
-    def handle_one_request(self) -> None:
-        """Read and bound the request line and headers, then route."""
-        self.command, self.path, self.requestline = "", "", ""
-        self.request_version = self.default_request_version
-        line = self.rfile.readline(MAX_REQUEST_LINE + 1)
-        if not line:
-            return  # connected and left, or cut by the reaper
-        if len(line) > MAX_REQUEST_LINE:
-            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
-            return
-        self.raw_requestline = line
-        rfile = self.rfile
-        self.rfile = cast(BufferedIOBase, _HeaderReader(rfile))
-        try:
-            parsed = self.parse_request()
-        finally:
-            self.rfile = rfile
-        if not parsed:
-            if not self.replied:
-                self.send_error(HTTPStatus.BAD_REQUEST)
-            return
-        if "Content-Length" not in self.headers and "Transfer-Encoding" not in self.headers:
-            self.body_pending = False  # nothing follows the headers: no lingering close
-        try:
-            self._route()
-        except Exception:
-            log.exception("step=http client=%s unexpected error", self.conn.peer)
-            if not self.replied:
-                self._reply(500, {"error": "internal error"})
-
-    # -- plumbing ----------------------------------------------------------------------------
-    def log_message(self, format: str, *args: Any) -> None:
-        """http.server's own messages, escaped (they may quote the request)."""
-        log.debug("step=http client=%s %s", self.conn.peer, _safe_line(format % args))
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own errors (bad request line, 414, 431, 505) as JSON.
-
-        The stdlib's message quotes the request; the reply gives a fixed reason instead.
-        """
-        self.close_connection = True
-        status = int(code)
-        self._reply(status, {"error": _ERRORS.get(status, HTTPStatus(status).phrase.lower())})
-
-    def _where(self) -> str:
-        """Method and path (never the query string, which may carry anything) for a log line."""
-        return f"{_safe_line(self.command or '-')} {_safe_line(self.path.partition('?')[0])}"
-
-    def _reply(
-        self, status: int, body: dict[str, Any], extra: dict[str, str] | None = None
-    ) -> None:
-        self._send(_raw_reply(status, body, extra))
-        if status >= 400:
-            log.debug("step=http client=%s %s -> %d", self.conn.peer, self._where(), status)
-
-    def _send(self, data: bytes) -> None:
-        self.server.reaper.done(self.conn)
-        self.replied = True
-        try:
-            self.wfile.write(data)
-        except OSError:
-            pass
-
-    def _answer(
-        self, status: int, body: dict[str, Any], extra: dict[str, str] | None = None
-    ) -> None:
-        """Reply without using the body; a small one is read first so that closing cannot RST."""
-        length = self._declared_length()
-        if length is not None and 0 < length <= MAX_BODY and self.body_pending:
-            self._read_exactly(length)
-        self._reply(status, body, extra)
-
-    def _linger(self) -> None:
-        """Half-close after the reply, then discard what the client still sends, briefly."""
-        sock = self.connection
-        try:
-            socket.socket.shutdown(sock, socket.SHUT_WR)  # the raw socket, TLS or not
-            deadline = time.monotonic() + LINGER_SECONDS
-            budget = LINGER_BYTES
-            while budget > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                sock.settimeout(left)
-                data = socket.socket.recv(sock, min(65536, budget))
-                if not data:
-                    break
-                budget -= len(data)
-        except OSError:
-            pass
-
-    def _warn(self, message: str) -> None:
-        held = self.server.rejections.take()
-        if held is None:
-            return
-        suffix = f" ({held} similar lines suppressed)" if held else ""
-        log.warning("step=auth client=%s %s: %s%s", self.conn.peer, self._where(), message, suffix)
-
-    def _token_ok(self) -> bool:
-        """True when the request carries WEBHOOK_TOKEN (or none is set); else answers 401."""
-        auth = self.server.auth
-        if auth.authorized(self.headers.get("Authorization"), self.headers.get("X-Auth-Token")):
-            return True
-        self.server.app.metrics.alerts.labels("unauthorized").inc()
-        self._warn("missing or wrong webhook token")
-        self._answer(
-            401,
-            {"error": "authentication required"},
-            {"WWW-Authenticate": CHALLENGE},
-        )
-        return False
-
-    def _declared_length(self) -> int | None:
-        """Content-Length when there is exactly one and it is ASCII digits; 0 when absent."""
-        values = self.headers.get_all("Content-Length") or []
-        if not values:
-            return 0
-        text = values[0].strip()
-        if len(values) > 1 or not _CONTENT_LENGTH_RE.fullmatch(text):
-            return None
-        digits = text.lstrip("0")
-        return int(digits or "0") if len(digits) <= 15 else _HUGE  # no int() of 8 KiB of digits
-
-    def _read_exactly(self, length: int) -> bytes | None:
-        """`length` body bytes, or None when the client stops short (or is cut)."""
-        body = self.rfile.read(length)
-        if len(body) < length:
-            return None
-        self.body_pending = False
-        return body
-
-    def _read_body(self) -> bytes | None:
-        """The request body, or None after answering 400/411/413."""
-        if self.headers.get("Transfer-Encoding") is not None:
-            self._reply(411, {"error": "chunked bodies are not supported; send Content-Length"})
-            return None
-        length = self._declared_length()
-        if length is None:
-            self._reply(400, {"error": "bad Content-Length"})
-            return None
-        if length > MAX_BODY:
-            self.server.app.metrics.alerts.labels("too_large").inc()
-            self._reply(413, {"error": "body is larger than 64 KiB"})
-            return None
-        if length == 0:
-            self.body_pending = False
-            return b""
-        return self._read_exactly(length)
-
-    # -- routes ------------------------------------------------------------------------------
-    def _route(self) -> None:
-        if not self.server.auth.client_allowed(self.conn.peer):
-            self.server.app.metrics.alerts.labels("forbidden").inc()
-            self._warn("client not in ALLOWED_CLIENTS")
-            self._answer(403, {"error": "client not allowed"})
-            return
-        path, _, query = self.path.partition("?")
-        if self.command == "GET" and path in _GET_PATHS:
-            self._get(path)
-        elif self.command == "POST" and (path in _POST_PATHS or _RELEASE_RE.match(path)):
-            self._post(path, query)
-        elif path in _GET_PATHS or path in _POST_PATHS or _RELEASE_RE.match(path):
-            self._answer(405, {"error": f"method {self._where()} not allowed"})
-        else:
-            self._answer(404, {"error": "no such endpoint"})
-
-    def _get(self, path: str) -> None:
-        app = self.server.app
-        if path == "/health":
-            self._answer(*app.health())
-        elif path == "/metrics":
-            self._answer_metrics(app.metrics.render())
-        elif self._token_ok():
-            self._answer(*app.devices())
-
-    def _answer_metrics(self, payload: bytes) -> None:
-        content_type = "text/plain; version=0.0.4; charset=utf-8"
-        self._send(_head(200, content_type, len(payload), None) + payload)
-
-    def _post(self, path: str, query: str) -> None:
-        if not self._token_ok():
-            return
-        body = self._read_body()
-        if body is None:
-            return
-        self.server.reaper.done(self.conn)
-        app = self.server.app
-        handlers: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
-            "/": lambda: app.receive(body, query, self.conn.peer),
-            "/alert": lambda: app.receive(body, query, self.conn.peer),
-            "/pause": lambda: app.set_paused(True),
-            "/resume": lambda: app.set_paused(False),
-        }
-        try:
-            if path in handlers:
-                self._reply(*handlers[path]())
-                return
-            match = _RELEASE_RE.match(path)
-            assert match is not None
-            raw_id, verb = match.groups()
-            action = app.release if verb == "release" else app.track
-            self._reply(*action(raw_id))
-        except BadPayload as exc:
-            self._reply(400, {"error": str(exc)})
-
-
-def _safe_line(text: str) -> str:
-    """Client-supplied text made safe for one log line: control characters escaped, cut short."""
-    return log_safe(text, 200)
 
 
 def _fd_headroom(max_connections: int) -> None:

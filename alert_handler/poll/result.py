@@ -1,8 +1,5 @@
-"""What a poll returns or raises, shared by the local and the SSH poller.
-
-`PollResult` is how one run ended (any exit status); `PollError` means it could not be run to its
-end. `log_result` writes the one line per poll the operator reads.
-"""
+"""What the local and the SSH poller share about a finished poll: the tail of its output and the
+line it logs. (`PollResult` and `PollError` themselves are facts of the core: core/facts.py.)"""
 
 from __future__ import annotations
 

@@ -1,179 +1,32 @@
-"""The LibreNMS API v0 as the simulator speaks it: the data, the routes, and the HTTP transport.
+"""The LibreNMS API v0 routes as the simulator answers them.
 
 `api()` is pure: it takes the `Database`, one request and `now`, mutates the database the way the
 LibreNMS 26.1 code does (routes/api.php, includes/html/api_functions.inc.php) and returns a `Reply`.
-The caller holds the lock. `SimServer` only moves bytes: it parses a request, asks its `app` for a
-`Reply` and writes it in one `sendall`.
+The caller holds the lock; `server.SimServer` moves the bytes.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
-import socket
-import threading
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-log = logging.getLogger(__name__)
+from alert_handler.sim.tables import (
+    BOOL_COLUMNS,
+    FILLABLE,
+    PORT_COLUMNS,
+    Database,
+    alert_json,
+    device_json,
+    port_row,
+)
 
-PORT_STATUSES = frozenset(
-    {"up", "down", "testing", "unknown", "dormant", "notPresent", "lowerLayerDown"}
-)
-# Device columns the Eloquent model casts (get_device) but the raw SQL of list_devices does not.
-_BOOL_COLUMNS = (
-    "status",
-    "ignore",
-    "ignore_status",
-    "disabled",
-    "snmp_disable",
-    "disable_notify",
-    "override_sysLocation",
-)
-_DATE_COLUMNS = ("inserted", "last_discovered", "last_polled", "last_ping")
-# Device::$fillable: PATCH silently ignores every other field name.
-_FILLABLE_NAMES = """
-authalgo authlevel authname authpass community cryptoalgo cryptopass disable_notify disabled
-features hardware hostname display icon ignore ignore_status ip location_id notes os
-override_sysLocation overwrite_ip poller_group port port_association_mode purpose retries serial
-snmp_disable snmp_max_repeaters snmpver status status_reason sysDescr sysName sysObjectID timeout
-transport type version uptime"""
-FILLABLE = frozenset(_FILLABLE_NAMES.split())
 _BAD_FIELDS = ("device_id", "hostname")
-
-
-@dataclass
-class SimPort:
-    """One row of the `ports` table plus `link`, the physical truth only a poll copies."""
-
-    port_id: int
-    device_id: int
-    ifName: str
-    link: str = "down"
-    ifOperStatus: str = "down"
-    ifAdminStatus: str = "up"
-    ifIndex: int = 0
-    ifAlias: str = ""
-    ifOperStatus_prev: str | None = None
-
-
-def port_row(port: SimPort) -> dict[str, Any]:
-    """All columns of a port as `GET /ports/{id}` returns them (`link` is not a column)."""
-    row = asdict(port)
-    del row["link"]
-    row.update(
-        ifDescr=port.ifName,
-        portName=None,
-        ifType="ethernetCsmacd",
-        ifSpeed=1_000_000_000,
-        ifMtu=1500,
-        ifDuplex="fullDuplex",
-        ifPhysAddress=f"02005e{port.port_id:06x}",
-        ifAdminStatus_prev=None,
-        ifLastChange=0,
-        ifVlan="",
-        ifTrunk=None,
-        ignore=0,
-        disabled=0,
-        detailed=0,
-        deleted=0,
-        ifInOctets_rate=0,
-        ifOutOctets_rate=0,
-        ifInUcastPkts_rate=0,
-        ifOutUcastPkts_rate=0,
-        poll_time=None,
-    )
-    return row
-
-
-PORT_COLUMNS = frozenset(port_row(SimPort(0, 0, "")))
-
-
-def device_row(
-    device_id: int, hostname: str, overwrite_ip: str | None, ip: str, now: datetime
-) -> dict[str, Any]:
-    """A new `devices` row: discovered, polled and up at `now`."""
-    return {
-        "device_id": device_id,
-        "inserted": now,
-        "hostname": hostname,
-        "sysName": hostname.split(".")[0],
-        "display": None,
-        "ip": ip,
-        "overwrite_ip": overwrite_ip,
-        "community": "s3cr3t-community",
-        "authlevel": None,
-        "authname": None,
-        "authpass": None,
-        "authalgo": None,
-        "cryptopass": None,
-        "cryptoalgo": None,
-        "snmpver": "v2c",
-        "port": 161,
-        "transport": "udp",
-        "timeout": None,
-        "retries": None,
-        "snmp_disable": False,
-        "sysObjectID": ".1.3.6.1.4.1.14988.1",
-        "sysDescr": "RouterOS RB951Ui-2HnD",
-        "version": "6.49.17",
-        "hardware": "RB951Ui-2HnD",
-        "features": None,
-        "location_id": None,
-        "os": "routeros",
-        "status": True,
-        "status_reason": "",
-        "ignore": False,
-        "ignore_status": False,
-        "disabled": False,
-        "disable_notify": False,
-        "override_sysLocation": False,
-        "uptime": 864000,
-        "last_polled": now,
-        "last_polled_timetaken": 1.5,
-        "last_discovered": now,
-        "last_discovered_timetaken": 4.2,
-        "last_ping": now,
-        "last_ping_timetaken": 1.1,
-        "purpose": None,
-        "type": "network",
-        "serial": None,
-        "icon": "mikrotik.svg",
-        "poller_group": 0,
-        "notes": None,
-        "port_association_mode": 1,
-        "max_depth": 0,
-    }
-
-
-@dataclass
-class Database:
-    """The simulated LibreNMS tables; not thread-safe, the owner holds its lock."""
-
-    devices: dict[int, dict[str, Any]] = field(default_factory=dict)
-    by_hostname: dict[str, int] = field(default_factory=dict)
-    ports: dict[int, SimPort] = field(default_factory=dict)
-    ports_by_device: dict[int, list[SimPort]] = field(default_factory=dict)
-    alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
-    rules: dict[int, str] = field(default_factory=dict)
-    patches: list[tuple[int, Any]] = field(default_factory=list)
-
-    def find_device(self, spec: str) -> dict[str, Any] | None:
-        """All digits is a device_id, anything else an exact case-insensitive hostname."""
-        if spec.isascii() and spec.isdigit():
-            return self.devices.get(int(spec))
-        device_id = self.by_hostname.get(spec.lower())
-        return None if device_id is None else self.devices[device_id]
-
-    def device_ports(self, device_id: int) -> list[SimPort]:
-        """The device's ports in ifIndex order."""
-        return sorted(self.ports_by_device.get(device_id, ()), key=lambda p: p.ifIndex)
 
 
 @dataclass(frozen=True)
@@ -272,33 +125,6 @@ def like(term: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(char))
     return re.compile(".*" + "".join(out) + ".*", re.IGNORECASE | re.DOTALL)
-
-
-def device_json(row: dict[str, Any], *, model: bool) -> dict[str, Any]:
-    """A device row as get_device (Eloquent casts, `model`) or list_devices (raw SQL) shows it."""
-    out = dict(row)
-    for name in _DATE_COLUMNS:
-        value = out[name]
-        if isinstance(value, datetime):
-            out[name] = (
-                value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                if model
-                else value.strftime("%Y-%m-%d %H:%M:%S")
-            )
-    if not model:
-        for name in _BOOL_COLUMNS:
-            out[name] = int(out[name])
-        out.update(dependency_parent_id=None, dependency_parent_hostname=None)
-    out.update(location=None, lat=None, lng=None)
-    return out
-
-
-def alert_json(db: Database, alert: dict[str, Any]) -> dict[str, Any]:
-    """One row of list_alerts: `D.hostname, A.*, R.severity, R.name, R.proc, R.notes`."""
-    out = {"hostname": db.devices[alert["device_id"]]["hostname"], **alert}
-    out["timestamp"] = alert["timestamp"].strftime("%Y-%m-%d %H:%M:%S")
-    out.update(severity="critical", name=db.rules.get(alert["rule_id"], ""), proc=None, notes="")
-    return out
 
 
 def _leading_int(text: str) -> int:
@@ -448,7 +274,7 @@ def _fill(db: Database, row: dict[str, Any], updates: Iterable[tuple[Any, Any]])
     for name, value in updates:
         if not isinstance(name, str) or name not in FILLABLE or name not in row:
             continue  # Eloquent fill() drops what is not fillable
-        row[name] = not _php_empty(value) if name in _BOOL_COLUMNS else value
+        row[name] = not _php_empty(value) if name in BOOL_COLUMNS else value
         if name == "overwrite_ip":
             db.patches.append((row["device_id"], value))
 
@@ -514,117 +340,3 @@ def _ack_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Reply
     alert["info"] = json.dumps({"until_clear": data.get("until_clear")})
     alert["state"] = 2
     return _ok(message="Alert has been acknowledged")
-
-
-# ---- transport ----
-
-App = Callable[[str, str, str | None, bytes], Reply]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the daemon talks through a requests.Session
-    server: SimServer
-    timeout = 120  # an idle keep-alive connection gives its thread back eventually
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, open_=False)
-
-    def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return None
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _serve(self) -> None:
-        try:
-            body = self._read_body()
-        except ValueError:
-            body = None
-        if body is None:
-            self.close_connection = True
-            self._write(Reply(400, b'{"message":"Bad Request"}'))
-            return
-        try:
-            reply = self.server.app(self.command, self.path, self.headers.get("X-Auth-Token"), body)
-        except Exception:  # a simulator bug: answer like an uncaught PHP error, but say so
-            log.exception("simulator: %s %s failed", self.command, self.path.split("?")[0])
-            reply = error_reply(500)
-        if reply.drop:
-            self.close_connection = True
-            return
-        self._write(reply)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
-
-    def _write(self, reply: Reply) -> None:
-        lines = [
-            f"HTTP/1.1 {reply.status} {phrase(reply.status)}",
-            f"Content-Type: {reply.content_type}",
-            f"Content-Length: {len(reply.body)}",
-            "Cache-Control: no-cache, private",
-            f"Date: {self.date_time_string()}",
-            *(f"{name}: {value}" for name, value in reply.headers),
-        ]
-        if self.close_connection:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head + reply.body)  # unbuffered socket writer: one sendall
-        self.log_request(reply.status)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("simulator: %s %s", self.address_string(), format % args)
-
-
-class SimServer(ThreadingHTTPServer):
-    """A threaded HTTP/1.1 server that hands each request to `app` and can cut every connection."""
-
-    daemon_threads = True
-    request_queue_size = 1024
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], app: App) -> None:
-        self.app = app
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def track(self, conn: socket.socket, *, open_: bool) -> None:
-        """Remember open connections so `close_connections` can end idle keep-alives."""
-        with self._connections_lock:
-            if open_:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
-    def close_connections(self) -> None:
-        """Shut down every open connection; their threads then exit on EOF."""
-        with self._connections_lock:
-            conns = list(self._connections)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-reply is routine here: log it, don't print a traceback."""
-        log.debug("simulator: connection from %s failed", client_address, exc_info=True)

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from alert_handler import daemon as daemon_mod
+from alert_handler.cli.logs import setup_logging
 from alert_handler.config import parse
 from alert_handler.core.records import Phase
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator, demo_fleet
@@ -39,9 +41,6 @@ def _wait(condition: Callable[[], bool], timeout: float) -> bool:
 
 def run_demo(seconds: float = 90.0, interval: float = 5.0, workdir: str | None = None) -> int:
     """Run the scripted demo; 0 when every device ends on its original overwrite_ip."""
-    from alert_handler import daemon as daemon_mod
-    from alert_handler.cli.main import setup_logging
-
     sim = Simulator()
     demo_fleet(sim)
     sim.set_link(102, "port2", "down")

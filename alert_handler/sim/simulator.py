@@ -3,68 +3,53 @@
 It keeps LibreNMS's split between what is (`SimPort.link`, set by the scenario) and what LibreNMS
 knows (`ifOperStatus`, `devices.status`, `devices.ip`): only `poll()`, the stand-in for
 `lnms device:poll <id>`, copies the one into the other. `python -m alert_handler.sim.simulator poll`
-runs that poll as a real process (stdlib only, so it starts fast), `... serve` runs the simulator.
+runs that poll as a real process, `... serve` runs the simulator (see `command`).
 """
 
 from __future__ import annotations
 
-import argparse
+import enum
 import hmac
 import ipaddress
-import json
 import logging
-import queue
 import re
-import signal
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, NamedTuple
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
-from alert_handler.sim.api import (
+from alert_handler.sim.api import Reply, api, error_reply, json_reply
+from alert_handler.sim.server import SimServer
+from alert_handler.sim.tables import (
     PORT_STATUSES,
     Database,
-    Reply,
     SimPort,
-    SimServer,
     alert_json,
-    api,
     device_json,
     device_row,
-    error_reply,
-    json_reply,
-    php_str,
 )
+from alert_handler.sim.transport import DEFAULT_BODY_TEMPLATE, post, render_template
 
-__all__ = [
-    "DEFAULT_BODY_TEMPLATE",
-    "DEFAULT_TOKEN",
-    "RequestRecord",
-    "SimPort",
-    "Simulator",
-    "demo_fleet",
-    "main",
-    "render_template",
-]
+__all__ = ["DEFAULT_TOKEN", "RequestRecord", "SimPort", "Simulator", "demo_fleet"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 (public test token)
-DEFAULT_BODY_TEMPLATE = (
-    '{"device_id": {{ $device_id }}, "host": "{{ $hostname }}", "ip": "{{ $ip }}",'
-    ' "state": {{ $state }}, "rule": {{ $name|json_encode }}, "uid": "{{ $uid }}"}'
-)
 API_PREFIX = "/api/v0"
 _NO_DEVICES = "Starting polling run:\n\nNo devices found matching your given device specification\n"
 _DOC_NETS = ("192.0.2", "198.51.100", "203.0.113")
-_TEMPLATE_VAR = re.compile(r"\{\{ \$(\w+)(\|json_encode)? \}\}")
+
+
+class Role(enum.Enum):
+    """What a token may do: LibreNMS's admin token (every route) or a read-only one (writes 403)."""
+
+    ADMIN = "admin"
+    READ = "read"
 
 
 class RequestRecord(NamedTuple):
@@ -112,21 +97,6 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def render_template(template: str, values: dict[str, Any]) -> str:
-    """LibreNMS's `{{ $var }}` templating: values go in raw, `|json_encode` JSON-escapes."""
-
-    def substitute(match: re.Match[str]) -> str:
-        value = values.get(match.group(1))
-        return _php_json(value) if match.group(2) else php_str(value)
-
-    return _TEMPLATE_VAR.sub(substitute, template)
-
-
-def _php_json(value: Any) -> str:
-    """PHP json_encode() of a scalar (it escapes "/")."""
-    return json.dumps(value).replace("/", "\\/")
 
 
 class Simulator:
@@ -421,19 +391,19 @@ class Simulator:
         sent = {"User-Agent": "GuzzleHttp/7", **(headers or {})}
         if not any(name.lower() == "content-type" for name in sent):
             sent["Content-Type"] = "text/plain"
-        request = urllib.request.Request(webhook_url, body, sent, method="POST")  # noqa: S310 (_send checks the scheme)
-        return _send(request, timeout=30.0)[0]
+        request = urllib.request.Request(webhook_url, body, sent, method="POST")  # noqa: S310 (post checks the scheme)
+        return post(request, timeout=30.0)[0]
 
     # ---- the HTTP side ----
 
-    def _role(self, token: str | None) -> str | None:
+    def _role(self, token: str | None) -> Role | None:
         if token is None:
             return None
         given = token.encode("utf-8", "surrogateescape")
         if hmac.compare_digest(given, self._token):
-            return "admin"
+            return Role.ADMIN
         if self._read_only_token and hmac.compare_digest(given, self._read_only_token):
-            return "read"
+            return Role.READ
         return None
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
@@ -481,11 +451,11 @@ class Simulator:
             if fault.status >= 400:
                 return error_reply(fault.status)
         if path.startswith("/_sim/"):
-            return self._control(method, path, body, admin=role == "admin")
+            return self._control(method, path, body, admin=role is Role.ADMIN)
         if not in_api:
             return error_reply(404)
         with self._lock:
-            return api(self._db, method, path, query, body, admin=role == "admin", now=_now())
+            return api(self._db, method, path, query, body, admin=role is Role.ADMIN, now=_now())
 
     def _control(self, method: str, path: str, body: bytes, *, admin: bool) -> Reply:
         """Simulator-only routes: POST /_sim/poll/{spec}, POST /_sim/link/{id}/{ifName}."""
@@ -514,19 +484,6 @@ def _check_status(status: str) -> None:
         raise ValueError(f"{status!r} is not an ifOperStatus ({', '.join(sorted(PORT_STATUSES))})")
 
 
-def _send(request: urllib.request.Request, timeout: float) -> tuple[int, bytes]:
-    """urllib without proxies (loopback targets); an HTTP error status is a result, not raised."""
-    if request.type not in ("http", "https"):
-        raise ValueError(f"not an http(s) URL: {request.full_url}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
-
-
 def demo_fleet(sim: Simulator) -> None:
     """Four CPEs: overwrite_ip null and set, decoys port20 / Port2-backup, a port2 on each."""
     sim.add_device(
@@ -553,100 +510,7 @@ def demo_fleet(sim: Simulator) -> None:
     )
 
 
-# ---- command line ----
+if __name__ == "__main__":  # `python -m alert_handler.sim.simulator poll|serve`, as documented
+    from alert_handler.sim.command import main
 
-
-def _poll_command(url: str, token: str, spec: str, timeout: float) -> int:
-    root = url.rstrip("/")
-    root = root[: -len(API_PREFIX)] if root.endswith(API_PREFIX) else root
-    request = urllib.request.Request(  # noqa: S310 (_send checks the scheme)
-        f"{root}/_sim/poll/{quote(spec, safe='')}",
-        data=b"",
-        headers={"X-Auth-Token": token},
-        method="POST",
-    )
-    try:
-        status, body = _send(request, timeout)
-    except OSError as exc:
-        print(f"simulator poll: cannot reach {root}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        answer = json.loads(body) if status == 200 else None
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        print(f"simulator poll: HTTP {status} from {root}: {body[:200]!r}", file=sys.stderr)
-        return 1
-    sys.stdout.write(str(answer.get("output", "")))
-    return int(answer.get("exit", 1))
-
-
-def _serve_command(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    sim = Simulator(
-        args.token,
-        read_only_token=args.read_only_token,
-        unsupervised_ip=args.unsupervised_ip,
-        api_latency=args.api_latency,
-        poll_latency=args.poll_latency,
-    )
-    if args.devices > 0:
-        for n in range(1, args.devices + 1):
-            sim.add_device(n, f"cpe-{n:05d}.example.net", ports={"ether1": "up", "port2": "up"})
-    else:
-        demo_fleet(sim)
-    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-
-    def record(signum: int, frame: FrameType | None) -> None:
-        signals.put(signum)  # only record; the main loop acts
-
-    for which in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(which, record)
-    try:
-        sim.start(args.host, args.port)
-    except OSError as exc:
-        print(f"simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    print(sim.url, flush=True)
-    try:
-        while True:
-            try:
-                received = signals.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            log.info("simulator: signal %d, stopping", received)
-            return 0
-    finally:
-        sim.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`poll` (exit code of the simulated lnms device:poll) or `serve` (until SIGTERM/SIGINT)."""
-    parser = argparse.ArgumentParser(prog="python -m alert_handler.sim.simulator")
-    commands = parser.add_subparsers(dest="command", required=True)
-    poll = commands.add_parser("poll", help="poll a device like `lnms device:poll <spec>`")
-    poll.add_argument("--url", required=True, help="the simulator's API URL, .../api/v0")
-    poll.add_argument("--token", default=DEFAULT_TOKEN)
-    poll.add_argument("--timeout", type=float, default=60.0)
-    poll.add_argument("device", help="device_id or hostname")
-    serve = commands.add_parser("serve", help="run the simulator until SIGTERM/SIGINT")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--token", default=DEFAULT_TOKEN)
-    serve.add_argument("--read-only-token")
-    serve.add_argument("--devices", type=int, default=0, help="N generated devices (0: demo fleet)")
-    serve.add_argument("--unsupervised-ip", default="127.0.0.50")
-    serve.add_argument("--api-latency", type=float, default=0.0)
-    serve.add_argument("--poll-latency", type=float, default=0.0)
-    serve.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    if args.command == "poll":
-        return _poll_command(args.url, args.token, args.device, args.timeout)
-    return _serve_command(args)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -1,147 +1,34 @@
-"""The state file: the single in-memory copy of the records and its durable, atomic writer.
+"""The state: the single in-memory copy of the records and its group-committing writer.
 
 Changes are applied in memory under the store's lock and get a version number; a writer thread
-saves the newest version (temp file, fsync, rename, fsync the directory) and wakes everyone waiting
-for a version at or below it. Changes that arrive while a write is under way share the next write:
-group commit, so an alert storm costs one fsync per batch instead of one per alert. The writer
-keeps the file's text in cached pieces and rebuilds only what changed, so a batch against a
-10,000-device file costs the write and fsync of its bytes, not a re-serialisation of every record.
+saves the newest version (`files.write_atomic`: temp file, fsync, rename, fsync the directory)
+and wakes everyone waiting for a version at or below it. Changes that arrive while a write is
+under way share the next write: group commit, so an alert storm costs one fsync per batch
+instead of one per alert. The writer keeps the file's text in cached pieces and rebuilds only
+what changed, so a batch against a 10,000-device file costs the write and fsync of its bytes,
+not a re-serialisation of every record.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from alert_handler.core.records import DeviceRecord
-from alert_handler.store.codec import Snapshot, record_to_json, snapshot_from_json, snapshot_to_json
+from alert_handler.store.codec import Snapshot, record_to_json, snapshot_to_json
+from alert_handler.store.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 _BLOCK = 64  # device ids per cached block of the state file's text
-_IOV_MAX = 1024  # buffers per writev call (Linux's IOV_MAX)
 
 
 class StateWriteError(OSError):
     """The state could not be made durable (disk full, read-only directory, ...)."""
-
-
-class StateLocked(RuntimeError):
-    """Another daemon holds the state file."""
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    """What `load_state` found."""
-
-    snapshot: Snapshot
-    quarantined_to: Path | None = None
-    error: str | None = None
-
-
-def write_atomic(path: Path, text: str | bytes | Sequence[bytes]) -> None:
-    """Replace `path` with `text` (or the concatenation of byte strings) durably: temp file,
-    fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(text, str):
-        parts: Sequence[bytes] = [text.encode("utf-8")]
-    elif isinstance(text, bytes):
-        parts = [text]
-    else:
-        parts = text
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        try:
-            _write_all(fd, parts)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _write_all(fd: int, parts: Sequence[bytes]) -> None:
-    """Write every part with writev (no joined copy of a large file), resuming short writes."""
-    views = [memoryview(p) for p in parts if p]
-    first = 0
-    while first < len(views):
-        written = os.writev(fd, views[first : first + _IOV_MAX])
-        while written:
-            size = len(views[first])
-            if written < size:
-                views[first] = views[first][written:]
-                break
-            written -= size
-            first += 1
-
-
-def load_state(path: Path, now: float) -> LoadResult:
-    """Read the state file; a corrupt one is renamed aside and an empty state returned."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return LoadResult(Snapshot(devices={}))
-    except UnicodeDecodeError as exc:
-        return _quarantine(path, now, f"not UTF-8: {exc}")
-    try:
-        return LoadResult(snapshot_from_json(text, now))
-    except (ValueError, TypeError, KeyError) as exc:
-        return _quarantine(path, now, str(exc))
-
-
-def _quarantine(path: Path, now: float, why: str) -> LoadResult:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    os.rename(path, target)
-    return LoadResult(Snapshot(devices={}), quarantined_to=target, error=why)
-
-
-class StateLock:
-    """An advisory flock on `<state file>.lock`, held for the life of the process."""
-
-    def __init__(self, state_path: Path) -> None:
-        self.path = state_path.with_name(state_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock or raise StateLocked naming the holder's pid."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise StateLocked(
-                f"{self.path.with_suffix('')} is in use by another alert-handler (pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        """Drop the lock (the kernel also drops it when the process dies)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class StateStore:

@@ -1,0 +1,109 @@
+"""`alert-handler check`: the config, the state file, the API token and its rights, SSH and the
+poll command, one line each."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from alert_handler.cli.env import read_env
+from alert_handler.config import Config, ConfigError, parse
+from alert_handler.core.facts import LibreNMSError
+from alert_handler.daemon import make_api
+from alert_handler.poll import PollError, make_poller
+from alert_handler.store.codec import snapshot_from_json
+
+OK, FAIL = "\u2714", "\u2718"
+
+
+def _state_file_check(cfg: Config) -> tuple[bool, str]:
+    path = Path(cfg.state_file)
+    folder = path.parent
+    if not folder.is_dir():
+        return False, f"state file {path}: the directory {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False, f"state file {path}: cannot write in {folder.resolve()}"
+    if not path.exists():
+        return True, f"state file {path}: none yet (created at the first alert)"
+    try:
+        snap = snapshot_from_json(path.read_text(encoding="utf-8"), time.time())
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        return False, f"state file {path} is unreadable ({exc}): the daemon would set it aside"
+    facts = [f"{len(snap.devices)} devices tracked"]
+    if snap.paused:
+        facts.append("PAUSED")
+    if snap.migrated_from_legacy:
+        facts.append("old single-script format, migrated at the next start")
+    return True, f"state file {path}: {', '.join(facts)}"
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Config, state file, API token and rights, SSH and the poll command: one line per check."""
+    try:
+        cfg = parse(read_env(args.env_file))
+    except ConfigError as exc:
+        print(f"{FAIL} configuration: {exc}")
+        return 2
+    failed = False
+
+    def line(ok: bool, text: str) -> None:
+        nonlocal failed
+        failed |= not ok
+        print(f"{OK if ok else FAIL} {text}", flush=True)
+
+    line(True, f"configuration is valid ({args.env_file or './.env'} and the environment)")
+    line(*_state_file_check(cfg))
+    forced_down = False  # the device to poll points at UNSUPERVISED_IP now
+    api = make_api(cfg)
+    try:
+        devices = api.list_devices()
+        line(True, f"LibreNMS API at {cfg.librenms_url} answers: {len(devices)} devices")
+        forced_down = any(
+            d.device_id == args.device_id and d.overwrite_ip == cfg.unsupervised_ip for d in devices
+        )
+        if cfg.dry_run:
+            line(True, "DRY_RUN=true: token rights not probed (that needs a PATCH)")
+        else:
+            try:
+                admin = api.has_admin_rights()
+                line(
+                    admin,
+                    "API token has admin rights"
+                    if admin
+                    else "API token is read-only: LibreNMS will refuse every PATCH (403)",
+                )
+            except LibreNMSError as exc:
+                line(False, f"cannot tell the API token's rights: {exc}")
+    except LibreNMSError as exc:
+        line(False, f"LibreNMS API: {exc}")
+    finally:
+        api.close()
+    poller = make_poller(cfg)
+    try:
+        try:
+            line(True, f"poll method {cfg.poll_method}: {poller.check()}")
+        except PollError as exc:
+            line(False, f"poll method {cfg.poll_method}: {exc}")
+        if args.device_id is not None:
+            try:
+                result = poller.poll(args.device_id)
+                tail = " | ".join(result.output_tail[-3:])
+                # A forced-down device does not answer: exit 6 shows the command works.
+                expected = forced_down and result.exit_status == 6
+                note = (
+                    f" (expected: it is forced down on {cfg.unsupervised_ip})" if expected else ""
+                )
+                line(
+                    result.exit_status == 0 or expected,
+                    f"poll of device {args.device_id}: exit {result.exit_status} "
+                    f"({result.meaning}){note} in {result.duration:.1f}s: {tail}",
+                )
+            except PollError as exc:
+                line(False, f"poll of device {args.device_id}: {exc}")
+    finally:
+        poller.close()
+    if cfg.webhook_token is None:
+        print(f"{FAIL} WEBHOOK_TOKEN is not set: the webhook accepts anyone (warning only)")
+    return 1 if failed else 0

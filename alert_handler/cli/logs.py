@@ -1,0 +1,144 @@
+"""Logging for the daemon and the commands: LOG_FILE and stderr, secrets redacted.
+
+`setup_logging(background=True)` (the daemon) writes from one thread fed by a queue;
+`reopen_logs` is what SIGHUP does after logrotate.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import queue
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+from alert_handler.config import Config, redact
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+class Redactor(logging.Filter):
+    """Replaces every configured secret in a log record's text (defence in depth).
+
+    The record leaves with its message formatted and redacted (`args` None), so the handlers
+    after the first one neither format nor search it again.
+    """
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets or getattr(record, "_redacted_by", None) is self:
+            return True
+        cleaned = redact(record.getMessage(), self.secrets)
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(text, self.secrets)
+            record.exc_info = None
+        record.msg, record.args = cleaned, None
+        record._redacted_by = self
+        return True
+
+
+class _SharedFormatter(logging.Formatter):
+    """A Formatter whose line for a record is built once, however many handlers write it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_line")
+        if cached is not None and cached[0] is self:
+            return cast(str, cached[1])
+        line = super().format(record)
+        record._line = (self, line)
+        return line
+
+
+class _ToWriter(logging.handlers.QueueHandler):
+    """The root's one handler when logging in the background: redacts (its filter) in the
+    caller's thread and queues the record for the writer thread."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.args:  # the Redactor froze it already unless there is no secret to hide
+            record.msg, record.args = record.getMessage(), None
+        return record
+
+
+_writer: logging.handlers.QueueListener | None = None
+
+
+def setup_logging(
+    cfg: Config, *, to_file: bool = True, level: int = logging.INFO, background: bool = False
+) -> None:
+    """Log to LOG_FILE (reopened after logrotate moves it) and stderr, secrets redacted.
+
+    `background` (the daemon): the handlers write from one thread, fed by a queue, and the
+    calling thread only redacts and enqueues. Request threads then never wait on a handler's
+    lock while another thread's write is under way: with a storm of alerts that contention cost
+    more CPU than the lines themselves. What is queued is written at exit (`stop_logging`).
+    """
+    stop_logging()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    redactor = Redactor(cfg.secrets())
+    formatter = _SharedFormatter(LOG_FORMAT)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if to_file:
+        path = Path(cfg.log_file)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o640)
+        handlers.append(logging.handlers.WatchedFileHandler(path, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(redactor)
+    if background:
+        global _writer
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        front = _ToWriter(records)
+        front.addFilter(redactor)
+        root.addHandler(front)
+        _writer = logging.handlers.QueueListener(records, *handlers)
+        _writer.start()
+        atexit.unregister(stop_logging)
+        atexit.register(stop_logging)
+    else:
+        for handler in handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)  # urllib3's InsecureRequestWarning goes to the log, not stderr
+    for noisy in ("urllib3", "paramiko", "requests"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stop_logging() -> None:
+    """Write what the background writer still holds, then stop it (no-op without one)."""
+    global _writer
+    writer, _writer = _writer, None
+    if writer is None:
+        return
+    writer.stop()
+    for handler in writer.handlers:
+        handler.close()
+
+
+def _writing_handlers() -> list[logging.Handler]:
+    writer = _writer
+    return list(writer.handlers) if writer is not None else list(logging.getLogger().handlers)
+
+
+def reopen_logs() -> None:
+    """SIGHUP: reopen every file handler (WatchedFileHandler also notices moves itself)."""
+    for handler in _writing_handlers():
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.acquire()
+            try:
+                if handler.stream:
+                    handler.stream.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()

@@ -1,0 +1,186 @@
+"""The LibreNMS tables the simulator keeps (devices, ports, alerts) and how the API shows
+their rows; not thread-safe, the owner holds its lock."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+PORT_STATUSES = frozenset(
+    {"up", "down", "testing", "unknown", "dormant", "notPresent", "lowerLayerDown"}
+)
+# Device columns the Eloquent model casts (get_device) but the raw SQL of list_devices does not.
+BOOL_COLUMNS = (
+    "status",
+    "ignore",
+    "ignore_status",
+    "disabled",
+    "snmp_disable",
+    "disable_notify",
+    "override_sysLocation",
+)
+DATE_COLUMNS = ("inserted", "last_discovered", "last_polled", "last_ping")
+# Device::$fillable: PATCH silently ignores every other field name.
+_FILLABLE_NAMES = """
+authalgo authlevel authname authpass community cryptoalgo cryptopass disable_notify disabled
+features hardware hostname display icon ignore ignore_status ip location_id notes os
+override_sysLocation overwrite_ip poller_group port port_association_mode purpose retries serial
+snmp_disable snmp_max_repeaters snmpver status status_reason sysDescr sysName sysObjectID timeout
+transport type version uptime"""
+FILLABLE = frozenset(_FILLABLE_NAMES.split())
+
+
+@dataclass
+class SimPort:
+    """One row of the `ports` table plus `link`, the physical truth only a poll copies."""
+
+    port_id: int
+    device_id: int
+    ifName: str
+    link: str = "down"
+    ifOperStatus: str = "down"
+    ifAdminStatus: str = "up"
+    ifIndex: int = 0
+    ifAlias: str = ""
+    ifOperStatus_prev: str | None = None
+
+
+def port_row(port: SimPort) -> dict[str, Any]:
+    """All columns of a port as `GET /ports/{id}` returns them (`link` is not a column)."""
+    row = asdict(port)
+    del row["link"]
+    row.update(
+        ifDescr=port.ifName,
+        portName=None,
+        ifType="ethernetCsmacd",
+        ifSpeed=1_000_000_000,
+        ifMtu=1500,
+        ifDuplex="fullDuplex",
+        ifPhysAddress=f"02005e{port.port_id:06x}",
+        ifAdminStatus_prev=None,
+        ifLastChange=0,
+        ifVlan="",
+        ifTrunk=None,
+        ignore=0,
+        disabled=0,
+        detailed=0,
+        deleted=0,
+        ifInOctets_rate=0,
+        ifOutOctets_rate=0,
+        ifInUcastPkts_rate=0,
+        ifOutUcastPkts_rate=0,
+        poll_time=None,
+    )
+    return row
+
+
+PORT_COLUMNS = frozenset(port_row(SimPort(0, 0, "")))
+
+
+def device_row(
+    device_id: int, hostname: str, overwrite_ip: str | None, ip: str, now: datetime
+) -> dict[str, Any]:
+    """A new `devices` row: discovered, polled and up at `now`."""
+    return {
+        "device_id": device_id,
+        "inserted": now,
+        "hostname": hostname,
+        "sysName": hostname.split(".")[0],
+        "display": None,
+        "ip": ip,
+        "overwrite_ip": overwrite_ip,
+        "community": "s3cr3t-community",
+        "authlevel": None,
+        "authname": None,
+        "authpass": None,
+        "authalgo": None,
+        "cryptopass": None,
+        "cryptoalgo": None,
+        "snmpver": "v2c",
+        "port": 161,
+        "transport": "udp",
+        "timeout": None,
+        "retries": None,
+        "snmp_disable": False,
+        "sysObjectID": ".1.3.6.1.4.1.14988.1",
+        "sysDescr": "RouterOS RB951Ui-2HnD",
+        "version": "6.49.17",
+        "hardware": "RB951Ui-2HnD",
+        "features": None,
+        "location_id": None,
+        "os": "routeros",
+        "status": True,
+        "status_reason": "",
+        "ignore": False,
+        "ignore_status": False,
+        "disabled": False,
+        "disable_notify": False,
+        "override_sysLocation": False,
+        "uptime": 864000,
+        "last_polled": now,
+        "last_polled_timetaken": 1.5,
+        "last_discovered": now,
+        "last_discovered_timetaken": 4.2,
+        "last_ping": now,
+        "last_ping_timetaken": 1.1,
+        "purpose": None,
+        "type": "network",
+        "serial": None,
+        "icon": "mikrotik.svg",
+        "poller_group": 0,
+        "notes": None,
+        "port_association_mode": 1,
+        "max_depth": 0,
+    }
+
+
+@dataclass
+class Database:
+    """The simulated LibreNMS tables; not thread-safe, the owner holds its lock."""
+
+    devices: dict[int, dict[str, Any]] = field(default_factory=dict)
+    by_hostname: dict[str, int] = field(default_factory=dict)
+    ports: dict[int, SimPort] = field(default_factory=dict)
+    ports_by_device: dict[int, list[SimPort]] = field(default_factory=dict)
+    alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    rules: dict[int, str] = field(default_factory=dict)
+    patches: list[tuple[int, Any]] = field(default_factory=list)
+
+    def find_device(self, spec: str) -> dict[str, Any] | None:
+        """All digits is a device_id, anything else an exact case-insensitive hostname."""
+        if spec.isascii() and spec.isdigit():
+            return self.devices.get(int(spec))
+        device_id = self.by_hostname.get(spec.lower())
+        return None if device_id is None else self.devices[device_id]
+
+    def device_ports(self, device_id: int) -> list[SimPort]:
+        """The device's ports in ifIndex order."""
+        return sorted(self.ports_by_device.get(device_id, ()), key=lambda p: p.ifIndex)
+
+
+def device_json(row: dict[str, Any], *, model: bool) -> dict[str, Any]:
+    """A device row as get_device (Eloquent casts, `model`) or list_devices (raw SQL) shows it."""
+    out = dict(row)
+    for name in DATE_COLUMNS:
+        value = out[name]
+        if isinstance(value, datetime):
+            out[name] = (
+                value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                if model
+                else value.strftime("%Y-%m-%d %H:%M:%S")
+            )
+    if not model:
+        for name in BOOL_COLUMNS:
+            out[name] = int(out[name])
+        out.update(dependency_parent_id=None, dependency_parent_hostname=None)
+    out.update(location=None, lat=None, lng=None)
+    return out
+
+
+def alert_json(db: Database, alert: dict[str, Any]) -> dict[str, Any]:
+    """One row of list_alerts: `D.hostname, A.*, R.severity, R.name, R.proc, R.notes`."""
+    out = {"hostname": db.devices[alert["device_id"]]["hostname"], **alert}
+    out["timestamp"] = alert["timestamp"].strftime("%Y-%m-%d %H:%M:%S")
+    out.update(severity="critical", name=db.rules.get(alert["rule_id"], ""), proc=None, notes="")
+    return out

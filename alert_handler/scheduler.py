@@ -12,7 +12,6 @@ import collections
 import functools
 import heapq
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -20,12 +19,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from alert_handler.core import machine, steps
-from alert_handler.core.machine import Action, Decision, Reason, Rules
+from alert_handler.core.machine import Action, Rules
 from alert_handler.core.outcomes import CYCLE_OUTCOMES, Outcome
-from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
-from alert_handler.metrics import STEPS, Metrics
+from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.jobs import DURABLE_TIMEOUT, Recorder
+from alert_handler.metrics import Metrics
+from alert_handler.pool import Pool
 from alert_handler.store.state import StateStore, StateWriteError
-from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ _BACKLOG_TTL = 1.0  # how long due devices found by one pass are started without
 _MIN_PASS_GAP = 0.02  # seconds between two passes over every record...
 _PASS_SHARE = 10.0  # ...and at least this many times the last pass's duration
 _UNWRITABLE_WAIT = 1.0  # how often the scheduler looks whether the state file is writable again
-_DURABLE_TIMEOUT = 30.0
 
 
 class Liveness(str, Enum):
@@ -63,90 +62,6 @@ class _Cycle:
     started: float
     members: set[int]
     counts: dict[Outcome, int] = field(default_factory=dict)
-
-
-class _TroubleLog:
-    """Logs API/SSH trouble at most once per `period` seconds per device and failing sub-step,
-    with a count of what was held, so every device's failures show in its history while a
-    LibreNMS outage does not flood the log."""
-
-    _MAX_KEYS = 10_000  # throttles kept; the oldest half is dropped past this
-
-    def __init__(self, period: float = 60.0) -> None:
-        self._period = period
-        self._throttles: dict[tuple[int, str], Throttle] = {}
-        self._lock = threading.Lock()
-        self._reported = False  # a failure was logged and no success since
-        self._since_report = 0  # failures since the last "succeed again" line
-
-    def report(
-        self, device_id: int, step: str, error: str, exc: BaseException | None = None
-    ) -> None:
-        """One failed step: logged (with `exc`'s traceback) unless the same device and step
-        failed and were logged lately."""
-        with self._lock:
-            self._since_report += 1
-            throttle = self._throttles.get((device_id, step))
-            if throttle is None:
-                if len(self._throttles) >= self._MAX_KEYS:
-                    for key in list(self._throttles)[: self._MAX_KEYS // 2]:
-                        del self._throttles[key]
-                throttle = self._throttles[(device_id, step)] = Throttle(period=self._period)
-        held = throttle.take()
-        if held is None:
-            return
-        with self._lock:
-            self._reported = True
-        suffix = f" ({held} more failures of this step in the last minute)" if held else ""
-        log.warning("device=%s step=%s failed: %s%s", device_id, step, error, suffix, exc_info=exc)
-
-    def ok(self) -> None:
-        """A step succeeded: say so once after failures were logged."""
-        if not self._reported:  # unlocked fast path; a stale read only delays the line
-            return
-        with self._lock:
-            if not self._reported:
-                return
-            self._reported = False
-            failures, self._since_report = self._since_report, 0
-            self._throttles.clear()
-        log.warning("step=recovery steps succeed again (%d failures since then)", failures)
-
-
-class _Pool:
-    """`size` daemon threads running jobs from a queue, started at the first job.
-
-    Not a ThreadPoolExecutor: the interpreter joins its threads at exit, so a step still running
-    at the STOP_TIMEOUT_SEC deadline would hold the process. A cut-off step is resumed after
-    the restart instead (every step is persisted before the next change is made).
-    """
-
-    def __init__(self, size: int, name: str) -> None:
-        self.size = size
-        self.name = name
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-
-    def submit(self, job: Callable[[], None]) -> None:
-        """Run `job` on a free thread (the caller serialises calls)."""
-        if not self._threads:
-            for n in range(self.size):
-                thread = threading.Thread(target=self._run, name=f"{self.name}-{n}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
-        self._jobs.put(job)
-
-    def shutdown(self) -> None:
-        """Let each thread exit after the jobs queued so far."""
-        for _ in self._threads:
-            self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                job()
-            except Exception:  # a job handles its own errors; this thread must survive anyway
-                log.exception("step=worker unexpected error")
 
 
 class Scheduler:
@@ -183,14 +98,14 @@ class Scheduler:
         self._backlog_at = 0.0
         self._next_pass = 0.0  # monotonic time before which no new pass is made
         self._stopping = False
-        self._pool = _Pool(max_parallel, "recovery")
+        self._pool = Pool(max_parallel, "recovery")
         self._steps_lock = threading.Lock()  # not _cond: /health must answer if _cond is stuck
         self._step_started: dict[int, float] = {}  # device -> when its current step began
         self.step_limit = step_limit
         self.stuck_after = stuck_after
         self._thread: threading.Thread | None = None
         self._cycle: _Cycle | None = None
-        self._trouble = _TroubleLog()
+        self._recorder = Recorder(store, rules, self.metrics)
         self._storm_warned = -1e18
         self.heartbeat = time.monotonic()
         self.last_cycle: float | None = None
@@ -425,7 +340,7 @@ class Scheduler:
     def durable(self) -> bool:
         """Whether every change made in memory is on disk (waits up to 30 s for it)."""
         try:
-            self.store.flush(_DURABLE_TIMEOUT)
+            self.store.flush(DURABLE_TIMEOUT)
         except StateWriteError:
             return False
         return True
@@ -436,87 +351,13 @@ class Scheduler:
             self._step_started[device_id] = time.monotonic()
 
     def persist(self, before: DeviceRecord, report: steps.StepReport) -> bool:
-        """Persist a decision (merged with alert fields that arrived meanwhile), then log and
-        count it; False if the state could not be written (no further change is made)."""
-        decision = report.decision
-        decided = decision.record
-
-        def change(current: DeviceRecord | None) -> DeviceRecord | None:
-            if decided is None or current is None:
-                return None
-            return merge_alert_fields(decided, current)
-
-        self._observe(report)
-        _, version = self.store.update(before.device_id, change)
-        try:
-            self.store.wait_durable(version, timeout=_DURABLE_TIMEOUT)
-        except StateWriteError as exc:
-            log.error(
-                "device=%s step=persist failed: %s; pausing this device", before.device_id, exc
-            )
+        """Persist, log and count what the step runner decided (see `jobs.Recorder`)."""
+        if not self._recorder.persist(before, report):
             return False
-        self._log_report(before, report)
-        if decision.forget:
+        if report.decision.forget:
             with self._cond:
                 self.dismissed[before.device_id] = self.clock()
-        self.metrics.count(report.action, decision)
         return True
-
-    def _observe(self, report: steps.StepReport) -> None:
-        for name, seconds in report.laps:
-            if name in STEPS:
-                self.metrics.step_seconds.labels(name).observe(seconds)
-        if report.poll_exit is not None:
-            self.metrics.poll_exits.labels(report.poll_exit).inc()
-        if report.forced_down:
-            self.metrics.forced_down.inc()
-        if report.failed_step is not None:
-            step = report.failed_step if report.failed_step in STEPS else "other"
-            self.metrics.step_failures.labels(step).inc()
-
-    def _log_report(self, before: DeviceRecord, report: steps.StepReport) -> None:
-        device_id = before.device_id
-        if report.error is not None:
-            self._trouble.report(
-                device_id,
-                report.failed_step or report.action.value,
-                report.error,
-                report.unexpected,
-            )
-        else:
-            self._trouble.ok()
-        for alert_id in report.acked:
-            log.info("device=%s step=ack alert=%s acknowledged", device_id, alert_id)
-        if report.ack_error is not None:
-            log.warning("device=%s step=ack failed: %s", device_id, report.ack_error)
-        if report.check is not None:
-            status = report.check.oper_status
-            log.info(
-                "device=%s step=check port=%s status=%s poll_exit=%s",
-                device_id,
-                self.rules.target_ifname,
-                "null" if status is None else status,
-                report.check.poll_exit,
-            )
-        self._log_decision(before, report.decision, report.action)
-
-    def _log_decision(self, before: DeviceRecord, decision: Decision, action: Action) -> None:
-        """One line: `device=42 step=check port2 is down -> port not up: forcing down again
-        (phase restoring->forcing_down, attempt 3)`."""
-        rec = decision.record
-        after = rec.phase.value if rec is not None else "forgotten"
-        attempts = rec.attempts if rec is not None else before.attempts
-        detail = f"{decision.detail} " if decision.detail else ""
-        where = f"-> {decision.reason.value} (phase {before.phase.value}->{after}"
-        where += f", attempt {attempts})"
-        level = logging.INFO
-        if decision.reason is Reason.STEP_FAILED:
-            level = logging.DEBUG  # _TroubleLog says so, at most once a minute
-        if decision.reason in (Reason.ADOPTED, Reason.FOREIGN_CHANGE):
-            level = logging.WARNING
-        if decision.reason in (Reason.NO_TARGET_PORT, Reason.GAVE_UP, Reason.DEVICE_GONE):
-            level = logging.ERROR
-        log.log(level, "device=%s step=%s %s%s", before.device_id, action.value, detail, where)
 
     def _end_cycle_member(self, device_id: int, outcome: Outcome) -> None:
         cycle = self._cycle

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -12,11 +15,13 @@ from hypothesis import strategies as st
 
 from alert_handler.config import (
     DEFAULT_POLL_COMMAND,
+    SETTINGS,
     Config,
     ConfigError,
     parse,
     render_poll_command,
 )
+from alert_handler.settings import render_markdown
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 URL = "http://librenms.example"
@@ -407,12 +412,64 @@ def test_an_invalid_webhook_token_is_never_echoed(tail: str) -> None:
     assert "s3cr3t" not in repr(err)
 
 
-def test_every_setting_is_documented_in_env_example() -> None:
-    """.env.example documents every key config.py reads, and names no key it does not read."""
-    root = Path(__file__).parent.parent
-    source = (root / "alert_handler" / "config.py").read_text()
-    read = {k for k in re.findall(r'"([A-Z][A-Z0-9_]{3,})"', source)}
-    example = (root / ".env.example").read_text()
-    documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", example, flags=re.M))
-    assert {key for key in read if key not in example} == set()  # aliases are named in comments
-    assert documented - read == set()
+# -- the table, .env.example and docs/configuration.md ------------------------------------------
+ROOT = Path(__file__).parent.parent
+ASSIGNMENT = re.compile(r"^(#?)([A-Z][A-Z0-9_]+)=(.*)$", flags=re.M)
+
+
+def test_the_table_is_config() -> None:
+    """One Setting per Config field, in field order; names unique with aliases; the secrets are
+    the four that stay out of repr and that Config.secrets() returns."""
+    assert [spec.name for spec in SETTINGS] == [f.name for f in fields(Config)]
+    names = [name for spec in SETTINGS for name in (spec.key, *spec.aliases)]
+    assert len(names) == len(set(names))
+    assert {spec.key for spec in SETTINGS if spec.secret} == set(SECRETS)
+    assert {spec.key for spec in SETTINGS if spec.required} == {
+        "LIBRENMS_URL",
+        "LIBRENMS_API_TOKEN",
+    }
+    for spec, f in zip(SETTINGS, fields(Config), strict=True):
+        assert f.repr is not spec.secret, spec.key
+        if spec.required is None:
+            assert f.default == spec.default, spec.key
+
+
+def test_env_example_assigns_every_setting_once_in_table_order() -> None:
+    """.env.example has one `KEY=` or `#KEY=` line per setting, in the table's order, and no
+    other; the aliases are named in comments."""
+    example = (ROOT / ".env.example").read_text()
+    assert [key for _, key, _ in ASSIGNMENT.findall(example)] == [s.key for s in SETTINGS]
+    for spec in SETTINGS:
+        for alias in spec.aliases:
+            assert (
+                f"{alias} is accepted as an alias" in example or f"{alias} is an alias" in example
+            )
+
+
+def test_env_example_shows_the_defaults() -> None:
+    """A commented-out line of a setting that has a default shows that default."""
+    example = (ROOT / ".env.example").read_text()
+    by_key = {spec.key: spec for spec in SETTINGS}
+    for commented, key, value in ASSIGNMENT.findall(example):
+        spec = by_key[key]
+        if commented and spec.default not in (None, ()):
+            assert spec.kind.read(key, value) == spec.default, key
+
+
+def test_docs_are_rendered_from_the_table() -> None:
+    """docs/configuration.md is what `python -m alert_handler.settings --markdown` prints, with
+    one row per setting and no row for anything else."""
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    assert committed == render_markdown(SETTINGS), (
+        "regenerate: python -m alert_handler.settings --markdown > docs/configuration.md"
+    )
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", committed, flags=re.M)
+    assert rows == [spec.key for spec in SETTINGS]
+
+
+def test_the_generator_prints_the_docs() -> None:
+    """The documented command prints the committed file and refuses other arguments."""
+    command = [sys.executable, "-m", "alert_handler.settings"]
+    out = subprocess.run([*command, "--markdown"], capture_output=True, text=True, check=True)
+    assert out.stdout == (ROOT / "docs" / "configuration.md").read_text()
+    assert subprocess.run(command, capture_output=True).returncode == 2

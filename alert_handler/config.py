@@ -8,6 +8,7 @@ or the environment.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,7 @@ __all__ = [
     "parse",
     "redact",
     "render_poll_command",
+    "unknown_key_warnings",
 ]
 
 DEFAULT_POLL_COMMAND = "php /opt/librenms/artisan device:poll {device_id}"
@@ -146,6 +148,7 @@ class Config:
 
 
 SETTINGS: tuple[Setting[object], ...] = tuple(s.declared(f) for f in fields(Config))
+_BY_KEY = {name: spec for spec in SETTINGS for name in (spec.key, *spec.aliases)}
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -191,6 +194,47 @@ def _check_together(cfg: Config) -> None:
     if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
         missing = "TLS_CERT_FILE" if cfg.tls_cert_file is None else "TLS_KEY_FILE"
         raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE go together")
+
+
+_NEAR_IN_FILE = 0.6  # difflib's own default: the line is printed anyway, the hint is a bonus
+_NEAR_IN_ENVIRONMENT = 0.9  # a near-certain typo only: SSL_CERT_FILE is 0.85 from TLS_CERT_FILE
+
+
+def _closest(key: str, cutoff: float) -> str | None:
+    """The known setting nearest to `key` (case aside), if one is at least `cutoff` alike."""
+    if key.upper() in _BY_KEY:
+        return key.upper()
+    near = difflib.get_close_matches(key.upper(), sorted(_BY_KEY), n=1, cutoff=cutoff)
+    return near[0] if near else None
+
+
+def _named(key: str) -> str:
+    """`key` as it can go on a log line: itself when plain, else its repr."""
+    return key if key.replace("_", "").replace("-", "").replace(".", "").isalnum() else repr(key)
+
+
+def unknown_key_warnings(
+    file_keys: Iterable[str], environ_keys: Iterable[str] = (), *, source: str = ".env"
+) -> list[str]:
+    """A line per unknown name in the env file, and per near miss in the environment."""
+    # The environment also holds PATH, HOME and the like: only a near miss is worth a line.
+    lines: list[str] = []
+    seen = set(_BY_KEY)
+    for key in file_keys:
+        if key not in seen:
+            seen.add(key)
+            near = _closest(key, _NEAR_IN_FILE)
+            hint = f": did you mean {near}?" if near else ""
+            lines.append(f"unknown setting {_named(key)} in {source}{hint}")
+    for key in environ_keys:
+        if key not in seen:
+            seen.add(key)
+            near = _closest(key, _NEAR_IN_ENVIRONMENT)
+            if near:
+                lines.append(
+                    f"unknown setting {_named(key)} in the environment: did you mean {near}?"
+                )
+    return lines
 
 
 def render_poll_command(template: str, device_id: int) -> str:

@@ -1,86 +1,154 @@
 """The daemon's configuration: one frozen object, validated once at start.
 
-`parse(mapping)` is pure: it takes the merged `.env` + environment mapping and returns a Config, or
-raises `ConfigError` naming the first bad key. Only `cli.py` reads files or the environment.
+`Config` is the table of settings: each field names its kind, default, group and one-line doc
+(see `settings.py`). `parse(mapping)` is pure: it takes the merged `.env` + environment mapping
+and returns a Config, or raises `ConfigError` naming the first bad key. Only `cli/` reads files
+or the environment.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-T = TypeVar("T")
+from alert_handler import settings as s
+from alert_handler.settings import ConfigError, Setting, required, setting
+
+__all__ = [
+    "DEFAULT_POLL_COMMAND",
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "parse",
+    "redact",
+    "render_poll_command",
+    "unknown_key_warnings",
+]
 
 DEFAULT_POLL_COMMAND = "php /opt/librenms/artisan device:poll {device_id}"
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9]{8,128}$")
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; `str()` names the key."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+API = "LibreNMS API"
+WORK = "What the daemon does"
+POLL = "Polling: `lnms device:poll <id>` on the LibreNMS host"
+LISTENER = "The webhook listener"
+FILES = "Files and shutdown"
 
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of the daemon; secrets are kept out of `repr`."""
+    """Every setting of the daemon, in the order of .env.example; secrets are kept out of repr."""
 
-    librenms_url: str
-    librenms_api_token: str = field(repr=False)
-    librenms_verify_tls: bool = True
-    librenms_ca_bundle: str | None = None
-    unsupervised_ip: str = "127.0.0.50"
-    target_ifname: str = "port2"
-    recovery_interval_sec: float = 60.0
-    state_file: str = "device_state.json"
-    log_file: str = "alert_handler.log"
-    listen_host: str = "0.0.0.0"
-    listen_port: int = 5000
-    poll_method: str = "ssh"
-    poll_command: str = DEFAULT_POLL_COMMAND
-    ssh_host: str | None = None
-    ssh_port: int = 22
-    ssh_user: str | None = None
-    ssh_password: str | None = field(default=None, repr=False)
-    ssh_key_file: str | None = None
-    ssh_key_passphrase: str | None = field(default=None, repr=False)
-    ssh_known_hosts: str = "~/.ssh/known_hosts"
-    ssh_host_key_policy: str = "accept-new"
-    ssh_connect_timeout_sec: float = 10.0
-    ssh_max_channels: int = 8
-    max_parallel: int = 4
-    trigger_rules: tuple[str, ...] = ()
-    api_timeout_sec: float = 10.0
-    api_retries: int = 2
-    poll_timeout_sec: float = 300.0
-    webhook_token: str | None = field(default=None, repr=False)
-    allowed_clients: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    client_timeout_sec: float = 10.0
-    max_connections: int = 1000
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    dry_run: bool = False
-    max_forced_down: int = 0
-    ack_alerts: bool = False
-    reconcile_interval_sec: float = 300.0
-    stop_timeout_sec: float = 20.0
-    max_attempts: int = 0
+    # fmt: off
+    librenms_url: str = field(metadata=required(
+        s.URL, API, "Base URL of LibreNMS.",
+        problem="is required (e.g. http://librenms.example/api/v0)"))
+    librenms_api_token: str = field(repr=False, metadata=required(  # repr=False: a secret
+        s.API_TOKEN, API, "An admin API token (read-only tokens cannot PATCH).",
+        problem="is required (an admin API token)", aliases=("API_TOKEN",)))
+    librenms_verify_tls: bool = setting(
+        s.BOOL, True, API, "https only: verify the LibreNMS certificate.")
+    librenms_ca_bundle: str | None = setting(
+        s.PATH, None, API, "https only: the CA bundle that signed the LibreNMS certificate.")
+    api_timeout_sec: float = setting(s.SECONDS, 10.0, API, "Seconds per API call.")
+    api_retries: int = setting(
+        s.COUNT, 2, API, "How many times a timeout, 5xx or 429 is retried within a step.")
+
+    unsupervised_ip: str = setting(
+        s.IP, "127.0.0.50", WORK, "Where forced-down devices point: an address where nothing "
+        "answers.")
+    target_ifname: str = setting(
+        s.TEXT, "port2", WORK, "The port whose ifOperStatus decides recovery (exact ifName match).")
+    recovery_interval_sec: float = setting(
+        s.SECONDS, 60.0, WORK, "Seconds between recovery attempts of one device.")
+    max_parallel: int = setting(s.POSITIVE, 4, WORK, "Devices worked on at the same time.")
+    trigger_rules: tuple[str, ...] = setting(
+        s.NAMES, (), WORK, "Alert rule names that may start handling a device (empty: any rule); "
+        "alerts of other rules only count as repeats for devices already tracked.")
+    max_attempts: int = setting(
+        s.COUNT, 0, WORK, "Give up after this many attempts: restore the original and forget the "
+        "device (0: never).")
+    max_forced_down: int = setting(
+        s.COUNT, 0, WORK, "Storm guard: above this many devices forced down, new ones are only "
+        "recorded (0: no limit).")
+    dry_run: bool = setting(
+        s.BOOL, False, WORK, "Log every PATCH that would be sent instead of sending it.")
+    ack_alerts: bool = setting(
+        s.BOOL, False, WORK, "Acknowledge the triggering alert with a note once a device is "
+        "forced down.")
+    reconcile_interval_sec: float = setting(
+        s.SECONDS, 300.0, WORK, "Seconds between reconciliations with LibreNMS (adopt devices "
+        "left on UNSUPERVISED_IP, pick up alerts that never arrived).")
+
+    poll_method: str = setting(
+        s.choice("ssh", "local", fold_case=True), "ssh", POLL,
+        "ssh: run POLL_COMMAND on SSH_HOST; local: run it here, without a shell.")
+    poll_command: str = setting(
+        s.POLL_COMMAND, DEFAULT_POLL_COMMAND, POLL,
+        "The poll command; lnms refuses to run as root, so `sudo -u librenms lnms device:poll "
+        "{device_id}` or `docker exec librenms lnms device:poll {device_id}` are common.")
+    poll_timeout_sec: float = setting(s.SECONDS, 300.0, POLL, "Seconds one poll may take.")
+    ssh_host: str | None = setting(
+        s.TEXT, None, POLL, "The LibreNMS host to poll over SSH; required when POLL_METHOD=ssh.")
+    ssh_port: int = setting(s.PORT, 22, POLL, "The SSH port of SSH_HOST.")
+    ssh_user: str | None = setting(
+        s.TEXT, None, POLL, "The SSH user; required when POLL_METHOD=ssh.")
+    ssh_key_file: str | None = setting(
+        s.PATH, None, POLL, "Private key for SSH (recommended over a password).")
+    ssh_key_passphrase: str | None = setting(
+        s.TEXT, None, POLL, "Passphrase of SSH_KEY_FILE.", secret=True)
+    ssh_password: str | None = setting(
+        s.TEXT, None, POLL, "SSH password, when no key is used.", secret=True,
+        aliases=("SSH_PASS",))
+    ssh_known_hosts: str = setting(
+        s.PATH, "~/.ssh/known_hosts", POLL, "Where SSH host keys are checked (and learnt).")
+    ssh_host_key_policy: str = setting(
+        s.choice("accept-new", "strict"), "accept-new", POLL,
+        "accept-new: trust on first use and refuse changes; strict: only known keys.")
+    ssh_connect_timeout_sec: float = setting(
+        s.SECONDS, 10.0, POLL, "Seconds to connect and log in over SSH.")
+    ssh_max_channels: int = setting(
+        s.POSITIVE, 8, POLL, "Concurrent poll channels on the one SSH connection (OpenSSH's "
+        "MaxSessions is 10).")
+
+    listen_host: str = setting(
+        s.LISTEN_IP, "0.0.0.0", LISTENER, "Address the webhook listens on.")
+    listen_port: int = setting(
+        s.LISTEN_PORT, 5000, LISTENER, "Port the webhook listens on (0: any free port).")
+    webhook_token: str | None = setting(
+        s.WEBHOOK_TOKEN, None, LISTENER, "Requests must carry it (Bearer, X-Auth-Token or "
+        "Basic password); unset: anyone is accepted, with a warning.", secret=True)
+    allowed_clients: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
+        s.NETWORKS, (), LISTENER, "Clients allowed to connect at all; others get 403 "
+        "(empty: any).")
+    client_timeout_sec: float = setting(
+        s.SECONDS, 10.0, LISTENER, "Seconds a client has to send a whole request.")
+    max_connections: int = setting(
+        s.POSITIVE, 1000, LISTENER, "Connections served at once; more get 503.")
+    tls_cert_file: str | None = setting(
+        s.PATH, None, LISTENER, "Serve https (TLS 1.2+) with this certificate; needs "
+        "TLS_KEY_FILE.")
+    tls_key_file: str | None = setting(
+        s.PATH, None, LISTENER, "The private key of TLS_CERT_FILE.")
+
+    state_file: str = setting(
+        s.PATH, "device_state.json", FILES, "The state file: devices being handled.")
+    log_file: str = setting(
+        s.PATH, "alert_handler.log", FILES, "The log file (reopened on SIGHUP).")
+    stop_timeout_sec: float = setting(
+        s.SECONDS, 20.0, FILES, "Seconds running steps get to finish on SIGTERM.")
+    # fmt: on
 
     def secrets(self) -> list[str]:
         """Every configured secret, for redaction and for tests that grep logs."""
-        values = [
-            self.librenms_api_token,
-            self.ssh_password,
-            self.ssh_key_passphrase,
-            self.webhook_token,
-        ]
-        return [v for v in values if v]
+        values = (getattr(self, spec.name) for spec in SETTINGS if spec.secret)
+        return [v for v in values if isinstance(v, str) and v]
+
+
+SETTINGS: tuple[Setting[object], ...] = tuple(s.declared(f) for f in fields(Config))
+_BY_KEY = {name: spec for spec in SETTINGS for name in (spec.key, *spec.aliases)}
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -91,221 +159,82 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
-def _get(env: Mapping[str, str], *keys: str) -> tuple[str, str | None]:
-    """The first key of `keys` that is set to a non-empty value, and that value."""
+def _get(env: Mapping[str, str], keys: Iterable[str]) -> tuple[str, str] | None:
+    """The first of `keys` set to a non-empty value, and that value stripped."""
     for key in keys:
         value = env.get(key)
         if value is not None and value.strip() != "":
             return key, value.strip()
-    return keys[0], None
-
-
-def _number(key: str, raw: str, kind: Callable[[str], T], *, minimum: float, what: str) -> T:
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(key, f"must be {what}, got {raw!r}") from None
-    if not value >= minimum:  # type: ignore[operator]
-        raise ConfigError(key, f"must be {what}, got {raw!r}")
-    if isinstance(value, float) and value != value:  # NaN
-        raise ConfigError(key, f"must be {what}, got {raw!r}")
-    return value
-
-
-_MAX_SECONDS = 7 * 24 * 3600.0  # a week: beyond it a setting is a typo, not a choice
-
-
-def _positive_float(key: str, raw: str) -> float:
-    value = _number(key, raw, float, minimum=0.0, what="a positive number")
-    if value <= 0 or value == float("inf"):
-        raise ConfigError(key, f"must be a positive number, got {raw!r}")
-    if value > _MAX_SECONDS:
-        raise ConfigError(key, f"must be at most {_MAX_SECONDS:.0f} seconds, got {raw!r}")
-    return value
-
-
-def _bool(key: str, raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(key, f"must be true or false, got {raw!r}")
-
-
-def _port(key: str, raw: str, *, allow_zero: bool = False) -> int:
-    value = _number(key, raw, int, minimum=0 if allow_zero else 1, what="a port number")
-    if value > 65535:
-        raise ConfigError(key, f"must be a port number, got {raw!r}")
-    return value
-
-
-def _ip(key: str, raw: str) -> str:
-    try:
-        return str(ipaddress.ip_address(raw))
-    except ValueError:
-        raise ConfigError(key, f"must be an IP address, got {raw!r}") from None
-
-
-def _librenms_url(key: str, raw: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", raw):
-        raise ConfigError(key, "must start with http:// or https:// and name a host")
-    url = raw.rstrip("/")
-    if not url.endswith("/api/v0"):
-        url += "/api/v0"
-    return url
+    return None
 
 
 def parse(env: Mapping[str, str]) -> Config:
     """Validate `env` (merged .env and environment) into a Config or raise ConfigError."""
-    key, url = _get(env, "LIBRENMS_URL")
-    if url is None:
-        raise ConfigError(key, "is required (e.g. http://librenms.example/api/v0)")
-    kw: dict[str, object] = {"librenms_url": _librenms_url(key, url)}
-
-    key, token = _get(env, "LIBRENMS_API_TOKEN", "API_TOKEN")
-    if token is None:
-        raise ConfigError("LIBRENMS_API_TOKEN", "is required (an admin API token)")
-    if not _TOKEN_RE.match(token):
-        raise ConfigError(key, "must be the API token's letters and digits only")
-    kw["librenms_api_token"] = token
-
-    def opt(name: str, *aliases: str) -> tuple[str, str | None]:
-        return _get(env, name, *aliases)
-
-    k, v = opt("LIBRENMS_VERIFY_TLS")
-    if v is not None:
-        kw["librenms_verify_tls"] = _bool(k, v)
-    k, v = opt("LIBRENMS_CA_BUNDLE")
-    if v is not None:
-        kw["librenms_ca_bundle"] = v
-    k, v = opt("UNSUPERVISED_IP")
-    if v is not None:
-        kw["unsupervised_ip"] = _ip(k, v)
-    k, v = opt("TARGET_IFNAME")
-    if v is not None:
-        kw["target_ifname"] = v
-    for name, attr in (
-        ("RECOVERY_INTERVAL_SEC", "recovery_interval_sec"),
-        ("API_TIMEOUT_SEC", "api_timeout_sec"),
-        ("POLL_TIMEOUT_SEC", "poll_timeout_sec"),
-        ("SSH_CONNECT_TIMEOUT_SEC", "ssh_connect_timeout_sec"),
-        ("CLIENT_TIMEOUT_SEC", "client_timeout_sec"),
-        ("RECONCILE_INTERVAL_SEC", "reconcile_interval_sec"),
-        ("STOP_TIMEOUT_SEC", "stop_timeout_sec"),
-    ):
-        k, v = opt(name)
-        if v is not None:
-            kw[attr] = _positive_float(k, v)
-    for name, attr in (("STATE_FILE", "state_file"), ("LOG_FILE", "log_file")):
-        k, v = opt(name)
-        if v is not None:
-            kw[attr] = v
-    k, v = opt("LISTEN_HOST")
-    if v is not None:
-        kw["listen_host"] = _ip(k, v) if v != "localhost" else "127.0.0.1"
-    k, v = opt("LISTEN_PORT")
-    if v is not None:
-        kw["listen_port"] = _port(k, v, allow_zero=True)
-
-    k, v = opt("POLL_METHOD")
-    method = (v or "ssh").lower()
-    if method not in ("ssh", "local"):
-        raise ConfigError(k, f"must be ssh or local, got {v!r}")
-    kw["poll_method"] = method
-    k, v = opt("POLL_COMMAND")
-    if v is not None:
-        kw["poll_command"] = _poll_command(k, v)
-
-    k, v = opt("SSH_HOST")
-    kw["ssh_host"] = v
-    if method == "ssh" and v is None:
-        raise ConfigError(k, "is required when POLL_METHOD=ssh")
-    k, v = opt("SSH_PORT")
-    if v is not None:
-        kw["ssh_port"] = _port(k, v)
-    k, v = opt("SSH_USER")
-    kw["ssh_user"] = v
-    if method == "ssh" and v is None:
-        raise ConfigError(k, "is required when POLL_METHOD=ssh")
-    k, v = opt("SSH_PASSWORD", "SSH_PASS")
-    kw["ssh_password"] = v
-    k, v = opt("SSH_KEY_FILE")
-    kw["ssh_key_file"] = v
-    k, v = opt("SSH_KEY_PASSPHRASE")
-    kw["ssh_key_passphrase"] = v
-    k, v = opt("SSH_KNOWN_HOSTS")
-    if v is not None:
-        kw["ssh_known_hosts"] = v
-    k, v = opt("SSH_HOST_KEY_POLICY")
-    if v is not None:
-        if v not in ("accept-new", "strict"):
-            raise ConfigError(k, f"must be accept-new or strict, got {v!r}")
-        kw["ssh_host_key_policy"] = v
-    k, v = opt("SSH_MAX_CHANNELS")
-    if v is not None:
-        kw["ssh_max_channels"] = _number(k, v, int, minimum=1, what="a positive integer")
-
-    k, v = opt("MAX_PARALLEL")
-    if v is not None:
-        kw["max_parallel"] = _number(k, v, int, minimum=1, what="a positive integer")
-    k, v = opt("MAX_CONNECTIONS")
-    if v is not None:
-        kw["max_connections"] = _number(k, v, int, minimum=1, what="a positive integer")
-    for name, attr in (
-        ("API_RETRIES", "api_retries"),
-        ("MAX_FORCED_DOWN", "max_forced_down"),
-        ("MAX_ATTEMPTS", "max_attempts"),
-    ):
-        k, v = opt(name)
-        if v is not None:
-            kw[attr] = _number(k, v, int, minimum=0, what="a whole number of 0 or more")
-    k, v = opt("TRIGGER_RULES")
-    if v is not None:
-        kw["trigger_rules"] = tuple(r.strip() for r in v.split(",") if r.strip())
-
-    k, v = opt("WEBHOOK_TOKEN")
-    if v is not None:
-        if len(v) < 16 or any(c.isspace() or not c.isprintable() for c in v):
-            raise ConfigError(k, "must be at least 16 printable characters without spaces")
-        if v.startswith("change-me"):
-            raise ConfigError(k, "is still the example value: generate a random one")
-        kw["webhook_token"] = v
-    k, v = opt("ALLOWED_CLIENTS")
-    if v is not None:
-        nets = []
-        for part in v.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                nets.append(ipaddress.ip_network(part, strict=False))
-            except ValueError:
-                raise ConfigError(k, f"must be a comma-separated CIDR list, got {part!r}") from None
-        kw["allowed_clients"] = tuple(nets)
-    k, v = opt("TLS_CERT_FILE")
-    kw["tls_cert_file"] = v
-    k2, v2 = opt("TLS_KEY_FILE")
-    kw["tls_key_file"] = v2
-    if (v is None) != (v2 is None):
-        raise ConfigError(k if v is None else k2, "TLS_CERT_FILE and TLS_KEY_FILE go together")
-
-    for name, attr in (("DRY_RUN", "dry_run"), ("ACK_ALERTS", "ack_alerts")):
-        k, v = opt(name)
-        if v is not None:
-            kw[attr] = _bool(k, v)
-    return Config(**kw)  # type: ignore[arg-type]
+    # Any, not object: each value comes from its field's own kind, and mypy checked that kind
+    # against the field's annotation where `setting()` declares it. This walk only moves them.
+    values: dict[str, Any] = {}
+    for spec in SETTINGS:
+        found = _get(env, (spec.key, *spec.aliases))
+        if found is not None:
+            values[spec.name] = spec.kind.read(*found)
+        elif spec.required is not None:
+            raise ConfigError(spec.key, spec.required)
+    cfg = Config(**values)
+    _check_together(cfg)
+    return cfg
 
 
-def _poll_command(key: str, raw: str) -> str:
-    """Accept a template whose only placeholder is `{device_id}`."""
-    placeholders = re.findall(r"\{([^{}]*)\}", raw)
-    if "device_id" not in placeholders:
-        raise ConfigError(key, "must contain {device_id}")
-    others = [p for p in placeholders if p != "device_id"]
-    if others:
-        raise ConfigError(key, f"{{device_id}} is the only placeholder, found {{{others[0]}}}")
-    return raw
+def _check_together(cfg: Config) -> None:
+    """The rules that involve more than one setting."""
+    if cfg.poll_method == "ssh":
+        if cfg.ssh_host is None:
+            raise ConfigError("SSH_HOST", "is required when POLL_METHOD=ssh")
+        if cfg.ssh_user is None:
+            raise ConfigError("SSH_USER", "is required when POLL_METHOD=ssh")
+    if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
+        missing = "TLS_CERT_FILE" if cfg.tls_cert_file is None else "TLS_KEY_FILE"
+        raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE go together")
+
+
+_NEAR_IN_FILE = 0.6  # difflib's own default: the line is printed anyway, the hint is a bonus
+_NEAR_IN_ENVIRONMENT = 0.9  # a near-certain typo only: SSL_CERT_FILE is 0.85 from TLS_CERT_FILE
+
+
+def _closest(key: str, cutoff: float) -> str | None:
+    """The known setting nearest to `key` (case aside), if one is at least `cutoff` alike."""
+    if key.upper() in _BY_KEY:
+        return key.upper()
+    near = difflib.get_close_matches(key.upper(), sorted(_BY_KEY), n=1, cutoff=cutoff)
+    return near[0] if near else None
+
+
+def _named(key: str) -> str:
+    """`key` as it can go on a log line: itself when plain, else its repr."""
+    return key if key.replace("_", "").replace("-", "").replace(".", "").isalnum() else repr(key)
+
+
+def unknown_key_warnings(
+    file_keys: Iterable[str], environ_keys: Iterable[str] = (), *, source: str = ".env"
+) -> list[str]:
+    """A line per unknown name in the env file, and per near miss in the environment."""
+    # The environment also holds PATH, HOME and the like: only a near miss is worth a line.
+    lines: list[str] = []
+    seen = set(_BY_KEY)
+    for key in file_keys:
+        if key not in seen:
+            seen.add(key)
+            near = _closest(key, _NEAR_IN_FILE)
+            hint = f": did you mean {near}?" if near else ""
+            lines.append(f"unknown setting {_named(key)} in {source}{hint}")
+    for key in environ_keys:
+        if key not in seen:
+            seen.add(key)
+            near = _closest(key, _NEAR_IN_ENVIRONMENT)
+            if near:
+                lines.append(
+                    f"unknown setting {_named(key)} in the environment: did you mean {near}?"
+                )
+    return lines
 
 
 def render_poll_command(template: str, device_id: int) -> str:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -12,11 +16,16 @@ from hypothesis import strategies as st
 
 from alert_handler.config import (
     DEFAULT_POLL_COMMAND,
+    SETTINGS,
     Config,
     ConfigError,
     parse,
     render_poll_command,
+    unknown_key_warnings,
 )
+from alert_handler.settings import render_markdown
+from alert_handler.sim.simulator import Simulator
+from tests.conftest import DaemonProcess, base_env, free_port, installed_cli
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 URL = "http://librenms.example"
@@ -407,12 +416,152 @@ def test_an_invalid_webhook_token_is_never_echoed(tail: str) -> None:
     assert "s3cr3t" not in repr(err)
 
 
-def test_every_setting_is_documented_in_env_example() -> None:
-    """.env.example documents every key config.py reads, and names no key it does not read."""
-    root = Path(__file__).parent.parent
-    source = (root / "alert_handler" / "config.py").read_text()
-    read = {k for k in re.findall(r'"([A-Z][A-Z0-9_]{3,})"', source)}
-    example = (root / ".env.example").read_text()
-    documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", example, flags=re.M))
-    assert {key for key in read if key not in example} == set()  # aliases are named in comments
-    assert documented - read == set()
+# -- the table, .env.example and docs/configuration.md ------------------------------------------
+ROOT = Path(__file__).parent.parent
+ASSIGNMENT = re.compile(r"^(#?)([A-Z][A-Z0-9_]+)=(.*)$", flags=re.M)
+
+
+def test_the_table_is_config() -> None:
+    """One Setting per Config field, in field order; names unique with aliases; the secrets are
+    the four that stay out of repr and that Config.secrets() returns."""
+    assert [spec.name for spec in SETTINGS] == [f.name for f in fields(Config)]
+    names = [name for spec in SETTINGS for name in (spec.key, *spec.aliases)]
+    assert len(names) == len(set(names))
+    assert {spec.key for spec in SETTINGS if spec.secret} == set(SECRETS)
+    assert {spec.key for spec in SETTINGS if spec.required} == {
+        "LIBRENMS_URL",
+        "LIBRENMS_API_TOKEN",
+    }
+    for spec, f in zip(SETTINGS, fields(Config), strict=True):
+        assert f.repr is not spec.secret, spec.key
+        if spec.required is None:
+            assert f.default == spec.default, spec.key
+
+
+def test_env_example_assigns_every_setting_once_in_table_order() -> None:
+    """.env.example has one `KEY=` or `#KEY=` line per setting, in the table's order, and no
+    other; the aliases are named in comments."""
+    example = (ROOT / ".env.example").read_text()
+    assert [key for _, key, _ in ASSIGNMENT.findall(example)] == [s.key for s in SETTINGS]
+    for spec in SETTINGS:
+        for alias in spec.aliases:
+            assert (
+                f"{alias} is accepted as an alias" in example or f"{alias} is an alias" in example
+            )
+
+
+def test_env_example_shows_the_defaults() -> None:
+    """A commented-out line of a setting that has a default shows that default."""
+    example = (ROOT / ".env.example").read_text()
+    by_key = {spec.key: spec for spec in SETTINGS}
+    for commented, key, value in ASSIGNMENT.findall(example):
+        spec = by_key[key]
+        if commented and spec.default not in (None, ()):
+            assert spec.kind.read(key, value) == spec.default, key
+
+
+def test_docs_are_rendered_from_the_table() -> None:
+    """docs/configuration.md is what `python -m alert_handler.settings --markdown` prints, with
+    one row per setting and no row for anything else."""
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    assert committed == render_markdown(SETTINGS), (
+        "regenerate: python -m alert_handler.settings --markdown > docs/configuration.md"
+    )
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", committed, flags=re.M)
+    assert rows == [spec.key for spec in SETTINGS]
+
+
+def test_the_generator_prints_the_docs() -> None:
+    """The documented command prints the committed file and refuses other arguments."""
+    command = [sys.executable, "-m", "alert_handler.settings"]
+    out = subprocess.run([*command, "--markdown"], capture_output=True, text=True, check=True)
+    assert out.stdout == (ROOT / "docs" / "configuration.md").read_text()
+    assert subprocess.run(command, capture_output=True).returncode == 2
+
+
+# -- unknown names ------------------------------------------------------------------------------
+def test_a_misspelt_key_in_the_env_file_names_the_closest_setting() -> None:
+    assert unknown_key_warnings(["LIBRENMS_URL", "RECOVERY_INTERVALL_SEC"]) == [
+        "unknown setting RECOVERY_INTERVALL_SEC in .env: did you mean RECOVERY_INTERVAL_SEC?"
+    ]
+    assert unknown_key_warnings(["dry_run"], source="/etc/ah.env") == [
+        "unknown setting dry_run in /etc/ah.env: did you mean DRY_RUN?"
+    ]
+
+
+def test_every_unknown_key_in_the_env_file_is_named() -> None:
+    assert unknown_key_warnings(["COMPOSE_PROJECT_NAME", "COMPOSE_PROJECT_NAME"]) == [
+        "unknown setting COMPOSE_PROJECT_NAME in .env"
+    ]
+
+
+def test_settings_and_aliases_are_known() -> None:
+    known = [name for spec in SETTINGS for name in (spec.key, *spec.aliases)]
+    assert unknown_key_warnings(known, known) == []
+
+
+def test_only_near_misses_in_the_environment_are_named() -> None:
+    """The environment of a login shell or a systemd service is quiet; a typo is not."""
+    noise = [
+        *("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TERM", "PWD", "TZ"),
+        *("SSH_AUTH_SOCK", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "HOSTNAME", "MAIL"),
+        *("INVOCATION_ID", "JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"),
+        *("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "STATE_DIRECTORY", "LOGS_DIRECTORY"),
+        *("RUNTIME_DIRECTORY", "CREDENTIALS_DIRECTORY", "SYSTEMD_EXEC_PID", "MAINPID"),
+        *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+        *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "no_proxy", "VIRTUAL_ENV"),
+        *("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS"),
+    ]
+    assert unknown_key_warnings([], noise) == []
+    assert unknown_key_warnings([], [*noise, "WEBHOK_TOKEN"]) == [
+        "unknown setting WEBHOK_TOKEN in the environment: did you mean WEBHOOK_TOKEN?"
+    ]
+
+
+def test_a_key_in_the_file_and_the_environment_is_named_once() -> None:
+    assert unknown_key_warnings(["DRYRUN"], ["DRYRUN"]) == [
+        "unknown setting DRYRUN in .env: did you mean DRY_RUN?"
+    ]
+
+
+def test_a_strange_key_is_quoted() -> None:
+    assert unknown_key_warnings(["A B\nC"]) == ["unknown setting 'A B\\nC' in .env"]
+
+
+def test_check_and_serve_name_a_misspelt_key(tmp_path: Path) -> None:
+    """1. `check` with a .env whose SSH_HOST is misspelt: exit 2 on SSH_HOST, then the hint.
+    2. `serve` with the same .env: exit 2 with the same hint on stderr."""
+    (tmp_path / ".env").write_text(
+        f"LIBRENMS_URL={URL}\nLIBRENMS_API_TOKEN={TOKEN}\nSSH_HOTS=nms\nSSH_USER=librenms\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRENMS", "SSH_", "POLL"))}
+    cli = installed_cli()
+    check = subprocess.run(
+        [*cli, "check"], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 2
+    assert check.stdout.splitlines() == [
+        "\u2718 configuration: SSH_HOST: is required when POLL_METHOD=ssh",
+        "\u2718 unknown setting SSH_HOTS in .env: did you mean SSH_HOST? (warning only)",
+    ]
+    serve = subprocess.run(
+        [*cli, "serve"], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60
+    )
+    assert serve.returncode == 2
+    assert serve.stderr.splitlines()[-1] == (
+        "alert-handler: unknown setting SSH_HOTS in .env: did you mean SSH_HOST?"
+    )
+
+
+def test_serve_logs_a_misspelt_key(sim: Simulator, tmp_path: Path) -> None:
+    """1. The daemon starts with a valid .env that also holds RECOVERY_INTERVALL_SEC.
+    2. Its log has one WARNING line naming it and the setting it is near; it stops cleanly."""
+    port = free_port()
+    settings = base_env(sim, tmp_path, LISTEN_PORT=str(port), RECOVERY_INTERVALL_SEC="30")
+    daemon = DaemonProcess(tmp_path, settings, port)
+    assert daemon.terminate() == 0
+    warnings = [line for line in daemon.output().splitlines() if " WARNING " in line]
+    assert [line.split(" WARNING ", 1)[1] for line in warnings] == [
+        "step=config unknown setting RECOVERY_INTERVALL_SEC in .env: "
+        "did you mean RECOVERY_INTERVAL_SEC?"
+    ]

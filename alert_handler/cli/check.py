@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from alert_handler.cli.env import read_env
+from alert_handler.cli.env import read_env, setting_warnings
 from alert_handler.config import Config, ConfigError, parse
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.daemon import make_api
@@ -45,6 +45,8 @@ def run_check(args: argparse.Namespace) -> int:
         cfg = parse(read_env(args.env_file))
     except ConfigError as exc:
         print(f"{FAIL} configuration: {exc}")
+        for text in setting_warnings(args.env_file):
+            print(f"{FAIL} {text} (warning only)")
         return 2
     failed = False
 
@@ -54,6 +56,8 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{OK if ok else FAIL} {text}", flush=True)
 
     line(True, f"configuration is valid ({args.env_file or './.env'} and the environment)")
+    for text in setting_warnings(args.env_file):
+        print(f"{FAIL} {text} (warning only)")
     line(*_state_file_check(cfg))
     forced_down = False  # the device to poll points at UNSUPERVISED_IP now
     api = make_api(cfg)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from alert_handler.config import Config, ConfigError, parse
+from alert_handler.config import Config, ConfigError, parse, unknown_key_warnings
 
 
 def read_env(env_file: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -40,10 +40,20 @@ def env_file_warning(env_file: str | None) -> str | None:
     return None
 
 
+def setting_warnings(env_file: str | None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Unknown names in the env file, and misspelt-looking ones in the environment."""
+    path = Path(env_file) if env_file else Path.cwd() / ".env"
+    in_file = list(dotenv_values(path)) if path.is_file() else []
+    in_environ = os.environ if environ is None else environ
+    return unknown_key_warnings(in_file, in_environ, source=env_file or ".env")
+
+
 def load_config(args: argparse.Namespace) -> Config:
-    """The validated config, or exit 2 with one line naming the key."""
+    """The validated config, or exit 2 with one line naming the key (and any unknown names)."""
     try:
         return parse(read_env(args.env_file))
     except ConfigError as exc:
         print(f"alert-handler: configuration error: {exc}", file=sys.stderr)
+        for text in setting_warnings(args.env_file):
+            print(f"alert-handler: {text}", file=sys.stderr)
         raise SystemExit(2) from None

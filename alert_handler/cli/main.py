@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from alert_handler import __version__
 from alert_handler.cli import commands
-from alert_handler.cli.env import env_file_warning, load_config
+from alert_handler.cli.env import env_file_warning, load_config, setting_warnings
 from alert_handler.cli.logs import reopen_logs, setup_logging
 from alert_handler.config import Config
 from alert_handler.store.files import StateLocked
@@ -57,6 +57,8 @@ def serve(cfg: Config, *, env_file: str | None = None) -> int:
     warning = env_file_warning(env_file)
     if warning:
         log.warning("step=start %s", warning)
+    for text in setting_warnings(env_file):
+        log.warning("step=config %s", text)
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()
     install_signals(signals)
     try:

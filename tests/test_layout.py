@@ -20,7 +20,7 @@ THIRD_PARTY = ("requests", "paramiko", "prometheus_client", "urllib3", "dotenv")
 MAX_LINES = 400
 # Modules allowed past MAX_LINES, each with why. Growing one past the limit is a decision to
 # write down here; a module that shrinks back under it must leave the list.
-OVERSIZED = {}
+OVERSIZED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

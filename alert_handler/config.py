@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -242,3 +243,16 @@ def render_poll_command(template: str, device_id: int) -> str:
     if type(device_id) is not int or device_id <= 0:
         raise ValueError(f"device_id must be a positive integer, got {device_id!r}")
     return template.replace("{device_id}", str(device_id))
+
+
+def main(argv: Sequence[str]) -> int:
+    """`--markdown`: print the configuration reference; exit 2 on anything else."""
+    if list(argv) != ["--markdown"]:
+        print("usage: python -m alert_handler.config --markdown", file=sys.stderr)
+        return 2
+    sys.stdout.write(s.render_markdown(SETTINGS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -3,7 +3,7 @@
 A setting is a field of `Config` declared with `setting()`: its annotation, its kind (which reads
 the text) and its default sit on one line, so mypy checks that they agree. The few settings
 without a default are `field(metadata=required(...))`, so that mypy still requires them.
-`python -m alert_handler.settings --markdown` prints docs/configuration.md from the table.
+`python -m alert_handler.config --markdown` prints docs/configuration.md from the table.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import Field, dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -267,7 +266,7 @@ _PREAMBLE = """\
 # Configuration reference
 
 <!-- Generated from the table in alert_handler/config.py by
-     `python -m alert_handler.settings --markdown > docs/configuration.md`: do not edit. -->
+     `python -m alert_handler.config --markdown > docs/configuration.md`: do not edit. -->
 
 Settings are read from `.env` in the working directory (or the file given with `--env-file`);
 real environment variables override the file. An empty value counts as unset. `.env.example`
@@ -297,18 +296,3 @@ def render_markdown(settings: Sequence[Setting[object]]) -> str:
             row = [f"`{spec.key}`", kind, shown(spec), spec.kind.bounds, doc]
             out.append("| " + " | ".join(_cell(c) for c in row) + " |\n")
     return "".join(out)
-
-
-def main(argv: Sequence[str]) -> int:
-    """`--markdown`: print the configuration reference; exit 2 on anything else."""
-    if list(argv) != ["--markdown"]:
-        print("usage: python -m alert_handler.settings --markdown", file=sys.stderr)
-        return 2
-    from alert_handler.config import SETTINGS  # the table imports this module
-
-    sys.stdout.write(render_markdown(SETTINGS))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

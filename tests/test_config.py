@@ -461,11 +461,11 @@ def test_env_example_shows_the_defaults() -> None:
 
 
 def test_docs_are_rendered_from_the_table() -> None:
-    """docs/configuration.md is what `python -m alert_handler.settings --markdown` prints, with
+    """docs/configuration.md is what `python -m alert_handler.config --markdown` prints, with
     one row per setting and no row for anything else."""
     committed = (ROOT / "docs" / "configuration.md").read_text()
     assert committed == render_markdown(SETTINGS), (
-        "regenerate: python -m alert_handler.settings --markdown > docs/configuration.md"
+        "regenerate: python -m alert_handler.config --markdown > docs/configuration.md"
     )
     rows = re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", committed, flags=re.M)
     assert rows == [spec.key for spec in SETTINGS]
@@ -473,7 +473,7 @@ def test_docs_are_rendered_from_the_table() -> None:
 
 def test_the_generator_prints_the_docs() -> None:
     """The documented command prints the committed file and refuses other arguments."""
-    command = [sys.executable, "-m", "alert_handler.settings"]
+    command = [sys.executable, "-m", "alert_handler.config"]
     out = subprocess.run([*command, "--markdown"], capture_output=True, text=True, check=True)
     assert out.stdout == (ROOT / "docs" / "configuration.md").read_text()
     assert subprocess.run(command, capture_output=True).returncode == 2

@@ -197,3 +197,17 @@ def test_settings_are_tabulated_only_in_configuration() -> None:
         if (cell := re.match(r"^\|\s*`?([A-Z][A-Z0-9_]+)", line)) and cell.group(1) in names
     ]
     assert rows == []
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """docs/architecture.md's layout has a line for every module, so it cannot fall behind."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    layout = text[text.index("```\nalert_handler/") :]
+    layout = layout[: layout.index("```", 4)]
+    package = ROOT / "alert_handler"
+    missing = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py") and path.name not in layout
+    ]
+    assert missing == [], f"add to docs/architecture.md's layout: {missing}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from alert_handler import settings as s
+from alert_handler.core.controls import Target
 from alert_handler.settings import ConfigError, Setting, required, setting
 
 __all__ = [
@@ -35,6 +36,7 @@ API = "LibreNMS API"
 WORK = "What the daemon does"
 POLL = "Polling: `lnms device:poll <id>` on the LibreNMS host"
 LISTENER = "The webhook listener"
+STEER = "Steering: exclusions, silences, confirmation"
 FILES = "Files and shutdown"
 
 
@@ -82,6 +84,17 @@ class Config:
     reconcile_interval_sec: float = setting(
         s.SECONDS, 300.0, WORK, "Seconds between reconciliations with LibreNMS (adopt devices "
         "left on UNSUPERVISED_IP, pick up alerts that never arrived).")
+
+    exclude: tuple[Target, ...] = setting(
+        s.EXCLUSIONS, (), STEER, "Devices never forced down: ids, hostname globs, group:NAME "
+        "(LibreNMS device groups); a tracked one that becomes excluded is restored and forgotten.")
+    exclude_refresh_sec: float = setting(
+        s.SECONDS, 300.0, STEER, "Seconds between reads of the EXCLUDE groups' members.")
+    confirm_above: int = setting(
+        s.COUNT, 50, STEER, "Above this many new devices within CONFIRM_WINDOW_SEC, new "
+        "force-downs are held until `alert-handler confirm` (0: never ask).")
+    confirm_window_sec: float = setting(
+        s.SECONDS, 300.0, STEER, "The window CONFIRM_ABOVE counts new force-downs in.")
 
     poll_method: str = setting(
         s.choice("ssh", "local", fold_case=True), "ssh", POLL,

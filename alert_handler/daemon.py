@@ -17,6 +17,7 @@ from pathlib import Path
 
 from alert_handler.clock import SteadyClock
 from alert_handler.config import Config
+from alert_handler.controls import Controls, GroupRefresher, silences_path
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import shifted
 from alert_handler.http.endpoints import App
@@ -87,6 +88,7 @@ class Daemon:
     app: App
     server: AlertServer
     reconciler: Reconciler
+    refresher: GroupRefresher
     metrics: Metrics
     notifier: Notifier = field(default_factory=Notifier)
     on_hup: Callable[[], None] | None = None
@@ -134,6 +136,14 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         api = make_api(cfg, metrics)
         poller = make_poller(cfg)
         rules = rules_from(cfg)
+        controls = Controls(
+            cfg.exclude,
+            silences_path(path),
+            clock,
+            confirm_above=cfg.confirm_above,
+            confirm_window=cfg.confirm_window_sec,
+        )
+        controls.gate.holding = any(rec.held for rec in store.records().values())
         scheduler = Scheduler(
             store,
             api,
@@ -141,6 +151,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             rules,
             max_parallel=cfg.max_parallel,
             max_forced_down=cfg.max_forced_down,
+            gate=controls.gate,
             metrics=metrics,
             clock=clock,
             step_limit=step_limit(cfg),
@@ -153,6 +164,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             auth_enabled=cfg.webhook_token is not None,
             dry_run=cfg.dry_run,
             clock=clock,
+            controls=controls,
         )
         server = make_server(
             cfg.listen_host,
@@ -165,6 +177,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             tls_cert_file=cfg.tls_cert_file,
             tls_key_file=cfg.tls_key_file,
         )
+        refresher = GroupRefresher(controls, api, store, cfg.exclude_refresh_sec, scheduler.wake)
         reconciler = Reconciler(
             api,
             store,
@@ -187,6 +200,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         app=app,
         server=server,
         reconciler=reconciler,
+        refresher=refresher,
         metrics=metrics,
         steady=steady,
     )
@@ -198,6 +212,7 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     store.start()
     scheduler.start()
     daemon.reconciler.start()
+    daemon.refresher.start()
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
     host, port = daemon.address
@@ -273,6 +288,7 @@ def shutdown(daemon: Daemon) -> None:
     daemon.server.shutdown()
     daemon.server.server_close()
     daemon.reconciler.stop()
+    daemon.refresher.stop()
     finished = daemon.scheduler.stop(daemon.cfg.stop_timeout_sec)
     if not finished:
         log.warning(

@@ -134,6 +134,11 @@ class Metrics:
             "New devices recorded but not forced down because of MAX_FORCED_DOWN",
             registry=r,
         )
+        self.held = Gauge(
+            "alert_handler_held_devices",
+            "New devices held by the confirmation gate (CONFIRM_ABOVE), waiting for a person",
+            registry=r,
+        )
         self.dry_run = Gauge("alert_handler_dry_run", "1 when DRY_RUN is on", registry=r)
         for result in ALERT_RESULTS:
             self.alerts.labels(result)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import heapq
 import logging
 import threading
 import time
@@ -18,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from alert_handler.admission import Admission
 from alert_handler.core import machine, steps
+from alert_handler.core.controls import ConfirmGate
 from alert_handler.core.machine import Action, Rules
 from alert_handler.core.outcomes import CYCLE_OUTCOMES, Outcome
 from alert_handler.core.records import DeviceRecord, Phase
@@ -76,6 +77,7 @@ class Scheduler:
         *,
         max_parallel: int = 4,
         max_forced_down: int = 0,
+        gate: ConfirmGate | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         step_limit: float = 600.0,
@@ -88,8 +90,8 @@ class Scheduler:
         self.poller = poller
         self.rules = rules
         self.max_parallel = max_parallel
-        self.max_forced_down = max_forced_down
         self.metrics = metrics or Metrics()
+        self.admission = Admission(store, self.metrics, max_forced_down, gate)
         self.clock = clock
         self._clock = _SystemClock(clock)
         self._cond = threading.Condition()
@@ -106,7 +108,6 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._cycle: _Cycle | None = None
         self._recorder = Recorder(store, rules, self.metrics)
-        self._storm_warned = -1e18
         self.heartbeat = time.monotonic()
         self.last_cycle: float | None = None
         self.restarts = 0
@@ -240,7 +241,9 @@ class Scheduler:
         due: list[tuple[float, int]] = []
         new: list[tuple[float, int]] = []  # due NEW devices: the storm guard may hold them
         next_at = now + _IDLE_WAIT
+        held = 0
         for device_id, rec in records.items():
+            held += rec.held
             if device_id in self._inflight:
                 continue
             if not machine.is_due(rec, now):
@@ -251,13 +254,7 @@ class Scheduler:
             guarded = rec.phase is Phase.NEW and not rec.release_requested
             (new if guarded else due).append((rec.next_attempt_at, device_id))
         self.metrics.paused.set(1 if paused else 0)
-        allowed = self._storm_allowed(records)
-        if allowed is not None and len(new) > allowed:
-            self._storm_hold(len(new) - allowed)
-            new = heapq.nsmallest(allowed, new)
-        elif self.max_forced_down:
-            self.metrics.storm_held.set(0)
-        due += new
+        due += self.admission.admit(records, new, self._inflight, now, held)
         if due and self._cycle is None:
             self._cycle = _Cycle(started=now, members=set())
         due.sort()
@@ -280,28 +277,6 @@ class Scheduler:
         if self._cycle is not None:
             self._cycle.members.add(device_id)
         self._pool.submit(functools.partial(self._job, device_id))
-
-    def _storm_allowed(self, records: dict[int, DeviceRecord]) -> int | None:
-        """How many NEW devices may start now under MAX_FORCED_DOWN (None: no limit). Those
-        being inspected count as forced down already, so parallel workers cannot overshoot."""
-        if not self.max_forced_down:
-            return None
-        inspecting = sum(
-            1 for d in self._inflight if d in records and records[d].phase is Phase.NEW
-        )
-        return max(0, self.max_forced_down - machine.forced_count(records) - inspecting)
-
-    def _storm_hold(self, held: int) -> None:
-        self.metrics.storm_held.set(held)
-        now = time.monotonic()
-        if now - self._storm_warned >= 60.0:
-            self._storm_warned = now
-            log.warning(
-                "step=storm-guard MAX_FORCED_DOWN=%d reached: %d new devices recorded but not "
-                "forced down (this line repeats at most once a minute)",
-                self.max_forced_down,
-                held,
-            )
 
     # -- one device --------------------------------------------------------------------------
     def _job(self, device_id: int) -> None:

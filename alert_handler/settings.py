@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import Field, dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+from alert_handler.core.controls import ControlError, Target, parse_exclusions
+
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
@@ -141,6 +143,20 @@ def integer(minimum: int, maximum: int | None, what: str, name: str = "integer")
 
     bounds = f"{minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
     return Kind(name, bounds, read)
+
+
+def _exclusions(key: str, raw: str) -> tuple[Target, ...]:
+    try:
+        return parse_exclusions(raw)
+    except ControlError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+EXCLUSIONS = Kind(
+    "target list",
+    "comma-separated device ids, hostname globs (cpe-lab-*) and group:NAME",
+    _exclusions,
+)
 
 
 POSITIVE = integer(1, None, "a positive integer")

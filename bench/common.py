@@ -264,6 +264,7 @@ def start_daemon(workdir: Path, sim_url: str, **settings: str) -> Daemon:
         "LISTEN_PORT": "0",
         "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
         "RECONCILE_INTERVAL_SEC": "86400",
+        "CONFIRM_ABOVE": "0",  # a storm is the point here: no person to confirm it
         "STOP_TIMEOUT_SEC": "10",
     }
     env.update(settings)

@@ -57,9 +57,11 @@ def _opener(cfg: Config) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(*handlers)
 
 
-def call_daemon(cfg: Config, method: str, path: str) -> tuple[int, dict[str, Any]]:
+def call_daemon(
+    cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
     """One request to the running daemon: (status, JSON body); DaemonDown if none answers."""
-    data = b"" if method == "POST" else None
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
     url = daemon_url(cfg) + path  # always http(s): built here, never from input
     request = urllib.request.Request(url, method=method, data=data)  # noqa: S310
     if cfg.webhook_token:
@@ -152,14 +154,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         _, health = call_daemon(cfg, "GET", "/health")
         source = f"from the running daemon at {daemon_url(cfg)}"
         rows, paused = list(body.get("devices", [])), bool(body.get("paused"))
+        silences = list(body.get("silences") or [])
     except DaemonDown:
+        silences = []
         found = _from_state_file(cfg)
         if found is None:
             return 1
         rows, paused = found
         source = f"from the state file {cfg.state_file} (the daemon is not running)"
     if args.json:
-        out = {"source": source, "paused": paused, "daemon": health, "devices": rows}
+        out = {
+            "source": source,
+            "paused": paused,
+            "daemon": health,
+            "devices": rows,
+            "silences": silences,
+        }
         print(json.dumps(out, indent=2))
         return 0
     print(f"{len(rows)} devices tracked, {source}")
@@ -173,6 +183,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         if health.get("state_file") != "ok":
             facts.append(f"state file {health.get('state_file')}")
         print("; ".join(facts))
+    held = sum(1 for r in rows if r.get("held"))
+    if held:
+        print(
+            f"HELD: {held} new devices wait for a person: `alert-handler confirm` forces them "
+            "down, `alert-handler discard` forgets them"
+        )
+    for s in silences:
+        why = f" ({s.get('reason')})" if s.get("reason") else ""
+        print(f"silenced: {s.get('target')} until {s.get('until')} by {s.get('by')}{why}")
     if rows:
         print(format_table(rows))
     return 0

@@ -47,6 +47,12 @@ class Reason(str, Enum):
     GAVE_UP = "MAX_ATTEMPTS reached: left restored and forgotten"
     RELEASE = "release requested"
     RELEASED = "released: original restored"
+    EXCLUDED = "excluded or silenced: not forced down"
+    LET_GO = "excluded or silenced: restoring the original and forgetting it"
+    HELD = "held: more new devices than CONFIRM_ABOVE, waiting for `alert-handler confirm`"
+    HELD_RECOVERED = "held device's port came back: dropped"
+    CONFIRMED = "confirmed: will be forced down"
+    DISCARDED = "held device discarded: nothing was changed"
 
 
 class Action(str, Enum):
@@ -95,7 +101,10 @@ def on_alert(rec: DeviceRecord | None, alert: Alert, now: float, rules: Rules) -
     if alert.state == STATE_RECOVERED:
         if rec is None:
             return Decision(None, Reason.IGNORED_UNTRACKED_RECOVERY)
-        if rules.trigger_rules and alert.rule not in rules.trigger_rules:
+        trigger = not rules.trigger_rules or alert.rule in rules.trigger_rules
+        if rec.held and rec.phase is Phase.NEW and trigger:
+            return Decision(None, Reason.HELD_RECOVERED)  # nothing was changed: just forget it
+        if not trigger:
             # e.g. the self-inflicted "Device Down" clearing after each check: only the
             # trigger rule's own recovery says the port may be back.
             return Decision(_seen(rec, alert, now), Reason.REPEAT)
@@ -141,10 +150,39 @@ def request_release(rec: DeviceRecord, now: float) -> Decision:
     return Decision(replace(rec, release_requested=True, next_attempt_at=now), Reason.RELEASE)
 
 
+def let_go(rec: DeviceRecord, now: float, why: str) -> Decision:
+    """A tracked device became excluded or silenced: restore its original now and forget it
+    (a held or new one was never changed: the release only looks)."""
+    if rec.release_requested:
+        return Decision(rec, Reason.LET_GO, why)
+    return Decision(
+        replace(rec, release_requested=True, held=False, next_attempt_at=now), Reason.LET_GO, why
+    )
+
+
+def hold(rec: DeviceRecord) -> Decision:
+    """The confirmation gate holds a new device: tracked, nothing changed in LibreNMS."""
+    return Decision(replace(rec, held=True), Reason.HELD)
+
+
+def confirm(rec: DeviceRecord, now: float) -> Decision:
+    """A person confirmed the held device: it goes ahead past the gate."""
+    return Decision(replace(rec, held=False, confirmed=True, next_attempt_at=now), Reason.CONFIRMED)
+
+
+def discard(rec: DeviceRecord) -> Decision:
+    """A person discarded the held device: forgotten (nothing was changed in LibreNMS)."""
+    return Decision(None, Reason.DISCARDED)
+
+
 # -- scheduling -------------------------------------------------------------------------------
 def is_due(rec: DeviceRecord, now: float) -> bool:
-    """Whether the worker should take the device now."""
-    if rec.release_requested or now >= rec.next_attempt_at:
+    """Whether the worker should take the device now (a held device waits for a person)."""
+    if rec.release_requested:
+        return True
+    if rec.held:
+        return False
+    if now >= rec.next_attempt_at:
         return True
     if rec.phase is Phase.DOWN and rec.recheck_at is not None:
         last = rec.attempt_started_at or rec.forced_down_at or 0.0

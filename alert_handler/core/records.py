@@ -43,6 +43,8 @@ class DeviceRecord:
     forced_down_at: float | None = None
     last_error: str | None = None
     acked: bool = False
+    held: bool = False  # a new device held by the confirmation gate: nothing changed yet
+    confirmed: bool = False  # a person confirmed it: the gate lets it through
     # Fields the webhook owns:
     alerts: int = 1
     last_alert: float = 0.0

@@ -6,14 +6,17 @@ disk, and wakes the recovery thread. It never calls LibreNMS or SSH.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alert_handler.controls import Controls
 from alert_handler.core import machine as recovery
 from alert_handler.core.alerts import Alert, BadPayload, log_safe, parse_alert, parse_device_id
+from alert_handler.core.controls import ControlError, Silence, parse_duration, parse_target
 from alert_handler.core.machine import Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
@@ -47,6 +50,7 @@ class App:
     auth_enabled: bool = True
     dry_run: bool = False
     clock: Callable[[], float] = time.time
+    controls: Controls | None = None
     _persist_trouble: Throttle = field(default_factory=Throttle, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +65,20 @@ class App:
             self.metrics.alerts.labels("rejected").inc()
             log.warning("step=webhook client=%s rejected: %s", client, exc)
             return 400, {"error": str(exc)}
+        steer = self.controls.verdict(alert.device_id, alert.host) if self.controls else None
+        if steer is not None:
+            # Excluded or silenced: answered, logged, counted; nothing is stored or changed.
+            self.metrics.alerts.labels("ignored").inc()
+            log.info(
+                "device=%s step=webhook state=%s rule=%s client=%s -> %s (%s)",
+                alert.device_id,
+                alert.state,
+                _safe(alert.rule),
+                client,
+                Reason.EXCLUDED.value,
+                steer,
+            )
+            return 200, {"status": "ignored", "device_id": alert.device_id, "reason": str(steer)}
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
@@ -141,7 +159,11 @@ class App:
     def devices(self) -> Reply:
         """GET /devices: the tracked devices."""
         rows = [device_row(rec) for _, rec in sorted(self.store.records().items())]
-        return 200, {"status": "ok", "paused": self.store.paused, "devices": rows}
+        body: dict[str, Any] = {"status": "ok", "paused": self.store.paused, "devices": rows}
+        if self.controls is not None:
+            body["silences"] = [silence_row(s) for s in self.controls.silences()]
+            body["held"] = sum(1 for row in rows if row["held"])
+        return 200, body
 
     def release(self, raw_id: str) -> Reply:
         """POST /devices/<id>/release: restore the original now and forget the device."""
@@ -192,6 +214,100 @@ class App:
             )
         return reply
 
+    # -- steering ----------------------------------------------------------------------------
+    def silences(self) -> Reply:
+        """GET /silences: the active silences."""
+        controls = self._controls()
+        return 200, {"status": "ok", "silences": [silence_row(s) for s in controls.silences()]}
+
+    def silence(self, body: bytes, client: str) -> Reply:
+        """POST /silences {"target", "for", "reason"?, "all"?}: keep automation away from a
+        device (or hostname glob) for a while; forced-down ones are restored and forgotten."""
+        controls = self._controls()
+        fields = _json_object(body)
+        try:
+            target = parse_target(str(fields.get("target", "")), allow_group=False)
+            seconds = parse_duration(str(fields.get("for", "")))
+        except ControlError as exc:
+            raise BadPayload(str(exc)) from None
+        if target.matches_everything and fields.get("all") is not True:
+            raise BadPayload(f"{target} matches every device: say all=true (--all) to mean it")
+        reason = log_safe(str(fields.get("reason") or ""), 200)
+        try:
+            silence = controls.add_silence(target, seconds, reason, client)
+        except OSError as exc:
+            return 503, {"error": f"cannot save the silence: {exc.strerror or exc}"}
+        let_go = controls.sweep(self.store)
+        log.warning(
+            "step=silence %s silenced until %s by %s%s; %d tracked devices let go",
+            target,
+            iso(silence.until),
+            client,
+            f" ({reason})" if reason else "",
+            len(let_go),
+        )
+        if let_go:
+            self.scheduler.wake()
+        return 200, {
+            "status": "silenced",
+            "silence": silence_row(silence),
+            "released": [device_id for device_id, _ in let_go],
+        }
+
+    def unsilence(self, body: bytes, client: str) -> Reply:
+        """POST /unsilence {"target"}: end a silence now."""
+        controls = self._controls()
+        try:
+            target = parse_target(str(_json_object(body).get("target", "")), allow_group=False)
+        except ControlError as exc:
+            raise BadPayload(str(exc)) from None
+        try:
+            ended = controls.remove_silence(target)
+        except OSError as exc:
+            return 503, {"error": f"cannot save the silences: {exc.strerror or exc}"}
+        if ended is None:
+            return 404, {"error": f"no active silence for {target}"}
+        log.warning("step=silence %s unsilenced by %s", target, client)
+        return 200, {"status": "unsilenced", "silence": silence_row(ended)}
+
+    def confirm(self, client: str) -> Reply:
+        """POST /confirm: the held devices go ahead and are forced down."""
+        controls = self._controls()
+        now = self.clock()
+        ids, version = self._each_held(lambda rec: recovery.confirm(rec, now).record)
+        controls.gate.confirm()
+        self.scheduler.admission.forget_gated()
+        log.warning("step=confirm %d held devices confirmed by %s: forcing down", len(ids), client)
+        return self._commit(version, {"status": "confirmed", "devices": ids})
+
+    def discard(self, client: str) -> Reply:
+        """POST /discard: forget the held devices (nothing was changed in LibreNMS)."""
+        controls = self._controls()
+        ids, version = self._each_held(lambda rec: recovery.discard(rec).record)
+        controls.gate.discard()
+        self.scheduler.admission.forget_gated()
+        log.warning("step=confirm %d held devices discarded by %s", len(ids), client)
+        return self._commit(version, {"status": "discarded", "devices": ids})
+
+    def _each_held(
+        self, change: Callable[[DeviceRecord], DeviceRecord | None]
+    ) -> tuple[list[int], int]:
+        """Apply `change` to every held device; (their ids, the last version written)."""
+        ids = sorted(d for d, rec in self.store.records().items() if rec.held)
+        version = 0
+        for device_id in ids:
+
+            def one(cur: DeviceRecord | None) -> DeviceRecord | None:
+                return cur if cur is None or not cur.held else change(cur)
+
+            _, version = self.store.update(device_id, one)
+        return ids, version
+
+    def _controls(self) -> Controls:
+        if self.controls is None:
+            raise BadPayload("steering is not set up in this daemon")
+        return self.controls
+
     def _commit(self, version: int, body: dict[str, Any]) -> Reply:
         try:
             self.store.wait_durable(version, _DURABLE_TIMEOUT)
@@ -199,3 +315,25 @@ class App:
             return 503, {"error": "state file cannot be written"}
         self.scheduler.wake()
         return 200, body
+
+
+def silence_row(s: Silence) -> dict[str, Any]:
+    """A silence as /silences, `status` and the status page show it."""
+    return {
+        "target": str(s.target),
+        "until": iso(s.until),
+        "reason": s.reason,
+        "by": s.by,
+        "created": iso(s.created),
+    }
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        raise BadPayload("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadPayload("the body is not a JSON object")
+    return data

@@ -44,8 +44,17 @@ LINGER_BYTES = 1024 * 1024  # ... drain at most this much of it, then close anyw
 _RELEASE_RE = re.compile(r"^/devices/([^/]+)/(release|track)$")
 _CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
 _HUGE = 2**62
-_GET_PATHS = ("/health", "/metrics", "/devices")
-_POST_PATHS = ("/", "/alert", "/pause", "/resume")
+_GET_PATHS = ("/health", "/metrics", "/devices", "/silences")
+_POST_PATHS = (
+    "/",
+    "/alert",
+    "/pause",
+    "/resume",
+    "/silences",
+    "/unsilence",
+    "/confirm",
+    "/discard",
+)
 _ERRORS = {
     400: "bad request",
     404: "no such endpoint",
@@ -313,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             self._answer_metrics(app.metrics.render())
         elif self._token_ok():
-            self._answer(*app.devices())
+            self._answer(*(app.silences() if path == "/silences" else app.devices()))
 
     def _answer_metrics(self, payload: bytes) -> None:
         content_type = "text/plain; version=0.0.4; charset=utf-8"
@@ -332,6 +341,10 @@ class Handler(BaseHTTPRequestHandler):
             "/alert": lambda: app.receive(body, query, self.conn.peer),
             "/pause": lambda: app.set_paused(True),
             "/resume": lambda: app.set_paused(False),
+            "/silences": lambda: app.silence(body, self.conn.peer),
+            "/unsilence": lambda: app.unsilence(body, self.conn.peer),
+            "/confirm": lambda: app.confirm(self.conn.peer),
+            "/discard": lambda: app.discard(self.conn.peer),
         }
         try:
             if path in handlers:

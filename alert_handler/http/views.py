@@ -17,7 +17,8 @@ def device_row(rec: DeviceRecord) -> dict[str, Any]:
     return {
         "device_id": rec.device_id,
         "hostname": rec.hostname,
-        "phase": rec.phase.value,
+        "phase": rec.phase.value + (" (held)" if rec.held else ""),
+        "held": rec.held,
         "attempts": rec.attempts,
         "first_seen": iso(rec.first_seen),
         "next_attempt": iso(rec.next_attempt_at) if rec.phase is not Phase.NEW else None,

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -216,6 +217,20 @@ class LibreNMS:
         """GET /devices?type=all."""
         _, data = self._call("GET", "/devices", "GET /devices", params={"type": "all"})
         return [_device_info(row) for row in data.get("devices") or [] if isinstance(row, dict)]
+
+    def group_members(self, name: str) -> set[int] | None:
+        """GET /devicegroups/{name}: the group's device ids; None if there is no such group."""
+        path = "/devicegroups/" + urllib.parse.quote(name, safe="")
+        status, data = self._call("GET", path, "GET /devicegroups/{name}")
+        if status == 404:
+            return None
+        members = set()
+        for row in data.get("devices") or []:
+            try:
+                members.add(int(row["device_id"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return members
 
     def open_alerts(self) -> list[OpenAlert]:
         """GET /alerts?state=1: alerts that are firing now."""

@@ -206,6 +206,21 @@ def _route(
         case ["ports", port_id] if get:
             port = db.ports.get(int(port_id)) if port_id.isascii() and port_id.isdigit() else None
             return _ok(port=[port_row(port)] if port else [])
+        case ["devicegroups"] if get:
+            groups = [{"id": n, "name": name} for n, name in enumerate(sorted(db.groups), 1)]
+            return _ok(
+                groups=groups, message=f"Found {len(groups)} device groups", count=len(groups)
+            )
+        case ["devicegroups", name] if get:
+            # api_functions.inc.php get_devices_by_group: exact name; unknown: 404; the members
+            # as {"device_id": n}.
+            members = db.groups.get(name)
+            if members is None:
+                return _error(404, "Device group not found")
+            devices = [{"device_id": d} for d in sorted(members)]
+            return _ok(
+                devices=devices, message=f"Found {len(devices)} in group {name}", count=len(devices)
+            )
         case ["alerts"] | ["alerts", _] if get:
             return _list_alerts(db, seg[1] if len(seg) > 1 else "", params)
         case ["alerts", alert_id] if method == "PUT":

@@ -213,6 +213,11 @@ class Simulator:
                 self._db.ports[port.port_id] = port
                 device_ports.append(port)
 
+    def set_group(self, name: str, device_ids: set[int]) -> None:
+        """Create or replace a LibreNMS device group with these members."""
+        with self._lock:
+            self._db.groups[name] = set(device_ids)
+
     def set_link(self, device_id: int, ifname: str, status: str) -> None:
         """Change the physical state of a port; LibreNMS learns it at the next poll."""
         _check_status(status)

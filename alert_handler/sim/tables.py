@@ -146,6 +146,7 @@ class Database:
     alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
     rules: dict[int, str] = field(default_factory=dict)
     patches: list[tuple[int, Any]] = field(default_factory=list)
+    groups: dict[str, set[int]] = field(default_factory=dict)  # device group name -> members
 
     def find_device(self, spec: str) -> dict[str, Any] | None:
         """All digits is a device_id, anything else an exact case-insensitive hostname."""

@@ -1,0 +1,153 @@
+"""The steering commands: silence, unsilence, silences, confirm, discard (through the daemon)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from alert_handler.cli.control import DaemonDown, _error, _no_daemon, _refused, call_daemon
+from alert_handler.cli.env import load_config
+from alert_handler.core.controls import ControlError, parse_duration, parse_target
+
+
+def _ask(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    cfg = load_config(args)
+    try:
+        return call_daemon(cfg, method, path, body)
+    except DaemonDown:
+        return -1, _no_daemon(cfg)
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    """Keep automation away from a device (or hostname glob) for a while."""
+    try:
+        target = parse_target(args.target, allow_group=False)
+        parse_duration(args.duration)  # refused here, before the daemon is asked
+    except ControlError as exc:
+        return _error(str(exc))
+    if target.matches_everything and not args.all:
+        return _error(f"{target} matches every device: add --all to mean it")
+    if target.device_id is not None and not args.force:
+        problem = _unknown_device(args, target.device_id)
+        if problem:
+            return _error(f"{problem} (--force silences it anyway)")
+    body = {"target": str(target), "for": args.duration, "reason": args.reason, "all": args.all}
+    code, reply = _ask(args, "POST", "/silences", body)
+    if code < 0:
+        return int(reply)
+    if code >= 400:
+        return _refused(code, reply)
+    silence = reply.get("silence", {})
+    print(f"silenced {silence.get('target')} until {silence.get('until')}")
+    released = reply.get("released") or []
+    if released:
+        listed = ", ".join(str(d) for d in released)
+        print(f"restoring and forgetting {len(released)} tracked device(s): {listed}")
+    return 0
+
+
+def _unknown_device(args: argparse.Namespace, device_id: int) -> str | None:
+    """Why a device id cannot be silenced (LibreNMS has no such device, or cannot be asked)."""
+    # Imported when run: the API client brings requests, which the other commands do without.
+    from alert_handler.core.facts import DeviceNotFound, LibreNMSError
+    from alert_handler.daemon import make_api
+
+    api = make_api(load_config(args))
+    try:
+        api.get_device(device_id)
+    except DeviceNotFound:
+        return f"LibreNMS has no device {device_id}"
+    except LibreNMSError as exc:
+        return f"cannot check device {device_id} in LibreNMS: {exc}"
+    finally:
+        api.close()
+    return None
+
+
+def cmd_unsilence(args: argparse.Namespace) -> int:
+    """End a silence now."""
+    code, reply = _ask(args, "POST", "/unsilence", {"target": args.target})
+    if code < 0:
+        return int(reply)
+    if code >= 400:
+        return _refused(code, reply)
+    print(f"unsilenced {reply.get('silence', {}).get('target')}")
+    return 0
+
+
+def cmd_silences(args: argparse.Namespace) -> int:
+    """List the active silences."""
+    code, reply = _ask(args, "GET", "/silences")
+    if code < 0:
+        return int(reply)
+    if code >= 400:
+        return _refused(code, reply)
+    silences = reply.get("silences") or []
+    if args.json:
+        print(json.dumps(silences, indent=2))
+        return 0
+    if not silences:
+        print("no active silences")
+    for s in silences:
+        why = f" ({s.get('reason')})" if s.get("reason") else ""
+        print(f"{s.get('target')} until {s.get('until')}, set by {s.get('by')}{why}")
+    return 0
+
+
+def _decide(args: argparse.Namespace, verb: str, done: str) -> int:
+    code, reply = _ask(args, "POST", f"/{verb}")
+    if code < 0:
+        return int(reply)
+    if code >= 400:
+        return _refused(code, reply)
+    devices = reply.get("devices") or []
+    if not devices:
+        print("no device is held")
+        return 0
+    print(f"{len(devices)} held device(s) {done}: {', '.join(str(d) for d in devices)}")
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Force the held devices down."""
+    return _decide(args, "confirm", "confirmed: forcing them down")
+
+
+def cmd_discard(args: argparse.Namespace) -> int:
+    """Forget the held devices (nothing was changed in LibreNMS)."""
+    return _decide(args, "discard", "discarded")
+
+
+def add_steer_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
+    """Register the steering commands; returns their names."""
+    p = sub.add_parser(
+        "silence",
+        parents=[common],
+        help="keep automation away from a device (or hostname glob) for a while",
+        description="A silenced device is not forced down; a forced-down one is restored to "
+        "its original and forgotten. Persisted; ends by itself.",
+    )
+    p.add_argument("target", help="a device id or a hostname glob (cpe-lab-*)")
+    p.add_argument("--for", dest="duration", required=True, help="how long: 30m, 2h, 1d, 1w")
+    p.add_argument("--reason", default="", help="why (shown in status and the log)")
+    p.add_argument("--all", action="store_true", help="allow a glob that matches every device")
+    p.add_argument("--force", action="store_true", help="do not check that LibreNMS has the device")
+    p.set_defaults(func=cmd_silence)
+    p = sub.add_parser("unsilence", parents=[common], help="end a silence now")
+    p.add_argument("target", help="the silenced device id or glob, as given to `silence`")
+    p.set_defaults(func=cmd_unsilence)
+    p = sub.add_parser("silences", parents=[common], help="list the active silences")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_silences)
+    sub.add_parser(
+        "confirm",
+        parents=[common],
+        help="force down the new devices held by the CONFIRM_ABOVE gate",
+    ).set_defaults(func=cmd_confirm)
+    sub.add_parser(
+        "discard",
+        parents=[common],
+        help="forget the new devices held by the CONFIRM_ABOVE gate (nothing was changed)",
+    ).set_defaults(func=cmd_discard)
+    return {"silence", "unsilence", "silences", "confirm", "discard"}

@@ -1,0 +1,259 @@
+"""The steering controls at run time: EXCLUDE (with LibreNMS device-group members read through
+the API), silences persisted in `<STATE_FILE>.silences.json`, and the confirmation gate.
+
+`Controls.verdict()` answers from memory, so the webhook's request thread can ask it: the group
+members are read by `GroupRefresher`'s own thread, never in a request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from alert_handler.core import machine
+from alert_handler.core.controls import (
+    ConfirmGate,
+    ControlError,
+    Silence,
+    Target,
+    Verdict,
+    parse_target,
+    verdict,
+)
+from alert_handler.core.facts import LibreNMSError
+from alert_handler.core.records import DeviceRecord
+from alert_handler.core.times import from_iso, iso
+from alert_handler.store.files import write_atomic
+from alert_handler.store.state import StateStore, StateWriteError
+
+log = logging.getLogger(__name__)
+
+SILENCES_VERSION = 1
+
+
+class GroupSource(Protocol):
+    """Where device-group members come from (the LibreNMS client)."""
+
+    def group_members(self, name: str) -> set[int] | None: ...
+
+
+def silences_path(state_file: str | Path) -> Path:
+    """Where the silences are kept: beside the state file."""
+    path = Path(state_file)
+    return path.with_name(path.name + ".silences.json")
+
+
+def _silence_json(s: Silence) -> dict[str, Any]:
+    return {
+        "target": str(s.target),
+        "until": iso(s.until),
+        "reason": s.reason,
+        "by": s.by,
+        "created": iso(s.created),
+    }
+
+
+def _silence_from(obj: Any) -> Silence:
+    if not isinstance(obj, dict):
+        raise ValueError("a silence is not an object")
+    until, created = from_iso(obj.get("until")), from_iso(obj.get("created"))
+    if until is None or created is None:
+        raise ValueError("a silence needs until and created")
+    return Silence(
+        target=parse_target(str(obj.get("target", "")), allow_group=False),
+        until=until,
+        reason=str(obj.get("reason") or ""),
+        by=str(obj.get("by") or "-"),
+        created=created,
+    )
+
+
+def load_silences(path: Path, now: float) -> list[Silence]:
+    """The persisted silences still active at `now`; a corrupt file is set aside, not lost."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("version") != SILENCES_VERSION:
+            raise ValueError("not a silences file of version 1")
+        silences = [_silence_from(obj) for obj in data.get("silences") or []]
+    except (ValueError, ControlError) as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{int(now)}")
+        path.rename(aside)
+        log.error("step=silence %s is unreadable (%s): moved to %s", path, exc, aside)
+        return []
+    return [s for s in silences if s.active(now)]
+
+
+class Controls:
+    """Exclusions, silences and the confirmation gate, shared by the webhook and the scheduler;
+    thread-safe."""
+
+    def __init__(
+        self,
+        exclusions: tuple[Target, ...],
+        silences_file: Path,
+        clock: Callable[[], float],
+        *,
+        confirm_above: int = 0,
+        confirm_window: float = 300.0,
+    ) -> None:
+        self.exclusions = exclusions
+        self.path = silences_file
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._groups_of: dict[int, frozenset[str]] = {}
+        self._silences = load_silences(silences_file, clock())
+        self.gate = ConfirmGate(confirm_above, confirm_window)
+
+    # -- the decision ------------------------------------------------------------------------
+    def verdict(self, device_id: int, hostname: str | None) -> Verdict | None:
+        """Why this device must not be forced down, or None; from memory only."""
+        now = self.clock()
+        with self._lock:
+            groups = self._groups_of.get(device_id, frozenset())
+            silences = tuple(self._silences)
+        return verdict(device_id, hostname, groups, self.exclusions, silences, now)
+
+    def group_names(self) -> list[str]:
+        """The device groups EXCLUDE names."""
+        return [t.group for t in self.exclusions if t.group is not None]
+
+    def set_groups(self, members: dict[str, set[int]]) -> None:
+        """The current members of each EXCLUDE group (from GroupRefresher)."""
+        groups_of: dict[int, set[str]] = {}
+        for name, ids in members.items():
+            for device_id in ids:
+                groups_of.setdefault(device_id, set()).add(name)
+        with self._lock:
+            self._groups_of = {d: frozenset(g) for d, g in groups_of.items()}
+
+    # -- silences ----------------------------------------------------------------------------
+    def silences(self) -> list[Silence]:
+        """The active silences, soonest to end first (expired ones are dropped)."""
+        now = self.clock()
+        with self._lock:
+            self._silences = [s for s in self._silences if s.active(now)]
+            return sorted(self._silences, key=lambda s: s.until)
+
+    def add_silence(self, target: Target, seconds: float, reason: str, by: str) -> Silence:
+        """A new silence (replacing one of the same target), on disk before it returns."""
+        now = self.clock()
+        silence = Silence(target=target, until=now + seconds, reason=reason, by=by, created=now)
+        with self._lock:
+            kept = [s for s in self._silences if s.active(now) and s.target != target]
+            self._write([*kept, silence])
+            self._silences = [*kept, silence]
+        return silence
+
+    def remove_silence(self, target: Target) -> Silence | None:
+        """End the silence of `target` now; None if there is none."""
+        now = self.clock()
+        with self._lock:
+            found = [s for s in self._silences if s.target == target and s.active(now)]
+            if not found:
+                return None
+            kept = [s for s in self._silences if s.target != target and s.active(now)]
+            self._write(kept)
+            self._silences = kept
+        return found[0]
+
+    def _write(self, silences: list[Silence]) -> None:
+        data = {"version": SILENCES_VERSION, "silences": [_silence_json(s) for s in silences]}
+        write_atomic(self.path, json.dumps(data, indent=1) + "\n")
+
+    # -- sweeping tracked devices ------------------------------------------------------------
+    def sweep(self, store: StateStore) -> list[tuple[int, Verdict]]:
+        """Ask every tracked device that must not be forced down (any more) to be restored and
+        forgotten; returns those newly let go. Nothing here talks to LibreNMS."""
+        let_go: list[tuple[int, Verdict]] = []
+        now = self.clock()
+        for device_id, rec in store.records().items():
+            found = self.verdict(device_id, rec.hostname)
+            if found is None or rec.release_requested:
+                continue
+
+            def change(cur: DeviceRecord | None, why: Verdict = found) -> DeviceRecord | None:
+                return None if cur is None else machine.let_go(cur, now, str(why)).record
+
+            store.update(device_id, change)
+            let_go.append((device_id, found))
+            log.warning(
+                "device=%s step=steer %s -> %s", device_id, found, machine.Reason.LET_GO.value
+            )
+        return let_go
+
+
+class GroupRefresher:
+    """Reads the EXCLUDE groups' members now and every `interval` seconds, then sweeps."""
+
+    def __init__(
+        self,
+        controls: Controls,
+        api: GroupSource,
+        store: StateStore,
+        interval: float,
+        wake: Callable[[], None],
+    ) -> None:
+        self.controls = controls
+        self.api = api
+        self.store = store
+        self.interval = interval
+        self._wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="exclude-groups", daemon=True)
+        self.refreshed = threading.Event()  # set after the first pass (tests wait for it)
+
+    def start(self) -> None:
+        """Start the thread (the first pass runs at once)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current pass."""
+        self._stop.set()
+
+    def refresh_once(self) -> None:
+        """One read of every group, then a sweep; LibreNMSError if LibreNMS cannot be asked (the
+        last known members stay)."""
+        members: dict[str, set[int]] = {}
+        for name in self.controls.group_names():
+            found = self.api.group_members(name)
+            if found is None:
+                log.warning("step=exclude no LibreNMS device group named %s", name)
+                found = set()
+            members[name] = found
+        self.controls.set_groups(members)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.controls.group_names():
+                    self.refresh_once()
+                if self.controls.sweep(self.store):
+                    self._wake()
+            except (LibreNMSError, StateWriteError) as exc:
+                log.warning("step=exclude refresh failed: %s", exc)
+            except Exception:
+                log.exception("step=exclude unexpected error")
+            self.refreshed.set()
+            self._stop.wait(self.interval)
+
+
+def held_devices(store: StateStore) -> list[DeviceRecord]:
+    """The devices the confirmation gate holds."""
+    return [rec for rec in store.records().values() if rec.held]
+
+
+def hold_new(store: StateStore, device_ids: list[int]) -> None:
+    """Mark these NEW devices held (nothing changes in LibreNMS)."""
+    for device_id in device_ids:
+        store.update(
+            device_id,
+            lambda cur: None if cur is None else (cur if cur.held else machine.hold(cur).record),
+        )

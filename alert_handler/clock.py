@@ -5,7 +5,9 @@ but schedules must not stall when the wall clock steps: an NTP correction or a V
 moves it back an hour would otherwise delay every attempt by an hour. `SteadyClock()` is the
 wall time at the last anchor plus the monotonic time since. The main loop calls `check_step()`
 every second; a step between the two is logged once, the clock is re-anchored, and the caller
-shifts the stored times by the step so every schedule keeps its distance from now.
+shifts the stored times by the step so every schedule keeps its distance from now. A step that
+is in flight across the check may store times from before it, so that one device's next attempt
+can come early (or late) once; nothing is lost.
 """
 
 from __future__ import annotations

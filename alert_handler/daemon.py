@@ -44,6 +44,7 @@ def rules_from(cfg: Config) -> Rules:
         max_attempts=cfg.max_attempts,
         trigger_rules=cfg.trigger_rules,
         ack_alerts=cfg.ack_alerts,
+        dry_run=cfg.dry_run,
     )
 
 

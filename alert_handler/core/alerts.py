@@ -32,6 +32,18 @@ def log_safe(text: str, limit: int) -> str:
     return text.encode("unicode_escape").decode("ascii")[:limit]
 
 
+def plain(value: Any, limit: int = 80) -> str:
+    """Any value for a log line or an error, as the state file would show it: null, true, 7;
+    text bare, escaped and cut to `limit` (never a Python repr)."""
+    if isinstance(value, str):
+        return log_safe(value, limit)
+    try:
+        text = json.dumps(value, default=str)
+    except ValueError:  # a float NaN or infinity, or a circular structure
+        text = str(value)
+    return log_safe(text, limit)
+
+
 class BadPayload(ValueError):
     """The request cannot be turned into an alert; `str()` is a reason safe to send back."""
 

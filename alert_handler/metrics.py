@@ -32,10 +32,22 @@ ALERT_RESULTS = (
     "ignored",
     "rejected",  # not an alert (400)
     "too_large",  # 413
-    "unauthorized",  # missing or wrong webhook token (any endpoint)
-    "forbidden",  # client not in ALLOWED_CLIENTS (any endpoint)
+    "unauthorized",  # missing or wrong webhook token
+    "forbidden",  # client not in ALLOWED_CLIENTS
     "unavailable",  # the state file could not be written (503)
 )
+# Everything but alert deliveries (POST /alert and /): an operator's command, a scrape, a probe.
+OPERATOR_ENDPOINTS = (
+    "health",
+    "metrics",
+    "devices",
+    "release",
+    "track",
+    "pause",
+    "resume",
+    "other",  # no such endpoint, or a request too malformed to have one
+)
+OPERATOR_RESULTS = ("ok", "rejected", "unauthorized", "forbidden", "unavailable", "error")
 ATTEMPT_OUTCOMES = tuple(o.value for o in _OUTCOMES)
 STEPS = ("inspect", "force_down", "verify", "restore", "discover", "poll", "check", "ack")
 POLL_STATUSES = ("0", "1", "6", "error")
@@ -72,6 +84,13 @@ class Metrics:
             "alert_handler_alerts_received",
             "Webhook requests, by result (repeat includes recovery notices)",
             ["result"],
+            registry=r,
+        )
+        self.operator_requests = Counter(
+            "alert_handler_operator_requests",
+            "Requests to every endpoint but the alert deliveries (POST /alert and /), by "
+            "endpoint and result",
+            ["endpoint", "result"],
             registry=r,
         )
         self.attempts = Counter(
@@ -137,6 +156,9 @@ class Metrics:
         self.dry_run = Gauge("alert_handler_dry_run", "1 when DRY_RUN is on", registry=r)
         for result in ALERT_RESULTS:
             self.alerts.labels(result)
+        for endpoint in OPERATOR_ENDPOINTS:
+            for result in OPERATOR_RESULTS:
+                self.operator_requests.labels(endpoint, result)
         for outcome in ATTEMPT_OUTCOMES:
             self.attempts.labels(outcome)
         for step in STEPS:
@@ -153,6 +175,18 @@ class Metrics:
     def observe_api(self, endpoint: str, status: str, seconds: float) -> None:
         """Hook for the LibreNMS client."""
         self.api_requests.labels(endpoint, status).inc()
+
+    def operator_request(self, endpoint: str, status: int) -> None:
+        """Count one answer of an operator endpoint by its HTTP status."""
+        if 200 <= status < 400:
+            result = "ok"
+        elif status in (401, 403):
+            result = "unauthorized" if status == 401 else "forbidden"
+        elif status < 500:
+            result = "rejected"
+        else:
+            result = "unavailable" if status == 503 else "error"
+        self.operator_requests.labels(endpoint, result).inc()
 
     def observe_state_write(self, seconds: float, size: int) -> None:
         """Hook for the state store."""

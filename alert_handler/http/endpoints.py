@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alert_handler.core import machine as recovery
-from alert_handler.core.alerts import Alert, BadPayload, log_safe, parse_alert, parse_device_id
+from alert_handler.core.alerts import (
+    Alert,
+    BadPayload,
+    excerpt,
+    log_safe,
+    parse_alert,
+    parse_device_id,
+)
 from alert_handler.core.machine import Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
@@ -59,7 +66,13 @@ class App:
             alert = parse_alert(body, query)
         except BadPayload as exc:
             self.metrics.alerts.labels("rejected").inc()
-            log.warning("step=webhook client=%s rejected: %s", client, exc)
+            # The excerpt lets `line 1 column 94` be found in the transport's body template.
+            log.warning(
+                "step=webhook client=%s rejected (400): %s; body: %s",
+                client,
+                exc,
+                excerpt(body, exc.position),
+            )
             return 400, {"error": str(exc)}
         holder: list[Decision] = []
 

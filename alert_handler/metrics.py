@@ -15,12 +15,15 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from alert_handler import __version__
 from alert_handler.core.machine import Action, Decision
 from alert_handler.core.outcomes import ATTEMPT_OUTCOMES as _OUTCOMES
 from alert_handler.core.outcomes import Outcome, attempt_outcome
@@ -80,6 +83,13 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
+        # The standard process_* (CPU, memory, open files, start time) and python_info series.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        build = Gauge(
+            "alert_handler_build_info", "Always 1; the running version", ["version"], registry=r
+        )
+        build.labels(__version__).set(1)
         self.alerts = Counter(
             "alert_handler_alerts_received",
             "Webhook requests, by result (repeat includes recovery notices)",
@@ -154,6 +164,12 @@ class Metrics:
             registry=r,
         )
         self.dry_run = Gauge("alert_handler_dry_run", "1 when DRY_RUN is on", registry=r)
+        self.librenms_up = Gauge(
+            "alert_handler_librenms_up",
+            "1 while LibreNMS answers (0: calls failed 3 times in a row, or the token is refused)",
+            registry=r,
+        )
+        self.librenms_up.set(1)
         for result in ALERT_RESULTS:
             self.alerts.labels(result)
         for endpoint in OPERATOR_ENDPOINTS:
@@ -171,6 +187,10 @@ class Metrics:
     def watch_records(self, records: Callable[[], dict[int, DeviceRecord]]) -> None:
         """Export devices-by-phase from `records` at scrape time."""
         self.registry.register(_PhaseCollector(records))
+
+    def watch_librenms(self, up: Callable[[], bool]) -> None:
+        """Export `up()` (the health model's view of LibreNMS) at scrape time."""
+        self.librenms_up.set_function(lambda: 1.0 if up() else 0.0)
 
     def observe_api(self, endpoint: str, status: str, seconds: float) -> None:
         """Hook for the LibreNMS client."""

@@ -24,9 +24,10 @@ from alert_handler.core.alerts import (
 from alert_handler.core.machine import Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
+from alert_handler.health import Health, Level
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
-from alert_handler.scheduler import Liveness, Scheduler
+from alert_handler.scheduler import Scheduler
 from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 
@@ -51,6 +52,7 @@ class App:
     scheduler: Scheduler
     rules: Rules
     metrics: Metrics
+    health_model: Health
     auth_enabled: bool = True
     dry_run: bool = False
     clock: Callable[[], float] = time.time
@@ -133,13 +135,15 @@ class App:
 
     # -- operator endpoints ------------------------------------------------------------------
     def health(self) -> Reply:
-        """GET /health: 503 when the recovery loop is dead or stuck or the state cannot be
-        written."""
+        """GET /health: `ok`; `degraded` (200) when LibreNMS or the poller keep failing or are
+        misconfigured; `critical` (503) when the recovery loop is dead or stuck or the state
+        cannot be written. With each dependency's failures in a row and last success."""
+        report = self.health_model.check()
         loop = self.scheduler.thread_state()
-        alive = loop is Liveness.ALIVE
         writable = self.store.healthy
         body: dict[str, Any] = {
-            "status": "ok" if alive and writable else "error",
+            "status": report.level.value,
+            "reasons": list(report.reasons),
             "tracked": self.store.count(),
             "recovery_thread": loop.value,
             "state_file": "ok" if writable else "unwritable",
@@ -148,8 +152,9 @@ class App:
             "dry_run": self.dry_run,
             "auth": "enabled" if self.auth_enabled else "disabled",
             "thread_restarts": self.scheduler.restarts,
+            "dependencies": report.dependencies,
         }
-        return (200 if alive and writable else 503), body
+        return (503 if report.level is Level.CRITICAL else 200), body
 
     def devices(self) -> Reply:
         """GET /devices: the tracked devices."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from alert_handler.core.alerts import plain
+from alert_handler.core.alerts import excerpt, plain
 from alert_handler.core.facts import DeviceInfo, PortInfo
 from alert_handler.core.machine import (
     Reason,
@@ -165,3 +165,13 @@ def test_corrupt_state_file_errors_have_no_repr(text: str, said: str) -> None:
 def test_from_iso_errors_have_no_repr() -> None:
     with pytest.raises(ValueError, match=r"^not a time: \[1\]$"):
         from_iso([1])
+
+
+def test_excerpt_of_a_rejected_body() -> None:
+    """Around the JSON error's position, marked; else the start; always escaped and short."""
+    body = b'{"device_id": 42,\n "rule": "Port2 down" "uid": 7}'
+    at = body.index(b'"uid"')
+    assert excerpt(body, at, width=12) == '...Port2 down" >>>"uid": 7}'
+    assert excerpt(b"x" * 500, None) == "x" * 80 + "..."
+    assert excerpt(b"\xff\xfe\x1b[2J", None) == "\\ufffd\\ufffd\\x1b[2J"
+    assert excerpt(body, 0, width=5) == '>>>{"dev...'

@@ -151,6 +151,10 @@ class Config:
         s.PATH, "device_state.json", FILES, "The state file: devices being handled.")
     log_file: str = setting(
         s.PATH, "alert_handler.log", FILES, "The log file (reopened on SIGHUP).")
+    log_format: str = setting(
+        s.choice("text", "json", fold_case=True), "text", FILES,
+        "text: one line per fact; json: one JSON object per line (time, level, logger, message, "
+        "device, step) for Loki or ELK. Applies to the log file and stderr.")
     stop_timeout_sec: float = setting(
         s.SECONDS, 20.0, FILES, "Seconds running steps get to finish on SIGTERM.")
     # fmt: on

@@ -20,9 +20,10 @@ from alert_handler.config import Config
 from alert_handler.controls import Controls, GroupRefresher, silences_path
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import shifted
+from alert_handler.health import LIBRENMS, RECOVERY_LOOP, STATE_FILE, Health
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
-from alert_handler.librenms.client import LibreNMS
+from alert_handler.librenms.client import LibreNMS, Observer
 from alert_handler.metrics import Metrics
 from alert_handler.poll import Poller, make_poller
 from alert_handler.reconcile import Reconciler
@@ -45,6 +46,7 @@ def rules_from(cfg: Config) -> Rules:
         max_attempts=cfg.max_attempts,
         trigger_rules=cfg.trigger_rules,
         ack_alerts=cfg.ack_alerts,
+        dry_run=cfg.dry_run,
     )
 
 
@@ -58,8 +60,18 @@ def step_limit(cfg: Config) -> float:
     return poll + 6 * api_call + 60.0
 
 
-def make_api(cfg: Config, metrics: Metrics | None = None) -> LibreNMS:
-    """The LibreNMS client for `cfg`."""
+def make_api(cfg: Config, metrics: Metrics | None = None, health: Health | None = None) -> LibreNMS:
+    """The LibreNMS client for `cfg`; each call is reported to `metrics` and `health`."""
+    observers: list[Observer] = []
+    if metrics is not None:
+        observers.append(metrics.observe_api)
+    if health is not None:
+        observers.append(health.observe_librenms)
+
+    def observe(endpoint: str, status: str, seconds: float) -> None:
+        for observer in observers:
+            observer(endpoint, status, seconds)
+
     verify: bool | str = cfg.librenms_verify_tls
     if cfg.librenms_verify_tls and cfg.librenms_ca_bundle:
         verify = cfg.librenms_ca_bundle
@@ -71,7 +83,7 @@ def make_api(cfg: Config, metrics: Metrics | None = None) -> LibreNMS:
         verify=verify,
         pool_size=cfg.max_parallel + 2,
         dry_run=cfg.dry_run,
-        observe=metrics.observe_api if metrics else None,
+        observe=observe if observers else None,
     )
 
 
@@ -90,6 +102,7 @@ class Daemon:
     reconciler: Reconciler
     refresher: GroupRefresher
     metrics: Metrics
+    health: Health
     notifier: Notifier = field(default_factory=Notifier)
     on_hup: Callable[[], None] | None = None
     steady: SteadyClock | None = None  # the clock, when it is the daemon's own
@@ -131,9 +144,21 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             )
         metrics = Metrics()
         metrics.dry_run.set(1 if cfg.dry_run else 0)
-        store = StateStore(path, loaded.snapshot, on_write=metrics.observe_state_write)
+        health = Health(clock)
+
+        def written(seconds: float, size: int) -> None:
+            metrics.observe_state_write(seconds, size)
+            health.record_success(STATE_FILE)
+
+        store = StateStore(
+            path,
+            loaded.snapshot,
+            on_write=written,
+            on_error=lambda reason: health.record_failure(STATE_FILE, reason),
+        )
         metrics.watch_records(store.records)
-        api = make_api(cfg, metrics)
+        metrics.watch_librenms(lambda: health.up(LIBRENMS))
+        api = make_api(cfg, metrics, health)
         poller = make_poller(cfg)
         rules = rules_from(cfg)
         controls = Controls(
@@ -155,12 +180,16 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             metrics=metrics,
             clock=clock,
             step_limit=step_limit(cfg),
+            health=health,
         )
+        health.watch(RECOVERY_LOOP, lambda: _loop_problem(scheduler.thread_state()))
+        health.watch(STATE_FILE, lambda: None if store.healthy else f"{store.last_error}")
         app = App(
             store=store,
             scheduler=scheduler,
             rules=rules,
             metrics=metrics,
+            health_model=health,
             auth_enabled=cfg.webhook_token is not None,
             dry_run=cfg.dry_run,
             clock=clock,
@@ -202,6 +231,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         reconciler=reconciler,
         refresher=refresher,
         metrics=metrics,
+        health=health,
         steady=steady,
     )
 
@@ -251,6 +281,11 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
             if state != loop_state:
                 _log_loop_state(state, watchdog=bool(ping_every))
                 loop_state = state
+            if state is Liveness.ALIVE:
+                daemon.health.record_success(RECOVERY_LOOP)
+            else:
+                daemon.health.record_failure(RECOVERY_LOOP, state.value)
+            daemon.health.check()  # logs a change of level once
             now = time.monotonic()
             if ping_every and state is Liveness.ALIVE and now - last_ping >= ping_every:
                 notifier.send("WATCHDOG=1")
@@ -270,6 +305,10 @@ def _follow_clock_step(daemon: Daemon, step: float) -> None:
         daemon.store.update(device_id, lambda cur: None if cur is None else shifted(cur, step))
     daemon.scheduler.shift_times(step)
     daemon.scheduler.wake()
+
+
+def _loop_problem(state: Liveness) -> str | None:
+    return None if state is Liveness.ALIVE else state.value
 
 
 def _log_loop_state(state: Liveness, *, watchdog: bool) -> None:

@@ -9,6 +9,7 @@ import threading
 from alert_handler.core import steps
 from alert_handler.core.machine import Action, Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord, merge_alert_fields
+from alert_handler.health import POLLER, Health
 from alert_handler.metrics import STEPS, Metrics
 from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
@@ -69,10 +70,13 @@ class _TroubleLog:
 class Recorder:
     """Persists, logs and counts the step runner's reports; thread-safe."""
 
-    def __init__(self, store: StateStore, rules: Rules, metrics: Metrics) -> None:
+    def __init__(
+        self, store: StateStore, rules: Rules, metrics: Metrics, health: Health | None = None
+    ) -> None:
         self.store = store
         self.rules = rules
         self.metrics = metrics
+        self.health = health
         self._trouble = _TroubleLog()
 
     def persist(self, before: DeviceRecord, report: steps.StepReport) -> bool:
@@ -105,7 +109,13 @@ class Recorder:
                 self.metrics.step_seconds.labels(name).observe(seconds)
         if report.poll_exit is not None:
             self.metrics.poll_exits.labels(report.poll_exit).inc()
-        if report.forced_down:
+            if self.health is not None:
+                # A poll that ran, whatever its exit status, reached the poller host.
+                if report.poll_exit == "error":
+                    self.health.record_failure(POLLER, report.error or "the poll failed")
+                else:
+                    self.health.record_success(POLLER)
+        if report.forced_down and not self.rules.dry_run:  # DRY_RUN forces nothing down
             self.metrics.forced_down.inc()
         if report.failed_step is not None:
             step = report.failed_step if report.failed_step in STEPS else "other"

@@ -15,12 +15,15 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from alert_handler import __version__
 from alert_handler.core.machine import Action, Decision
 from alert_handler.core.outcomes import ATTEMPT_OUTCOMES as _OUTCOMES
 from alert_handler.core.outcomes import Outcome, attempt_outcome
@@ -32,10 +35,26 @@ ALERT_RESULTS = (
     "ignored",
     "rejected",  # not an alert (400)
     "too_large",  # 413
-    "unauthorized",  # missing or wrong webhook token (any endpoint)
-    "forbidden",  # client not in ALLOWED_CLIENTS (any endpoint)
+    "unauthorized",  # missing or wrong webhook token
+    "forbidden",  # client not in ALLOWED_CLIENTS
     "unavailable",  # the state file could not be written (503)
 )
+# Everything but alert deliveries (POST /alert and /): an operator's command, a scrape, a probe.
+OPERATOR_ENDPOINTS = (
+    "health",
+    "metrics",
+    "devices",
+    "release",
+    "track",
+    "pause",
+    "resume",
+    "silences",
+    "unsilence",
+    "confirm",
+    "discard",
+    "other",  # no such endpoint, or a request too malformed to have one
+)
+OPERATOR_RESULTS = ("ok", "rejected", "unauthorized", "forbidden", "unavailable", "error")
 ATTEMPT_OUTCOMES = tuple(o.value for o in _OUTCOMES)
 STEPS = ("inspect", "force_down", "verify", "restore", "discover", "poll", "check", "ack")
 POLL_STATUSES = ("0", "1", "6", "error")
@@ -68,10 +87,24 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
+        # The standard process_* (CPU, memory, open files, start time) and python_info series.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        build = Gauge(
+            "alert_handler_build_info", "Always 1; the running version", ["version"], registry=r
+        )
+        build.labels(__version__).set(1)
         self.alerts = Counter(
             "alert_handler_alerts_received",
             "Webhook requests, by result (repeat includes recovery notices)",
             ["result"],
+            registry=r,
+        )
+        self.operator_requests = Counter(
+            "alert_handler_operator_requests",
+            "Requests to every endpoint but the alert deliveries (POST /alert and /), by "
+            "endpoint and result",
+            ["endpoint", "result"],
             registry=r,
         )
         self.attempts = Counter(
@@ -140,8 +173,17 @@ class Metrics:
             registry=r,
         )
         self.dry_run = Gauge("alert_handler_dry_run", "1 when DRY_RUN is on", registry=r)
+        self.librenms_up = Gauge(
+            "alert_handler_librenms_up",
+            "1 while LibreNMS answers (0: calls failed 3 times in a row, or the token is refused)",
+            registry=r,
+        )
+        self.librenms_up.set(1)
         for result in ALERT_RESULTS:
             self.alerts.labels(result)
+        for endpoint in OPERATOR_ENDPOINTS:
+            for result in OPERATOR_RESULTS:
+                self.operator_requests.labels(endpoint, result)
         for outcome in ATTEMPT_OUTCOMES:
             self.attempts.labels(outcome)
         for step in STEPS:
@@ -155,9 +197,25 @@ class Metrics:
         """Export devices-by-phase from `records` at scrape time."""
         self.registry.register(_PhaseCollector(records))
 
+    def watch_librenms(self, up: Callable[[], bool]) -> None:
+        """Export `up()` (the health model's view of LibreNMS) at scrape time."""
+        self.librenms_up.set_function(lambda: 1.0 if up() else 0.0)
+
     def observe_api(self, endpoint: str, status: str, seconds: float) -> None:
         """Hook for the LibreNMS client."""
         self.api_requests.labels(endpoint, status).inc()
+
+    def operator_request(self, endpoint: str, status: int) -> None:
+        """Count one answer of an operator endpoint by its HTTP status."""
+        if 200 <= status < 400:
+            result = "ok"
+        elif status in (401, 403):
+            result = "unauthorized" if status == 401 else "forbidden"
+        elif status < 500:
+            result = "rejected"
+        else:
+            result = "unavailable" if status == 503 else "error"
+        self.operator_requests.labels(endpoint, result).inc()
 
     def observe_state_write(self, seconds: float, size: int) -> None:
         """Hook for the state store."""

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from alert_handler.core.alerts import plain
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import DeviceRecord
@@ -91,7 +92,7 @@ def reconcile_once(
                 "device=%s step=reconcile open alert %s (%s) never reached the daemon: tracked",
                 alert.device_id,
                 alert.alert_id,
-                alert.rule_name,
+                plain(alert.rule_name),
             )
     return ReconcileResult(tuple(adopted), tuple(picked))
 

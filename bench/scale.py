@@ -37,6 +37,7 @@ from common import (
 from ingest import GOAL_P99_MS, GOAL_RATIO_PRELOADED, bare_run, daemon_run
 
 from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.core.times import from_iso
 from alert_handler.sim.simulator import Simulator
 from alert_handler.store.files import load_state
 from alert_handler.store.state import StateStore
@@ -142,12 +143,11 @@ def _first_request(sim: Simulator, path: str, timeout: float = 60.0) -> float:
 
 
 def _first_line_time(log_path: Path, needle: str) -> float:
-    """When `needle` first appeared in the log (monotonic), read from its asctime."""
+    """When `needle` first appeared in the log (monotonic), read from the line's ISO time."""
     for line in log_path.read_text().splitlines():
         if needle in line:
-            stamp = time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
-            millis = int(line[20:23])
-            wall = time.mktime(stamp) + millis / 1000
+            wall = from_iso(line.split(" ", 1)[0])
+            assert wall is not None
             return time.monotonic() - (time.time() - wall)
     raise RuntimeError(f"{needle!r} not in {log_path}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,8 @@ def test_demo_succeeds_and_shows_the_cycle(tmp_path: Path) -> None:
     """1. The demo runs the daemon against the built-in simulator (no .env, no LibreNMS).
     2. It exits 0 and every CPE ends on its own original overwrite_ip.
     3. Its output shows a device forced down, the self-inflicted alert as a repeat, a device
-       forced down again, and recoveries."""
+       forced down again, and recoveries with what was restored and how long they took.
+    4. Every log line starts with an ISO 8601 UTC time and holds no Python repr (None, 'x')."""
     result = subprocess.run(
         [*installed_cli(), "demo", "--interval", "1"],
         cwd=tmp_path,
@@ -23,7 +25,8 @@ def test_demo_succeeds_and_shows_the_cycle(tmp_path: Path) -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "demo succeeded" in out
-    assert "device 102: original overwrite_ip='198.51.100.7'   now='198.51.100.7'   OK" in out
+    assert "device 102: original overwrite_ip=198.51.100.7     now=198.51.100.7     OK" in out
+    assert "device 101: original overwrite_ip=null             now=null             OK" in out
     for line in (
         "-> forced down",
         "-> repeat alert",
@@ -32,4 +35,15 @@ def test_demo_succeeds_and_shows_the_cycle(tmp_path: Path) -> None:
         "-> port up: recovered",
     ):
         assert line in out, line
+    recovered = re.findall(
+        r"device=10[12] step=check (restored overwrite_ip \S+), port2 is up: "
+        r"recovered after [0-9.]+s forced down and 2 attempts ->",
+        out,
+    )
+    assert sorted(recovered) == ["restored overwrite_ip 198.51.100.7", "restored overwrite_ip null"]
+    logged = [line for line in out.splitlines() if re.match(r"\d{4}-\d\d-\d\dT", line)]
+    assert len(logged) > 30, out
+    for line in logged:
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ ", line), line
+        assert "None" not in line and "'" not in line, line
     assert list(tmp_path.iterdir()) == []  # the demo keeps its files out of the user's directory

@@ -678,7 +678,10 @@ def test_unwritable_state_answers_503_changes_nothing_and_recovers(
     reply = daemon.post(alert_body(52))
     assert reply.status_code == 503 and "error" in reply.json()
     status, body = daemon.health()
-    assert status == 503 and body["state_file"] == "unwritable"
+    assert status == 503 and body["state_file"] == "unwritable" and body["status"] == "critical"
+    state_file = body["dependencies"]["state_file"]
+    assert state_file["status"] == "failing" and state_file["consecutive_failures"] >= 1
+    assert state_file["last_error"] == "File too large" and state_file["last_success"]
     assert state.read_bytes() == good
     assert not list(tmp_path.glob("*.tmp"))
     wait_for(lambda: "File too large" in daemon.output(), what="the write error logged")

@@ -1,23 +1,30 @@
 """Logging for the daemon and the commands: LOG_FILE and stderr, secrets redacted.
 
-`setup_logging(background=True)` (the daemon) writes from one thread fed by a queue;
-`reopen_logs` is what SIGHUP does after logrotate.
+Lines carry ISO 8601 UTC times (`2026-12-01T10:00:00.123Z`, as `status` shows them); with
+LOG_FORMAT=json each line is one JSON object with the same fields. `setup_logging(background=True)`
+(the daemon) writes from one thread fed by a queue; `reopen_logs` is what SIGHUP does after
+logrotate.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import logging.handlers
 import queue
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
 from alert_handler.config import Config, redact
+from alert_handler.core.times import iso
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+# `device=42 step=check ...`, `step=cycle ...`, `alert=7 step=ack ...`: the line's subject.
+_SUBJECT = re.compile(r"(?:device=(?P<device>[0-9]+) |[a-z]+=\S+ )?step=(?P<step>[\w-]+)")
 
 
 class Redactor(logging.Filter):
@@ -45,15 +52,54 @@ class Redactor(logging.Filter):
 
 
 class _SharedFormatter(logging.Formatter):
-    """A Formatter whose line for a record is built once, however many handlers write it."""
+    """A Formatter whose line for a record is built once, however many handlers write it;
+    times are ISO 8601 UTC with milliseconds, the form `status` and the state file use."""
 
     def format(self, record: logging.LogRecord) -> str:
         cached = record.__dict__.get("_line")
         if cached is not None and cached[0] is self:
             return cast(str, cached[1])
-        line = super().format(record)
+        line = self.render(record)
         record._line = (self, line)
         return line
+
+    def render(self, record: logging.LogRecord) -> str:
+        """The line for `record` (uncached)."""
+        return super().format(record)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """`2026-12-01T10:00:00.123Z`."""
+        return iso(record.created) or ""
+
+
+class JsonFormatter(_SharedFormatter):
+    """LOG_FORMAT=json: one object a line with time, level, logger, message, the device and
+    step the message names (when it does) and the traceback (when there is one)."""
+
+    def render(self, record: logging.LogRecord) -> str:
+        """The JSON line for `record` (uncached)."""
+        message = record.getMessage()
+        line: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        subject = _SUBJECT.match(message)
+        if subject is not None:
+            if subject["device"] is not None:
+                line["device"] = int(subject["device"])
+            line["step"] = subject["step"]
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False)
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    """The formatter for LOG_FORMAT (`text` or `json`)."""
+    return JsonFormatter() if log_format == "json" else _SharedFormatter(LOG_FORMAT)
 
 
 class _ToWriter(logging.handlers.QueueHandler):
@@ -85,7 +131,7 @@ def setup_logging(
         root.removeHandler(handler)
         handler.close()
     redactor = Redactor(cfg.secrets())
-    formatter = _SharedFormatter(LOG_FORMAT)
+    formatter = make_formatter(cfg.log_format)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if to_file:
         path = Path(cfg.log_file)

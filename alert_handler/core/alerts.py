@@ -32,8 +32,38 @@ def log_safe(text: str, limit: int) -> str:
     return text.encode("unicode_escape").decode("ascii")[:limit]
 
 
+def plain(value: Any, limit: int = 80) -> str:
+    """Any value for a log line or an error, as the state file would show it: null, true, 7;
+    text bare, escaped and cut to `limit` (never a Python repr)."""
+    if isinstance(value, str):
+        return log_safe(value, limit)
+    try:
+        text = json.dumps(value, default=str)
+    except ValueError:  # a float NaN or infinity, or a circular structure
+        text = str(value)
+    return log_safe(text, limit)
+
+
 class BadPayload(ValueError):
-    """The request cannot be turned into an alert; `str()` is a reason safe to send back."""
+    """The request cannot be turned into an alert; `str()` is a reason safe to send back;
+    `position`: the character of the body where JSON decoding failed, when it did."""
+
+    def __init__(self, reason: str, position: int | None = None) -> None:
+        super().__init__(reason)
+        self.position = position
+
+
+def excerpt(body: bytes, position: int | None, width: int = 40) -> str:
+    """A short escaped piece of a rejected body for its log line: the `width` characters
+    either side of `position`, marked with `>>>`, or the body's start."""
+    text = body.decode("utf-8", errors="replace")
+    if position is None:
+        more = "..." if len(text) > 2 * width else ""
+        return log_safe(text[: 2 * width], 8 * width) + more
+    start, end = max(0, position - width), position + width
+    before = ("..." if start else "") + log_safe(text[start:position], 8 * width)
+    after = log_safe(text[position:end], 8 * width) + ("..." if end < len(text) else "")
+    return f"{before}>>>{after}"
 
 
 @dataclass(frozen=True)
@@ -82,7 +112,9 @@ def _decode_body(body: bytes) -> dict[str, Any]:
             value = json.loads(text, parse_constant=_reject_constant)
         except RecursionError:
             raise BadPayload("body is too deeply nested") from None
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
+            raise BadPayload(f"body is not valid JSON: {_short(str(exc))}", exc.pos) from None
+        except ValueError as exc:  # NaN or Infinity (_reject_constant)
             raise BadPayload(f"body is not valid JSON: {_short(str(exc))}") from None
         if not isinstance(value, dict):
             raise BadPayload("body must be a JSON object")

@@ -18,6 +18,7 @@ from enum import Enum
 from alert_handler.core.alerts import STATE_ACKNOWLEDGED, STATE_RECOVERED, Alert
 from alert_handler.core.facts import DeviceInfo, PortInfo
 from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase
+from alert_handler.core.times import span
 
 
 class Reason(str, Enum):
@@ -76,6 +77,7 @@ class Rules:
     max_attempts: int = 0
     trigger_rules: tuple[str, ...] = ()
     ack_alerts: bool = False
+    dry_run: bool = False  # no PATCH is sent: details say "would set", not "set"
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,7 @@ def after_inspect(
         )
         return Decision(new, Reason.ADOPTED if adopted else Reason.ALREADY_DOWN)
     if port is None:
-        return Decision(None, Reason.NO_TARGET_PORT, f"no port named {rules.target_ifname!r}")
+        return Decision(None, Reason.NO_TARGET_PORT, f"no port named {rules.target_ifname}")
     if port.oper_status == "up":
         return Decision(None, Reason.STALE_PORT_UP, f"{rules.target_ifname} is up")
     new = replace(
@@ -269,8 +271,7 @@ def after_inspect(
     return Decision(
         new,
         Reason.FORCE_DOWN,
-        f"{rules.target_ifname} is {port.oper_status}, "
-        f"original overwrite_ip {'null' if original is None else original}",
+        f"{rules.target_ifname} is {port.oper_status}, original overwrite_ip {shown(original)}",
     )
 
 
@@ -286,7 +287,7 @@ def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:
         forced_down_at=rec.forced_down_at or now,
         next_attempt_at=max(start + rules.interval, now + rules.interval / 2),
     )
-    return Decision(new, Reason.FORCED_DOWN, f"overwrite_ip {rules.unsupervised_ip}")
+    return Decision(new, Reason.FORCED_DOWN, _written(rules, rules.unsupervised_ip))
 
 
 def foreign_change(rec: DeviceRecord, info: DeviceInfo, rules: Rules) -> Decision | None:
@@ -294,8 +295,7 @@ def foreign_change(rec: DeviceRecord, info: DeviceInfo, rules: Rules) -> Decisio
     the recorded original); None if it is as we left it."""
     if info.overwrite_ip in (rules.unsupervised_ip, rec.original_overwrite_ip):
         return None
-    shown = "null" if info.overwrite_ip is None else info.overwrite_ip
-    return Decision(None, Reason.FOREIGN_CHANGE, f"overwrite_ip is now {shown}")
+    return Decision(None, Reason.FOREIGN_CHANGE, f"overwrite_ip is now {shown(info.overwrite_ip)}")
 
 
 def before_attempt(rec: DeviceRecord, info: DeviceInfo, now: float, rules: Rules) -> Decision:
@@ -317,12 +317,13 @@ def before_attempt(rec: DeviceRecord, info: DeviceInfo, now: float, rules: Rules
 def after_check(
     rec: DeviceRecord, poll_exit: int, oper_status: str | None, now: float, rules: Rules
 ) -> Decision:
-    """The device was restored and polled: forget it if its port is up, else force it down."""
+    """The device was restored and polled: forget it if its port is up, else force it down.
+    The detail says what was written and, on recovery, how long it took."""
+    restored = _written(rules, rec.original_overwrite_ip, restore=True)
     if poll_exit == 0 and oper_status == "up":
-        original = rec.original_overwrite_ip
-        shown = "null" if original is None else original
+        took = _story(rec, now)
         return Decision(
-            None, Reason.RECOVERED, f"{rules.target_ifname} is up, overwrite_ip stays {shown}"
+            None, Reason.RECOVERED, f"{restored}, {rules.target_ifname} is up: recovered {took}"
         )
     if poll_exit == 6:
         reason, error = Reason.POLL_DEVICE_DOWN, "poll: device down (exit 6)"
@@ -331,9 +332,28 @@ def after_check(
     else:
         reason, error = Reason.STILL_DOWN, f"{rules.target_ifname} is {oper_status or 'missing'}"
     if rules.max_attempts and rec.attempts >= rules.max_attempts:
-        return Decision(None, Reason.GAVE_UP, f"{error} after {rec.attempts} attempts")
+        return Decision(None, Reason.GAVE_UP, f"{restored}, {error}: gave up {_story(rec, now)}")
     new = replace(rec, phase=Phase.FORCING_DOWN, next_attempt_at=now, last_error=error)
-    return Decision(new, reason, error)
+    return Decision(new, reason, f"{restored}, {error}")
+
+
+def shown(value: str | None) -> str:
+    """An overwrite_ip as the log and the state file show it: the address, or null."""
+    return "null" if value is None else value
+
+
+def _written(rules: Rules, value: str | None, *, restore: bool = False) -> str:
+    """What a PATCH of overwrite_ip did (or, in DRY_RUN, would have done)."""
+    if rules.dry_run:
+        return f"DRY_RUN would {'restore' if restore else 'set'} overwrite_ip {shown(value)}"
+    return f"{'restored' if restore else 'set'} overwrite_ip {shown(value)}"
+
+
+def _story(rec: DeviceRecord, now: float) -> str:
+    """`after 12m30s forced down and 3 attempts`: how long the device was kept down."""
+    since = rec.forced_down_at if rec.forced_down_at is not None else rec.first_seen
+    count = f"{rec.attempts} attempt{'' if rec.attempts == 1 else 's'}"
+    return f"after {span(now - since)} forced down and {count}"
 
 
 @dataclass(frozen=True)
@@ -343,17 +363,19 @@ class ReleasePlan:
     restore: bool
     value: str | None
     unknown_original: bool = False  # on UNSUPERVISED_IP with no known original: null
+    dry_run: bool = False
 
 
 def plan_release(rec: DeviceRecord, info: DeviceInfo | None, rules: Rules) -> ReleasePlan:
     """A NEW record was never changed by us, unless it came forced down already (the old
     script's file, a reconcile adoption): `info` (read for NEW records only) tells; its original
     is then unknown and null (the hostname) is restored. Others restore their original."""
+    dry = rules.dry_run
     if rec.phase is not Phase.NEW:
-        return ReleasePlan(restore=True, value=rec.original_overwrite_ip)
+        return ReleasePlan(restore=True, value=rec.original_overwrite_ip, dry_run=dry)
     if info is None or info.overwrite_ip != rules.unsupervised_ip:
-        return ReleasePlan(restore=False, value=rec.original_overwrite_ip)
-    return ReleasePlan(restore=True, value=None, unknown_original=True)
+        return ReleasePlan(restore=False, value=rec.original_overwrite_ip, dry_run=dry)
+    return ReleasePlan(restore=True, value=None, unknown_original=True, dry_run=dry)
 
 
 def after_release(rec: DeviceRecord, plan: ReleasePlan | None = None) -> Decision:
@@ -361,7 +383,8 @@ def after_release(rec: DeviceRecord, plan: ReleasePlan | None = None) -> Decisio
     if plan is not None and not plan.restore:
         return Decision(None, Reason.RELEASED, "nothing was changed")
     value = rec.original_overwrite_ip if plan is None else plan.value
-    detail = f"restored overwrite_ip {'null' if value is None else value}"
+    dry = plan is not None and plan.dry_run
+    detail = _written(Rules(dry_run=dry), value, restore=True)
     if plan is not None and plan.unknown_original:
         detail += " (it was on UNSUPERVISED_IP with no known original)"
     return Decision(None, Reason.RELEASED, detail)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from alert_handler.core.alerts import plain
+
 
 def iso(ts: float | None) -> str | None:
     """Epoch seconds as an ISO 8601 UTC string with milliseconds (what operators read)."""
@@ -26,15 +28,33 @@ def from_iso(text: Any) -> float | None:
         try:
             value = float(text)
         except OverflowError:
-            raise ValueError(f"not a time: {text!r}") from None
+            raise ValueError(f"not a time: {plain(text)}") from None
     elif isinstance(text, str):
         stamp = text[:-1] + "+00:00" if text.endswith("Z") else text
-        moment = datetime.fromisoformat(stamp)
+        try:
+            moment = datetime.fromisoformat(stamp)
+        except ValueError:  # its message quotes the text as a Python repr
+            raise ValueError(f"not a time: {plain(text)}") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         value = moment.timestamp()
     else:
-        raise ValueError(f"not a time: {text!r}")
+        raise ValueError(f"not a time: {plain(text)}")
     if not 0.0 <= value <= _LAST_TIME:  # also false for NaN
-        raise ValueError(f"time out of range: {text!r}")
+        raise ValueError(f"time out of range: {plain(text)}")
     return value
+
+
+def span(seconds: float) -> str:
+    """A duration as operators read it: `0.4s`, `42s`, `12m05s`, `3h07m`, `2d04h`."""
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"

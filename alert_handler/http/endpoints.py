@@ -15,14 +15,22 @@ from typing import Any
 
 from alert_handler.controls import Controls
 from alert_handler.core import machine as recovery
-from alert_handler.core.alerts import Alert, BadPayload, log_safe, parse_alert, parse_device_id
+from alert_handler.core.alerts import (
+    Alert,
+    BadPayload,
+    excerpt,
+    log_safe,
+    parse_alert,
+    parse_device_id,
+)
 from alert_handler.core.controls import ControlError, Silence, parse_duration, parse_target
 from alert_handler.core.machine import Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
+from alert_handler.health import Health, Level
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
-from alert_handler.scheduler import Liveness, Scheduler
+from alert_handler.scheduler import Scheduler
 from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 
@@ -47,6 +55,7 @@ class App:
     scheduler: Scheduler
     rules: Rules
     metrics: Metrics
+    health_model: Health
     auth_enabled: bool = True
     dry_run: bool = False
     clock: Callable[[], float] = time.time
@@ -63,7 +72,13 @@ class App:
             alert = parse_alert(body, query)
         except BadPayload as exc:
             self.metrics.alerts.labels("rejected").inc()
-            log.warning("step=webhook client=%s rejected: %s", client, exc)
+            # The excerpt lets `line 1 column 94` be found in the transport's body template.
+            log.warning(
+                "step=webhook client=%s rejected (400): %s; body: %s",
+                client,
+                exc,
+                excerpt(body, exc.position),
+            )
             return 400, {"error": str(exc)}
         steer = self.controls.verdict(alert.device_id, alert.host) if self.controls else None
         if steer is not None:
@@ -138,13 +153,15 @@ class App:
 
     # -- operator endpoints ------------------------------------------------------------------
     def health(self) -> Reply:
-        """GET /health: 503 when the recovery loop is dead or stuck or the state cannot be
-        written."""
+        """GET /health: `ok`; `degraded` (200) when LibreNMS or the poller keep failing or are
+        misconfigured; `critical` (503) when the recovery loop is dead or stuck or the state
+        cannot be written. With each dependency's failures in a row and last success."""
+        report = self.health_model.check()
         loop = self.scheduler.thread_state()
-        alive = loop is Liveness.ALIVE
         writable = self.store.healthy
         body: dict[str, Any] = {
-            "status": "ok" if alive and writable else "error",
+            "status": report.level.value,
+            "reasons": list(report.reasons),
             "tracked": self.store.count(),
             "recovery_thread": loop.value,
             "state_file": "ok" if writable else "unwritable",
@@ -153,8 +170,9 @@ class App:
             "dry_run": self.dry_run,
             "auth": "enabled" if self.auth_enabled else "disabled",
             "thread_restarts": self.scheduler.restarts,
+            "dependencies": report.dependencies,
         }
-        return (200 if alive and writable else 503), body
+        return (503 if report.level is Level.CRITICAL else 200), body
 
     def devices(self) -> Reply:
         """GET /devices: the tracked devices."""

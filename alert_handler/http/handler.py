@@ -44,6 +44,7 @@ LINGER_BYTES = 1024 * 1024  # ... drain at most this much of it, then close anyw
 _RELEASE_RE = re.compile(r"^/devices/([^/]+)/(release|track)$")
 _CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
 _HUGE = 2**62
+_ALERT_PATHS = ("/", "/alert")
 _GET_PATHS = ("/health", "/metrics", "/devices", "/silences")
 _POST_PATHS = (
     "/",
@@ -201,6 +202,7 @@ class Handler(BaseHTTPRequestHandler):
         self, status: int, body: dict[str, Any], extra: dict[str, str] | None = None
     ) -> None:
         self._send(raw_reply(status, body, extra))
+        self._count(status)
         if status >= 400:
             log.debug("step=http client=%s %s -> %d", self.conn.peer, self._where(), status)
 
@@ -252,7 +254,7 @@ class Handler(BaseHTTPRequestHandler):
         auth = self.shared.auth
         if auth.authorized(self.headers.get("Authorization"), self.headers.get("X-Auth-Token")):
             return True
-        self.shared.app.metrics.alerts.labels("unauthorized").inc()
+        self._refused("unauthorized")
         self._warn("missing or wrong webhook token")
         self._answer(
             401,
@@ -272,6 +274,35 @@ class Handler(BaseHTTPRequestHandler):
         digits = text.lstrip("0")
         return int(digits or "0") if len(digits) <= 15 else _HUGE  # no int() of 8 KiB of digits
 
+    def _endpoint(self) -> str | None:
+        """The operator endpoint this request is for (a `metrics.OPERATOR_ENDPOINTS` label), or
+        None for an alert delivery (POST /alert or /)."""
+        path = self.path.partition("?")[0]
+        if self.command == "POST" and path in _ALERT_PATHS:
+            return None
+        if path in _GET_PATHS or (path in _POST_PATHS and path not in _ALERT_PATHS):
+            return path[1:]
+        match = _RELEASE_RE.match(path)
+        return match.group(2) if match else "other"
+
+    def _refused(self, result: str) -> None:
+        """A 401, 403 or 413 to an alert delivery is a delivery LibreNMS lost: counted in
+        alerts_received_total. An operator's refusal is counted by `_count` (an operator's
+        stale token must not look like failing deliveries)."""
+        if self._endpoint() is None:
+            self.shared.app.metrics.alerts.labels(result).inc()
+
+    def _count(self, status: int) -> None:
+        """Count an operator endpoint's answer by result (alert deliveries are counted by the
+        App and by `_refused`)."""
+        endpoint = self._endpoint()
+        if endpoint is not None:
+            self.shared.app.metrics.operator_request(endpoint, status)
+
+    def _rejected(self, status: int, why: str) -> None:
+        """Log a body refused before it was read (only clients past the token get here)."""
+        log.warning("step=http client=%s %s -> %d: %s", self.conn.peer, self._where(), status, why)
+
     def _read_exactly(self, length: int) -> bytes | None:
         """`length` body bytes, or None when the client stops short (or is cut)."""
         body = self.rfile.read(length)
@@ -283,14 +314,18 @@ class Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering 400/411/413."""
         if self.headers.get("Transfer-Encoding") is not None:
+            self._rejected(411, "chunked body (Transfer-Encoding)")
             self._reply(411, {"error": "chunked bodies are not supported; send Content-Length"})
             return None
         length = self._declared_length()
         if length is None:
+            self._rejected(400, "bad Content-Length")
             self._reply(400, {"error": "bad Content-Length"})
             return None
         if length > MAX_BODY:
-            self.shared.app.metrics.alerts.labels("too_large").inc()
+            self._refused("too_large")
+            size = f"{length} bytes" if length < _HUGE else "a Content-Length of 16+ digits"
+            self._rejected(413, f"body of {size} is larger than 64 KiB")
             self._reply(413, {"error": "body is larger than 64 KiB"})
             return None
         if length == 0:
@@ -301,7 +336,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- routes ------------------------------------------------------------------------------
     def _route(self) -> None:
         if not self.shared.auth.client_allowed(self.conn.peer):
-            self.shared.app.metrics.alerts.labels("forbidden").inc()
+            self._refused("forbidden")
             self._warn("client not in ALLOWED_CLIENTS")
             self._answer(403, {"error": "client not allowed"})
             return
@@ -327,6 +362,7 @@ class Handler(BaseHTTPRequestHandler):
     def _answer_metrics(self, payload: bytes) -> None:
         content_type = "text/plain; version=0.0.4; charset=utf-8"
         self._send(_head(200, content_type, len(payload), None) + payload)
+        self._count(200)
 
     def _post(self, path: str, query: str) -> None:
         if not self._token_ok():

@@ -19,6 +19,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from alert_handler.core.alerts import log_safe
 from alert_handler.core.facts import (
     DeviceInfo,
     DeviceNotFound,
@@ -143,7 +144,7 @@ class LibreNMS:
         if 200 <= code < 300 or code == 404:
             return None
         message = _json(resp).get("message") or resp.reason or ""
-        text = f"{endpoint}: HTTP {code} {str(message)[:200]}"
+        text = f"{endpoint}: HTTP {code} {log_safe(str(message), 200)}"  # LibreNMS's words
         if code == 401:
             text += " (check LIBRENMS_API_TOKEN)"
         if code == 403:

@@ -105,9 +105,10 @@ def run_demo(seconds: float = 90.0, interval: float = 5.0, workdir: str | None =
             final = sim.device(device_id)["overwrite_ip"]
             good = final == original
             ok &= good
+            before, now = original or "null", final or "null"  # as the log and state file say
             print(
-                f"  device {device_id}: original overwrite_ip={original!r:16} "
-                f"now={final!r:16} {'OK' if good else 'WRONG'}",
+                f"  device {device_id}: original overwrite_ip={before:16} "
+                f"now={now:16} {'OK' if good else 'WRONG'}",
                 file=sys.stderr,
             )
         patches = sim.patches()

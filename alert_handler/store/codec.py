@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from alert_handler.core.alerts import plain
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.times import from_iso, iso
 
@@ -51,6 +52,13 @@ def _opt_str(value: Any, name: str) -> str | None:
     raise ValueError(f"{name} must be a string or null")
 
 
+def _phase(value: Any) -> Phase:
+    try:
+        return Phase(value)
+    except ValueError:  # its message is a Python repr
+        raise ValueError(f"phase {plain(value)} is not a phase") from None
+
+
 def _int(value: Any, name: str, default: int | None = None) -> int:
     if value is None and default is not None:
         return default
@@ -66,7 +74,7 @@ def record_from_dict(device_id: int, obj: Any, now: float) -> DeviceRecord:
     port_id = obj.get("port_id")
     return DeviceRecord(
         device_id=device_id,
-        phase=Phase(obj.get("phase", "new")),
+        phase=_phase(obj.get("phase", "new")),
         hostname=_opt_str(obj.get("hostname"), "hostname"),
         original_recorded=bool(obj.get("original_recorded", False)),
         original_overwrite_ip=_opt_str(obj.get("original_overwrite_ip"), "original_overwrite_ip"),
@@ -129,7 +137,7 @@ def _legacy_record(device_id: int, obj: Any, now: float) -> DeviceRecord:
 
 def _device_key(key: Any) -> int:
     if not isinstance(key, str) or not key.isascii() or not key.isdigit() or int(key) <= 0:
-        raise ValueError(f"device key {key!r} is not a positive integer")
+        raise ValueError(f"device key {plain(key)} is not a positive integer")
     return int(key)
 
 
@@ -142,7 +150,7 @@ def snapshot_from_json(text: str, now: float) -> Snapshot:
         raise ValueError("state file is not a JSON object")
     if "version" in data and "devices" in data:
         if data["version"] != STATE_VERSION:
-            raise ValueError(f"unknown state file version {data['version']!r}")
+            raise ValueError(f"unknown state file version {plain(data['version'])}")
         devices = data["devices"]
         if not isinstance(devices, dict):
             raise ValueError("devices is not an object")

@@ -47,6 +47,7 @@ class StateStore:
         snapshot: Snapshot,
         *,
         on_write: Callable[[float, int], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
         retry_delay: float = 0.5,
         gather: float = 0.002,
     ) -> None:
@@ -66,6 +67,7 @@ class StateStore:
         self._last_error: str | None = None
         self._closing = False
         self._on_write = on_write
+        self._on_error = on_error  # each failed write, with its reason (for /health)
         self._retry_delay = retry_delay
         self._gather = gather
         self._last_batch = 0  # changes carried by the last successful write
@@ -253,6 +255,8 @@ class StateStore:
                     self._last_error = reason or f"{type(exc).__name__}: {exc}"
                     self._written.notify_all()
                     closing = self._closing
+                if self._on_error is not None:
+                    self._on_error(reason or f"{type(exc).__name__}: {exc}")
                 if first:
                     log.error(
                         "step=state-write file=%s failed: %s",

@@ -3,8 +3,9 @@
 In order: the request line (8 KiB, else 414) and the header block (8 KiB a line, 32 KiB and
 100 lines in all, else 431; a malformed one 400) are read and bounded before anything is
 parsed, and answered whoever sent them. Then ALLOWED_CLIENTS (403), before the path is looked
-at; then the webhook token (401, see `auth`) for everything but /health and /metrics; then,
-for a POST, the body length (413, answered from the headers alone).
+at; then the webhook token (401, see `auth`) for everything but /health, /metrics and the
+index at GET /; then, for a POST, the body length (413, answered from the headers alone). HEAD
+is answered as GET, without the body.
 
 A rejected request's small body is read before the answer, and a large one is drained for a
 moment after it: closing a socket with unread data makes the kernel send RST, and the client
@@ -44,8 +45,22 @@ LINGER_BYTES = 1024 * 1024  # ... drain at most this much of it, then close anyw
 _RELEASE_RE = re.compile(r"^/devices/([^/]+)/(release|track)$")
 _CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
 _HUGE = 2**62
-_GET_PATHS = ("/health", "/metrics", "/devices")
+_GET_PATHS = ("/", "/health", "/metrics", "/devices")  # HEAD too: the same, without the body
 _POST_PATHS = ("/", "/alert", "/pause", "/resume")
+_INDEX = {  # GET /: what this port answers (docs/operations.md has the details)
+    "service": "alert-handler",
+    "endpoints": [
+        {"method": "POST", "path": "/alert", "token": True, "what": "an alert from LibreNMS"},
+        {"method": "POST", "path": "/", "token": True, "what": "the same as POST /alert"},
+        {"method": "GET", "path": "/health", "token": False, "what": "the daemon's health"},
+        {"method": "GET", "path": "/metrics", "token": False, "what": "Prometheus metrics"},
+        {"method": "GET", "path": "/devices", "token": True, "what": "the tracked devices"},
+        {"method": "POST", "path": "/devices/<id>/release", "token": True, "what": "release"},
+        {"method": "POST", "path": "/devices/<id>/track", "token": True, "what": "track"},
+        {"method": "POST", "path": "/pause", "token": True, "what": "maintenance mode on"},
+        {"method": "POST", "path": "/resume", "token": True, "what": "maintenance mode off"},
+    ],
+}
 _ERRORS = {
     400: "bad request",
     404: "no such endpoint",
@@ -198,6 +213,8 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, data: bytes) -> None:
         self.shared.reaper.done(self.conn)
         self.replied = True
+        if self.command == "HEAD":  # the GET answer's head, Content-Length included
+            data = data[: data.find(b"\r\n\r\n") + 4]
         try:
             self.wfile.write(data)
         except OSError:
@@ -297,18 +314,23 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(403, {"error": "client not allowed"})
             return
         path, _, query = self.path.partition("?")
-        if self.command == "GET" and path in _GET_PATHS:
+        if self.command in ("GET", "HEAD") and path in _GET_PATHS:
             self._get(path)
         elif self.command == "POST" and (path in _POST_PATHS or _RELEASE_RE.match(path)):
             self._post(path, query)
         elif path in _GET_PATHS or path in _POST_PATHS or _RELEASE_RE.match(path):
-            self._answer(405, {"error": f"method {self._where()} not allowed"})
+            allow = ["GET, HEAD"] if path in _GET_PATHS else []
+            allow += ["POST"] if path in _POST_PATHS or _RELEASE_RE.match(path) else []
+            error = {"error": f"method {self._where()} not allowed"}
+            self._answer(405, error, {"Allow": ", ".join(allow)})
         else:
             self._answer(404, {"error": "no such endpoint"})
 
     def _get(self, path: str) -> None:
         app = self.shared.app
-        if path == "/health":
+        if path == "/":
+            self._answer(200, _INDEX)
+        elif path == "/health":
             self._answer(*app.health())
         elif path == "/metrics":
             self._answer_metrics(app.metrics.render())

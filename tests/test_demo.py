@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,10 +13,17 @@ def test_demo_succeeds_and_shows_the_cycle(tmp_path: Path) -> None:
     """1. The demo runs the daemon against the built-in simulator (no .env, no LibreNMS).
     2. It exits 0 and every CPE ends on its own original overwrite_ip.
     3. Its output shows a device forced down, the self-inflicted alert as a repeat, a device
-       forced down again, and recoveries."""
+       forced down again, and recoveries, its result with no Python repr
+       (null and bare strings).
+    4. It leaves nothing behind: its temporary folder is removed."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    workdir = tmp_path / "work"
+    workdir.mkdir()
     result = subprocess.run(
         [*installed_cli(), "demo", "--interval", "1"],
-        cwd=tmp_path,
+        cwd=workdir,
+        env={**os.environ, "TMPDIR": str(temp)},
         capture_output=True,
         text=True,
         timeout=120,
@@ -23,7 +31,7 @@ def test_demo_succeeds_and_shows_the_cycle(tmp_path: Path) -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "demo succeeded" in out
-    assert "device 102: original overwrite_ip='198.51.100.7'   now='198.51.100.7'   OK" in out
+    assert "device 102: original overwrite_ip 198.51.100.7   now 198.51.100.7   OK" in out
     for line in (
         "-> forced down",
         "-> repeat alert",
@@ -32,4 +40,26 @@ def test_demo_succeeds_and_shows_the_cycle(tmp_path: Path) -> None:
         "-> port up: recovered",
     ):
         assert line in out, line
-    assert list(tmp_path.iterdir()) == []  # the demo keeps its files out of the user's directory
+    assert list(workdir.iterdir()) == []  # the demo keeps its files out of the user's directory
+    assert list(temp.iterdir()) == []  # ... and removes its temporary folder
+    assert "its files are removed (--keep keeps them)" in out
+    result_lines = [line for line in out.splitlines() if line.startswith("  device ")]
+    assert len(result_lines) == 4
+    assert not any("None" in line or "'" in line for line in result_lines)  # null, bare strings
+
+
+def test_demo_keep_leaves_its_files(tmp_path: Path) -> None:
+    """`demo --keep`: the state and log files stay in the temporary folder it names."""
+    result = subprocess.run(
+        [*installed_cli(), "demo", "--interval", "1", "--keep"],
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.startswith("alert-handler-demo-")
+    assert (folder / "alert_handler.log").stat().st_size > 0
+    assert f"log: {folder / 'alert_handler.log'}" in result.stderr

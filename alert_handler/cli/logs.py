@@ -17,6 +17,8 @@ from typing import cast
 
 from alert_handler.config import Config, redact
 
+log = logging.getLogger(__name__)
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
@@ -87,9 +89,12 @@ def setup_logging(
     redactor = Redactor(cfg.secrets())
     formatter = _SharedFormatter(LOG_FORMAT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    created: Path | None = None  # the LOG_FILE directory, when this call made it
     if to_file:
         path = Path(cfg.log_file)
         if not path.exists():
+            if not path.parent.exists():
+                created = path.parent
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o640)
         handlers.append(logging.handlers.WatchedFileHandler(path, encoding="utf-8"))
@@ -113,6 +118,8 @@ def setup_logging(
     logging.captureWarnings(True)  # urllib3's InsecureRequestWarning goes to the log, not stderr
     for noisy in ("urllib3", "paramiko", "requests"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if created is not None:  # a typo in LOG_FILE shows here, not as a log nobody finds
+        log.info("step=start created the directory %s for LOG_FILE", created.resolve())
 
 
 def stop_logging() -> None:

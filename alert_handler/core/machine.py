@@ -141,6 +141,16 @@ def request_release(rec: DeviceRecord, now: float) -> Decision:
     return Decision(replace(rec, release_requested=True, next_attempt_at=now), Reason.RELEASE)
 
 
+def release_untracked(device_id: int, now: float) -> Decision:
+    """`release` of a device that is not tracked: a NEW record asking for release, so that
+    `plan_release` restores null only if LibreNMS shows it on UNSUPERVISED_IP (a crash, the old
+    script or a hand edit left it there), and otherwise forgets it untouched."""
+    record = DeviceRecord(
+        device_id=device_id, first_seen=now, next_attempt_at=now, alerts=0, release_requested=True
+    )
+    return Decision(record, Reason.RELEASE, new=True)
+
+
 # -- scheduling -------------------------------------------------------------------------------
 def is_due(rec: DeviceRecord, now: float) -> bool:
     """Whether the worker should take the device now."""

@@ -144,18 +144,31 @@ class App:
         return 200, {"status": "ok", "paused": self.store.paused, "devices": rows}
 
     def release(self, raw_id: str) -> Reply:
-        """POST /devices/<id>/release: restore the original now and forget the device."""
+        """POST /devices/<id>/release: restore the original now and forget the device. An
+        untracked one is recorded as NEW asking for release (see machine.release_untracked)."""
         device_id = parse_device_id(raw_id)
-        rec, version = self.store.update(
+        holder: list[Decision] = []
+
+        def change(current: DeviceRecord | None) -> DeviceRecord | None:
+            if current is None:
+                decision = recovery.release_untracked(device_id, self.clock())
+            else:
+                decision = recovery.request_release(current, self.clock())
+            holder.append(decision)
+            return decision.record
+
+        rec, version = self.store.update(device_id, change)
+        assert rec is not None  # both decisions keep a record
+        tracked = not holder[0].new
+        log.info(
+            "device=%s step=release requested by the operator%s",
             device_id,
-            lambda cur: None if cur is None else recovery.request_release(cur, self.clock()).record,
+            "" if tracked else " (not tracked: restored only if on UNSUPERVISED_IP)",
         )
-        if rec is None:
-            return 404, {"error": f"device {device_id} is not tracked"}
-        log.info("device=%s step=release requested by the operator", device_id)
         body = {
             "status": "releasing",
             "device_id": device_id,
+            "tracked": tracked,
             "original_recorded": rec.original_recorded,
             "first_seen": iso(rec.first_seen),
             "original_overwrite_ip": rec.original_overwrite_ip,

@@ -16,7 +16,7 @@ import heapq
 import logging
 import time
 
-from alert_handler.core import machine
+from alert_handler.core import controls, machine
 from alert_handler.core.controls import ConfirmGate
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.metrics import Metrics
@@ -83,7 +83,7 @@ class Admission:
         self._gated.update(d for _, d in fresh[:allowed])
         for _, device_id in fresh[allowed:]:
             self.store.update(
-                device_id, lambda cur: None if cur is None else machine.hold(cur).record
+                device_id, lambda cur: None if cur is None else controls.hold(cur).record
             )
         held += len(fresh) - allowed
         self.metrics.held.set(held)

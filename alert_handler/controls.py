@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from alert_handler.core import controls as core_controls
 from alert_handler.core import machine
 from alert_handler.core.controls import (
     ConfirmGate,
@@ -180,7 +181,7 @@ class Controls:
                 continue
 
             def change(cur: DeviceRecord | None, why: Verdict = found) -> DeviceRecord | None:
-                return None if cur is None else machine.let_go(cur, now, str(why)).record
+                return None if cur is None else core_controls.let_go(cur, now, str(why)).record
 
             store.update(device_id, change)
             let_go.append((device_id, found))
@@ -243,17 +244,3 @@ class GroupRefresher:
                 log.exception("step=exclude unexpected error")
             self.refreshed.set()
             self._stop.wait(self.interval)
-
-
-def held_devices(store: StateStore) -> list[DeviceRecord]:
-    """The devices the confirmation gate holds."""
-    return [rec for rec in store.records().values() if rec.held]
-
-
-def hold_new(store: StateStore, device_ids: list[int]) -> None:
-    """Mark these NEW devices held (nothing changes in LibreNMS)."""
-    for device_id in device_ids:
-        store.update(
-            device_id,
-            lambda cur: None if cur is None else (cur if cur.held else machine.hold(cur).record),
-        )

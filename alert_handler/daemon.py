@@ -87,6 +87,13 @@ def make_api(cfg: Config, metrics: Metrics | None = None, health: Health | None 
     )
 
 
+def listen_url(server: AlertServer) -> str:
+    """The listener's scheme, bound address and real port, e.g. "https://[::]:5000"."""
+    host, port = (str(part) for part in server.server_address[:2])
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if server.tls is not None else 'http'}://{host}:{port}"
+
+
 @dataclass
 class Daemon:
     """Every running part of the daemon."""
@@ -207,6 +214,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             tls_key_file=cfg.tls_key_file,
         )
         refresher = GroupRefresher(controls, api, store, cfg.exclude_refresh_sec, scheduler.wake)
+        lock.announce(listen_url(server))  # how the commands find it, whatever the env file says
         reconciler = Reconciler(
             api,
             store,

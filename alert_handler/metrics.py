@@ -41,6 +41,7 @@ ALERT_RESULTS = (
 )
 # Everything but alert deliveries (POST /alert and /): an operator's command, a scrape, a probe.
 OPERATOR_ENDPOINTS = (
+    "index",
     "health",
     "metrics",
     "devices",

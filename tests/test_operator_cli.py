@@ -116,7 +116,7 @@ def test_status_from_the_daemon_then_from_the_state_file(
     live = cli(tmp_path, "status")
     assert live.returncode == 0, live.stderr
     lines = live.stdout.splitlines()
-    assert lines[0] == f"1 devices tracked, from the running daemon at {d.url}"
+    assert lines[0] == f"1 device tracked, from the running daemon at {d.url}"
     assert "recovery thread alive" in lines[1]
     headers = ["device", "hostname", "phase", "attempts", "first seen", "next attempt"]
     assert re.split(r"\s{2,}", lines[2]) == [*headers, "last error"]
@@ -146,7 +146,7 @@ def test_status_from_the_daemon_then_from_the_state_file(
     state_file = tmp_path / "device_state.json"
     assert (
         lines[0]
-        == f"1 devices tracked, from the state file {state_file} (the daemon is not running)"
+        == f"1 device tracked, from the state file {state_file} (the daemon is not running)"
     )
     assert lines[2].split()[:4] == ["42", "cpe-42", "down", "0"]
 

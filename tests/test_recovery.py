@@ -45,6 +45,7 @@ from alert_handler.core.machine import (
     is_due,
     on_alert,
     plan,
+    release_untracked,
     request_release,
     track,
 )
@@ -866,9 +867,11 @@ class RecoveryMachine(RuleBasedStateMachine):
         self._put(device, decision.record)
 
     def _release(self, device: int) -> None:
-        """POST /devices/<id>/release (App.release)."""
+        """POST /devices/<id>/release (App.release): an untracked device is recorded too."""
         current = self.store.get(device)
-        if current is not None:
+        if current is None:
+            self._put(device, release_untracked(device, self._clock()).record)
+        else:
             self._put(device, request_release(current, self._clock()).record)
 
     def _work(self, data: Any) -> None:

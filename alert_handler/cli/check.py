@@ -8,17 +8,19 @@ import os
 import time
 from pathlib import Path
 
-from alert_handler.cli.env import read_env, setting_warnings
+from alert_handler.cli.env import no_env_file_note, read_env, setting_warnings, start_warnings
+from alert_handler.cli.output import plural
 from alert_handler.config import Config, ConfigError, parse
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.daemon import make_api
 from alert_handler.poll import PollError, make_poller
-from alert_handler.store.codec import snapshot_from_json
+from alert_handler.store.files import CorruptState, quarantine_name, read_lock, read_state
 
 OK, FAIL = "\u2714", "\u2718"
 
 
 def _state_file_check(cfg: Config) -> tuple[bool, str]:
+    """The state file line, saying what `serve` will do with the file as it is."""
     path = Path(cfg.state_file)
     folder = path.parent
     if not folder.is_dir():
@@ -27,15 +29,28 @@ def _state_file_check(cfg: Config) -> tuple[bool, str]:
         return False, f"state file {path}: cannot write in {folder.resolve()}"
     if not path.exists():
         return True, f"state file {path}: none yet (created at the first alert)"
+    now = time.time()
     try:
-        snap = snapshot_from_json(path.read_text(encoding="utf-8"), time.time())
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        return False, f"state file {path} is unreadable ({exc}): the daemon would set it aside"
-    facts = [f"{len(snap.devices)} devices tracked"]
+        snap = read_state(path, now)
+    except CorruptState as exc:
+        aside = quarantine_name(path, now).name
+        return False, (
+            f"state file {path} is corrupt ({exc}): `serve` will move it to {aside} (the time "
+            "of the start, UTC) and start with no device tracked"
+        )
+    except OSError as exc:
+        return False, (
+            f"state file {path} cannot be read ({exc.strerror or exc}): `serve` will refuse to "
+            "start (exit 1)"
+        )
+    facts = [f"{plural(len(snap.devices), 'device')} tracked"]
     if snap.paused:
         facts.append("PAUSED")
     if snap.migrated_from_legacy:
         facts.append("old single-script format, migrated at the next start")
+    holder = read_lock(path)
+    if holder is not None:
+        facts.append(f"in use by the running daemon (pid {holder.pid})")
     return True, f"state file {path}: {', '.join(facts)}"
 
 
@@ -44,7 +59,7 @@ def run_check(args: argparse.Namespace) -> int:
     try:
         cfg = parse(read_env(args.env_file))
     except ConfigError as exc:
-        print(f"{FAIL} configuration: {exc}")
+        print(f"{FAIL} configuration: {exc}{no_env_file_note(args.env_file)}")
         for text in setting_warnings(args.env_file):
             print(f"{FAIL} {text} (warning only)")
         return 2
@@ -56,14 +71,15 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{OK if ok else FAIL} {text}", flush=True)
 
     line(True, f"configuration is valid ({args.env_file or './.env'} and the environment)")
-    for text in setting_warnings(args.env_file):
+    # The warnings `serve` logs at start, word for word; they do not change the exit status.
+    for text in [*start_warnings(cfg, args.env_file), *setting_warnings(args.env_file)]:
         print(f"{FAIL} {text} (warning only)")
     line(*_state_file_check(cfg))
     forced_down = False  # the device to poll points at UNSUPERVISED_IP now
     api = make_api(cfg)
     try:
         devices = api.list_devices()
-        line(True, f"LibreNMS API at {cfg.librenms_url} answers: {len(devices)} devices")
+        line(True, f"LibreNMS API at {cfg.librenms_url} answers: {plural(len(devices), 'device')}")
         forced_down = any(
             d.device_id == args.device_id and d.overwrite_ip == cfg.unsupervised_ip for d in devices
         )
@@ -108,6 +124,4 @@ def run_check(args: argparse.Namespace) -> int:
                 line(False, f"poll of device {args.device_id}: {exc}")
     finally:
         poller.close()
-    if cfg.webhook_token is None:
-        print(f"{FAIL} WEBHOOK_TOKEN is not set: the webhook accepts anyone (warning only)")
     return 1 if failed else 0

@@ -1,8 +1,9 @@
 """The operator commands on the `alert-handler` parser: check, status, release, track, pause,
-resume, demo.
+resume, demo, simulator.
 
 The commands that talk to the running daemon are in `control`, `check` in `check`, the demo
-in `sim.demo`. Exit status: 0 success, 1 failure, 2 usage or configuration error.
+in `sim.demo`, the simulator in `sim.command`. Exit status: 0 success, 1 failure, 2 usage or
+configuration error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from alert_handler.cli.control import cmd_pause, cmd_release, cmd_resume, cmd_status, cmd_track
 from alert_handler.cli.steer import add_steer_commands
-from alert_handler.core.alerts import BadPayload, parse_device_id
+from alert_handler.core.alerts import MAX_DEVICE_ID, BadPayload, parse_device_id
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -29,14 +30,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Imported when run, for the reason given in cmd_check.
     from alert_handler.sim.demo import run_demo
 
-    return run_demo(seconds=args.seconds, interval=args.interval)
+    return run_demo(seconds=args.seconds, interval=args.interval, keep=args.keep)
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    """Serve the built-in LibreNMS simulator, or flip a port of the one running."""
+    # Imported when run, for the reason given in cmd_check.
+    from alert_handler.sim.command import flip_command, simulator_command
+
+    if args.flip:
+        return flip_command(args)
+    return simulator_command(args)
 
 
 def _device_id(text: str) -> int:
     try:
         return parse_device_id(text)
-    except BadPayload as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except BadPayload:
+        raise argparse.ArgumentTypeError(
+            f"a device id is a LibreNMS device_id, a whole number from 1 to {MAX_DEVICE_ID}; "
+            f"got {text!r}"
+        ) from None
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
@@ -72,9 +86,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         "track",
         parents=[common],
         help="start handling a device by hand, as an alert would",
-        description="Asks the running daemon (POST /devices/<id>/track).",
+        description="Checks that LibreNMS has the device, then asks the running daemon "
+        "(POST /devices/<id>/track).",
     )
     p.add_argument("device_id", type=_device_id)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="do not ask LibreNMS first whether the device exists (when it cannot be reached)",
+    )
     p.set_defaults(func=cmd_track)
     sub.add_parser(
         "pause",
@@ -92,6 +112,33 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     )
     p.add_argument("--seconds", type=float, default=90.0, help="give up after this long")
     p.add_argument("--interval", type=float, default=5.0, help="RECOVERY_INTERVAL_SEC to use")
+    p.add_argument("--keep", action="store_true", help="keep the demo's state and log files")
     p.set_defaults(func=cmd_demo)
-    names = {"check", "status", "release", "track", "pause", "resume", "demo"}
+    add_simulator(sub)
+    names = {"check", "status", "release", "track", "pause", "resume", "demo", "simulator"}
     return names | add_steer_commands(sub, common)
+
+
+def add_simulator(sub: Any) -> None:
+    """`alert-handler simulator`: a LibreNMS stand-in to try every command against."""
+    p = sub.add_parser(
+        "simulator",
+        help="serve a LibreNMS simulator with four CPEs, to try the commands against",
+        description="Serves the built-in LibreNMS simulator on loopback until Ctrl-C and prints "
+        "its URL, its API token, the settings that point a daemon at it and how to flip a "
+        "port. `--flip ID IFNAME up|down` changes a port of the simulator that runs.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
+    p.add_argument("--token", default=None, help="its API token (default: the built-in one)")
+    p.add_argument(
+        "--daemon-port", type=int, default=5000, help="LISTEN_PORT in the printed settings"
+    )
+    p.add_argument("--write-env", metavar="FILE", help="also write those settings to FILE")
+    p.add_argument(
+        "--flip",
+        nargs=3,
+        metavar=("ID", "IFNAME", "STATUS"),
+        help="set a port of the running simulator up or down (LibreNMS sees it at the next poll)",
+    )
+    p.set_defaults(func=cmd_simulator)

@@ -1,84 +1,37 @@
 """The commands that act through the running daemon: status, release, track, pause, resume.
 
-They go through its HTTP API, so the state file keeps one writer; `status` reads the state
-file when no daemon answers, and `pause`/`resume` write it (under the daemon's lock) so that
-maintenance mode can be set before a start.
+They go through its HTTP API (found by `link`), so the state file keeps one writer; `status`
+reads the state file when no daemon answers, and `pause`/`resume` write it (under the daemon's
+lock) so that maintenance mode can be set before a start. No command here throws a tracked
+device away: a state file that cannot be read is refused, never set aside.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from alert_handler.cli.env import load_config
+from alert_handler.cli.link import DaemonDown, DaemonLink
+from alert_handler.cli.lookup import Lookup, lookup
+from alert_handler.cli.output import format_table, plural
 from alert_handler.config import Config
 from alert_handler.http.views import device_row
-from alert_handler.store.codec import snapshot_from_json
-from alert_handler.store.files import StateLock, StateLocked, load_state
+from alert_handler.store.codec import Snapshot
+from alert_handler.store.files import (
+    CorruptState,
+    StateLock,
+    StateLocked,
+    quarantine_name,
+    read_state,
+)
 from alert_handler.store.state import StateStore
 
 _RELEASE_POLL = 0.2  # seconds between looks at /devices while `release` waits
-
-
-class DaemonDown(Exception):
-    """No alert-handler answers on the configured address."""
-
-
-def daemon_url(cfg: Config) -> str:
-    """The base URL of the running daemon on this host."""
-    host = cfg.listen_host
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    scheme = "https" if cfg.tls_cert_file else "http"
-    return f"{scheme}://{host}:{cfg.listen_port}"
-
-
-def _opener(cfg: Config) -> urllib.request.OpenerDirector:
-    """urllib without proxies: the daemon is on this host, http_proxy must not catch it."""
-    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-    if cfg.tls_cert_file:
-        # Our own listener on loopback: the point is reaching it, not authenticating it.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        handlers.append(urllib.request.HTTPSHandler(context=context))
-    return urllib.request.build_opener(*handlers)
-
-
-def call_daemon(
-    cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
-) -> tuple[int, dict[str, Any]]:
-    """One request to the running daemon: (status, JSON body); DaemonDown if none answers."""
-    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    url = daemon_url(cfg) + path  # always http(s): built here, never from input
-    request = urllib.request.Request(url, method=method, data=data)  # noqa: S310
-    if cfg.webhook_token:
-        request.add_header("Authorization", f"Bearer {cfg.webhook_token}")
-    try:
-        with _opener(cfg).open(request, timeout=10) as resp:
-            status, raw = int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            status, raw = exc.code, exc.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise DaemonDown(str(exc)) from None
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise DaemonDown(f"{url} answered something that is not alert-handler") from None
-    return status, body if isinstance(body, dict) else {}
 
 
 def _error(text: str) -> int:
@@ -97,70 +50,51 @@ def _refused(code: int, body: dict[str, Any]) -> int:
     return _error(f"the daemon answered {code}: {body.get('error')}{_HINTS.get(code, '')}")
 
 
-def _no_daemon(cfg: Config) -> int:
-    return _error(f"no daemon answers at {daemon_url(cfg)}; start it first (alert-handler serve)")
+def _no_daemon(link: DaemonLink) -> int:
+    return _error(f"no daemon answers at {link.where()}; start it first (alert-handler serve)")
+
+
+def _null(value: str | None) -> str:
+    return "null" if value is None else value
+
+
+def _read_snapshot(cfg: Config) -> Snapshot | None:
+    """The state file as it is; None (after one line on stderr) when it cannot be read."""
+    path = Path(cfg.state_file)
+    try:
+        return read_state(path, time.time())
+    except CorruptState as exc:
+        aside = quarantine_name(path, time.time()).name
+        _error(
+            f"the state file {path} is corrupt ({exc}); it is left as it is. "
+            f"`alert-handler serve` would move it to {aside} and start with no device tracked"
+        )
+    except OSError as exc:
+        _error(f"cannot read the state file {path}: {exc.strerror or exc}")
+    return None
 
 
 # -- status -----------------------------------------------------------------------------------
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Devices as an aligned text table."""
-    headers = [
-        "device",
-        "hostname",
-        "phase",
-        "attempts",
-        "first seen",
-        "next attempt",
-        "last error",
-    ]
-    lines = [
-        [
-            str(r.get("device_id")),
-            str(r.get("hostname") or "-"),
-            str(r.get("phase")),
-            str(r.get("attempts")),
-            str(r.get("first_seen") or "-"),
-            str(r.get("next_attempt") or "-"),
-            str(r.get("last_error") or "-"),
-        ]
-        for r in rows
-    ]
-    widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
-    return "\n".join(s.rstrip() for s in out)
-
-
-def _from_state_file(cfg: Config) -> tuple[list[dict[str, Any]], bool] | None:
-    """(rows, paused) read from the state file; None (after one line on stderr) if corrupt."""
-    path = Path(cfg.state_file)
-    try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-        snap = snapshot_from_json(text, time.time())
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        _error(f"cannot read the state file {path}: {exc}")
-        return None
-    return [device_row(r) for _, r in sorted(snap.devices.items())], snap.paused
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the tracked devices, from the daemon or else from the state file (saying which)."""
     cfg = load_config(args)
+    link = DaemonLink(cfg)
     health: dict[str, Any] | None = None
     try:
-        code, body = call_daemon(cfg, "GET", "/devices")
+        code, body = link.call("GET", "/devices")
         if code != 200:
             return _refused(code, body)
-        _, health = call_daemon(cfg, "GET", "/health")
-        source = f"from the running daemon at {daemon_url(cfg)}"
+        _, health = link.call("GET", "/health")
+        source = f"from the running daemon at {link.url}"
         rows, paused = list(body.get("devices", [])), bool(body.get("paused"))
         silences = list(body.get("silences") or [])
     except DaemonDown:
         silences = []
-        found = _from_state_file(cfg)
-        if found is None:
+        snap = _read_snapshot(cfg)
+        if snap is None:
             return 1
-        rows, paused = found
+        rows = [device_row(r) for _, r in sorted(snap.devices.items())]
+        paused = snap.paused
         source = f"from the state file {cfg.state_file} (the daemon is not running)"
     if args.json:
         out = {
@@ -172,7 +106,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{len(rows)} devices tracked, {source}")
+    print(f"{plural(len(rows), 'device')} tracked, {source}")
     if paused:
         print("PAUSED: maintenance mode, no device is changed until `alert-handler resume`")
     if health is not None:
@@ -197,55 +131,132 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- release, track, pause, resume ------------------------------------------------------------
+# -- release ----------------------------------------------------------------------------------
 def cmd_release(args: argparse.Namespace) -> int:
-    """Restore a device's original overwrite_ip now and forget it (through the daemon)."""
+    """Restore a device's original overwrite_ip now and forget it (through the daemon).
+
+    A device the daemon does not track is released only if LibreNMS shows it on
+    UNSUPERVISED_IP (left there by a crash, the old script or a hand edit): its original is
+    unknown, so null (the hostname) is restored.
+    """
     cfg = load_config(args)
+    link = DaemonLink(cfg)
     device_id: int = args.device_id
     try:
-        code, body = call_daemon(cfg, "POST", f"/devices/{device_id}/release")
+        code, listing = link.call("GET", "/devices")
     except DaemonDown:
-        return _no_daemon(cfg)
-    if code == 404:
-        return _error(str(body.get("error")))
+        return _no_daemon(link)
+    if code != 200:
+        return _refused(code, listing)
+    if not any(r.get("device_id") == device_id for r in listing.get("devices", [])):
+        refusal = _untracked_refusal(cfg, device_id)
+        if refusal is not None:
+            return _error(refusal)
+    try:
+        code, body = link.call("POST", f"/devices/{device_id}/release")
+    except DaemonDown:
+        return _no_daemon(link)
     if code >= 400:
         return _refused(code, body)
-    original = body.get("original_overwrite_ip")
-    restored = ""  # not inspected yet: the log says what the daemon found and did
-    if body.get("original_recorded"):
-        restored = f", overwrite_ip restored to {'null' if original is None else original}"
     if args.wait <= 0:
         print(f"device {device_id}: release requested")
         return 0
-    deadline = time.monotonic() + args.wait
+    failed = _wait_until_forgotten(link, device_id, str(body.get("first_seen")), args.wait)
+    if failed is not None:
+        return failed
+    if body.get("tracked", True):
+        restored = ""  # not inspected yet: the log says what the daemon found and did
+        if body.get("original_recorded"):
+            restored = f", overwrite_ip restored to {_null(body.get('original_overwrite_ip'))}"
+        print(f"device {device_id}: released{restored}; no longer tracked")
+        return 0
+    print(f"device {device_id}: {_untracked_outcome(cfg, lookup(cfg, device_id))}")
+    return 0
+
+
+def _untracked_refusal(cfg: Config, device_id: int) -> str | None:
+    """Why releasing an untracked device makes no sense, or None to go ahead."""
+    found = lookup(cfg, device_id)
+    if found.exists is False:
+        return f"device {device_id} is not tracked, and LibreNMS has no such device"
+    if found.exists is None:
+        print(
+            f"alert-handler: device {device_id} is not tracked and LibreNMS cannot be asked "
+            f"({found.error}); the daemon restores it only if it finds it on UNSUPERVISED_IP",
+            file=sys.stderr,
+        )
+        return None
+    if found.overwrite_ip != cfg.unsupervised_ip:
+        return (
+            f"device {device_id} is not tracked and not forced down (its overwrite_ip is "
+            f"{_null(found.overwrite_ip)}, not UNSUPERVISED_IP {cfg.unsupervised_ip}): "
+            "nothing to release"
+        )
+    return None
+
+
+def _untracked_outcome(cfg: Config, after: Lookup) -> str:
+    """What releasing an untracked device did, from LibreNMS as it is now."""
+    if after.exists is None:
+        return f"released (LibreNMS cannot be asked what it holds now: {after.error})"
+    if after.exists is False:
+        return "LibreNMS has no such device any more; forgotten"
+    if after.overwrite_ip == cfg.unsupervised_ip:
+        why = " (DRY_RUN: nothing is written)" if cfg.dry_run else ""
+        return f"released, but it is still on UNSUPERVISED_IP {cfg.unsupervised_ip}{why}"
+    if after.overwrite_ip is None:
+        return (
+            "was not tracked; overwrite_ip restored to null: its original was unknown, "
+            "so LibreNMS reaches it by its hostname again"
+        )
+    return f"was not tracked; its overwrite_ip is {after.overwrite_ip}, left as it was"
+
+
+def _wait_until_forgotten(
+    link: DaemonLink, device_id: int, first_seen: str, wait: float
+) -> int | None:
+    """Poll /devices until the record that was asked to release is gone; None when it is,
+    else the exit status after one line saying why."""
+    deadline = time.monotonic() + wait
     while True:
         try:
-            code, listing = call_daemon(cfg, "GET", "/devices")
+            code, listing = link.call("GET", "/devices")
         except DaemonDown:
             return _error(f"device {device_id}: the daemon stopped before the release finished")
         if code != 200:
             return _refused(code, listing)
         row = next((r for r in listing.get("devices", []) if r["device_id"] == device_id), None)
-        if row is None or row.get("first_seen") != body.get("first_seen"):
-            print(f"device {device_id}: released{restored}; no longer tracked")
-            return 0
+        if row is None or str(row.get("first_seen")) != first_seen:
+            return None
         if time.monotonic() > deadline:
             why = f" (last error: {row['last_error']})" if row.get("last_error") else ""
             return _error(
-                f"device {device_id}: release not done after {args.wait:g}s{why}; "
+                f"device {device_id}: release not done after {wait:g}s{why}; "
                 "the daemon keeps trying"
             )
         time.sleep(_RELEASE_POLL)
 
 
+# -- track ------------------------------------------------------------------------------------
 def cmd_track(args: argparse.Namespace) -> int:
-    """Start handling a device as an alert would (through the daemon)."""
+    """Start handling a device as an alert would (through the daemon), once LibreNMS has shown
+    that the device exists (`--force`: without asking it)."""
     cfg = load_config(args)
     device_id: int = args.device_id
+    if not args.force:
+        found = lookup(cfg, device_id)
+        if found.exists is False:
+            return _error(f"device {device_id}: LibreNMS has no such device; not tracked")
+        if found.exists is None:
+            return _error(
+                f"device {device_id}: cannot ask LibreNMS whether it exists ({found.error}); "
+                f"not tracked (`alert-handler track --force {device_id}` tracks it anyway)"
+            )
+    link = DaemonLink(cfg)
     try:
-        code, body = call_daemon(cfg, "POST", f"/devices/{device_id}/track")
+        code, body = link.call("POST", f"/devices/{device_id}/track")
     except DaemonDown:
-        return _no_daemon(cfg)
+        return _no_daemon(link)
     if code >= 400:
         return _refused(code, body)
     if not body.get("new"):
@@ -256,13 +267,14 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- pause, resume ----------------------------------------------------------------------------
 def _set_paused(args: argparse.Namespace, paused: bool) -> int:
     cfg = load_config(args)
-    path = "/pause" if paused else "/resume"
+    link = DaemonLink(cfg)
     try:
-        code, body = call_daemon(cfg, "POST", path)
+        code, body = link.call("POST", "/pause" if paused else "/resume")
     except DaemonDown:
-        return _set_paused_offline(cfg, paused)
+        return _set_paused_offline(cfg, link, paused)
     if code >= 400:
         return _refused(code, body)
     if paused:
@@ -272,19 +284,22 @@ def _set_paused(args: argparse.Namespace, paused: bool) -> int:
     return 0
 
 
-def _set_paused_offline(cfg: Config, paused: bool) -> int:
-    """No daemon answers: write maintenance mode into the state file, under the daemon's lock."""
+def _set_paused_offline(cfg: Config, link: DaemonLink, paused: bool) -> int:
+    """No daemon answers: write maintenance mode into the state file, under the daemon's lock.
+    A state file that cannot be read is left alone (its devices are not thrown away)."""
     state_path = Path(cfg.state_file)
     lock = StateLock(state_path)
     try:
         lock.acquire()
     except StateLocked as exc:
-        return _error(f"{exc}, but it does not answer at {daemon_url(cfg)}")
+        return _error(f"{exc}, but it does not answer at {link.where()}")
+    except OSError as exc:
+        return _error(f"cannot use {exc.filename or state_path}: {exc.strerror or exc}")
     try:
-        loaded = load_state(state_path, time.time())
-        if loaded.quarantined_to is not None:
-            print(f"alert-handler: the state file was corrupt, moved to {loaded.quarantined_to}")
-        store = StateStore(state_path, loaded.snapshot)
+        snapshot = _read_snapshot(cfg)
+        if snapshot is None:
+            return _error(f"{'pause' if paused else 'resume'} not written")
+        store = StateStore(state_path, snapshot)
         store.start()
         try:
             store.set_paused(paused)

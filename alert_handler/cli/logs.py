@@ -22,6 +22,8 @@ from typing import cast
 from alert_handler.config import Config, redact
 from alert_handler.core.times import iso
 
+log = logging.getLogger(__name__)
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 # `device=42 step=check ...`, `step=cycle ...`, `alert=7 step=ack ...`: the line's subject.
 _SUBJECT = re.compile(r"(?:device=(?P<device>[0-9]+) |[a-z]+=\S+ )?step=(?P<step>[\w-]+)")
@@ -133,9 +135,12 @@ def setup_logging(
     redactor = Redactor(cfg.secrets())
     formatter = make_formatter(cfg.log_format)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    created: Path | None = None  # the LOG_FILE directory, when this call made it
     if to_file:
         path = Path(cfg.log_file)
         if not path.exists():
+            if not path.parent.exists():
+                created = path.parent
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o640)
         handlers.append(logging.handlers.WatchedFileHandler(path, encoding="utf-8"))
@@ -159,6 +164,8 @@ def setup_logging(
     logging.captureWarnings(True)  # urllib3's InsecureRequestWarning goes to the log, not stderr
     for noisy in ("urllib3", "paramiko", "requests"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if created is not None:  # a typo in LOG_FILE shows here, not as a log nobody finds
+        log.info("step=start created the directory %s for LOG_FILE", created.resolve())
 
 
 def stop_logging() -> None:

@@ -2,7 +2,8 @@
 are in `commands`.
 
 The daemon's settings are read by `env`, its logging set up by `logs`; this module installs the
-signal handlers. Exit status: 0 success, 1 failure, 2 usage or configuration error.
+signal handlers. Exit status: 0 success, 1 failure, 2 usage or configuration error; a command
+whose reader stops reading (`| head`) ends as Unix filters do, by SIGPIPE, without a traceback.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Sequence
 
 from alert_handler import __version__
 from alert_handler.cli import commands
-from alert_handler.cli.env import env_file_warning, load_config, setting_warnings
+from alert_handler.cli.env import load_config, setting_warnings, start_warnings
 from alert_handler.cli.logs import reopen_logs, setup_logging
+from alert_handler.cli.output import reader_left
 from alert_handler.config import Config
 from alert_handler.store.files import StateLocked
 
@@ -48,15 +50,8 @@ def serve(cfg: Config, *, env_file: str | None = None) -> int:
     # (a quarter of a second), which `status`, `release` and the others do not need.
     from alert_handler import daemon as daemon_mod
 
-    if cfg.webhook_token is None:
-        log.warning(
-            "step=start WEBHOOK_TOKEN is not set: anyone who can reach the port can post alerts"
-        )
-    if not cfg.librenms_verify_tls and cfg.librenms_url.startswith("https://"):
-        log.warning("step=start LIBRENMS_VERIFY_TLS=false: the LibreNMS certificate is not checked")
-    warning = env_file_warning(env_file)
-    if warning:
-        log.warning("step=start %s", warning)
+    for text in start_warnings(cfg, env_file):  # `check` prints the same ones
+        log.warning("step=start %s", text)
     for text in setting_warnings(env_file):
         log.warning("step=config %s", text)
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -108,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         words.insert(0, "serve")  # `alert-handler [--env-file F]` is `alert-handler serve ...`
     args = parser.parse_args(words)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # here, where a reader that left (EPIPE) can still be handled
     except KeyboardInterrupt:
         return 1
+    except BrokenPipeError:
+        reader_left()
+    return status

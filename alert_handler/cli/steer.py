@@ -6,17 +6,19 @@ import argparse
 import json
 from typing import Any
 
-from alert_handler.cli.control import DaemonDown, _error, _no_daemon, _refused, call_daemon
+from alert_handler.cli.control import _error, _no_daemon, _refused
 from alert_handler.cli.env import load_config
+from alert_handler.cli.link import DaemonDown, DaemonLink
+from alert_handler.cli.lookup import lookup
 from alert_handler.core.controls import ControlError, parse_duration, parse_target
 
 
 def _ask(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    cfg = load_config(args)
+    link = DaemonLink(load_config(args))
     try:
-        return call_daemon(cfg, method, path, body)
+        return link.call(method, path, body)
     except DaemonDown:
-        return -1, _no_daemon(cfg)
+        return -1, _no_daemon(link)
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
@@ -49,20 +51,10 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
 def _unknown_device(args: argparse.Namespace, device_id: int) -> str | None:
     """Why a device id cannot be silenced (LibreNMS has no such device, or cannot be asked)."""
-    # Imported when run: the API client brings requests, which the other commands do without.
-    from alert_handler.core.facts import DeviceNotFound, LibreNMSError
-    from alert_handler.daemon import make_api
-
-    api = make_api(load_config(args))
-    try:
-        api.get_device(device_id)
-    except DeviceNotFound:
-        return f"LibreNMS has no device {device_id}"
-    except LibreNMSError as exc:
-        return f"cannot check device {device_id} in LibreNMS: {exc}"
-    finally:
-        api.close()
-    return None
+    found = lookup(load_config(args), device_id)
+    if found.exists is None:
+        return f"cannot check device {device_id} in LibreNMS: {found.error}"
+    return None if found.exists else f"LibreNMS has no device {device_id}"
 
 
 def cmd_unsilence(args: argparse.Namespace) -> int:

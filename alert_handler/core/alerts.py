@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 MAX_BODY = 64 * 1024
 _MAX_DEPTH = 8
 _DEVICE_ID_RE = re.compile(r"[0-9]{1,10}")
-_MAX_DEVICE_ID = 2**31 - 1  # devices.device_id is an unsigned int; refuse what MySQL cannot hold
+MAX_DEVICE_ID = 2**31 - 1  # devices.device_id is an unsigned int; refuse what MySQL cannot hold
 _TEXT_LIMIT = 255
 _MAX_FIELDS = 100  # form or query fields; LibreNMS sends a handful
 
@@ -151,7 +151,7 @@ def parse_device_id(value: Any) -> int:
         number = int(value)
     else:
         raise BadPayload("device_id must be a positive integer")
-    if number <= 0 or number > _MAX_DEVICE_ID:
+    if number <= 0 or number > MAX_DEVICE_ID:
         raise BadPayload("device_id must be a positive integer")
     return number
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from alert_handler.core.machine import Decision, Reason
+from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 
 MAX_SILENCE_SEC = 90 * 86400  # a silence longer than a quarter is an exclusion
@@ -183,3 +185,29 @@ class ConfirmGate:
         """The held devices were forgotten: new ones are counted afresh."""
         self.holding = False
         self.started = []
+
+
+# -- what the controls do to a tracked device's record ---------------------------------------
+def let_go(rec: DeviceRecord, now: float, why: str) -> Decision:
+    """A tracked device became excluded or silenced: restore its original now and forget it
+    (a held or new one was never changed: the release only looks)."""
+    if rec.release_requested:
+        return Decision(rec, Reason.LET_GO, why)
+    return Decision(
+        replace(rec, release_requested=True, held=False, next_attempt_at=now), Reason.LET_GO, why
+    )
+
+
+def hold(rec: DeviceRecord) -> Decision:
+    """The confirmation gate holds a new device: tracked, nothing changed in LibreNMS."""
+    return Decision(replace(rec, held=True), Reason.HELD)
+
+
+def confirm(rec: DeviceRecord, now: float) -> Decision:
+    """A person confirmed the held device: it goes ahead past the gate."""
+    return Decision(replace(rec, held=False, confirmed=True, next_attempt_at=now), Reason.CONFIRMED)
+
+
+def discard(rec: DeviceRecord) -> Decision:
+    """A person discarded the held device: forgotten (nothing was changed in LibreNMS)."""
+    return Decision(None, Reason.DISCARDED)

@@ -152,29 +152,14 @@ def request_release(rec: DeviceRecord, now: float) -> Decision:
     return Decision(replace(rec, release_requested=True, next_attempt_at=now), Reason.RELEASE)
 
 
-def let_go(rec: DeviceRecord, now: float, why: str) -> Decision:
-    """A tracked device became excluded or silenced: restore its original now and forget it
-    (a held or new one was never changed: the release only looks)."""
-    if rec.release_requested:
-        return Decision(rec, Reason.LET_GO, why)
-    return Decision(
-        replace(rec, release_requested=True, held=False, next_attempt_at=now), Reason.LET_GO, why
+def release_untracked(device_id: int, now: float) -> Decision:
+    """`release` of a device that is not tracked: a NEW record asking for release, so that
+    `plan_release` restores null only if LibreNMS shows it on UNSUPERVISED_IP (a crash, the old
+    script or a hand edit left it there), and otherwise forgets it untouched."""
+    record = DeviceRecord(
+        device_id=device_id, first_seen=now, next_attempt_at=now, alerts=0, release_requested=True
     )
-
-
-def hold(rec: DeviceRecord) -> Decision:
-    """The confirmation gate holds a new device: tracked, nothing changed in LibreNMS."""
-    return Decision(replace(rec, held=True), Reason.HELD)
-
-
-def confirm(rec: DeviceRecord, now: float) -> Decision:
-    """A person confirmed the held device: it goes ahead past the gate."""
-    return Decision(replace(rec, held=False, confirmed=True, next_attempt_at=now), Reason.CONFIRMED)
-
-
-def discard(rec: DeviceRecord) -> Decision:
-    """A person discarded the held device: forgotten (nothing was changed in LibreNMS)."""
-    return Decision(None, Reason.DISCARDED)
+    return Decision(record, Reason.RELEASE, new=True)
 
 
 # -- scheduling -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alert_handler.controls import Controls
+from alert_handler.core import controls as controls_mod
 from alert_handler.core import machine as recovery
 from alert_handler.core.alerts import (
     Alert,
@@ -37,6 +38,25 @@ from alert_handler.throttle import Throttle
 log = logging.getLogger(__name__)
 
 Reply = tuple[int, dict[str, Any]]
+_INDEX: dict[str, Any] = {  # GET /: what this port answers (docs/operations.md has more)
+    "service": "alert-handler",
+    "endpoints": [
+        {"method": "POST", "path": "/alert", "token": True, "what": "an alert from LibreNMS"},
+        {"method": "POST", "path": "/", "token": True, "what": "the same as POST /alert"},
+        {"method": "GET", "path": "/health", "token": False, "what": "the daemon's health"},
+        {"method": "GET", "path": "/metrics", "token": False, "what": "Prometheus metrics"},
+        {"method": "GET", "path": "/devices", "token": True, "what": "the tracked devices"},
+        {"method": "POST", "path": "/devices/<id>/release", "token": True, "what": "release"},
+        {"method": "POST", "path": "/devices/<id>/track", "token": True, "what": "track"},
+        {"method": "POST", "path": "/pause", "token": True, "what": "maintenance mode on"},
+        {"method": "POST", "path": "/resume", "token": True, "what": "maintenance mode off"},
+        {"method": "GET", "path": "/silences", "token": True, "what": "the active silences"},
+        {"method": "POST", "path": "/silences", "token": True, "what": "silence a device"},
+        {"method": "POST", "path": "/unsilence", "token": True, "what": "end a silence"},
+        {"method": "POST", "path": "/confirm", "token": True, "what": "force down held devices"},
+        {"method": "POST", "path": "/discard", "token": True, "what": "forget held devices"},
+    ],
+}
 _DURABLE_TIMEOUT = 5.0  # well inside LibreNMS's 30 s transport timeout
 
 
@@ -152,6 +172,10 @@ class App:
         )
 
     # -- operator endpoints ------------------------------------------------------------------
+    def index(self) -> Reply:
+        """GET /: what this port answers."""
+        return 200, _INDEX
+
     def health(self) -> Reply:
         """GET /health: `ok`; `degraded` (200) when LibreNMS or the poller keep failing or are
         misconfigured; `critical` (503) when the recovery loop is dead or stuck or the state
@@ -184,18 +208,31 @@ class App:
         return 200, body
 
     def release(self, raw_id: str) -> Reply:
-        """POST /devices/<id>/release: restore the original now and forget the device."""
+        """POST /devices/<id>/release: restore the original now and forget the device. An
+        untracked one is recorded as NEW asking for release (see machine.release_untracked)."""
         device_id = parse_device_id(raw_id)
-        rec, version = self.store.update(
+        holder: list[Decision] = []
+
+        def change(current: DeviceRecord | None) -> DeviceRecord | None:
+            if current is None:
+                decision = recovery.release_untracked(device_id, self.clock())
+            else:
+                decision = recovery.request_release(current, self.clock())
+            holder.append(decision)
+            return decision.record
+
+        rec, version = self.store.update(device_id, change)
+        assert rec is not None  # both decisions keep a record
+        tracked = not holder[0].new
+        log.info(
+            "device=%s step=release requested by the operator%s",
             device_id,
-            lambda cur: None if cur is None else recovery.request_release(cur, self.clock()).record,
+            "" if tracked else " (not tracked: restored only if on UNSUPERVISED_IP)",
         )
-        if rec is None:
-            return 404, {"error": f"device {device_id} is not tracked"}
-        log.info("device=%s step=release requested by the operator", device_id)
         body = {
             "status": "releasing",
             "device_id": device_id,
+            "tracked": tracked,
             "original_recorded": rec.original_recorded,
             "first_seen": iso(rec.first_seen),
             "original_overwrite_ip": rec.original_overwrite_ip,
@@ -292,7 +329,7 @@ class App:
         """POST /confirm: the held devices go ahead and are forced down."""
         controls = self._controls()
         now = self.clock()
-        ids, version = self._each_held(lambda rec: recovery.confirm(rec, now).record)
+        ids, version = self._each_held(lambda rec: controls_mod.confirm(rec, now).record)
         controls.gate.confirm()
         self.scheduler.admission.forget_gated()
         log.warning("step=confirm %d held devices confirmed by %s: forcing down", len(ids), client)
@@ -301,7 +338,7 @@ class App:
     def discard(self, client: str) -> Reply:
         """POST /discard: forget the held devices (nothing was changed in LibreNMS)."""
         controls = self._controls()
-        ids, version = self._each_held(lambda rec: recovery.discard(rec).record)
+        ids, version = self._each_held(lambda rec: controls_mod.discard(rec).record)
         controls.gate.discard()
         self.scheduler.admission.forget_gated()
         log.warning("step=confirm %d held devices discarded by %s", len(ids), client)

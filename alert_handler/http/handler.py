@@ -3,8 +3,9 @@
 In order: the request line (8 KiB, else 414) and the header block (8 KiB a line, 32 KiB and
 100 lines in all, else 431; a malformed one 400) are read and bounded before anything is
 parsed, and answered whoever sent them. Then ALLOWED_CLIENTS (403), before the path is looked
-at; then the webhook token (401, see `auth`) for everything but /health and /metrics; then,
-for a POST, the body length (413, answered from the headers alone).
+at; then the webhook token (401, see `auth`) for everything but /health, /metrics and the
+index at GET /; then, for a POST, the body length (413, answered from the headers alone). HEAD
+is answered as GET, without the body.
 
 A rejected request's small body is read before the answer, and a large one is drained for a
 moment after it: closing a socket with unread data makes the kernel send RST, and the client
@@ -14,7 +15,6 @@ may then never see the 4xx. Every reply is one write of the whole response.
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import re
 import socket
@@ -31,6 +31,7 @@ from alert_handler.core.alerts import MAX_BODY, BadPayload, log_safe
 from alert_handler.http.auth import CHALLENGE, WebhookAuth
 from alert_handler.http.endpoints import App
 from alert_handler.http.reaper import Conn, Reaper
+from alert_handler.http.replies import ERRORS, head, raw_reply
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,13 @@ _RELEASE_RE = re.compile(r"^/devices/([^/]+)/(release|track)$")
 _CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
 _HUGE = 2**62
 _ALERT_PATHS = ("/", "/alert")
-_GET_PATHS = ("/health", "/metrics", "/devices", "/silences")
+_GET_PATHS = (
+    "/",
+    "/health",
+    "/metrics",
+    "/devices",
+    "/silences",
+)  # HEAD too: the same, without the body
 _POST_PATHS = (
     "/",
     "/alert",
@@ -56,34 +63,6 @@ _POST_PATHS = (
     "/confirm",
     "/discard",
 )
-_ERRORS = {
-    400: "bad request",
-    404: "no such endpoint",
-    408: "request timed out",
-    414: "request line is longer than 8 KiB",
-    431: "request headers are too large or too many",
-    501: "method not implemented",
-    505: "HTTP version not supported",
-}
-
-
-def raw_reply(status: int, body: dict[str, Any], extra: dict[str, str] | None = None) -> bytes:
-    """A whole HTTP/1.0 response with a JSON body."""
-    payload = json.dumps(body).encode()
-    return _head(status, "application/json", len(payload), extra) + payload
-
-
-def _head(status: int, content_type: str, length: int, extra: dict[str, str] | None) -> bytes:
-    lines = [
-        f"HTTP/1.0 {status} {HTTPStatus(status).phrase}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {length}",
-        "Cache-Control: no-store",
-        "X-Content-Type-Options: nosniff",
-        "Connection: close",
-    ]
-    lines.extend(f"{key}: {value}" for key, value in (extra or {}).items())
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 class _HeaderReader:
@@ -192,7 +171,7 @@ class Handler(BaseHTTPRequestHandler):
         """
         self.close_connection = True
         status = int(code)
-        self._reply(status, {"error": _ERRORS.get(status, HTTPStatus(status).phrase.lower())})
+        self._reply(status, {"error": ERRORS.get(status, HTTPStatus(status).phrase.lower())})
 
     def _where(self) -> str:
         """Method and path (never the query string, which may carry anything) for a log line."""
@@ -209,6 +188,8 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, data: bytes) -> None:
         self.shared.reaper.done(self.conn)
         self.replied = True
+        if self.command == "HEAD":  # the GET answer's head, Content-Length included
+            data = data[: data.find(b"\r\n\r\n") + 4]
         try:
             self.wfile.write(data)
         except OSError:
@@ -280,7 +261,9 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.partition("?")[0]
         if self.command == "POST" and path in _ALERT_PATHS:
             return None
-        if path in _GET_PATHS or (path in _POST_PATHS and path not in _ALERT_PATHS):
+        if path == "/":
+            return "index"  # GET or HEAD /
+        if path in _GET_PATHS or path in _POST_PATHS:
             return path[1:]
         match = _RELEASE_RE.match(path)
         return match.group(2) if match else "other"
@@ -341,18 +324,23 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(403, {"error": "client not allowed"})
             return
         path, _, query = self.path.partition("?")
-        if self.command == "GET" and path in _GET_PATHS:
+        if self.command in ("GET", "HEAD") and path in _GET_PATHS:
             self._get(path)
         elif self.command == "POST" and (path in _POST_PATHS or _RELEASE_RE.match(path)):
             self._post(path, query)
         elif path in _GET_PATHS or path in _POST_PATHS or _RELEASE_RE.match(path):
-            self._answer(405, {"error": f"method {self._where()} not allowed"})
+            allow = ["GET, HEAD"] if path in _GET_PATHS else []
+            allow += ["POST"] if path in _POST_PATHS or _RELEASE_RE.match(path) else []
+            error = {"error": f"method {self._where()} not allowed"}
+            self._answer(405, error, {"Allow": ", ".join(allow)})
         else:
             self._answer(404, {"error": "no such endpoint"})
 
     def _get(self, path: str) -> None:
         app = self.shared.app
-        if path == "/health":
+        if path == "/":
+            self._answer(*self.shared.app.index())
+        elif path == "/health":
             self._answer(*app.health())
         elif path == "/metrics":
             self._answer_metrics(app.metrics.render())
@@ -361,7 +349,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer_metrics(self, payload: bytes) -> None:
         content_type = "text/plain; version=0.0.4; charset=utf-8"
-        self._send(_head(200, content_type, len(payload), None) + payload)
+        self._send(head(200, content_type, len(payload), None) + payload)
         self._count(200)
 
     def _post(self, path: str, query: str) -> None:

@@ -26,8 +26,9 @@ from typing import Any, cast
 
 from alert_handler.http.auth import Network, WebhookAuth
 from alert_handler.http.endpoints import App
-from alert_handler.http.handler import Handler, Shared, raw_reply
+from alert_handler.http.handler import Handler, Shared
 from alert_handler.http.reaper import Conn, Reaper
+from alert_handler.http.replies import raw_reply
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)

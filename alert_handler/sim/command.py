@@ -1,16 +1,22 @@
-"""The simulator's command line: `poll` (the stand-in for `lnms device:poll <spec>`, stdlib
-only so that it starts fast) and `serve`. Run as `python -m alert_handler.sim.simulator`."""
+"""The simulator's command lines: `poll` (the stand-in for `lnms device:poll <spec>`, stdlib
+only so that it starts fast) and `serve`, run as `python -m alert_handler.sim.simulator`; and
+`alert-handler simulator` (the demo's four CPEs, with a guide to trying every command against
+them) and its `--flip`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import queue
+import secrets
+import shlex
 import signal
 import sys
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from urllib.parse import quote
 
@@ -45,6 +51,159 @@ def _poll_command(url: str, token: str, spec: str, timeout: float) -> int:
     return int(answer.get("exit", 1))
 
 
+def _wait_for_signal(sim: Simulator) -> int:
+    """Serve until SIGTERM or SIGINT (Ctrl-C); 0."""
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        signals.put(signum)  # only record; the main loop acts
+
+    for which in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(which, record)
+    try:
+        while True:
+            try:
+                received = signals.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            log.info("simulator: signal %d, stopping", received)
+            return 0
+    finally:
+        sim.stop()
+
+
+# -- alert-handler simulator ------------------------------------------------------------------
+def simulator_env(sim_url: str, token: str, daemon_port: int, folder: Path) -> dict[str, str]:
+    """Settings that point a daemon on this host at the simulator at `sim_url`."""
+    python = shlex.quote(sys.executable)
+    return {
+        "LIBRENMS_URL": sim_url,
+        "LIBRENMS_API_TOKEN": token,
+        "POLL_METHOD": "local",
+        "POLL_COMMAND": (
+            f"{python} -m alert_handler.sim.simulator poll --url {sim_url} --token {token} "
+            "{device_id}"
+        ),
+        "WEBHOOK_TOKEN": secrets.token_hex(16),
+        "LISTEN_HOST": "127.0.0.1",
+        "LISTEN_PORT": str(daemon_port),
+        "RECOVERY_INTERVAL_SEC": "10",
+        "STATE_FILE": str(folder / "simulator-state.json"),
+        "LOG_FILE": str(folder / "simulator.log"),
+    }
+
+
+def _write_env(path: Path, env: dict[str, str]) -> None:
+    """The settings as an env file, mode 0600 (it holds the tokens)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("".join(f"{k}={v}\n" for k, v in env.items()))
+
+
+def _guide(sim: Simulator, args: argparse.Namespace, token: str, env: dict[str, str]) -> str:
+    """What `alert-handler simulator` prints: the devices, the settings, what to try."""
+    root = sim.url.removesuffix(API_PREFIX)
+    here = f" --port {args.port}" if args.port != 8000 else ""
+    here = (f" --host {args.host}" if args.host != "127.0.0.1" else "") + here
+    if args.port == 0:
+        here = f" --port {root.rsplit(':', 1)[1]}"
+    here += f" --token {token}" if token != DEFAULT_TOKEN else ""
+    env_file = args.write_env or "simulator.env"
+    ah = f"alert-handler --env-file {shlex.quote(env_file)}"
+    saved = f"written to {env_file}" if args.write_env else f"to save as {env_file}"
+    lines = [f"LibreNMS simulator at {sim.url}", f"API token: {token}", "", "Its devices:"]
+    for device_id in (101, 102, 103, 104):
+        row = sim.device(device_id)
+        ip = row["overwrite_ip"] or "null"
+        link = sim.port(device_id, "port2").link
+        lines.append(f"  {device_id}  {row['hostname']:20}  overwrite_ip {ip:13}  port2 {link}")
+    lines += [
+        "",
+        f"Settings for a daemon on this host, {saved}:",
+        *(f"  {k}={v}" for k, v in env.items()),
+        "",
+        "Then, each in its own terminal:",
+        f"  {ah}                    # the daemon",
+        f"  {ah} track 101          # take device 101 as an alert would",
+        f"  {ah} status             # 101 forced down (overwrite_ip {sim.unsupervised_ip})",
+        f"  alert-handler simulator{here} --flip 101 port2 up",
+        f"  {ah} status             # within RECOVERY_INTERVAL_SEC: 101 restored, forgotten",
+        "",
+        "Flip a port with curl instead (LibreNMS sees it at the device's next poll):",
+        f"  curl -X POST -H 'X-Auth-Token: {token}' --data up {root}/_sim/link/101/port2",
+        "Post an alert as LibreNMS would:",
+        f"  curl -H 'Authorization: Bearer {env['WEBHOOK_TOKEN']}' --data "
+        f'\'{{"device_id": 104, "state": 1, "rule": "Port2 down"}}\' '
+        f"http://127.0.0.1:{env['LISTEN_PORT']}/alert",
+        "",
+        "Ctrl-C stops the simulator.",
+    ]
+    return "\n".join(lines)
+
+
+def simulator_command(args: argparse.Namespace) -> int:
+    """`alert-handler simulator`: serve the four demo CPEs on loopback, print the guide, run
+    until Ctrl-C or SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    token = args.token or DEFAULT_TOKEN
+    sim = Simulator(token)
+    demo_fleet(sim)
+    try:
+        sim.start(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"alert-handler: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
+            "(--port picks another, --port 0 any free one)",
+            file=sys.stderr,
+        )
+        return 1
+    env = simulator_env(sim.url, token, args.daemon_port, Path.cwd())
+    if args.write_env:
+        try:
+            _write_env(Path(args.write_env), env)
+        except OSError as exc:
+            sim.stop()
+            print(f"alert-handler: cannot write {args.write_env}: {exc}", file=sys.stderr)
+            return 1
+    print(_guide(sim, args, token, env), flush=True)
+    return _wait_for_signal(sim)
+
+
+def flip_command(args: argparse.Namespace) -> int:
+    """`alert-handler simulator --flip ID IFNAME up|down`: POST /_sim/link/... to the running
+    simulator; 0 when it took the change."""
+    raw_id, ifname, status = args.flip
+    if not raw_id.isdigit():
+        print(f"alert-handler: --flip: device id must be a number, got {raw_id!r}", file=sys.stderr)
+        return 2
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    root = f"http://{host}:{args.port}"
+    request = urllib.request.Request(  # noqa: S310 (post checks the scheme)
+        f"{root}/_sim/link/{int(raw_id)}/{quote(ifname, safe='')}",
+        data=status.encode(),
+        headers={"X-Auth-Token": args.token or DEFAULT_TOKEN},
+        method="POST",
+    )
+    try:
+        code, body = post(request, 10.0)
+    except OSError as exc:
+        print(
+            f"alert-handler: no simulator answers at {root} ({exc}); start one with "
+            "`alert-handler simulator` (give --port as it was started)",
+            file=sys.stderr,
+        )
+        return 1
+    if code != 200:
+        try:
+            why = json.loads(body).get("message", "")
+        except (ValueError, AttributeError):
+            why = ""
+        print(f"alert-handler: the simulator answered {code}: {why}".rstrip(": "), file=sys.stderr)
+        return 1
+    print(f"device {int(raw_id)} {ifname}: link {status} (LibreNMS sees it at the next poll)")
+    return 0
+
+
 def _serve_command(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -62,29 +221,13 @@ def _serve_command(args: argparse.Namespace) -> int:
             sim.add_device(n, f"cpe-{n:05d}.example.net", ports={"ether1": "up", "port2": "up"})
     else:
         demo_fleet(sim)
-    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-
-    def record(signum: int, frame: FrameType | None) -> None:
-        signals.put(signum)  # only record; the main loop acts
-
-    for which in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(which, record)
     try:
         sim.start(args.host, args.port)
     except OSError as exc:
         print(f"simulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     print(sim.url, flush=True)
-    try:
-        while True:
-            try:
-                received = signals.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            log.info("simulator: signal %d, stopping", received)
-            return 0
-    finally:
-        sim.stop()
+    return _wait_for_signal(sim)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

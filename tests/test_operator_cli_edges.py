@@ -1,0 +1,448 @@
+"""The command line's rough edges a new operator hit (issue 12, "The CLI"): finding a daemon on
+another port, maintenance commands that must not throw devices away, `check` as strict as
+`serve`, piped output, odd env files, device ids, plurals, HEAD and GET /, and releasing a device
+left on UNSUPERVISED_IP that the daemon does not track. Run as the installed `alert-handler`,
+against the simulator and the daemon over real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import requests
+
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
+from tests.conftest import (
+    AUTH,
+    UNSUP,
+    DaemonProcess,
+    StartDaemon,
+    base_env,
+    free_port,
+    installed_cli,
+    wait_for,
+)
+from tests.test_operator_cli import cli, phase, start_with_env, write_env
+
+OK, FAIL = "\u2714", "\u2718"
+
+
+def lock_lines(state_file: Path) -> list[str]:
+    """The lines of `<STATE_FILE>.lock`."""
+    return state_file.with_name(state_file.name + ".lock").read_text().splitlines()
+
+
+def test_commands_find_the_daemon_through_the_lock_file(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """1. The daemon runs with LISTEN_PORT=0 (any free port): the lock file holds its pid and
+    the address it really listens on.
+    2. The env file the commands read says LISTEN_PORT=0 too (or another port): status, track,
+    pause, resume and release all reach the daemon at its real address.
+    3. Once it has stopped, the lock file names no address and `status` reads the state file."""
+    sim.add_device(42, "cpe-42", overwrite_ip="198.51.100.42", ports={"port2": "down"})
+    d = start_daemon(RECOVERY_INTERVAL_SEC="60")  # LISTEN_PORT=0
+    state_file = tmp_path / "device_state.json"
+    assert lock_lines(state_file) == [str(os.getpid()), d.url]
+    write_env(tmp_path, base_env(sim, tmp_path, LISTEN_PORT="0", RECOVERY_INTERVAL_SEC="60"))
+
+    status = cli(tmp_path, "status")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[0] == f"0 devices tracked, from the running daemon at {d.url}"
+    other_port = cli(tmp_path, "status", LISTEN_PORT=str(free_port()))
+    assert other_port.stdout.splitlines()[0].endswith(f"from the running daemon at {d.url}")
+
+    tracked = cli(tmp_path, "track", "42")
+    assert tracked.returncode == 0, tracked.stderr
+    wait_for(lambda: phase(d, 42) == "down", what="forced down")
+    assert cli(tmp_path, "pause").returncode == 0
+    assert d.daemon.store.paused
+    assert cli(tmp_path, "resume").returncode == 0
+    assert not d.daemon.store.paused
+    released = cli(tmp_path, "release", "42")
+    assert released.returncode == 0, released.stderr
+    assert sim.device(42)["overwrite_ip"] == "198.51.100.42"
+
+    assert d.stop() == 0
+    assert lock_lines(state_file) == []
+    offline = cli(tmp_path, "status")
+    assert offline.returncode == 0, offline.stderr
+    assert "(the daemon is not running)" in offline.stdout.splitlines()[0]
+
+
+def test_a_killed_daemons_lock_file_is_not_trusted(sim: Simulator, tmp_path: Path) -> None:
+    """1. `alert-handler serve` runs on port A; the env file the commands read says port B.
+    `status` finds it on A through the lock file.
+    2. It is killed with SIGKILL: the lock file still names its pid and address, but the pid is
+    gone, so `status` says the daemon is not running and reads the state file; offline `pause`
+    takes the lock and writes the state file."""
+    port = free_port()
+    daemon = DaemonProcess(tmp_path, base_env(sim, tmp_path, LISTEN_PORT=str(port)), port)
+    try:
+        write_env(tmp_path, base_env(sim, tmp_path, LISTEN_PORT=str(free_port())))
+        state_file = tmp_path / "device_state.json"
+        assert lock_lines(state_file) == [str(daemon.proc.pid), daemon.url]
+        live = cli(tmp_path, "status")
+        assert live.returncode == 0, live.stderr
+        assert live.stdout.splitlines()[0].endswith(f"from the running daemon at {daemon.url}")
+    finally:
+        daemon.kill()
+    assert lock_lines(state_file) == [str(daemon.proc.pid), daemon.url]
+    offline = cli(tmp_path, "status")
+    assert offline.returncode == 0, offline.stderr
+    assert "(the daemon is not running)" in offline.stdout
+    paused = cli(tmp_path, "pause")
+    assert paused.returncode == 0, paused.stderr
+    assert "no daemon running" in paused.stdout
+
+
+def test_pause_and_resume_refuse_a_corrupt_state_file(sim: Simulator, tmp_path: Path) -> None:
+    """1. No daemon runs and the state file is corrupt: `pause` and `resume` exit 1, say what
+    `serve` would do, and leave the file byte for byte as it was (nothing set aside).
+    2. `status` refuses too; `check` says the file is corrupt and that `serve` moves it aside
+    under `<name>.corrupt-<UTC time>` and starts with no device tracked."""
+    write_env(tmp_path, base_env(sim, tmp_path))
+    state_file = tmp_path / "device_state.json"
+    garbage = b'{"version": 1, "devices": {"42": {"phase": "down", "orig'
+    state_file.write_bytes(garbage)
+    for command in ("pause", "resume", "status"):
+        result = cli(tmp_path, command)
+        assert result.returncode == 1, (command, result.stdout)
+        assert f"the state file {state_file} is corrupt" in result.stderr, result.stderr
+        assert "device_state.json.corrupt-" in result.stderr
+    assert state_file.read_bytes() == garbage
+    assert sorted(p.name for p in tmp_path.iterdir() if "corrupt" in p.name) == []
+    check = cli(tmp_path, "check")
+    assert check.returncode == 1
+    line = next(x for x in check.stdout.splitlines() if "state file" in x)
+    assert re.fullmatch(
+        rf"{FAIL} state file {re.escape(str(state_file))} is corrupt \(.+\): `serve` will move "
+        r"it to device_state\.json\.corrupt-\d{8}T\d{6} \(the time of the start, UTC\) and "
+        r"start with no device tracked",
+        line,
+    ), line
+    assert state_file.read_bytes() == garbage
+
+
+def test_check_warns_as_serve_does(sim: Simulator, tmp_path: Path) -> None:
+    """1. No WEBHOOK_TOKEN, an env file readable by everyone, an unknown name in it, LOG_FILE
+    in a directory that does not exist yet.
+    2. `check` prints each warning `serve` logs at start, word for word (✘, warning only: the
+    exit status stays 0).
+    3. `serve` logs them, and logs once that it created the log directory."""
+    env = base_env(sim, tmp_path, LOG_FILE=str(tmp_path / "logs" / "alert_handler.log"))
+    del env["WEBHOOK_TOKEN"]
+    env["RECOVERY_INTERVALL_SEC"] = "5"
+    write_env(tmp_path, env)
+    (tmp_path / ".env").chmod(0o644)
+    check = cli(tmp_path, "check")
+    assert check.returncode == 0, check.stdout
+    warned = [
+        line.removeprefix(f"{FAIL} ").removesuffix(" (warning only)")
+        for line in check.stdout.splitlines()
+        if line.endswith("(warning only)")
+    ]
+    assert warned == [
+        "WEBHOOK_TOKEN is not set: anyone who can reach the port can post alerts",
+        f"{tmp_path / '.env'} is readable by other users (mode 644); chmod 600 it",
+        "unknown setting RECOVERY_INTERVALL_SEC in .env: did you mean RECOVERY_INTERVAL_SEC?",
+    ]
+    assert not (tmp_path / "logs").exists()  # check creates nothing
+
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRENMS", "SSH_"))}
+    proc = subprocess.Popen(
+        [*installed_cli(), "serve"],
+        cwd=tmp_path,
+        env={**clean, "LISTEN_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/health"
+        wait_for(lambda: _answers(url), 20, "the daemon to answer /health")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    log_text = (tmp_path / "logs" / "alert_handler.log").read_text()
+    for text in warned:
+        assert text in log_text, text
+    created = [line for line in log_text.splitlines() if "created the directory" in line]
+    assert len(created) == 1
+    assert created[0].endswith(f"step=start created the directory {tmp_path / 'logs'} for LOG_FILE")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def test_piped_output_whose_reader_leaves_ends_quietly(sim: Simulator, tmp_path: Path) -> None:
+    """`alert-handler status | head -1` where head has already gone: no traceback, nothing on
+    stderr; the command ends by SIGPIPE as Unix filters do."""
+    write_env(tmp_path, base_env(sim, tmp_path))
+    (tmp_path / "device_state.json").write_text(
+        json.dumps({"version": 1, "paused": False, "devices": {"42": {"phase": "new"}}})
+    )
+    clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    proc = subprocess.Popen(
+        [*installed_cli(), "status"],
+        cwd=tmp_path,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader leaves before the first line is written
+    stderr = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(30) == -signal.SIGPIPE
+    assert stderr == b""
+
+
+def test_any_readable_env_file_and_no_dotenv_hint(sim: Simulator, tmp_path: Path) -> None:
+    """1. `--env-file /dev/null` is an empty env file: the environment gives the settings.
+    2. A pipe (`--env-file <(...)`) is read once, like a file.
+    3. With no ./.env and a required name missing, the error says no ./.env was found."""
+    settings = base_env(sim, tmp_path)
+    devnull = cli(tmp_path, "status", "--env-file", "/dev/null", **settings)
+    assert devnull.returncode == 0, devnull.stderr
+    assert devnull.stdout.startswith("0 devices tracked, from the state file")
+
+    fifo = tmp_path / "settings.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with fifo.open("w") as out:
+            out.write("".join(f"{k}={v}\n" for k, v in settings.items()))
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    piped = cli(tmp_path, "status", "--env-file", str(fifo))
+    writer.join(10)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith("0 devices tracked, from the state file")
+
+    missing = cli(tmp_path, "status")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines()[0] == (
+        "alert-handler: configuration error: LIBRENMS_URL: is required "
+        f"(e.g. http://librenms.example/api/v0) (no ./.env found in {tmp_path}; "
+        "pass --env-file FILE)"
+    )
+    check = cli(tmp_path, "check")
+    assert check.returncode == 2 and f"no ./.env found in {tmp_path}" in check.stdout
+
+
+def test_track_checks_the_device_in_librenms(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """1. `track 555`, a device LibreNMS does not have: exit 1, nothing tracked.
+    2. LibreNMS unreachable: exit 1, naming --force; `track --force 555` tracks it anyway.
+    3. `track 99999999999`: a usage error that says what a device id may be."""
+    d = start_with_env(start_daemon, sim, tmp_path, RECOVERY_INTERVAL_SEC="60")
+    unknown = cli(tmp_path, "track", "555")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == (
+        "alert-handler: device 555: LibreNMS has no such device; not tracked"
+    )
+    assert d.daemon.store.get(555) is None
+
+    nowhere = f"http://127.0.0.1:{free_port()}/api/v0"
+    offline = cli(tmp_path, "track", "555", LIBRENMS_URL=nowhere)
+    assert offline.returncode == 1
+    assert "cannot ask LibreNMS whether it exists" in offline.stderr
+    assert "`alert-handler track --force 555` tracks it anyway" in offline.stderr
+    assert d.daemon.store.get(555) is None
+    forced = cli(tmp_path, "track", "--force", "555", LIBRENMS_URL=nowhere)
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.strip() == "device 555: tracked, handled as if an alert had arrived"
+    # The daemon's own LibreNMS is up: its recovery thread finds no such device, forgets it.
+    wait_for(lambda: d.daemon.store.get(555) is None, what="555 forgotten")
+
+    too_big = cli(tmp_path, "track", "99999999999")
+    assert too_big.returncode == 2
+    assert (
+        "a device id is a LibreNMS device_id, a whole number from 1 to 2147483647; "
+        "got '99999999999'" in too_big.stderr
+    )
+
+
+def test_plurals_in_status_and_check(sim: Simulator, tmp_path: Path) -> None:
+    """One device is "1 device", in `status` and in both of `check`'s counts."""
+    sim.add_device(42, "cpe-42", ports={"port2": "up"})
+    write_env(tmp_path, base_env(sim, tmp_path))
+    (tmp_path / "device_state.json").write_text(
+        json.dumps({"version": 1, "paused": False, "devices": {"42": {"phase": "new"}}})
+    )
+    status = cli(tmp_path, "status")
+    assert status.stdout.startswith("1 device tracked, from the state file")
+    check = cli(tmp_path, "check").stdout
+    assert f"{OK} state file {tmp_path / 'device_state.json'}: 1 device tracked\n" in check
+    assert f"{OK} LibreNMS API at {sim.url} answers: 1 device\n" in check
+
+
+def test_head_and_the_index(sim: Simulator, start_daemon: StartDaemon) -> None:
+    """1. HEAD on a GET endpoint answers as GET does, without the body (the token still
+    applies to /devices).
+    2. GET / is a small JSON index of the endpoints; a wrong method names the allowed ones."""
+    d = start_daemon()
+    for path in ("/health", "/metrics", "/"):
+        got = requests.get(d.url + path, timeout=5)
+        head = requests.head(d.url + path, timeout=5)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["Content-Type"] == got.headers["Content-Type"]
+        if path != "/metrics":  # the metrics move on between the two requests
+            assert head.headers["Content-Length"] == str(len(got.content))
+    assert requests.head(d.url + "/devices", timeout=5).status_code == 401
+    assert requests.head(d.url + "/devices", headers=AUTH, timeout=5).status_code == 200
+    index = requests.get(d.url + "/", timeout=5).json()
+    assert index["service"] == "alert-handler"
+    listed = {(e["method"], e["path"]) for e in index["endpoints"]}
+    assert {("POST", "/alert"), ("GET", "/health"), ("GET", "/devices")} <= listed
+    wrong = requests.head(d.url + "/alert", timeout=5)
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+    assert requests.put(d.url + "/health", timeout=5).headers["Allow"] == "GET, HEAD"
+    assert requests.put(d.url + "/", timeout=5).headers["Allow"] == "GET, HEAD, POST"
+
+
+def test_release_of_an_untracked_device(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """1. Device 9 sits on UNSUPERVISED_IP but the daemon does not track it (a crash, the old
+    script): `release 9` restores null, says its original was unknown, and it stays untracked.
+    2. Device 10 is untracked and not on UNSUPERVISED_IP: `release 10` refuses, no PATCH.
+    3. Device 555 does not exist in LibreNMS: `release 555` refuses.
+    4. POST /devices/10/release straight to the daemon: recorded, then forgotten untouched."""
+    sim.add_device(9, "cpe-9", ports={"port2": "up"})
+    sim.add_device(10, "cpe-10", overwrite_ip="198.51.100.10", ports={"port2": "up"})
+    d = start_with_env(start_daemon, sim, tmp_path, RECOVERY_INTERVAL_SEC="60")
+    # After the reconciler's first pass (which would adopt it), someone puts 9 on
+    # UNSUPERVISED_IP by hand, as the old script or a daemon with a lost state file left it.
+    wait_for(lambda: any(r.path == "/devices" for r in sim.requests), what="reconcile pass")
+    patch = requests.patch(
+        f"{sim.url}/devices/9",
+        json={"field": "overwrite_ip", "data": UNSUP},
+        headers={"X-Auth-Token": DEFAULT_TOKEN},
+        timeout=5,
+    )
+    assert patch.status_code == 200
+
+    released = cli(tmp_path, "release", "9")
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.strip() == (
+        "device 9: was not tracked; overwrite_ip restored to null: its original was unknown, "
+        "so LibreNMS reaches it by its hostname again"
+    )
+    assert sim.patches(9) == [(9, UNSUP), (9, None)]
+    assert d.daemon.store.get(9) is None
+
+    refused = cli(tmp_path, "release", "10")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "alert-handler: device 10 is not tracked and not forced down (its overwrite_ip is "
+        f"198.51.100.10, not UNSUPERVISED_IP {UNSUP}): nothing to release"
+    )
+    gone = cli(tmp_path, "release", "555")
+    assert gone.returncode == 1
+    assert "device 555 is not tracked, and LibreNMS has no such device" in gone.stderr
+
+    reply = requests.post(d.url + "/devices/10/release", headers=AUTH, timeout=5)
+    assert reply.status_code == 200 and reply.json()["tracked"] is False
+    wait_for(lambda: d.daemon.store.get(10) is None, what="10 forgotten")
+    assert sim.patches(10) == []
+    assert sim.device(10)["overwrite_ip"] == "198.51.100.10"
+
+
+def test_the_simulator_command_lets_a_user_try_every_command(tmp_path: Path) -> None:
+    """1. `alert-handler simulator --write-env sim.env` serves four CPEs and prints the URL,
+    the API token, the settings and how to flip a port.
+    2. A daemon started with those settings (a short interval from the environment) takes
+    device 101 on `track`, and an alert posted as the guide shows.
+    3. `alert-handler simulator --flip 101 port2 up`: 101 is restored and forgotten."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRENMS", "SSH_"))}
+    daemon_port = free_port()
+    sim_proc = subprocess.Popen(
+        [
+            *installed_cli(),
+            "simulator",
+            "--port",
+            "0",
+            "--daemon-port",
+            str(daemon_port),
+            "--write-env",
+            "sim.env",
+        ],
+        cwd=tmp_path,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        assert sim_proc.stdout is not None
+        guide = []
+        for line in sim_proc.stdout:
+            guide.append(line.rstrip("\n"))
+            if line.startswith("Ctrl-C"):
+                break
+        url = guide[0].removeprefix("LibreNMS simulator at ")
+        port = url.split(":")[2].split("/")[0]
+        assert guide[1] == f"API token: {DEFAULT_TOKEN}"
+        assert f"  alert-handler simulator --port {port} --flip 101 port2 up" in guide
+        env_lines = (tmp_path / "sim.env").read_text().splitlines()
+        assert [f"  {line}" for line in env_lines] == [
+            g for g in guide if g.startswith("  ") and "=" in g.split()[0]
+        ]
+        assert (tmp_path / "sim.env").stat().st_mode & 0o777 == 0o600
+        token = next(x for x in env_lines if x.startswith("WEBHOOK_TOKEN=")).split("=", 1)[1]
+        curl = next(g for g in guide if g.startswith("  curl -H 'Authorization"))
+        body = curl.split("--data '")[1].split("'")[0]
+
+        daemon = subprocess.Popen(
+            [*installed_cli(), "--env-file", "sim.env"],
+            cwd=tmp_path,
+            env={**clean, "RECOVERY_INTERVAL_SEC": "0.5"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        health = f"http://127.0.0.1:{daemon_port}/health"
+        wait_for(lambda: _answers(health), 20, "the daemon to answer /health")
+        ah = ("--env-file", "sim.env")
+        assert cli(tmp_path, *ah, "track", "101").returncode == 0
+        alert = requests.post(
+            f"http://127.0.0.1:{daemon_port}/alert",
+            data=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+        assert alert.status_code == 202, alert.text
+
+        def phases() -> dict[int, str]:
+            out = json.loads(cli(tmp_path, *ah, "status", "--json").stdout)
+            return {row["device_id"]: row["phase"] for row in out["devices"]}
+
+        wait_for(lambda: phases() == {101: "down", 104: "down"}, 20, "101 and 104 forced down")
+        flip = cli(tmp_path, "simulator", "--port", port, "--flip", "101", "port2", "up")
+        assert flip.returncode == 0, flip.stderr
+        assert (
+            flip.stdout.strip() == "device 101 port2: link up (LibreNMS sees it at the next poll)"
+        )
+        wait_for(lambda: phases() == {104: "down"}, 20, "101 restored and forgotten")
+        bad = cli(tmp_path, "simulator", "--port", port, "--flip", "101", "port2", "sideways")
+        assert bad.returncode == 1 and "the simulator answered 400" in bad.stderr
+    finally:
+        if daemon is not None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
+        sim_proc.send_signal(signal.SIGINT)
+        assert sim_proc.wait(30) == 0

@@ -140,7 +140,8 @@ class Config:
     client_timeout_sec: float = setting(
         s.SECONDS, 10.0, LISTENER, "Seconds a client has to send a whole request.")
     max_connections: int = setting(
-        s.POSITIVE, 1000, LISTENER, "Connections served at once; more get 503.")
+        s.POSITIVE, 1000, LISTENER, "Connections served at once; past it the oldest one "
+        "that has not finished its request is cut to make room (503 only if none can be).")
     tls_cert_file: str | None = setting(
         s.PATH, None, LISTENER, "Serve https (TLS 1.2+) with this certificate; needs "
         "TLS_KEY_FILE.")
@@ -148,9 +149,11 @@ class Config:
         s.PATH, None, LISTENER, "The private key of TLS_CERT_FILE.")
 
     state_file: str = setting(
-        s.PATH, "device_state.json", FILES, "The state file: devices being handled.")
+        s.PATH, "device_state.json", FILES, "The state file: devices being handled (a "
+        "relative path is relative to the working directory).")
     log_file: str = setting(
-        s.PATH, "alert_handler.log", FILES, "The log file (reopened on SIGHUP).")
+        s.PATH, "alert_handler.log", FILES, "The log file, reopened on SIGHUP (a relative path "
+        "is relative to the working directory).")
     log_format: str = setting(
         s.choice("text", "json", fold_case=True), "text", FILES,
         "text: one line per fact; json: one JSON object per line (time, level, logger, message, "

@@ -83,7 +83,7 @@ def test_operator_commands_are_not_counted_as_failed_deliveries(
     3. A delivery (POST /alert and POST /) with the stale token: counted as unauthorized there.
     4. Successful operator requests and /health are counted as ok, by endpoint."""
     d = start_with_env(start_daemon, sim, tmp_path, RECOVERY_INTERVAL_SEC="60")
-    for args in (("status",), ("pause",), ("track", "7")):
+    for args in (("status",), ("pause",), ("track", "--force", "7")):
         refused = cli(tmp_path, *args, WEBHOOK_TOKEN=STALE)
         assert refused.returncode != 0, (args, refused.stdout)
     m = scrape(d)

@@ -87,6 +87,7 @@ def test_json_log_file_is_one_redacted_object_per_line(tmp_path: Path) -> None:
     """LOG_FORMAT=json through the daemon's own logging setup (background writer, redaction):
     every line of LOG_FILE is a JSON object and no secret is in it."""
     secret = "s3cretApiToken0123456789"
+    (tmp_path / "log").mkdir()  # (creating it is logged too: not this test's subject)
     cfg = parse(
         {
             "LIBRENMS_URL": "http://x/api/v0",

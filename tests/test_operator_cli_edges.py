@@ -446,3 +446,5 @@ def test_the_simulator_command_lets_a_user_try_every_command(tmp_path: Path) -> 
             daemon.wait(30)
         sim_proc.send_signal(signal.SIGINT)
         assert sim_proc.wait(30) == 0
+        if sim_proc.stdout is not None:
+            sim_proc.stdout.close()

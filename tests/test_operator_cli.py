@@ -117,7 +117,7 @@ def test_status_from_the_daemon_then_from_the_state_file(
     assert live.returncode == 0, live.stderr
     lines = live.stdout.splitlines()
     assert lines[0] == f"1 device tracked, from the running daemon at {d.url}"
-    assert "recovery thread alive" in lines[1]
+    assert lines[1].startswith("health ok; recovery thread alive"), lines[1]
     headers = ["device", "hostname", "phase", "attempts", "first seen", "next attempt"]
     assert re.split(r"\s{2,}", lines[2]) == [*headers, "last error"]
     assert lines[3].split()[:4] == ["42", "cpe-42", "down", "0"]

@@ -110,7 +110,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if paused:
         print("PAUSED: maintenance mode, no device is changed until `alert-handler resume`")
     if health is not None:
-        facts = [f"recovery thread {health.get('recovery_thread')}"]
+        facts = [f"health {health.get('status')}"]
+        reasons = health.get("reasons") or []
+        if reasons:
+            facts[0] += f" ({', '.join(str(r) for r in reasons)})"
+        facts.append(f"recovery thread {health.get('recovery_thread')}")
         facts.append(f"last cycle {health.get('last_cycle') or 'none yet'}")
         if health.get("dry_run"):
             facts.append("DRY_RUN: no PATCH is sent")

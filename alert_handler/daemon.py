@@ -19,6 +19,8 @@ from alert_handler.clock import SteadyClock
 from alert_handler.config import Config
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import shifted
+from alert_handler.events.hub import EventHub
+from alert_handler.events.journal import EventType
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
 from alert_handler.librenms.client import LibreNMS
@@ -91,6 +93,7 @@ class Daemon:
     notifier: Notifier = field(default_factory=Notifier)
     on_hup: Callable[[], None] | None = None
     steady: SteadyClock | None = None  # the clock, when it is the daemon's own
+    events: EventHub | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -129,7 +132,14 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             )
         metrics = Metrics()
         metrics.dry_run.set(1 if cfg.dry_run else 0)
-        store = StateStore(path, loaded.snapshot, on_write=metrics.observe_state_write)
+        events = EventHub(cfg, metrics, clock)
+        events.open()
+        store = StateStore(
+            path,
+            loaded.snapshot,
+            on_write=metrics.observe_state_write,
+            append_events=events.journal.append_batch,
+        )
         metrics.watch_records(store.records)
         api = make_api(cfg, metrics)
         poller = make_poller(cfg)
@@ -144,6 +154,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             metrics=metrics,
             clock=clock,
             step_limit=step_limit(cfg),
+            events=events.emitter,
         )
         app = App(
             store=store,
@@ -153,6 +164,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             auth_enabled=cfg.webhook_token is not None,
             dry_run=cfg.dry_run,
             clock=clock,
+            events=events.emitter,
         )
         server = make_server(
             cfg.listen_host,
@@ -173,6 +185,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             clock,
             lambda: dict(scheduler.dismissed),
             scheduler.wake,
+            events.emitter,
         )
     except BaseException:
         lock.release()
@@ -189,6 +202,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         reconciler=reconciler,
         metrics=metrics,
         steady=steady,
+        events=events,
     )
 
 
@@ -235,6 +249,7 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
             state = scheduler.thread_state()
             if state != loop_state:
                 _log_loop_state(state, watchdog=bool(ping_every))
+                _health_event(daemon, state)
                 loop_state = state
             now = time.monotonic()
             if ping_every and state is Liveness.ALIVE and now - last_ping >= ping_every:
@@ -255,6 +270,16 @@ def _follow_clock_step(daemon: Daemon, step: float) -> None:
         daemon.store.update(device_id, lambda cur: None if cur is None else shifted(cur, step))
     daemon.scheduler.shift_times(step)
     daemon.scheduler.wake()
+
+
+def _health_event(daemon: Daemon, state: Liveness) -> None:
+    """Journal the health level changing with the recovery loop's state."""
+    if daemon.events is None:
+        return
+    level = "ok" if state is Liveness.ALIVE else "error"
+    detail = f"recovery loop {state.value}"
+    line = daemon.events.emitter.line(EventType.HEALTH, level=level, detail=detail)
+    daemon.store.add_events([line])
 
 
 def _log_loop_state(state: Liveness, *, watchdog: bool) -> None:
@@ -280,6 +305,8 @@ def shutdown(daemon: Daemon) -> None:
             daemon.cfg.stop_timeout_sec,
         )
     daemon.store.close()
+    if daemon.events is not None:
+        daemon.events.close()
     daemon.poller.close()
     daemon.api.close()
     log.info(

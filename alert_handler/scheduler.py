@@ -22,6 +22,8 @@ from alert_handler.core import machine, steps
 from alert_handler.core.machine import Action, Rules
 from alert_handler.core.outcomes import CYCLE_OUTCOMES, Outcome
 from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.events.emit import Emitter
+from alert_handler.events.journal import EventType
 from alert_handler.jobs import DURABLE_TIMEOUT, Recorder
 from alert_handler.metrics import Metrics
 from alert_handler.pool import Pool
@@ -80,6 +82,7 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         step_limit: float = 600.0,
         stuck_after: float = 60.0,
+        events: Emitter | None = None,
     ) -> None:
         """`step_limit`: longest a step may take (its timeouts allow less) before the recovery
         loop counts as stuck; `stuck_after`: longest time without a scheduling pass."""
@@ -105,7 +108,9 @@ class Scheduler:
         self.stuck_after = stuck_after
         self._thread: threading.Thread | None = None
         self._cycle: _Cycle | None = None
-        self._recorder = Recorder(store, rules, self.metrics)
+        self._recorder = Recorder(store, rules, self.metrics, events)
+        self._events = events
+        self._storm_engaged = False
         self._storm_warned = -1e18
         self.heartbeat = time.monotonic()
         self.last_cycle: float | None = None
@@ -257,6 +262,7 @@ class Scheduler:
             new = heapq.nsmallest(allowed, new)
         elif self.max_forced_down:
             self.metrics.storm_held.set(0)
+            self._storm_event(False, 0)
         due += new
         if due and self._cycle is None:
             self._cycle = _Cycle(started=now, members=set())
@@ -291,8 +297,21 @@ class Scheduler:
         )
         return max(0, self.max_forced_down - machine.forced_count(records) - inspecting)
 
+    def _storm_event(self, engaged: bool, held: int) -> None:
+        """Under the lock: journal the storm guard engaging or clearing (a transition only)."""
+        if engaged == self._storm_engaged:
+            return
+        self._storm_engaged = engaged
+        if self._events is None:
+            return
+        kind = EventType.STORM_ENGAGED if engaged else EventType.STORM_CLEARED
+        detail = f"MAX_FORCED_DOWN={self.max_forced_down}"
+        detail += f" reached: {held} new devices held" if engaged else ": no device is held"
+        self.store.add_events([self._events.line(kind, detail=detail)])
+
     def _storm_hold(self, held: int) -> None:
         self.metrics.storm_held.set(held)
+        self._storm_event(True, held)
         now = time.monotonic()
         if now - self._storm_warned >= 60.0:
             self._storm_warned = now

@@ -34,6 +34,7 @@ class Reason(str, Enum):
     NO_TARGET_PORT = "device has no port with the target ifName"
     DEVICE_GONE = "device no longer exists in LibreNMS"
     ADOPTED = "found on UNSUPERVISED_IP with no known original: adopted, will restore null"
+    ADOPTED_KNOWN = "found on UNSUPERVISED_IP: adopted, will restore the journal's last original"
     ALREADY_DOWN = "already forced down"
     FORCE_DOWN = "forcing down"
     FORCED_DOWN = "forced down"
@@ -181,6 +182,10 @@ def forced_count(records: dict[int, DeviceRecord]) -> int:
     return sum(1 for r in records.values() if r.phase in FORCED_PHASES)
 
 
+def _shown(value: str | None) -> str:
+    return "null" if value is None else value
+
+
 # -- results of the worker's steps ------------------------------------------------------------
 def _find_port(ports: list[PortInfo], ifname: str) -> PortInfo | None:
     # Exact ifName: the API's search is a substring match (port20, Port2-backup).
@@ -197,9 +202,13 @@ def after_inspect(
     hostname = rec.hostname or info.hostname
     port = _find_port(ports, rules.target_ifname)
     if info.overwrite_ip == rules.unsupervised_ip:
-        # Already pointed away (state lost, a crash, or the old script): the original is unknown.
+        # Already pointed away (state lost, a crash, or the old script): the original is unknown
+        # unless the event journal remembers the last one (a late PATCH of a killed daemon).
         adopted = not rec.original_recorded
-        new = replace(rec.with_original(None, adopted=True), hostname=hostname)
+        if rec.knows_original:
+            new = replace(rec.with_original(rec.known_original), hostname=hostname)
+        else:
+            new = replace(rec.with_original(None, adopted=True), hostname=hostname)
         if port is None:
             return Decision(
                 replace(new, phase=Phase.RELEASING, next_attempt_at=now),
@@ -214,7 +223,11 @@ def after_inspect(
             next_attempt_at=now + rules.interval,
             last_error=None,
         )
-        return Decision(new, Reason.ADOPTED if adopted else Reason.ALREADY_DOWN)
+        if not adopted:
+            return Decision(new, Reason.ALREADY_DOWN)
+        if rec.knows_original:
+            return Decision(new, Reason.ADOPTED_KNOWN, f"original {_shown(rec.known_original)}")
+        return Decision(new, Reason.ADOPTED)
     if port is None:
         return Decision(None, Reason.NO_TARGET_PORT, f"no port named {rules.target_ifname!r}")
     if port.oper_status == "up":
@@ -310,11 +323,14 @@ class ReleasePlan:
 def plan_release(rec: DeviceRecord, info: DeviceInfo | None, rules: Rules) -> ReleasePlan:
     """A NEW record was never changed by us, unless it came forced down already (the old
     script's file, a reconcile adoption): `info` (read for NEW records only) tells; its original
-    is then unknown and null (the hostname) is restored. Others restore their original."""
+    is then the journal's last known one, else unknown and null (the hostname) is restored.
+    Others restore their original."""
     if rec.phase is not Phase.NEW:
         return ReleasePlan(restore=True, value=rec.original_overwrite_ip)
     if info is None or info.overwrite_ip != rules.unsupervised_ip:
         return ReleasePlan(restore=False, value=rec.original_overwrite_ip)
+    if rec.knows_original:
+        return ReleasePlan(restore=True, value=rec.known_original)
     return ReleasePlan(restore=True, value=None, unknown_original=True)
 
 

@@ -17,6 +17,8 @@ from alert_handler.core.alerts import Alert, BadPayload, log_safe, parse_alert, 
 from alert_handler.core.machine import Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
+from alert_handler.events.emit import Emitter
+from alert_handler.events.journal import EventType
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
 from alert_handler.scheduler import Liveness, Scheduler
@@ -47,6 +49,7 @@ class App:
     auth_enabled: bool = True
     dry_run: bool = False
     clock: Callable[[], float] = time.time
+    events: Emitter | None = None
     _persist_trouble: Throttle = field(default_factory=Throttle, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,9 +69,10 @@ class App:
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
             decision = recovery.on_alert(current, alert, self.clock(), self.rules)
             holder.append(decision)
-            return decision.record
+            return self._known(decision)
 
-        _, version = self.store.update(alert.device_id, change)
+        detail = f"alert: {_safe(alert.rule)} (client {client})"
+        _, version = self.store.update(alert.device_id, change, self._tracked(holder, detail))
         decision = holder[0]
         try:
             self.store.wait_durable(version, _DURABLE_TIMEOUT)
@@ -105,6 +109,32 @@ class App:
             "device_id": alert.device_id,
             "reason": decision.reason.value,
         }
+
+    # -- events ------------------------------------------------------------------------------
+    def _known(self, decision: Decision) -> DeviceRecord | None:
+        """The decided record; a new one carries the journal's last original of its device."""
+        rec = decision.record
+        if decision.new and rec is not None and self.events is not None:
+            return self.events.known_original(rec)
+        return rec
+
+    def _tracked(
+        self, holder: list[Decision], detail: str
+    ) -> Callable[[DeviceRecord | None, DeviceRecord | None], list[str]]:
+        """The events of a change (run under the store's lock): `tracked` for a new device."""
+
+        def lines(_current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
+            if self.events is None or not holder[0].new or new is None:
+                return []
+            return [self.events.line(EventType.TRACKED, new, detail=detail)]
+
+        return lines
+
+    def _operator(self, what: str, client: str, device_id: int | None = None) -> list[str]:
+        if self.events is None:
+            return []
+        line = self.events.line(EventType.OPERATOR, device_id=device_id, detail=what, client=client)
+        return [line]
 
     def _log_alert(self, alert: Alert, decision: Decision, client: str) -> None:
         log.info(
@@ -143,16 +173,21 @@ class App:
         rows = [device_row(rec) for _, rec in sorted(self.store.records().items())]
         return 200, {"status": "ok", "paused": self.store.paused, "devices": rows}
 
-    def release(self, raw_id: str) -> Reply:
+    def release(self, raw_id: str, client: str = "-") -> Reply:
         """POST /devices/<id>/release: restore the original now and forget the device."""
         device_id = parse_device_id(raw_id)
+
+        def lines(current: DeviceRecord | None, _new: DeviceRecord | None) -> list[str]:
+            return [] if current is None else self._operator("release", client, device_id)
+
         rec, version = self.store.update(
             device_id,
             lambda cur: None if cur is None else recovery.request_release(cur, self.clock()).record,
+            lines,
         )
         if rec is None:
             return 404, {"error": f"device {device_id} is not tracked"}
-        log.info("device=%s step=release requested by the operator", device_id)
+        log.info("device=%s step=release requested by the operator (client %s)", device_id, client)
         body = {
             "status": "releasing",
             "device_id": device_id,
@@ -162,7 +197,7 @@ class App:
         }
         return self._commit(version, body)
 
-    def track(self, raw_id: str) -> Reply:
+    def track(self, raw_id: str, client: str = "-") -> Reply:
         """POST /devices/<id>/track: handle a device as if an alert had arrived."""
         device_id = parse_device_id(raw_id)
         holder: list[Decision] = []
@@ -170,9 +205,14 @@ class App:
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
             decision = recovery.track(current, device_id, self.clock())
             holder.append(decision)
-            return decision.record
+            return self._known(decision)
 
-        _, version = self.store.update(device_id, change)
+        tracked = self._tracked(holder, f"tracked by hand (client {client})")
+
+        def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
+            return self._operator("track", client, device_id) + tracked(current, new)
+
+        _, version = self.store.update(device_id, change, lines)
         new = holder[0].new
         body = {"status": "tracked", "device_id": device_id, "paused": self.store.paused}
         status, body = self._commit(version, body)
@@ -181,9 +221,13 @@ class App:
             return 202, {**body, "new": True}
         return status, {**body, "new": False}
 
-    def set_paused(self, paused: bool) -> Reply:
+    def set_paused(self, paused: bool, client: str = "-") -> Reply:
         """POST /pause and /resume: maintenance mode, persisted."""
-        version = self.store.set_paused(paused)
+        lines: list[str] = []
+        if self.events is not None:
+            kind = EventType.PAUSED if paused else EventType.RESUMED
+            lines = [self.events.line(kind, detail=f"by the operator at {client}", client=client)]
+        version = self.store.set_paused(paused, lines)
         reply = self._commit(version, {"status": "ok", "paused": paused})
         self.metrics.paused.set(1 if self.store.paused else 0)
         if reply[0] == 200:

@@ -330,8 +330,8 @@ class Handler(BaseHTTPRequestHandler):
         handlers: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
             "/": lambda: app.receive(body, query, self.conn.peer),
             "/alert": lambda: app.receive(body, query, self.conn.peer),
-            "/pause": lambda: app.set_paused(True),
-            "/resume": lambda: app.set_paused(False),
+            "/pause": lambda: app.set_paused(True, self.conn.peer),
+            "/resume": lambda: app.set_paused(False, self.conn.peer),
         }
         try:
             if path in handlers:
@@ -341,7 +341,7 @@ class Handler(BaseHTTPRequestHandler):
             assert match is not None
             raw_id, verb = match.groups()
             action = app.release if verb == "release" else app.track
-            self._reply(*action(raw_id))
+            self._reply(*action(raw_id, self.conn.peer))
         except BadPayload as exc:
             self._reply(400, {"error": str(exc)})
 

@@ -210,6 +210,8 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     """Serve until SIGTERM/SIGINT arrives on `signals`; returns the exit status."""
     store, scheduler, server = daemon.store, daemon.scheduler, daemon.server
     store.start()
+    if daemon.events is not None:
+        daemon.events.start()
     scheduler.start()
     daemon.reconciler.start()
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
@@ -306,6 +308,7 @@ def shutdown(daemon: Daemon) -> None:
         )
     daemon.store.close()
     if daemon.events is not None:
+        daemon.events.stop()
         daemon.events.close()
     daemon.poller.close()
     daemon.api.close()

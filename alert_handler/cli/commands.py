@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from alert_handler.cli.control import cmd_pause, cmd_release, cmd_resume, cmd_status, cmd_track
+from alert_handler.cli.events import add_event_commands
 from alert_handler.core.alerts import BadPayload, parse_device_id
 
 
@@ -92,4 +93,5 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     p.add_argument("--seconds", type=float, default=90.0, help="give up after this long")
     p.add_argument("--interval", type=float, default=5.0, help="RECOVERY_INTERVAL_SEC to use")
     p.set_defaults(func=cmd_demo)
-    return {"check", "status", "release", "track", "pause", "resume", "demo"}
+    names = {"check", "status", "release", "track", "pause", "resume", "demo"}
+    return names | add_event_commands(sub, common)

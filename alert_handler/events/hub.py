@@ -15,6 +15,7 @@ from alert_handler.events.history import EpisodeBook
 from alert_handler.events.journal import Event, EventJournal
 from alert_handler.events.originals import LastOriginals
 from alert_handler.events.reader import read_events
+from alert_handler.events.webhook import WebhookOutbox
 from alert_handler.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,27 @@ class EventHub:
         self.episodes = EpisodeBook()
         self.emitter = Emitter(clock, self.originals)
         self._consumers: list[Callable[[list[Event]], None]] = []
+        self.outbox: WebhookOutbox | None = None
+        if cfg.event_webhook_url and cfg.event_webhook_secret:
+            self.outbox = WebhookOutbox(
+                self.path,
+                cfg.event_webhook_url,
+                cfg.event_webhook_secret,
+                timeout=cfg.event_webhook_timeout_sec,
+                metrics=metrics,
+                clock=clock,
+            )
+            metrics.outbox_age.set_function(self.outbox.oldest_age)
+            self.consume(self.outbox.notify)
 
     def open(self) -> None:
         """Open the journal (cutting off a line torn by a crash) and build the in-memory views
         from its files; raises OSError when the journal cannot be opened."""
         started = time.monotonic()
-        self.emitter.maker.ids.seen(self.journal.open())
+        last_id = self.journal.open()
+        self.emitter.maker.ids.seen(last_id)
+        if self.outbox is not None:
+            self.outbox.prepare(last_id)
         batch: list[Event] = []
         count = 0
         for event in read_events(self.path):
@@ -72,6 +88,16 @@ class EventHub:
             self.metrics.events.labels(event.type).inc()
         for consumer in self._consumers:
             consumer(events)
+
+    def start(self) -> None:
+        """Start the delivery threads."""
+        if self.outbox is not None:
+            self.outbox.start()
+
+    def stop(self) -> None:
+        """Stop the delivery threads (what is undelivered waits in the journal)."""
+        if self.outbox is not None:
+            self.outbox.stop()
 
     def close(self) -> None:
         """Close the journal (after the state writer stopped)."""

@@ -110,7 +110,7 @@ class Scheduler:
         self._cycle: _Cycle | None = None
         self._recorder = Recorder(store, rules, self.metrics, events)
         self._events = events
-        self._storm_engaged = False
+        self.storm_engaged = False
         self._storm_warned = -1e18
         self.heartbeat = time.monotonic()
         self.last_cycle: float | None = None
@@ -299,9 +299,9 @@ class Scheduler:
 
     def _storm_event(self, engaged: bool, held: int) -> None:
         """Under the lock: journal the storm guard engaging or clearing (a transition only)."""
-        if engaged == self._storm_engaged:
+        if engaged == self.storm_engaged:
             return
-        self._storm_engaged = engaged
+        self.storm_engaged = engaged
         if self._events is None:
             return
         kind = EventType.STORM_ENGAGED if engaged else EventType.STORM_CLEARED

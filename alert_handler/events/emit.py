@@ -10,6 +10,7 @@ from typing import Any
 from alert_handler.core.machine import Action, Decision
 from alert_handler.core.records import DeviceRecord
 from alert_handler.events.decisions import step_events, with_episode
+from alert_handler.events.history import EpisodeBook
 from alert_handler.events.ids import IdSource
 from alert_handler.events.journal import EventMaker, EventType
 from alert_handler.events.originals import LastOriginals
@@ -18,10 +19,16 @@ from alert_handler.events.originals import LastOriginals
 class Emitter:
     """Makes journal lines; ids are unique and increasing across the journal's files."""
 
-    def __init__(self, clock: Callable[[], float], originals: LastOriginals | None = None) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        originals: LastOriginals | None = None,
+        book: EpisodeBook | None = None,
+    ) -> None:
         self.maker = EventMaker(clock, IdSource("evt"))
         self.episodes = IdSource("ep")
         self.originals = originals or LastOriginals()
+        self.book = book or EpisodeBook()  # the recent episodes, for the status page
 
     def line(self, kind: EventType, rec: DeviceRecord | None = None, **more: Any) -> str:
         """One event as its journal line."""

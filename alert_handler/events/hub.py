@@ -32,7 +32,7 @@ class EventHub:
         self.journal = EventJournal(self.path, cfg.events_max_bytes, cfg.events_keep_files)
         self.originals = LastOriginals()
         self.episodes = EpisodeBook()
-        self.emitter = Emitter(clock, self.originals)
+        self.emitter = Emitter(clock, self.originals, self.episodes)
         self._consumers: list[Callable[[list[Event]], None]] = []
         self.outbox: WebhookOutbox | None = None
         if cfg.event_webhook_url and cfg.event_webhook_secret:

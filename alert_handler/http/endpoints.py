@@ -19,6 +19,7 @@ from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
+from alert_handler.events.page import PageData, render_page
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
 from alert_handler.scheduler import Liveness, Scheduler
@@ -167,6 +168,21 @@ class App:
             "thread_restarts": self.scheduler.restarts,
         }
         return (200 if alive and writable else 503), body
+
+    def status_page(self) -> str:
+        """GET /: the read-only status page (HTML)."""
+        records = self.store.records()
+        data = PageData(
+            now=self.clock(),
+            health=self.health()[1],
+            devices=list(records.values()),
+            episodes=self.events.book.recent() if self.events is not None else [],
+            paused=self.store.paused,
+            storm_engaged=self.scheduler.storm_engaged,
+            max_forced_down=self.scheduler.max_forced_down,
+            forced_down=recovery.forced_count(records),
+        )
+        return render_page(data)
 
     def devices(self) -> Reply:
         """GET /devices: the tracked devices."""

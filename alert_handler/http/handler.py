@@ -44,8 +44,9 @@ LINGER_BYTES = 1024 * 1024  # ... drain at most this much of it, then close anyw
 _RELEASE_RE = re.compile(r"^/devices/([^/]+)/(release|track)$")
 _CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
 _HUGE = 2**62
-_GET_PATHS = ("/health", "/metrics", "/devices")
+_GET_PATHS = ("/health", "/metrics", "/devices", "/")
 _POST_PATHS = ("/", "/alert", "/pause", "/resume")
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
 _ERRORS = {
     400: "bad request",
     404: "no such endpoint",
@@ -312,7 +313,12 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(*app.health())
         elif path == "/metrics":
             self._answer_metrics(app.metrics.render())
-        elif self._token_ok():
+        elif not self._token_ok():
+            return
+        elif path == "/":  # the status page (a browser answers the 401 with Basic auth)
+            page = app.status_page().encode()
+            self._send(_head(200, "text/html; charset=utf-8", len(page), _PAGE_HEADERS) + page)
+        else:
             self._answer(*app.devices())
 
     def _answer_metrics(self, payload: bytes) -> None:

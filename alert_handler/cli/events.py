@@ -16,7 +16,7 @@ from alert_handler.cli.env import load_config
 from alert_handler.core.alerts import BadPayload, log_safe, parse_device_id
 from alert_handler.core.times import from_iso
 from alert_handler.events.history import Episode, episodes
-from alert_handler.events.journal import Event
+from alert_handler.events.journal import Event, EventType
 from alert_handler.events.reader import Follower, read_events
 from alert_handler.events.signing import new_secret
 
@@ -166,6 +166,12 @@ def cmd_events(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
 
+def _notify_test(args: argparse.Namespace) -> int:
+    from alert_handler.cli.notify import cmd_notify_test  # loads Apprise: only when run
+
+    return cmd_notify_test(args)
+
+
 def cmd_webhook_secret(_args: argparse.Namespace) -> int:
     """Print a fresh `whsec_` secret for EVENT_WEBHOOK_SECRET."""
     print(new_secret())
@@ -195,9 +201,22 @@ def add_event_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     p.add_argument("--follow", "-f", action="store_true", help="go on printing new events")
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.set_defaults(func=cmd_events)
+    p = sub.add_parser(
+        "notify-test",
+        parents=[common],
+        help="send a sample notification to every NOTIFY_URLS target",
+        description="One line per target: sent, or why not.",
+    )
+    p.add_argument(
+        "--event",
+        default=EventType.FORCED_DOWN.value,
+        choices=[t.value for t in EventType],
+        help="the kind of sample (default: forced_down)",
+    )
+    p.set_defaults(func=_notify_test)
     sub.add_parser(
         "webhook-secret",
         help="print a new EVENT_WEBHOOK_SECRET (whsec_..., Standard Webhooks)",
         description="32 random bytes, base64, after whsec_; give the same to the receiver.",
     ).set_defaults(func=cmd_webhook_secret)
-    return {"history", "events", "webhook-secret"}
+    return {"history", "events", "webhook-secret", "notify-test"}

@@ -13,6 +13,7 @@ from alert_handler.config import Config
 from alert_handler.events.emit import Emitter
 from alert_handler.events.history import EpisodeBook
 from alert_handler.events.journal import Event, EventJournal
+from alert_handler.events.notify import Notifier
 from alert_handler.events.originals import LastOriginals
 from alert_handler.events.reader import read_events
 from alert_handler.events.webhook import WebhookOutbox
@@ -46,6 +47,16 @@ class EventHub:
             )
             metrics.outbox_age.set_function(self.outbox.oldest_age)
             self.consume(self.outbox.notify)
+        self.notifier: Notifier | None = None
+        if cfg.notify_urls:  # ConfigError (NOTIFY_URLS) for a URL Apprise does not take
+            self.notifier = Notifier(
+                cfg.notify_urls,
+                cfg.notify_events,
+                limit=cfg.notify_max_per_window,
+                window=cfg.notify_window_sec,
+                metrics=metrics,
+            )
+            self.consume(self.notifier.consume)
 
     def open(self) -> None:
         """Open the journal (cutting off a line torn by a crash) and build the in-memory views
@@ -93,11 +104,15 @@ class EventHub:
         """Start the delivery threads."""
         if self.outbox is not None:
             self.outbox.start()
+        if self.notifier is not None:
+            self.notifier.start()
 
     def stop(self) -> None:
         """Stop the delivery threads (what is undelivered waits in the journal)."""
         if self.outbox is not None:
             self.outbox.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
 
     def close(self) -> None:
         """Close the journal (after the state writer stopped)."""

@@ -131,10 +131,12 @@ def url_secrets(url: str) -> list[str]:
         return found
     # The netloc as written (hostname is lower-cased): user, password, host, "port" (tgram's
     # bot token is 123456:ABC...), each kept unless it is a host name, an address or a port.
+    # Tokens in the host or path are long; shorter pieces there are words ("hook", "api").
     pieces = [p for p in re.split(r"[@:]", parts.netloc) if "." not in p and not p.isdigit()]
     pieces = [p for p in pieces if p.lower() != "localhost" and not p.startswith("[")]
-    pieces += [parts.username or "", parts.password or ""]
     pieces += [p for p in parts.path.split("/") if "." not in p]
+    pieces = [p for p in pieces if len(p) >= 8]
+    pieces.append(parts.password or "")
     pieces += [v for k, v in urllib.parse.parse_qsl(parts.query) if k.lower() not in _PLAIN_PARAMS]
     for piece in pieces:
         for value in (piece, urllib.parse.unquote(piece)):

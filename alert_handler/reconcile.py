@@ -1,7 +1,7 @@
 """Reconciliation with LibreNMS, at start and every RECONCILE_INTERVAL_SEC.
 
-- A device on UNSUPERVISED_IP that the state does not track is adopted (its original is
-  unknown, so it will be restored to null).
+- A device on UNSUPERVISED_IP that the state does not track is adopted: it gets back the last
+  original the event journal knows for it, else (its original unknown) null.
 - Open alerts of the trigger rules that never reached the daemon are picked up: LibreNMS never
   re-sends a failed webhook. Alerts older than the moment the daemon last let the device go are
   skipped, so a recovered device is not picked up again by its own stale alert.

@@ -27,8 +27,9 @@ class Emitter:
     ) -> None:
         self.maker = EventMaker(clock, IdSource("evt"))
         self.episodes = IdSource("ep")
-        self.originals = originals or LastOriginals()
-        self.book = book or EpisodeBook()  # the recent episodes, for the status page
+        # `is None`, not `or`: an empty LastOriginals is falsy (it has a length).
+        self.originals = LastOriginals() if originals is None else originals
+        self.book = EpisodeBook() if book is None else book  # recent episodes, for the page
 
     def line(self, kind: EventType, rec: DeviceRecord | None = None, **more: Any) -> str:
         """One event as its journal line."""

@@ -19,6 +19,8 @@ import time
 from alert_handler.core import controls, machine
 from alert_handler.core.controls import ConfirmGate
 from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.events.emit import Emitter
+from alert_handler.events.journal import EventType
 from alert_handler.metrics import Metrics
 from alert_handler.store.state import StateStore
 
@@ -34,11 +36,14 @@ class Admission:
         metrics: Metrics,
         max_forced_down: int = 0,
         gate: ConfirmGate | None = None,
+        events: Emitter | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.max_forced_down = max_forced_down
         self.gate = gate
+        self._events = events
+        self.storm_engaged = False
         self._gated: set[int] = set()  # new devices the gate let through (not counted again)
         self._held_warned = -1e18
         self._storm_warned = -1e18
@@ -60,6 +65,7 @@ class Admission:
             return heapq.nsmallest(allowed, new)
         if self.max_forced_down:
             self.metrics.storm_held.set(0)
+            self._storm_event(False, 0)
         return new
 
     def forget_gated(self) -> None:
@@ -107,8 +113,21 @@ class Admission:
         inspecting = sum(1 for d in inflight if d in records and records[d].phase is Phase.NEW)
         return max(0, self.max_forced_down - machine.forced_count(records) - inspecting)
 
+    def _storm_event(self, engaged: bool, held: int) -> None:
+        """Journal the storm guard engaging or clearing (a transition only)."""
+        if engaged == self.storm_engaged:
+            return
+        self.storm_engaged = engaged
+        if self._events is None:
+            return
+        kind = EventType.STORM_ENGAGED if engaged else EventType.STORM_CLEARED
+        detail = f"MAX_FORCED_DOWN={self.max_forced_down}"
+        detail += f" reached: {held} new devices held" if engaged else ": no device is held"
+        self.store.add_events([self._events.line(kind, detail=detail)])
+
     def _storm_hold(self, held: int) -> None:
         self.metrics.storm_held.set(held)
+        self._storm_event(True, held)
         now = time.monotonic()
         if now - self._storm_warned >= 60.0:
             self._storm_warned = now

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -17,6 +18,7 @@ from typing import Any
 
 from alert_handler import settings as s
 from alert_handler.core.controls import Target
+from alert_handler.events import kinds as ek
 from alert_handler.settings import ConfigError, Setting, required, setting
 
 __all__ = [
@@ -38,6 +40,8 @@ POLL = "Polling: `lnms device:poll <id>` on the LibreNMS host"
 LISTENER = "The webhook listener"
 STEER = "Steering: exclusions, silences, confirmation"
 FILES = "Files and shutdown"
+EVENTS = "Events: journal, webhook, notifications"
+DEFAULT_NOTIFY_EVENTS = ("forced_down", "gave_up", "storm_engaged", "storm_cleared", "health")
 
 
 @dataclass(frozen=True)
@@ -160,12 +164,51 @@ class Config:
         "device, step) for Loki or ELK. Applies to the log file and stderr.")
     stop_timeout_sec: float = setting(
         s.SECONDS, 20.0, FILES, "Seconds running steps get to finish on SIGTERM.")
+
+    events_file: str | None = setting(
+        s.PATH, None, EVENTS, "The event journal (JSON lines); unset: events.jsonl next to "
+        "STATE_FILE.")
+    events_max_bytes: int = setting(
+        s.integer(4096, None, "a size in bytes of 4096 or more"), 10_000_000, EVENTS,
+        "Size at which the journal is rotated (events.jsonl.1 is the newest old file).")
+    events_keep_files: int = setting(
+        s.integer(1, 100, "a whole number from 1 to 100"), 4, EVENTS,
+        "Rotated journal files kept.")
+    event_webhook_url: str | None = setting(
+        ek.WEBHOOK_URL, None, EVENTS, "POST every event here, signed (Standard Webhooks), at "
+        "least once and in order; needs EVENT_WEBHOOK_SECRET.")
+    event_webhook_secret: str | None = setting(
+        ek.WEBHOOK_SECRET, None, EVENTS, "The signing secret; `alert-handler webhook-secret` "
+        "makes one.", secret=True)
+    event_webhook_timeout_sec: float = setting(
+        s.SECONDS, 10.0, EVENTS, "Seconds the webhook receiver has to answer one delivery.")
+    notify_urls: tuple[str, ...] = setting(
+        ek.APPRISE_URLS, (), EVENTS, "Apprise URLs that people are notified at (mailto://, "
+        "slack://, tgram://, rsyslog://, ...).", secret=True)
+    notify_events: tuple[str, ...] = setting(
+        ek.EVENT_TYPES, DEFAULT_NOTIFY_EVENTS, EVENTS, "The event types sent to NOTIFY_URLS.")
+    notify_max_per_window: int = setting(
+        s.POSITIVE, 5, EVENTS, "Messages one target gets per NOTIFY_WINDOW_SEC; the rest of "
+        "the window is summed up in one digest.")
+    notify_window_sec: float = setting(
+        s.SECONDS, 300.0, EVENTS, "The rate limit's window, in seconds.")
     # fmt: on
 
     def secrets(self) -> list[str]:
-        """Every configured secret, for redaction and for tests that grep logs."""
+        """Every configured secret, for redaction and for tests that grep logs (and each part of
+        an Apprise URL that may be a token)."""
         values = (getattr(self, spec.name) for spec in SETTINGS if spec.secret)
-        return [v for v in values if isinstance(v, str) and v]
+        found = [v for v in values if isinstance(v, str) and v]
+        for url in self.notify_urls:
+            found += ek.url_secrets(url)
+        return found
+
+    def events_path(self) -> str:
+        """EVENTS_FILE, or events.jsonl in STATE_FILE's directory."""
+        if self.events_file:
+            return self.events_file
+        folder = os.path.dirname(self.state_file)
+        return os.path.join(folder, "events.jsonl") if folder else "events.jsonl"
 
 
 SETTINGS: tuple[Setting[object], ...] = tuple(s.declared(f) for f in fields(Config))
@@ -212,6 +255,11 @@ def _check_together(cfg: Config) -> None:
             raise ConfigError("SSH_HOST", "is required when POLL_METHOD=ssh")
         if cfg.ssh_user is None:
             raise ConfigError("SSH_USER", "is required when POLL_METHOD=ssh")
+    if cfg.event_webhook_url and not cfg.event_webhook_secret:
+        raise ConfigError(
+            "EVENT_WEBHOOK_SECRET",
+            "is required when EVENT_WEBHOOK_URL is set (alert-handler webhook-secret makes one)",
+        )
     if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
         missing = "TLS_CERT_FILE" if cfg.tls_cert_file is None else "TLS_KEY_FILE"
         raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE go together")

@@ -20,6 +20,8 @@ from alert_handler.config import Config
 from alert_handler.controls import Controls, GroupRefresher, silences_path
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import shifted
+from alert_handler.events.hub import EventHub
+from alert_handler.events.journal import EventType
 from alert_handler.health import LIBRENMS, RECOVERY_LOOP, STATE_FILE, Health
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
@@ -113,6 +115,7 @@ class Daemon:
     notifier: Notifier = field(default_factory=Notifier)
     on_hup: Callable[[], None] | None = None
     steady: SteadyClock | None = None  # the clock, when it is the daemon's own
+    events: EventHub | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -152,6 +155,8 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         metrics = Metrics()
         metrics.dry_run.set(1 if cfg.dry_run else 0)
         health = Health(clock)
+        events = EventHub(cfg, metrics, clock)
+        events.open()
 
         def written(seconds: float, size: int) -> None:
             metrics.observe_state_write(seconds, size)
@@ -162,6 +167,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             loaded.snapshot,
             on_write=written,
             on_error=lambda reason: health.record_failure(STATE_FILE, reason),
+            append_events=events.journal.append_batch,
         )
         metrics.watch_records(store.records)
         metrics.watch_librenms(lambda: health.up(LIBRENMS))
@@ -188,6 +194,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             clock=clock,
             step_limit=step_limit(cfg),
             health=health,
+            events=events.emitter,
         )
         health.watch(RECOVERY_LOOP, lambda: _loop_problem(scheduler.thread_state()))
         health.watch(STATE_FILE, lambda: None if store.healthy else f"{store.last_error}")
@@ -201,6 +208,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             dry_run=cfg.dry_run,
             clock=clock,
             controls=controls,
+            events=events.emitter,
         )
         server = make_server(
             cfg.listen_host,
@@ -223,6 +231,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             clock,
             lambda: dict(scheduler.dismissed),
             scheduler.wake,
+            events.emitter,
         )
     except BaseException:
         lock.release()
@@ -241,6 +250,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         metrics=metrics,
         health=health,
         steady=steady,
+        events=events,
     )
 
 
@@ -248,6 +258,8 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     """Serve until SIGTERM/SIGINT arrives on `signals`; returns the exit status."""
     store, scheduler, server = daemon.store, daemon.scheduler, daemon.server
     store.start()
+    if daemon.events is not None:
+        daemon.events.start()
     scheduler.start()
     daemon.reconciler.start()
     daemon.refresher.start()
@@ -270,6 +282,7 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     tick = min(_SUPERVISE_EVERY, ping_every) if ping_every else _SUPERVISE_EVERY
     last_ping = -1e18
     loop_state = Liveness.ALIVE
+    level = "ok"
     try:
         while True:
             try:
@@ -293,7 +306,10 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
                 daemon.health.record_success(RECOVERY_LOOP)
             else:
                 daemon.health.record_failure(RECOVERY_LOOP, state.value)
-            daemon.health.check()  # logs a change of level once
+            report = daemon.health.check()  # logs a change of level once
+            if report.level.value != level:
+                _health_event(daemon, report.level.value, level, list(report.reasons))
+                level = report.level.value
             now = time.monotonic()
             if ping_every and state is Liveness.ALIVE and now - last_ping >= ping_every:
                 notifier.send("WATCHDOG=1")
@@ -317,6 +333,15 @@ def _follow_clock_step(daemon: Daemon, step: float) -> None:
 
 def _loop_problem(state: Liveness) -> str | None:
     return None if state is Liveness.ALIVE else state.value
+
+
+def _health_event(daemon: Daemon, level: str, before: str, reasons: list[str]) -> None:
+    """Journal a change of the health level."""
+    if daemon.events is None:
+        return
+    detail = f"{before} -> {level}" + (f": {'; '.join(reasons)}" if reasons else "")
+    line = daemon.events.emitter.line(EventType.HEALTH, level=level, detail=detail)
+    daemon.store.add_events([line])
 
 
 def _log_loop_state(state: Liveness, *, watchdog: bool) -> None:
@@ -343,6 +368,9 @@ def shutdown(daemon: Daemon) -> None:
             daemon.cfg.stop_timeout_sec,
         )
     daemon.store.close()
+    if daemon.events is not None:
+        daemon.events.stop()
+        daemon.events.close()
     daemon.poller.close()
     daemon.api.close()
     log.info(

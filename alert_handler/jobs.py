@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 from alert_handler.core import steps
 from alert_handler.core.machine import Action, Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord, merge_alert_fields
+from alert_handler.events.emit import Emitter
 from alert_handler.health import POLLER, Health
 from alert_handler.metrics import STEPS, Metrics
 from alert_handler.store.state import StateStore, StateWriteError
@@ -71,19 +73,31 @@ class Recorder:
     """Persists, logs and counts the step runner's reports; thread-safe."""
 
     def __init__(
-        self, store: StateStore, rules: Rules, metrics: Metrics, health: Health | None = None
+        self,
+        store: StateStore,
+        rules: Rules,
+        metrics: Metrics,
+        health: Health | None = None,
+        events: Emitter | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
         self.metrics = metrics
         self.health = health
+        self.events = events
         self._trouble = _TroubleLog()
 
     def persist(self, before: DeviceRecord, report: steps.StepReport) -> bool:
-        """Persist a decision (merged with alert fields that arrived meanwhile), then log and
-        count it; False if the state could not be written (no further change is made)."""
+        """Persist a decision (merged with alert fields that arrived meanwhile) with its events,
+        then log and count it; False if the state could not be written (no further change is
+        made)."""
         decision = report.decision
         decided = decision.record
+        lines: list[str] = []
+        if self.events is not None:
+            decided = self.events.opened(decided)
+            decision = replace(decision, record=decided)
+            lines = self.events.step_lines(before, report.action, decision)
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
             if decided is None or current is None:
@@ -91,7 +105,7 @@ class Recorder:
             return merge_alert_fields(decided, current)
 
         self._observe(report)
-        _, version = self.store.update(before.device_id, change)
+        _, version = self.store.update(before.device_id, change, lines)
         try:
             self.store.wait_durable(version, timeout=DURABLE_TIMEOUT)
         except StateWriteError as exc:
@@ -159,7 +173,7 @@ class Recorder:
         level = logging.INFO
         if decision.reason is Reason.STEP_FAILED:
             level = logging.DEBUG  # _TroubleLog says so, at most once a minute
-        if decision.reason in (Reason.ADOPTED, Reason.FOREIGN_CHANGE):
+        if decision.reason in (Reason.ADOPTED, Reason.ADOPTED_KNOWN, Reason.FOREIGN_CHANGE):
             level = logging.WARNING
         if decision.reason in (Reason.NO_TARGET_PORT, Reason.GAVE_UP, Reason.DEVICE_GONE):
             level = logging.ERROR

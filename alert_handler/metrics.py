@@ -28,6 +28,7 @@ from alert_handler.core.machine import Action, Decision
 from alert_handler.core.outcomes import ATTEMPT_OUTCOMES as _OUTCOMES
 from alert_handler.core.outcomes import Outcome, attempt_outcome
 from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.events.journal import EventType
 
 ALERT_RESULTS = (
     "accepted",
@@ -180,6 +181,27 @@ class Metrics:
             registry=r,
         )
         self.librenms_up.set(1)
+        self.events = Counter(
+            "alert_handler_events", "Events written to the journal, by type", ["type"], registry=r
+        )
+        self.deliveries = Counter(
+            "alert_handler_event_deliveries",
+            "Event deliveries, by target (webhook, or a notification service) and result",
+            ["target", "result"],
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "alert_handler_event_outbox_depth",
+            "Events not yet delivered to EVENT_WEBHOOK_URL",
+            registry=r,
+        )
+        self.outbox_age = Gauge(
+            "alert_handler_event_outbox_oldest_age_seconds",
+            "Age of the oldest event not yet delivered to EVENT_WEBHOOK_URL (0: none)",
+            registry=r,
+        )
+        for kind in EventType:
+            self.events.labels(kind.value)
         for result in ALERT_RESULTS:
             self.alerts.labels(result)
         for endpoint in OPERATOR_ENDPOINTS:

@@ -1,7 +1,7 @@
 """Reconciliation with LibreNMS, at start and every RECONCILE_INTERVAL_SEC.
 
-- A device on UNSUPERVISED_IP that the state does not track is adopted (its original is
-  unknown, so it will be restored to null).
+- A device on UNSUPERVISED_IP that the state does not track is adopted: it gets back the last
+  original the event journal knows for it, else (its original unknown) null.
 - Open alerts of the trigger rules that never reached the daemon are picked up: LibreNMS never
   re-sends a failed webhook. Alerts older than the moment the daemon last let the device go are
   skipped, so a recovered device is not picked up again by its own stale alert.
@@ -20,6 +20,8 @@ from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import from_iso
+from alert_handler.events.emit import Emitter
+from alert_handler.events.journal import EventType
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.store.state import StateStore, StateWriteError
 
@@ -40,25 +42,33 @@ def reconcile_once(
     rules: Rules,
     now: float,
     dismissed: dict[int, float],
+    events: Emitter | None = None,
 ) -> ReconcileResult:
-    """One pass; raises LibreNMSError if LibreNMS cannot be asked."""
+    """One pass; raises LibreNMSError if LibreNMS cannot be asked. A device taken on carries
+    the journal's last original of it (restored instead of null if it is on UNSUPERVISED_IP)."""
     adopted: list[int] = []
     picked: list[int] = []
 
-    def add(device_id: int, hostname: str | None) -> bool:
+    def add(device_id: int, hostname: str | None, why: str) -> bool:
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
             if current is not None:
                 return current
-            return DeviceRecord(
+            rec = DeviceRecord(
                 device_id=device_id,
                 hostname=hostname,
                 first_seen=now,
                 next_attempt_at=now,
                 last_alert=now,
             )
+            return rec if events is None else events.known_original(rec)
+
+        def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
+            if events is None or current is not None or new is None:
+                return []
+            return [events.line(EventType.TRACKED, new, detail=f"reconciliation: {why}")]
 
         before = store.get(device_id)
-        rec, version = store.update(device_id, change)
+        rec, version = store.update(device_id, change, lines)
         if before is None and rec is not None:
             store.wait_durable(version, 30.0)
             return True
@@ -66,12 +76,19 @@ def reconcile_once(
 
     for device in api.list_devices():
         if device.overwrite_ip == rules.unsupervised_ip and store.get(device.device_id) is None:
-            if add(device.device_id, device.hostname):
+            if add(device.device_id, device.hostname, "found on UNSUPERVISED_IP, not tracked"):
                 adopted.append(device.device_id)
+                rec = store.get(device.device_id)
+                if rec is not None and rec.knows_original:
+                    shown = "null" if rec.known_original is None else rec.known_original
+                    known = f"the journal's last original ({shown}) will be restored"
+                else:
+                    known = "its original overwrite_ip is unknown and will be restored to null"
                 log.warning(
-                    "device=%s step=reconcile found on UNSUPERVISED_IP but not tracked: adopted; "
-                    "its original overwrite_ip is unknown and will be restored to null",
+                    "device=%s step=reconcile found on UNSUPERVISED_IP but not tracked: "
+                    "adopted; %s",
                     device.device_id,
+                    known,
                 )
     for alert in api.open_alerts():
         if rules.trigger_rules and alert.rule_name not in rules.trigger_rules:
@@ -86,7 +103,7 @@ def reconcile_once(
                 raised = None
             if raised is None or raised <= let_go:
                 continue
-        if add(alert.device_id, None):
+        if add(alert.device_id, None, f"open alert {alert.alert_id} never reached the daemon"):
             picked.append(alert.device_id)
             log.warning(
                 "device=%s step=reconcile open alert %s (%s) never reached the daemon: tracked",
@@ -109,6 +126,7 @@ class Reconciler:
         clock: Callable[[], float],
         dismissed: Callable[[], dict[int, float]],
         wake: Callable[[], None],
+        events: Emitter | None = None,
     ) -> None:
         self.api = api
         self.store = store
@@ -117,6 +135,7 @@ class Reconciler:
         self.clock = clock
         self._dismissed = dismissed
         self._wake = wake
+        self._events = events
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
 
@@ -133,7 +152,12 @@ class Reconciler:
             try:
                 if not self.store.paused:
                     result = reconcile_once(
-                        self.api, self.store, self.rules, self.clock(), self._dismissed()
+                        self.api,
+                        self.store,
+                        self.rules,
+                        self.clock(),
+                        self._dismissed(),
+                        self._events,
                     )
                     if result.adopted or result.picked_up:
                         self._wake()

@@ -23,6 +23,7 @@ from alert_handler.core.controls import ConfirmGate
 from alert_handler.core.machine import Action, Rules
 from alert_handler.core.outcomes import CYCLE_OUTCOMES, Outcome
 from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.events.emit import Emitter
 from alert_handler.health import Health
 from alert_handler.jobs import DURABLE_TIMEOUT, Recorder
 from alert_handler.metrics import Metrics
@@ -84,6 +85,7 @@ class Scheduler:
         step_limit: float = 600.0,
         stuck_after: float = 60.0,
         health: Health | None = None,
+        events: Emitter | None = None,
     ) -> None:
         """`step_limit`: longest a step may take (its timeouts allow less) before the recovery
         loop counts as stuck; `stuck_after`: longest time without a scheduling pass."""
@@ -93,7 +95,7 @@ class Scheduler:
         self.rules = rules
         self.max_parallel = max_parallel
         self.metrics = metrics or Metrics()
-        self.admission = Admission(store, self.metrics, max_forced_down, gate)
+        self.admission = Admission(store, self.metrics, max_forced_down, gate, events)
         self.clock = clock
         self._clock = _SystemClock(clock)
         self._cond = threading.Condition()
@@ -109,7 +111,7 @@ class Scheduler:
         self.stuck_after = stuck_after
         self._thread: threading.Thread | None = None
         self._cycle: _Cycle | None = None
-        self._recorder = Recorder(store, rules, self.metrics, health)
+        self._recorder = Recorder(store, rules, self.metrics, health, events)
         self.heartbeat = time.monotonic()
         self.last_cycle: float | None = None
         self.restarts = 0

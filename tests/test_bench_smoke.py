@@ -38,6 +38,15 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             ),
         ),
         (
+            "events.py",
+            (
+                "RESULT building one event line:",
+                "RESULT journal append of 8 line(s), fdatasync'd:",
+                "RESULT group commit without events:",
+                "RESULT group commit with events:",
+            ),
+        ),
+        (
             "scale.py",
             (
                 "RESULT state file: 20 devices",

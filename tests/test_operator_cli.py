@@ -298,6 +298,8 @@ def test_check_with_an_admin_token_and_a_device(
     assert all(line.startswith("\u2714") for line in lines), result.stdout
     assert lines[0].startswith("\u2714 configuration is valid")
     assert lines[1] == f"\u2714 state file {state_file}: none yet (created at the first alert)"
+    journal = tmp_path / "events.jsonl"
+    assert lines.pop(2) == f"\u2714 event journal {journal}: writable"  # issue 13
     assert lines[2] == f"\u2714 LibreNMS API at {sim.url} answers: 2 devices"
     assert lines[3] == "\u2714 API token has admin rights"
     assert lines[4].startswith("\u2714 poll method local: local command ")

@@ -30,6 +30,7 @@ from alert_handler.core.facts import (
     OpenAlert,
     PortInfo,
 )
+from alert_handler.core.intake import on_alert, release_untracked, request_release, track
 from alert_handler.core.machine import (
     Action,
     Decision,
@@ -43,11 +44,7 @@ from alert_handler.core.machine import (
     before_attempt,
     forced_count,
     is_due,
-    on_alert,
     plan,
-    release_untracked,
-    request_release,
-    track,
 )
 from alert_handler.core.outcomes import Outcome
 from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from alert_handler.cli.env import no_env_file_note, read_env, setting_warnings, start_warnings
+from alert_handler.cli.notify import events_checks
 from alert_handler.cli.output import plural
 from alert_handler.config import Config, ConfigError, parse
 from alert_handler.core.facts import LibreNMSError
@@ -75,6 +76,8 @@ def run_check(args: argparse.Namespace) -> int:
     for text in [*start_warnings(cfg, args.env_file), *setting_warnings(args.env_file)]:
         print(f"{FAIL} {text} (warning only)")
     line(*_state_file_check(cfg))
+    for ok, text in events_checks(cfg):  # the journal, the webhook, notification URLs
+        line(ok, text)
     forced_down = False  # the device to poll points at UNSUPERVISED_IP now
     api = make_api(cfg)
     try:

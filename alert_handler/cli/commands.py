@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from alert_handler.cli.control import cmd_pause, cmd_release, cmd_resume, cmd_status, cmd_track
+from alert_handler.cli.events import add_event_commands
 from alert_handler.cli.steer import add_steer_commands
 from alert_handler.core.alerts import MAX_DEVICE_ID, BadPayload, parse_device_id
 
@@ -116,7 +117,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     p.set_defaults(func=cmd_demo)
     add_simulator(sub)
     names = {"check", "status", "release", "track", "pause", "resume", "demo", "simulator"}
-    return names | add_steer_commands(sub, common)
+    return names | add_steer_commands(sub, common) | add_event_commands(sub, common)
 
 
 def add_simulator(sub: Any) -> None:

@@ -20,7 +20,7 @@ from alert_handler.cli import commands
 from alert_handler.cli.env import load_config, setting_warnings, start_warnings
 from alert_handler.cli.logs import reopen_logs, setup_logging
 from alert_handler.cli.output import reader_left
-from alert_handler.config import Config
+from alert_handler.config import Config, ConfigError
 from alert_handler.store.files import StateLocked
 
 log = logging.getLogger("alert_handler")
@@ -61,6 +61,9 @@ def serve(cfg: Config, *, env_file: str | None = None) -> int:
     except StateLocked as exc:
         log.error("step=start %s", exc)
         return 1
+    except ConfigError as exc:  # a setting only the daemon's parts can judge (NOTIFY_URLS)
+        log.error("step=start configuration error: %s", exc)
+        return 2
     except OSError as exc:
         if exc.filename is not None:  # the state file, its lock or its directory
             log.error("step=start cannot use %s: %s", exc.filename, exc.strerror or exc)

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from alert_handler.core.alerts import STATE_ACKNOWLEDGED, STATE_RECOVERED, Alert
 from alert_handler.core.facts import DeviceInfo, PortInfo
 from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase
 from alert_handler.core.times import span
@@ -35,6 +34,7 @@ class Reason(str, Enum):
     NO_TARGET_PORT = "device has no port with the target ifName"
     DEVICE_GONE = "device no longer exists in LibreNMS"
     ADOPTED = "found on UNSUPERVISED_IP with no known original: adopted, will restore null"
+    ADOPTED_KNOWN = "found on UNSUPERVISED_IP: adopted, will restore the journal's last original"
     ALREADY_DOWN = "already forced down"
     FORCE_DOWN = "forcing down"
     FORCED_DOWN = "forced down"
@@ -95,73 +95,6 @@ class Decision:
         return self.record is None
 
 
-# -- alerts -----------------------------------------------------------------------------------
-def on_alert(rec: DeviceRecord | None, alert: Alert, now: float, rules: Rules) -> Decision:
-    """What a webhook notification does to a device's record."""
-    if alert.state == STATE_ACKNOWLEDGED:
-        return Decision(rec, Reason.IGNORED_ACK)
-    if alert.state == STATE_RECOVERED:
-        if rec is None:
-            return Decision(None, Reason.IGNORED_UNTRACKED_RECOVERY)
-        trigger = not rules.trigger_rules or alert.rule in rules.trigger_rules
-        if rec.held and rec.phase is Phase.NEW and trigger:
-            return Decision(None, Reason.HELD_RECOVERED)  # nothing was changed: just forget it
-        if not trigger:
-            # e.g. the self-inflicted "Device Down" clearing after each check: only the
-            # trigger rule's own recovery says the port may be back.
-            return Decision(_seen(rec, alert, now), Reason.REPEAT)
-        return Decision(_seen(rec, alert, now, recheck=True), Reason.RECHECK)
-    if rec is not None:
-        return Decision(_seen(rec, alert, now), Reason.REPEAT)
-    if rules.trigger_rules and alert.rule not in rules.trigger_rules:
-        return Decision(None, Reason.IGNORED_RULE)
-    record = DeviceRecord(
-        device_id=alert.device_id,
-        hostname=alert.host,
-        first_seen=now,
-        next_attempt_at=now,
-        last_alert=now,
-        last_rule=alert.rule,
-        last_ip=alert.ip,
-    )
-    return Decision(record, Reason.NEW_DEVICE, new=True)
-
-
-def _seen(rec: DeviceRecord, alert: Alert, now: float, *, recheck: bool = False) -> DeviceRecord:
-    return replace(
-        rec,
-        alerts=rec.alerts + 1,
-        last_alert=now,
-        last_rule=alert.rule or rec.last_rule,
-        last_ip=alert.ip or rec.last_ip,
-        hostname=rec.hostname or alert.host,
-        recheck_at=now if recheck else rec.recheck_at,
-    )
-
-
-def track(rec: DeviceRecord | None, device_id: int, now: float) -> Decision:
-    """Start handling a device by hand (`alert-handler track`), as an alert would."""
-    if rec is not None:
-        return Decision(rec, Reason.REPEAT)
-    record = DeviceRecord(device_id=device_id, first_seen=now, next_attempt_at=now, last_alert=now)
-    return Decision(record, Reason.TRACK_BY_HAND, new=True)
-
-
-def request_release(rec: DeviceRecord, now: float) -> Decision:
-    """Ask for the original to be restored now and the device forgotten."""
-    return Decision(replace(rec, release_requested=True, next_attempt_at=now), Reason.RELEASE)
-
-
-def release_untracked(device_id: int, now: float) -> Decision:
-    """`release` of a device that is not tracked: a NEW record asking for release, so that
-    `plan_release` restores null only if LibreNMS shows it on UNSUPERVISED_IP (a crash, the old
-    script or a hand edit left it there), and otherwise forgets it untouched."""
-    record = DeviceRecord(
-        device_id=device_id, first_seen=now, next_attempt_at=now, alerts=0, release_requested=True
-    )
-    return Decision(record, Reason.RELEASE, new=True)
-
-
 # -- scheduling -------------------------------------------------------------------------------
 def is_due(rec: DeviceRecord, now: float) -> bool:
     """Whether the worker should take the device now (a held device waits for a person)."""
@@ -206,6 +139,10 @@ def forced_count(records: dict[int, DeviceRecord]) -> int:
     return sum(1 for r in records.values() if r.phase in FORCED_PHASES)
 
 
+def _shown(value: str | None) -> str:
+    return "null" if value is None else value
+
+
 # -- results of the worker's steps ------------------------------------------------------------
 def _find_port(ports: list[PortInfo], ifname: str) -> PortInfo | None:
     # Exact ifName: the API's search is a substring match (port20, Port2-backup).
@@ -222,9 +159,13 @@ def after_inspect(
     hostname = rec.hostname or info.hostname
     port = _find_port(ports, rules.target_ifname)
     if info.overwrite_ip == rules.unsupervised_ip:
-        # Already pointed away (state lost, a crash, or the old script): the original is unknown.
+        # Already pointed away (state lost, a crash, or the old script): the original is unknown
+        # unless the event journal remembers the last one (a late PATCH of a killed daemon).
         adopted = not rec.original_recorded
-        new = replace(rec.with_original(None, adopted=True), hostname=hostname)
+        if rec.knows_original:
+            new = replace(rec.with_original(rec.known_original), hostname=hostname)
+        else:
+            new = replace(rec.with_original(None, adopted=True), hostname=hostname)
         if port is None:
             return Decision(
                 replace(new, phase=Phase.RELEASING, next_attempt_at=now),
@@ -239,7 +180,11 @@ def after_inspect(
             next_attempt_at=now + rules.interval,
             last_error=None,
         )
-        return Decision(new, Reason.ADOPTED if adopted else Reason.ALREADY_DOWN)
+        if not adopted:
+            return Decision(new, Reason.ALREADY_DOWN)
+        if rec.knows_original:
+            return Decision(new, Reason.ADOPTED_KNOWN, f"original {_shown(rec.known_original)}")
+        return Decision(new, Reason.ADOPTED)
     if port is None:
         return Decision(None, Reason.NO_TARGET_PORT, f"no port named {rules.target_ifname}")
     if port.oper_status == "up":
@@ -354,12 +299,15 @@ class ReleasePlan:
 def plan_release(rec: DeviceRecord, info: DeviceInfo | None, rules: Rules) -> ReleasePlan:
     """A NEW record was never changed by us, unless it came forced down already (the old
     script's file, a reconcile adoption): `info` (read for NEW records only) tells; its original
-    is then unknown and null (the hostname) is restored. Others restore their original."""
+    is then the journal's last known one, else unknown and null (the hostname) is restored.
+    Others restore their original."""
     dry = rules.dry_run
     if rec.phase is not Phase.NEW:
         return ReleasePlan(restore=True, value=rec.original_overwrite_ip, dry_run=dry)
     if info is None or info.overwrite_ip != rules.unsupervised_ip:
         return ReleasePlan(restore=False, value=rec.original_overwrite_ip, dry_run=dry)
+    if rec.knows_original:
+        return ReleasePlan(restore=True, value=rec.known_original, dry_run=dry)
     return ReleasePlan(restore=True, value=None, unknown_original=True, dry_run=dry)
 
 

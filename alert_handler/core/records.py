@@ -52,12 +52,25 @@ class DeviceRecord:
     last_ip: str | None = None
     recheck_at: float | None = None
     release_requested: bool = False
+    # The forced-down episode (first force-down to recovery, give-up or release), for events.
+    episode: str | None = None
+    # The last original the event journal knows for this device (`knows_original` says whether
+    # there is one; its value may be null): restored instead of null when the device is found
+    # on UNSUPERVISED_IP with no original of its own.
+    knows_original: bool = False
+    known_original: str | None = None
 
     def with_original(self, value: str | None, *, adopted: bool = False) -> DeviceRecord:
         """Record the original overwrite_ip once; a recorded one is never replaced."""
         if self.original_recorded:
             return self
         return replace(self, original_recorded=True, original_overwrite_ip=value, adopted=adopted)
+
+    def with_known_original(self, known: tuple[str | None] | None) -> DeviceRecord:
+        """The record with the journal's last known original (`(value,)`; None: none known)."""
+        if known is None:
+            return self
+        return replace(self, knows_original=True, known_original=known[0])
 
 
 _ALERT_FIELDS = ("alerts", "last_alert", "last_rule", "last_ip", "recheck_at", "release_requested")

@@ -15,7 +15,9 @@ import hmac
 import ipaddress
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-CHALLENGE = 'Bearer realm="alert-handler", Basic realm="alert-handler"'
+# Basic first: Chromium reads only the first challenge of a comma-joined header, and a browser
+# can answer Basic (the status page); API clients send their Bearer token unasked.
+CHALLENGE = 'Basic realm="alert-handler", Bearer realm="alert-handler"'
 
 
 def offered_tokens(authorization: str | None, x_auth_token: str | None) -> list[bytes]:

@@ -6,7 +6,6 @@ disk, and wakes the recovery thread. It never calls LibreNMS or SSH.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -14,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alert_handler.controls import Controls
-from alert_handler.core import controls as controls_mod
-from alert_handler.core import machine as recovery
+from alert_handler.core import intake
 from alert_handler.core.alerts import (
     Alert,
     BadPayload,
@@ -24,11 +22,14 @@ from alert_handler.core.alerts import (
     parse_alert,
     parse_device_id,
 )
-from alert_handler.core.controls import ControlError, Silence, parse_duration, parse_target
-from alert_handler.core.machine import Decision, Reason, Rules
+from alert_handler.core.machine import Decision, Reason, Rules, forced_count
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
+from alert_handler.events.emit import Emitter
+from alert_handler.events.journal import EventType
+from alert_handler.events.page import PageData, render_page
 from alert_handler.health import Health, Level
+from alert_handler.http.steering import DURABLE_TIMEOUT, Reply, SteeringEndpoints, silence_row
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
 from alert_handler.scheduler import Scheduler
@@ -37,7 +38,6 @@ from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
-Reply = tuple[int, dict[str, Any]]
 _INDEX: dict[str, Any] = {  # GET /: what this port answers (docs/operations.md has more)
     "service": "alert-handler",
     "endpoints": [
@@ -57,7 +57,6 @@ _INDEX: dict[str, Any] = {  # GET /: what this port answers (docs/operations.md 
         {"method": "POST", "path": "/discard", "token": True, "what": "forget held devices"},
     ],
 }
-_DURABLE_TIMEOUT = 5.0  # well inside LibreNMS's 30 s transport timeout
 
 
 def _safe(text: str | None) -> str:
@@ -68,7 +67,7 @@ def _safe(text: str | None) -> str:
 
 
 @dataclass
-class App:
+class App(SteeringEndpoints):
     """The daemon's endpoints, bound to its store and scheduler."""
 
     store: StateStore
@@ -80,6 +79,7 @@ class App:
     dry_run: bool = False
     clock: Callable[[], float] = time.time
     controls: Controls | None = None
+    events: Emitter | None = None
     _persist_trouble: Throttle = field(default_factory=Throttle, repr=False)
 
     def __post_init__(self) -> None:
@@ -117,14 +117,15 @@ class App:
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
-            decision = recovery.on_alert(current, alert, self.clock(), self.rules)
+            decision = intake.on_alert(current, alert, self.clock(), self.rules)
             holder.append(decision)
-            return decision.record
+            return self._known(decision)
 
-        _, version = self.store.update(alert.device_id, change)
+        detail = f"alert: {_safe(alert.rule)} (client {client})"
+        _, version = self.store.update(alert.device_id, change, self._tracked(holder, detail))
         decision = holder[0]
         try:
-            self.store.wait_durable(version, _DURABLE_TIMEOUT)
+            self.store.wait_durable(version, DURABLE_TIMEOUT)
         except StateWriteError as exc:
             self.metrics.alerts.labels("unavailable").inc()
             held = self._persist_trouble.take()
@@ -158,6 +159,32 @@ class App:
             "device_id": alert.device_id,
             "reason": decision.reason.value,
         }
+
+    # -- events ------------------------------------------------------------------------------
+    def _known(self, decision: Decision) -> DeviceRecord | None:
+        """The decided record; a new one carries the journal's last original of its device."""
+        rec = decision.record
+        if decision.new and rec is not None and self.events is not None:
+            return self.events.known_original(rec)
+        return rec
+
+    def _tracked(
+        self, holder: list[Decision], detail: str
+    ) -> Callable[[DeviceRecord | None, DeviceRecord | None], list[str]]:
+        """The events of a change (run under the store's lock): `tracked` for a new device."""
+
+        def lines(_current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
+            if self.events is None or not holder[0].new or new is None:
+                return []
+            return [self.events.line(EventType.TRACKED, new, detail=detail)]
+
+        return lines
+
+    def _operator(self, what: str, client: str, device_id: int | None = None) -> list[str]:
+        if self.events is None:
+            return []
+        line = self.events.line(EventType.OPERATOR, device_id=device_id, detail=what, client=client)
+        return [line]
 
     def _log_alert(self, alert: Alert, decision: Decision, client: str) -> None:
         log.info(
@@ -198,6 +225,21 @@ class App:
         }
         return (503 if report.level is Level.CRITICAL else 200), body
 
+    def status_page(self) -> str:
+        """GET /: the read-only status page (HTML)."""
+        records = self.store.records()
+        data = PageData(
+            now=self.clock(),
+            health=self.health()[1],
+            devices=list(records.values()),
+            episodes=self.events.book.recent() if self.events is not None else [],
+            paused=self.store.paused,
+            storm_engaged=self.scheduler.admission.storm_engaged,
+            max_forced_down=self.scheduler.admission.max_forced_down,
+            forced_down=forced_count(records),
+        )
+        return render_page(data)
+
     def devices(self) -> Reply:
         """GET /devices: the tracked devices."""
         rows = [device_row(rec) for _, rec in sorted(self.store.records().items())]
@@ -207,26 +249,31 @@ class App:
             body["held"] = sum(1 for row in rows if row["held"])
         return 200, body
 
-    def release(self, raw_id: str) -> Reply:
+    def release(self, raw_id: str, client: str = "-") -> Reply:
         """POST /devices/<id>/release: restore the original now and forget the device. An
-        untracked one is recorded as NEW asking for release (see machine.release_untracked)."""
+        untracked one is recorded as NEW asking for release (see machine.release_untracked),
+        with the journal's last original of the device when there is one."""
         device_id = parse_device_id(raw_id)
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
             if current is None:
-                decision = recovery.release_untracked(device_id, self.clock())
+                decision = intake.release_untracked(device_id, self.clock())
             else:
-                decision = recovery.request_release(current, self.clock())
+                decision = intake.request_release(current, self.clock())
             holder.append(decision)
-            return decision.record
+            return self._known(decision)
 
-        rec, version = self.store.update(device_id, change)
+        def lines(_current: DeviceRecord | None, _new: DeviceRecord | None) -> list[str]:
+            return self._operator("release", client, device_id)
+
+        rec, version = self.store.update(device_id, change, lines)
         assert rec is not None  # both decisions keep a record
         tracked = not holder[0].new
         log.info(
-            "device=%s step=release requested by the operator%s",
+            "device=%s step=release requested by the operator (client %s)%s",
             device_id,
+            client,
             "" if tracked else " (not tracked: restored only if on UNSUPERVISED_IP)",
         )
         body = {
@@ -239,17 +286,22 @@ class App:
         }
         return self._commit(version, body)
 
-    def track(self, raw_id: str) -> Reply:
+    def track(self, raw_id: str, client: str = "-") -> Reply:
         """POST /devices/<id>/track: handle a device as if an alert had arrived."""
         device_id = parse_device_id(raw_id)
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
-            decision = recovery.track(current, device_id, self.clock())
+            decision = intake.track(current, device_id, self.clock())
             holder.append(decision)
-            return decision.record
+            return self._known(decision)
 
-        _, version = self.store.update(device_id, change)
+        tracked = self._tracked(holder, f"tracked by hand (client {client})")
+
+        def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
+            return self._operator("track", client, device_id) + tracked(current, new)
+
+        _, version = self.store.update(device_id, change, lines)
         new = holder[0].new
         body = {"status": "tracked", "device_id": device_id, "paused": self.store.paused}
         status, body = self._commit(version, body)
@@ -258,9 +310,13 @@ class App:
             return 202, {**body, "new": True}
         return status, {**body, "new": False}
 
-    def set_paused(self, paused: bool) -> Reply:
+    def set_paused(self, paused: bool, client: str = "-") -> Reply:
         """POST /pause and /resume: maintenance mode, persisted."""
-        version = self.store.set_paused(paused)
+        lines: list[str] = []
+        if self.events is not None:
+            kind = EventType.PAUSED if paused else EventType.RESUMED
+            lines = [self.events.line(kind, detail=f"by the operator at {client}", client=client)]
+        version = self.store.set_paused(paused, lines)
         reply = self._commit(version, {"status": "ok", "paused": paused})
         self.metrics.paused.set(1 if self.store.paused else 0)
         if reply[0] == 200:
@@ -269,126 +325,10 @@ class App:
             )
         return reply
 
-    # -- steering ----------------------------------------------------------------------------
-    def silences(self) -> Reply:
-        """GET /silences: the active silences."""
-        controls = self._controls()
-        return 200, {"status": "ok", "silences": [silence_row(s) for s in controls.silences()]}
-
-    def silence(self, body: bytes, client: str) -> Reply:
-        """POST /silences {"target", "for", "reason"?, "all"?}: keep automation away from a
-        device (or hostname glob) for a while; forced-down ones are restored and forgotten."""
-        controls = self._controls()
-        fields = _json_object(body)
-        try:
-            target = parse_target(str(fields.get("target", "")), allow_group=False)
-            seconds = parse_duration(str(fields.get("for", "")))
-        except ControlError as exc:
-            raise BadPayload(str(exc)) from None
-        if target.matches_everything and fields.get("all") is not True:
-            raise BadPayload(f"{target} matches every device: say all=true (--all) to mean it")
-        reason = log_safe(str(fields.get("reason") or ""), 200)
-        try:
-            silence = controls.add_silence(target, seconds, reason, client)
-        except OSError as exc:
-            return 503, {"error": f"cannot save the silence: {exc.strerror or exc}"}
-        let_go = controls.sweep(self.store)
-        log.warning(
-            "step=silence %s silenced until %s by %s%s; %d tracked devices let go",
-            target,
-            iso(silence.until),
-            client,
-            f" ({reason})" if reason else "",
-            len(let_go),
-        )
-        if let_go:
-            self.scheduler.wake()
-        return 200, {
-            "status": "silenced",
-            "silence": silence_row(silence),
-            "released": [device_id for device_id, _ in let_go],
-        }
-
-    def unsilence(self, body: bytes, client: str) -> Reply:
-        """POST /unsilence {"target"}: end a silence now."""
-        controls = self._controls()
-        try:
-            target = parse_target(str(_json_object(body).get("target", "")), allow_group=False)
-        except ControlError as exc:
-            raise BadPayload(str(exc)) from None
-        try:
-            ended = controls.remove_silence(target)
-        except OSError as exc:
-            return 503, {"error": f"cannot save the silences: {exc.strerror or exc}"}
-        if ended is None:
-            return 404, {"error": f"no active silence for {target}"}
-        log.warning("step=silence %s unsilenced by %s", target, client)
-        return 200, {"status": "unsilenced", "silence": silence_row(ended)}
-
-    def confirm(self, client: str) -> Reply:
-        """POST /confirm: the held devices go ahead and are forced down."""
-        controls = self._controls()
-        now = self.clock()
-        ids, version = self._each_held(lambda rec: controls_mod.confirm(rec, now).record)
-        controls.gate.confirm()
-        self.scheduler.admission.forget_gated()
-        log.warning("step=confirm %d held devices confirmed by %s: forcing down", len(ids), client)
-        return self._commit(version, {"status": "confirmed", "devices": ids})
-
-    def discard(self, client: str) -> Reply:
-        """POST /discard: forget the held devices (nothing was changed in LibreNMS)."""
-        controls = self._controls()
-        ids, version = self._each_held(lambda rec: controls_mod.discard(rec).record)
-        controls.gate.discard()
-        self.scheduler.admission.forget_gated()
-        log.warning("step=confirm %d held devices discarded by %s", len(ids), client)
-        return self._commit(version, {"status": "discarded", "devices": ids})
-
-    def _each_held(
-        self, change: Callable[[DeviceRecord], DeviceRecord | None]
-    ) -> tuple[list[int], int]:
-        """Apply `change` to every held device; (their ids, the last version written)."""
-        ids = sorted(d for d, rec in self.store.records().items() if rec.held)
-        version = 0
-        for device_id in ids:
-
-            def one(cur: DeviceRecord | None) -> DeviceRecord | None:
-                return cur if cur is None or not cur.held else change(cur)
-
-            _, version = self.store.update(device_id, one)
-        return ids, version
-
-    def _controls(self) -> Controls:
-        if self.controls is None:
-            raise BadPayload("steering is not set up in this daemon")
-        return self.controls
-
     def _commit(self, version: int, body: dict[str, Any]) -> Reply:
         try:
-            self.store.wait_durable(version, _DURABLE_TIMEOUT)
+            self.store.wait_durable(version, DURABLE_TIMEOUT)
         except StateWriteError:
             return 503, {"error": "state file cannot be written"}
         self.scheduler.wake()
         return 200, body
-
-
-def silence_row(s: Silence) -> dict[str, Any]:
-    """A silence as /silences, `status` and the status page show it."""
-    return {
-        "target": str(s.target),
-        "until": iso(s.until),
-        "reason": s.reason,
-        "by": s.by,
-        "created": iso(s.created),
-    }
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    """A request body that must be one JSON object."""
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError:
-        raise BadPayload("the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadPayload("the body is not a JSON object")
-    return data

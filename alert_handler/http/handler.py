@@ -3,9 +3,10 @@
 In order: the request line (8 KiB, else 414) and the header block (8 KiB a line, 32 KiB and
 100 lines in all, else 431; a malformed one 400) are read and bounded before anything is
 parsed, and answered whoever sent them. Then ALLOWED_CLIENTS (403), before the path is looked
-at; then the webhook token (401, see `auth`) for everything but /health, /metrics and the
-index at GET /; then, for a POST, the body length (413, answered from the headers alone). HEAD
-is answered as GET, without the body.
+at; then the webhook token (401, see `auth`) for everything but /health and /metrics (the
+status page at GET / too: a browser answers the challenge with Basic auth); then, for a POST,
+the body length (413, answered from the headers alone). HEAD is answered as GET, without the
+body.
 
 A rejected request's small body is read before the answer, and a large one is drained for a
 moment after it: closing a socket with unread data makes the kernel send RST, and the client
@@ -63,6 +64,7 @@ _POST_PATHS = (
     "/confirm",
     "/discard",
 )
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
 
 
 class _HeaderReader:
@@ -338,13 +340,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def _get(self, path: str) -> None:
         app = self.shared.app
-        if path == "/":
-            self._answer(*self.shared.app.index())
-        elif path == "/health":
+        if path == "/health":
             self._answer(*app.health())
         elif path == "/metrics":
             self._answer_metrics(app.metrics.render())
-        elif self._token_ok():
+        elif not self._token_ok():
+            return
+        elif path == "/":  # the status page (a browser answers the 401 with Basic auth)
+            page = app.status_page().encode()
+            self._send(head(200, "text/html; charset=utf-8", len(page), _PAGE_HEADERS) + page)
+        else:
             self._answer(*(app.silences() if path == "/silences" else app.devices()))
 
     def _answer_metrics(self, payload: bytes) -> None:
@@ -363,8 +368,8 @@ class Handler(BaseHTTPRequestHandler):
         handlers: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
             "/": lambda: app.receive(body, query, self.conn.peer),
             "/alert": lambda: app.receive(body, query, self.conn.peer),
-            "/pause": lambda: app.set_paused(True),
-            "/resume": lambda: app.set_paused(False),
+            "/pause": lambda: app.set_paused(True, self.conn.peer),
+            "/resume": lambda: app.set_paused(False, self.conn.peer),
             "/silences": lambda: app.silence(body, self.conn.peer),
             "/unsilence": lambda: app.unsilence(body, self.conn.peer),
             "/confirm": lambda: app.confirm(self.conn.peer),
@@ -378,7 +383,7 @@ class Handler(BaseHTTPRequestHandler):
             assert match is not None
             raw_id, verb = match.groups()
             action = app.release if verb == "release" else app.track
-            self._reply(*action(raw_id))
+            self._reply(*action(raw_id, self.conn.peer))
         except BadPayload as exc:
             self._reply(400, {"error": str(exc)})
 

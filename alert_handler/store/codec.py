@@ -38,6 +38,9 @@ def record_to_dict(rec: DeviceRecord) -> dict[str, Any]:
         "last_ip": rec.last_ip,
         "recheck_at": iso(rec.recheck_at),
         "release_requested": rec.release_requested,
+        "episode": rec.episode,
+        # {"value": ...} when the journal knows a last original (its value may be null).
+        "known_original": {"value": rec.known_original} if rec.knows_original else None,
     }
 
 
@@ -72,6 +75,9 @@ def record_from_dict(device_id: int, obj: Any, now: float) -> DeviceRecord:
     if not isinstance(obj, dict):
         raise ValueError(f"device {device_id}: not an object")
     port_id = obj.get("port_id")
+    known = obj.get("known_original")
+    if known is not None and not isinstance(known, dict):
+        raise ValueError("known_original must be an object or null")
     return DeviceRecord(
         device_id=device_id,
         phase=_phase(obj.get("phase", "new")),
@@ -95,6 +101,9 @@ def record_from_dict(device_id: int, obj: Any, now: float) -> DeviceRecord:
         last_ip=_opt_str(obj.get("last_ip"), "last_ip"),
         recheck_at=from_iso(obj.get("recheck_at")),
         release_requested=bool(obj.get("release_requested", False)),
+        episode=_opt_str(obj.get("episode"), "episode"),
+        knows_original=known is not None,
+        known_original=None if known is None else _opt_str(known.get("value"), "known_original"),
     )
 
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alert_handler.core.records import DeviceRecord
@@ -29,6 +29,11 @@ _BLOCK = 64  # device ids per cached block of the state file's text
 
 class StateWriteError(OSError):
     """The state could not be made durable (disk full, read-only directory, ...)."""
+
+
+# Event journal lines that go with a change, or a function of (current, new) record giving them
+# (called under the store's lock, so they describe exactly the change that is stored).
+Events = Sequence[str] | Callable[[DeviceRecord | None, DeviceRecord | None], Sequence[str]]
 
 
 class StateStore:
@@ -50,10 +55,13 @@ class StateStore:
         on_error: Callable[[str], None] | None = None,
         retry_delay: float = 0.5,
         gather: float = 0.002,
+        append_events: Callable[[list[str]], None] | None = None,
     ) -> None:
         """`gather`: under load (the last write carried several changes), how long the writer
         waits before taking the next batch, so that requests being parsed join it (fewer,
-        larger writes: less CPU per alert). A lone change is written at once."""
+        larger writes: less CPU per alert). A lone change is written at once.
+        `append_events`: the event journal's durable append; a batch's event lines go through
+        it before the state file is written and before any of the batch's waiters wake."""
         self.path = path
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # the writer waits here
@@ -72,12 +80,18 @@ class StateStore:
         self._gather = gather
         self._last_batch = 0  # changes carried by the last successful write
         self._thread: threading.Thread | None = None
+        # Events: lines waiting for the next batch; the version of the last state change (a
+        # batch of events alone does not rewrite the state file).
+        self._append_events = append_events
+        self._events: list[str] = []
+        self._state_version = 0
+        self._state_written = 0
         # Owned by the writer thread (no lock): the file text in pieces.
         self._lines: dict[int, bytes] = {}  # device -> b'"<id>": {...}'
         self._members: dict[int, set[int]] = {}  # block -> its device ids
         self._blocks: dict[int, bytes] = {}  # block -> its lines joined
         if snapshot.migrated_from_legacy:
-            self._version = 1  # write the migrated file at once
+            self._version = self._state_version = 1  # write the migrated file at once
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, device_id: int) -> DeviceRecord | None:
@@ -121,31 +135,48 @@ class StateStore:
             return self._bump(record.device_id)
 
     def update(
-        self, device_id: int, change: Callable[[DeviceRecord | None], DeviceRecord | None]
+        self,
+        device_id: int,
+        change: Callable[[DeviceRecord | None], DeviceRecord | None],
+        events: Events = (),
     ) -> tuple[DeviceRecord | None, int]:
-        """Replace one record by `change(current)` (None removes it); returns (new, version)."""
+        """Replace one record by `change(current)` (None removes it); returns (new, version).
+        `events` are journaled in the same batch (durable when the version is)."""
         with self._lock:
             current = self._records.get(device_id)
             new = change(current)
+            lines = events(current, new) if callable(events) else events
+            self._events.extend(lines)
             if new is current:
-                return current, 0
+                return current, self._bump(None, state=False) if lines else 0
             if new is None:
                 self._records.pop(device_id, None)
             else:
                 self._records[device_id] = new
             return new, self._bump(device_id)
 
-    def set_paused(self, paused: bool) -> int:
+    def set_paused(self, paused: bool, events: Sequence[str] = ()) -> int:
         """Turn maintenance mode on or off; returns the version to wait for."""
         with self._lock:
             self._paused = paused
+            self._events.extend(events)
             return self._bump(None)
 
-    def _bump(self, device_id: int | None) -> int:
+    def add_events(self, events: Sequence[str]) -> int:
+        """Journal events that go with no state change; returns the version to wait for."""
+        if not events:
+            return 0
+        with self._lock:
+            self._events.extend(events)
+            return self._bump(None, state=False)
+
+    def _bump(self, device_id: int | None, *, state: bool = True) -> int:
         """Under the lock: note a change, wake the writer, return the new version."""
         if device_id is not None:
             self._dirty.add(device_id)
         self._version += 1
+        if state:
+            self._state_version = self._version
         self._changed.notify()
         return self._version
 
@@ -197,6 +228,23 @@ class StateStore:
                 self._dirty |= dirty
             raise
 
+    def _journal(self) -> tuple[int, int]:
+        """Writer thread: append the pending event lines durably (kept for a retry if that
+        fails). Returns the version whose events are now all on disk (no later one may be
+        called durable by this batch) and the newest state-changing version, which the state
+        file must reach."""
+        with self._lock:
+            lines, self._events = self._events, []
+            version, state_version = self._version, self._state_version
+        if lines and self._append_events is not None:
+            try:
+                self._append_events(lines)
+            except BaseException:
+                with self._lock:
+                    self._events[:0] = lines
+                raise
+        return version, state_version
+
     def _build(self, changed: list[tuple[int, DeviceRecord | None]], paused: bool) -> list[bytes]:
         """The file's pieces after re-serialising `changed` (writer thread only)."""
         stale: set[int] = set()
@@ -242,9 +290,15 @@ class StateStore:
             started = time.monotonic()
             with self._lock:
                 version = self._version
+            parts: list[bytes] = []
             try:
-                version, parts = self._prepare()
-                write_atomic(self.path, parts)
+                version, state_version = self._journal()
+                if state_version > self._state_written:
+                    # The file may include later changes; they are durable only once their
+                    # events are too (the next batch), so `version` stays the journal's.
+                    prepared, parts = self._prepare()
+                    write_atomic(self.path, parts)
+                    self._state_written = prepared
             except Exception as exc:
                 # OSError: disk full, read-only... Anything else is a bug; either way the
                 # writer lives on, /health turns 503 and waiters get StateWriteError.
@@ -276,5 +330,5 @@ class StateStore:
                 self._written.notify_all()
             if recovered:
                 log.warning("step=state-write file=%s writable again", self.path)
-            if self._on_write is not None:
+            if self._on_write is not None and parts:
                 self._on_write(took, sum(len(p) for p in parts))

@@ -1,0 +1,166 @@
+"""The read-only status page (GET /): a pure function from what the daemon holds to HTML.
+
+Plain HTML and CSS, no script; it reloads itself every REFRESH seconds (meta refresh). Every
+value is escaped: hostnames and errors come from LibreNMS and alerts.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.core.times import iso
+from alert_handler.events.history import Episode
+
+REFRESH = 10  # seconds
+MAX_DEVICES = 500  # rows of the devices table (a storm may track thousands)
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.4em;margin:0 0 .2em} h2{font-size:1.1em;margin:1.4em 0 .4em}
+table{border-collapse:collapse;background:#fff;min-width:40%}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#eee} td.num{text-align:right} .muted{color:#777}
+.banner{padding:.5em .8em;margin:.6em 0;border-radius:4px;font-weight:600}
+.ok{background:#e3f4e1;color:#1d5e1a} .warn{background:#fff3cd;color:#7a5a00}
+.error{background:#f8d7da;color:#842029}
+.phase-down,.phase-forcing_down{color:#842029} .phase-restoring{color:#7a5a00}
+.outcome-recovered{color:#1d5e1a} .outcome-gave_up,.outcome-device_gone{color:#842029}
+"""
+
+
+@dataclass(frozen=True)
+class PageData:
+    """What the page shows, gathered by the App."""
+
+    now: float
+    health: Mapping[str, Any]  # the body of GET /health
+    devices: list[DeviceRecord]
+    episodes: list[Episode]
+    paused: bool
+    storm_engaged: bool = False
+    max_forced_down: int = 0
+    forced_down: int = 0
+
+
+def _e(value: object) -> str:
+    return html.escape("-" if value is None or value == "" else str(value), quote=True)
+
+
+def ago(seconds: float | None) -> str:
+    """`3m07s`, `1h05m`, `2d03h` (a duration as people read it); `-` for None."""
+    if seconds is None:
+        return "-"
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _table(headers: Iterable[str], rows: list[str], empty: str) -> str:
+    if not rows:
+        return f'<p class="muted">{_e(empty)}</p>'
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _device_rows(data: PageData) -> list[str]:
+    rows = []
+    for rec in sorted(data.devices, key=lambda r: r.device_id)[:MAX_DEVICES]:
+        down = None if rec.forced_down_at is None else data.now - rec.forced_down_at
+        next_at = None if rec.phase is Phase.NEW else iso(rec.next_attempt_at)
+        rows.append(
+            "<tr>"
+            f'<td class="num">{_e(rec.device_id)}</td><td>{_e(rec.hostname)}</td>'
+            f'<td class="phase-{_e(rec.phase.value)}">{_e(rec.phase.value)}</td>'
+            f'<td class="num">{_e(rec.attempts)}</td><td>{_e(ago(down))}</td>'
+            f"<td>{_e(next_at)}</td><td>{_e(rec.last_error)}</td>"
+            "</tr>"
+        )
+    return rows
+
+
+def _episode_rows(data: PageData) -> list[str]:
+    rows = []
+    for ep in data.episodes:
+        duration = ep.duration
+        if ep.end is None:
+            duration = None
+        rows.append(
+            "<tr>"
+            f"<td>{_e(ep.start)}</td><td>{_e(ep.end)}</td><td>{_e(ago(duration))}</td>"
+            f'<td class="num">{_e(ep.device_id)}</td><td>{_e(ep.hostname)}</td>'
+            f'<td class="num">{_e(ep.attempts)}</td>'
+            f'<td class="outcome-{_e(ep.outcome)}">{_e(ep.outcome)}</td>'
+            "</tr>"
+        )
+    return rows
+
+
+def _banners(data: PageData) -> str:
+    status = str(data.health.get("status", "?"))
+    out = [f'<div class="banner {"ok" if status == "ok" else "error"}">health: {_e(status)}</div>']
+    if data.paused:
+        out.append(
+            '<div class="banner warn">PAUSED: maintenance mode, no device is changed until '
+            "<code>alert-handler resume</code></div>"
+        )
+    if data.storm_engaged:
+        out.append(
+            f'<div class="banner warn">storm guard engaged: {_e(data.forced_down)} devices '
+            f"forced down, MAX_FORCED_DOWN={_e(data.max_forced_down)}; new devices are held</div>"
+        )
+    return "".join(out)
+
+
+def render_page(data: PageData) -> str:
+    """The whole page."""
+    health_rows = [
+        f"<tr><th>{_e(key)}</th><td>{_e(value)}</td></tr>" for key, value in data.health.items()
+    ]
+    devices = _table(
+        [
+            "device",
+            "hostname",
+            "phase",
+            "attempts",
+            "forced down for",
+            "next attempt",
+            "last error",
+        ],
+        _device_rows(data),
+        "No device is tracked.",
+    )
+    episodes = _table(
+        ["start", "end", "duration", "device", "hostname", "attempts", "outcome"],
+        _episode_rows(data),
+        "No episode in the event journal yet.",
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{REFRESH}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>alert-handler</title><style>{_CSS}</style></head><body>"
+        f"<h1>alert-handler</h1>"
+        f'<p class="muted">as of {_e(iso(data.now))}; this page reloads every {REFRESH} s</p>'
+        f"{_banners(data)}"
+        f"<h2>Tracked devices ({len(data.devices)})</h2>{devices}"
+        + (
+            f'<p class="muted">the first {MAX_DEVICES} by device id; '
+            "<code>alert-handler status</code> lists them all</p>"
+            if len(data.devices) > MAX_DEVICES
+            else ""
+        )
+        + f"<h2>Recent episodes</h2>{episodes}"
+        f"<h2>Health</h2><table><tbody>{''.join(health_rows)}</tbody></table>"
+        "</body></html>\n"
+    )

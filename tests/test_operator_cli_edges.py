@@ -306,8 +306,10 @@ def test_head_and_the_status_page_route(sim: Simulator, start_daemon: StartDaemo
     assert requests.head(d.url + "/devices", headers=AUTH, timeout=5).status_code == 200
     page = requests.get(d.url + "/", timeout=5)
     assert page.status_code == 401 and page.headers["WWW-Authenticate"].startswith("Basic")
-    assert requests.get(d.url + "/", headers=AUTH, timeout=5).headers["Content-Type"].startswith(
-        "text/html"
+    assert (
+        requests.get(d.url + "/", headers=AUTH, timeout=5)
+        .headers["Content-Type"]
+        .startswith("text/html")
     )
     wrong = requests.head(d.url + "/alert", timeout=5)
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"

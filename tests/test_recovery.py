@@ -41,6 +41,7 @@ from alert_handler.core.machine import (
     after_inspect,
     after_release,
     before_attempt,
+    find_port,
     forced_count,
     is_due,
     on_alert,
@@ -296,6 +297,29 @@ def test_inspect_honours_target_ifname() -> None:
     rules = replace(RULES, target_ifname="ether2")
     ports = [port2("down", 2), PortInfo(9, "ether2", "lowerLayerDown")]
     assert kept(after_inspect(new_record(), info(None), ports, NOW, rules)).port_id == 9
+
+
+def test_the_port_is_found_again_by_name_not_by_id() -> None:
+    """LibreNMS marks a vanished port deleted=1 (its status stale) and gives the returning
+    interface a new port_id: the current row named exactly TARGET_IFNAME is the port; the
+    remembered port_id only breaks a tie between two rows of that name."""
+    stale = PortInfo(2, "port2", "up", deleted=True)
+    fresh = PortInfo(77, "port2", "down")
+    assert find_port([stale, fresh], "port2", hint=2) == fresh
+    assert find_port([stale], "port2", hint=2) is None  # deleted counts as missing
+    twin = PortInfo(78, "port2", "up")
+    assert find_port([fresh, twin], "port2", hint=78) == twin
+    assert find_port([fresh, twin], "port2", hint=None) == fresh
+    assert find_port([PortInfo(3, "port20", "up")], "port2", hint=3) is None
+
+
+def test_a_check_keeps_the_port_id_it_found_the_port_under() -> None:
+    before = tracked(phase=Phase.RESTORING, port_id=2, attempts=1)
+    decision = after_check(before, 0, "down", NOW, RULES, port_id=77)
+    assert kept(decision).port_id == 77
+    assert "found again as port_id 77, was 2" in decision.detail
+    recovered = after_check(before, 0, "up", NOW, RULES, port_id=77)
+    assert recovered.reason is Reason.RECOVERED and "port_id 77" in recovered.detail
 
 
 def test_no_target_port_forgets() -> None:
@@ -613,6 +637,7 @@ class ModelLibreNMS:
         self.on_patch = on_patch
         self.overwrite: dict[int, str | None] = {}
         self.port2: dict[int, str | None] = {}  # None: the device has no port2
+        self.port_gen: dict[int, int] = {}  # times port2 vanished and came back (new port_id)
         self.gone: set[int] = set()
         self.clock_ticks = 0
 
@@ -641,7 +666,13 @@ class ModelLibreNMS:
         base = device_id * 100
         ports = [PortInfo(base + 20, "port20", "down"), PortInfo(base + 21, "Port2-backup", "up")]
         if self.port2[device_id] is not None:
-            ports.append(PortInfo(base + 2, "port2", self.port2[device_id]))
+            gen = self.port_gen.get(device_id, 0)
+            # Rows of the interfaces that vanished: deleted=1, their ifOperStatus stale (and
+            # "up", the misleading case). The real API hides them; a client must not trust them.
+            ports += [
+                PortInfo(base + 2 + 1000 * old, "port2", "up", deleted=True) for old in range(gen)
+            ]
+            ports.append(PortInfo(base + 2 + 1000 * gen, "port2", self.port2[device_id]))
         return ports
 
     def set_overwrite_ip(self, device_id: int, value: str | None) -> None:
@@ -654,13 +685,6 @@ class ModelLibreNMS:
 
     def discover(self, device_id: int) -> None:
         self._io("discover", device_id, gone_is_404=False)  # 200 even for an unknown device
-
-    def port_status(self, port_id: int) -> str | None:
-        device_id = port_id // 100
-        self._io("port_status", device_id, gone_is_404=False)
-        if device_id in self.gone or port_id % 100 != 2:
-            return None
-        return self.port2[device_id]
 
     def open_alerts(self) -> list[OpenAlert]:
         self._io("alerts", 0, gone_is_404=False)
@@ -771,6 +795,9 @@ class RecoveryMachine(RuleBasedStateMachine):
             assert action not in (Action.INSPECT, Action.VERIFY), (action, rec)
 
     def persist(self, before: DeviceRecord, report: StepReport) -> bool:
+        if report.decision.reason is Reason.RECOVERED:
+            # Recovered means the real port2 is up: never a deleted row's stale status.
+            assert self.api.port2[before.device_id] == "up", (before, report)
         self._webhook_meanwhile(before.device_id)
         decided = report.decision.record
         current = self.store.get(before.device_id)
@@ -841,6 +868,13 @@ class RecoveryMachine(RuleBasedStateMachine):
         port = self.api.port2[device]
         if port is not None:
             self.api.port2[device] = "up" if port == "down" else "down"
+        self._work(data)
+
+    @rule(device=st.sampled_from(DEVICES), data=st.data())
+    def recreate_port(self, device: int, data: Any) -> None:
+        """port2 vanishes and comes back with a new ifIndex: a new port_id, the old row deleted."""
+        if self.api.port2[device] is not None:
+            self.api.port_gen[device] = self.api.port_gen.get(device, 0) + 1
         self._work(data)
 
     @rule(seconds=st.sampled_from([61.0, 1.0, 30.0, 600.0]), data=st.data())

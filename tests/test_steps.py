@@ -71,10 +71,6 @@ class FakeLibreNMS:
     def discover(self, device_id: int) -> None:
         self._call("discover")
 
-    def port_status(self, port_id: int) -> str | None:
-        self._call("port_status")
-        return self.port
-
     def open_alerts(self) -> list[OpenAlert]:
         self._call("alerts")
         return self.alerts
@@ -119,7 +115,7 @@ def ports(api: FakeLibreNMS, poller: FakePoller | None = None) -> Ports:
     [
         ("patch", "restore", "restore: HTTP 500"),
         ("discover", "discover", "discover: HTTP 500"),
-        ("port_status", "check", "check: HTTP 500"),
+        ("ports", "check", "check: HTTP 500"),
     ],
 )
 def test_a_failure_inside_a_check_names_its_own_step(fail: str, step: str, error: str) -> None:
@@ -153,6 +149,25 @@ def test_a_check_times_each_sub_step_and_reports_what_it_saw() -> None:
     assert report.decision.reason is Reason.RECOVERED and api.overwrite == "192.0.2.9"
 
 
+def test_a_check_finds_the_port_again_after_the_poll() -> None:
+    """The port is read from the device's current ports after the poll, not by the stored
+    port_id: the interface came back as a new row (port_id 77); the old row is deleted."""
+
+    class Recreated(FakeLibreNMS):
+        def device_ports(self, device_id: int) -> list[PortInfo]:
+            self._call("ports")
+            return [PortInfo(2, "port2", "down", deleted=True), PortInfo(77, "port2", self.port)]
+
+    api = Recreated(port="down")
+    report = run_step(record(), Action.CHECK, ports(api), RULES)
+    assert api.calls == ["patch", "discover", "ports"]
+    assert report.check is not None and report.check.port_id == 77
+    rec = report.decision.record
+    assert rec is not None and rec.port_id == 77 and report.decision.reason is Reason.STILL_DOWN
+    api.port = "up"
+    assert run_step(record(), Action.CHECK, ports(api), RULES).decision.reason is Reason.RECOVERED
+
+
 def test_a_resumed_write_reads_the_device_first_and_leaves_a_foreign_change_alone() -> None:
     api = FakeLibreNMS(overwrite="198.51.100.1")
     report = run_step(record(), Action.CHECK, ports(api), RULES, fresh=False)
@@ -163,7 +178,7 @@ def test_a_resumed_write_reads_the_device_first_and_leaves_a_foreign_change_alon
 
 def test_an_unexpected_exception_is_a_failed_step_with_its_traceback() -> None:
     api = FakeLibreNMS()
-    api.fail["port_status"] = KeyError("ifOperStatus")
+    api.fail["ports"] = KeyError("ifOperStatus")
     report = run_step(record(), Action.CHECK, ports(api), RULES)
     assert isinstance(report.unexpected, KeyError)
     assert report.error == "unexpected KeyError: 'ifOperStatus'"

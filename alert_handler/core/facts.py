@@ -39,6 +39,7 @@ class PortInfo:
     port_id: int
     if_name: str
     oper_status: str | None
+    deleted: bool = False  # LibreNMS keeps a vanished port's row, stale, with deleted=1
 
 
 @dataclass(frozen=True)

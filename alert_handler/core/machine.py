@@ -182,12 +182,16 @@ def forced_count(records: dict[int, DeviceRecord]) -> int:
 
 
 # -- results of the worker's steps ------------------------------------------------------------
-def _find_port(ports: list[PortInfo], ifname: str) -> PortInfo | None:
+def find_port(ports: list[PortInfo], ifname: str, hint: int | None = None) -> PortInfo | None:
+    """The device's current port named exactly `ifname`, found again after every poll: LibreNMS
+    marks a vanished port deleted=1 and gives a returning one a new port_id, so a deleted row
+    counts as missing and the remembered port_id (`hint`) only breaks a tie between names."""
     # Exact ifName: the API's search is a substring match (port20, Port2-backup).
-    for port in ports:
-        if port.if_name == ifname:
+    named = [p for p in ports if p.if_name == ifname and not p.deleted]
+    for port in named:
+        if port.port_id == hint:
             return port
-    return None
+    return named[0] if named else None
 
 
 def after_inspect(
@@ -195,7 +199,7 @@ def after_inspect(
 ) -> Decision:
     """Record the original once, find the port, and decide whether to force the device down."""
     hostname = rec.hostname or info.hostname
-    port = _find_port(ports, rules.target_ifname)
+    port = find_port(ports, rules.target_ifname, rec.port_id)
     if info.overwrite_ip == rules.unsupervised_ip:
         # Already pointed away (state lost, a crash, or the old script): the original is unknown.
         adopted = not rec.original_recorded
@@ -277,14 +281,27 @@ def before_attempt(rec: DeviceRecord, info: DeviceInfo, now: float, rules: Rules
 
 
 def after_check(
-    rec: DeviceRecord, poll_exit: int, oper_status: str | None, now: float, rules: Rules
+    rec: DeviceRecord,
+    poll_exit: int,
+    oper_status: str | None,
+    now: float,
+    rules: Rules,
+    *,
+    port_id: int | None = None,
 ) -> Decision:
-    """The device was restored and polled: forget it if its port is up, else force it down."""
+    """The device was restored and polled: forget it if its port is up, else force it down.
+    `port_id` is the port found again after the poll (`find_port`): kept as the next hint."""
+    moved = ""
+    if port_id is not None and port_id != rec.port_id:
+        moved = f" (found again as port_id {port_id}, was {rec.port_id})"
+        rec = replace(rec, port_id=port_id)
     if poll_exit == 0 and oper_status == "up":
         original = rec.original_overwrite_ip
         shown = "null" if original is None else original
         return Decision(
-            None, Reason.RECOVERED, f"{rules.target_ifname} is up, overwrite_ip stays {shown}"
+            None,
+            Reason.RECOVERED,
+            f"{rules.target_ifname} is up{moved}, overwrite_ip stays {shown}",
         )
     if poll_exit == 6:
         reason, error = Reason.POLL_DEVICE_DOWN, "poll: device down (exit 6)"
@@ -295,7 +312,7 @@ def after_check(
     if rules.max_attempts and rec.attempts >= rules.max_attempts:
         return Decision(None, Reason.GAVE_UP, f"{error} after {rec.attempts} attempts")
     new = replace(rec, phase=Phase.FORCING_DOWN, next_attempt_at=now, last_error=error)
-    return Decision(new, reason, error)
+    return Decision(new, reason, error + moved)
 
 
 @dataclass(frozen=True)

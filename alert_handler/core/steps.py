@@ -40,7 +40,6 @@ class LibreNMSPort(Protocol):
     def device_ports(self, device_id: int) -> list[PortInfo]: ...
     def set_overwrite_ip(self, device_id: int, value: str | None) -> None: ...
     def discover(self, device_id: int) -> None: ...
-    def port_status(self, port_id: int) -> str | None: ...
     def open_alerts(self) -> list[OpenAlert]: ...
     def ack_alert(self, alert_id: int, note: str) -> None: ...
 
@@ -69,10 +68,12 @@ class Ports:
 
 @dataclass(frozen=True)
 class CheckFacts:
-    """What a check saw: the poll's exit status and the port's ifOperStatus (None: not read)."""
+    """What a check saw: the poll's exit status, the port's ifOperStatus (None: not read or no
+    such port) and the port_id it was found under (None: not found)."""
 
     poll_exit: int
     oper_status: str | None
+    port_id: int | None = None
 
 
 @dataclass
@@ -217,7 +218,7 @@ def _verify(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepR
 def _check(
     rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
 ) -> Decision:
-    """Restore the original, rediscover, poll, read the port."""
+    """Restore the original, rediscover, poll, find the port again and read it."""
     ports.api.set_overwrite_ip(rec.device_id, rec.original_overwrite_ip)
     laps.next("discover")
     ports.api.discover(rec.device_id)
@@ -229,11 +230,17 @@ def _check(
         raise
     report.poll_exit = str(result.exit_status)
     laps.next("check")
-    status = None
-    if result.exit_status == 0 and rec.port_id is not None:
-        status = ports.api.port_status(rec.port_id)
-    report.check = CheckFacts(result.exit_status, status)
-    return machine.after_check(rec, result.exit_status, status, ports.clock.time(), rules)
+    status = port_id = None
+    if result.exit_status == 0:
+        # The device's current ports, not GET /ports/{id}: that row may be deleted and stale.
+        listing = ports.api.device_ports(rec.device_id)
+        found = machine.find_port(listing, rules.target_ifname, rec.port_id)
+        if found is not None:
+            status, port_id = found.oper_status, found.port_id
+    report.check = CheckFacts(result.exit_status, status, port_id)
+    return machine.after_check(
+        rec, result.exit_status, status, ports.clock.time(), rules, port_id=port_id
+    )
 
 
 def _release(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:

@@ -187,30 +187,27 @@ class LibreNMS:
             raise LibreNMSError(f"discover of device {device_id} refused", status=status)
 
     def device_ports(self, device_id: int) -> list[PortInfo]:
-        """GET /devices/{id}/ports with port_id, ifName, ifOperStatus; [] when it has none."""
+        """GET /devices/{id}/ports with port_id, ifName, ifOperStatus, deleted; [] when it has
+        none. LibreNMS hides deleted ports here; `deleted` is read in case one shows."""
         status, data = self._call(
             "GET",
             f"/devices/{device_id}/ports",
             "GET /devices/{id}/ports",
-            params={"columns": "port_id,ifName,ifOperStatus"},
+            params={"columns": "port_id,ifName,ifOperStatus,deleted"},
         )
         if status == 404:
             return []
         ports = data.get("ports") or []
         return [
-            PortInfo(int(p["port_id"]), str(p.get("ifName") or ""), p.get("ifOperStatus"))
+            PortInfo(
+                int(p["port_id"]),
+                str(p.get("ifName") or ""),
+                p.get("ifOperStatus"),
+                deleted=bool(p.get("deleted")),
+            )
             for p in ports
             if isinstance(p, dict) and "port_id" in p
         ]
-
-    def port_status(self, port_id: int) -> str | None:
-        """GET /ports/{id} -> ifOperStatus, None if the port does not exist any more."""
-        status, data = self._call("GET", f"/ports/{port_id}", "GET /ports/{id}")
-        ports = data.get("port")
-        if status == 404 or not isinstance(ports, list) or not ports:
-            return None
-        value = ports[0].get("ifOperStatus")
-        return str(value) if value is not None else None
 
     def list_devices(self) -> list[DeviceInfo]:
         """GET /devices?type=all."""

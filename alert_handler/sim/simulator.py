@@ -236,9 +236,32 @@ class Simulator:
 
     def _find_port(self, device_id: int, ifname: str) -> SimPort:
         for port in self._db.ports_by_device.get(device_id, ()):
-            if port.ifName == ifname:
+            if port.ifName == ifname and not port.deleted:
                 return port
         raise KeyError(f"device {device_id} has no port {ifname!r}")
+
+    def recreate_port(self, device_id: int, ifname: str, link: str | None = None) -> int:
+        """The interface vanished and came back with a new ifIndex: LibreNMS marks the old row
+        deleted=1 (its ifOperStatus left stale) and discovers a new row with a new port_id, which
+        it returns. `link` is the new interface's state (default: the old one's)."""
+        with self._lock:
+            old = self._find_port(device_id, ifname)
+            link = old.link if link is None else link
+            _check_status(link)
+            old.deleted = 1
+            siblings = self._db.ports_by_device[device_id]
+            port = SimPort(
+                self._next_port_id,
+                device_id,
+                ifname,
+                link,
+                link,
+                ifIndex=max(p.ifIndex for p in siblings) + 1,
+            )
+            self._next_port_id += 1
+            self._db.ports[port.port_id] = port
+            siblings.append(port)
+            return port.port_id
 
     def poll(self, device_id: int) -> tuple[int, str]:
         """`lnms device:poll <id>`: (exit code, output); 0 polled, 6 device down, 1 no device."""
@@ -263,7 +286,7 @@ class Simulator:
                 return 6, header + "Device was down, unable to poll.\n"
             now = _now()
             row.update(status=True, status_reason="", last_polled=now, last_ping=now)
-            for port in self._db.ports_by_device.get(device_id, ()):
+            for port in self._db.device_ports(device_id):  # a deleted row is not polled
                 if port.ifOperStatus != port.link:
                     port.ifOperStatus_prev, port.ifOperStatus = port.ifOperStatus, port.link
             elapsed = time.monotonic() - started

@@ -44,6 +44,7 @@ class SimPort:
     ifIndex: int = 0
     ifAlias: str = ""
     ifOperStatus_prev: str | None = None
+    deleted: int = 0  # 1: the interface vanished; the row stays, its ifOperStatus stale
 
 
 def port_row(port: SimPort) -> dict[str, Any]:
@@ -65,7 +66,6 @@ def port_row(port: SimPort) -> dict[str, Any]:
         ignore=0,
         disabled=0,
         detailed=0,
-        deleted=0,
         ifInOctets_rate=0,
         ifOutOctets_rate=0,
         ifInUcastPkts_rate=0,
@@ -155,8 +155,9 @@ class Database:
         return None if device_id is None else self.devices[device_id]
 
     def device_ports(self, device_id: int) -> list[SimPort]:
-        """The device's ports in ifIndex order."""
-        return sorted(self.ports_by_device.get(device_id, ()), key=lambda p: p.ifIndex)
+        """The device's current ports in ifIndex order (get_ports hides deleted ones)."""
+        current = (p for p in self.ports_by_device.get(device_id, ()) if not p.deleted)
+        return sorted(current, key=lambda p: p.ifIndex)
 
 
 def device_json(row: dict[str, Any], *, model: bool) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import logging
 import threading
 
 from alert_handler.core import steps
-from alert_handler.core.machine import Action, Decision, Reason, Rules
+from alert_handler.core.machine import SUPPRESSED, Action, Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord, merge_alert_fields
 from alert_handler.metrics import STEPS, Metrics
 from alert_handler.store.state import StateStore, StateWriteError
@@ -151,6 +151,8 @@ class Recorder:
             level = logging.DEBUG  # _TroubleLog says so, at most once a minute
         if decision.reason in (Reason.ADOPTED, Reason.FOREIGN_CHANGE):
             level = logging.WARNING
+        if decision.reason in SUPPRESSED and rec is not None:
+            level = logging.WARNING  # a forced-down device is restored: people work on it
         if decision.reason in (Reason.NO_TARGET_PORT, Reason.GAVE_UP, Reason.DEVICE_GONE):
             level = logging.ERROR
         log.log(level, "device=%s step=%s %s%s", before.device_id, action.value, detail, where)

@@ -4,10 +4,24 @@ alert times, payload forms, the wrong poll user, an UNSUPERVISED_IP that answers
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import requests
 
 from alert_handler.sim.simulator import Simulator
 from tests.conftest import UNSUP, StartDaemon, alert_body, overwrite, wait_for
+
+
+def messages(
+    caplog: pytest.LogCaptureFixture, start: str, text: str, level: int = logging.INFO
+) -> list[str]:
+    """Log lines at `level` or above that contain `start` and `text`."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= level and start in r.getMessage() and text in r.getMessage()
+    ]
 
 
 def api_get(sim: Simulator, path: str) -> dict[str, object]:
@@ -48,3 +62,79 @@ def test_a_re_created_port_is_found_again(sim: Simulator, start_daemon: StartDae
     assert overwrite(sim, 31) != UNSUP
     # The check never asks for a port by id: that row may be deleted and stale.
     assert not [r for r in sim.requests if r.path.startswith("/ports/")]
+
+
+# -- LibreNMS's own suppression -----------------------------------------------------------------
+def test_suppressed_devices_are_never_forced_down(
+    sim: Simulator, start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1. Device 41 is under a "run alerts" maintenance window (LibreNMS still notifies), 42 is
+       disabled, 43 ignored; each has port2 down and an alert reaches the daemon.
+    2. The webhook never asks LibreNMS (it answers at once): 202. The inspection reads the
+       device and GET /devices/{id}/maintenance and lets each go: nothing is PATCHed, each line
+       names LibreNMS's reason.
+    3. Under a mute window LibreNMS sends nothing at all."""
+    caplog.set_level(logging.INFO)
+    for device_id in (41, 42, 43, 44):
+        sim.add_device(device_id, f"cpe-{device_id}", ports={"port2": "down"})
+    sim.set_maintenance(41, "run_alerts")
+    sim.set_flags(42, disabled=True)
+    sim.set_flags(43, ignore=True)
+    d = start_daemon(RECOVERY_INTERVAL_SEC="0.3")
+    for device_id in (41, 42, 43):
+        assert d.post(alert_body(device_id)).status_code == 202
+    for device_id, why in ((41, "maintenance"), (42, "disabled"), (43, "ignored")):
+        start = f"device={device_id} step=inspect"
+        wait_for(lambda: messages(caplog, start, why), what=f"{start} ({why})")  # noqa: B023
+    wait_for(lambda: all(d.daemon.store.get(i) is None for i in (41, 42, 43)), what="let go")
+    assert sim.patches() == []
+    assert ("GET", "/devices/41/maintenance") in [(r.method, r.path) for r in sim.requests]
+    sim.set_maintenance(44, "mute")
+    assert sim.send_alert(d.url + "/alert", 44) == 0
+
+
+def test_a_forced_down_device_put_under_maintenance_is_restored(
+    sim: Simulator, start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1. Devices 45 (original 198.51.100.45) and 46 (original null) are forced down.
+    2. An engineer starts a maintenance window on 45 and disables 46 in LibreNMS.
+    3. At its next attempt each is restored to its original and forgotten, with a warning,
+       not polled: people are working on it."""
+    devices: dict[int, str | None] = {45: "198.51.100.45", 46: None}
+    for device_id, original in devices.items():
+        sim.add_device(
+            device_id, f"cpe-{device_id}", overwrite_ip=original, ports={"port2": "down"}
+        )
+    d = start_daemon(RECOVERY_INTERVAL_SEC="0.3")
+    for device_id in devices:
+        d.post(alert_body(device_id))
+    wait_for(lambda: all(overwrite(sim, i) == UNSUP for i in devices), what="forced down")
+    sim.set_maintenance(45, "skip")
+    sim.set_flags(46, disabled=True)
+    wait_for(lambda: all(d.daemon.store.get(i) is None for i in devices), what="let go")
+    assert overwrite(sim, 45) == "198.51.100.45" and overwrite(sim, 46) is None
+    assert messages(caplog, "device=45 step=verify", "under maintenance", level=logging.WARNING)
+    assert messages(caplog, "device=46 step=verify", "disabled", level=logging.WARNING)
+
+
+def test_reconcile_picks_up_only_what_librenms_notified(
+    sim: Simulator, start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1. Open 'Port2 down' alerts that never reached the daemon: on 47 (notified: alerted 1),
+       on 48 under a mute window (LibreNMS held it back: alerted 0), and on 49 notified before
+       someone disabled the device.
+    2. Reconciliation tracks 47 only: LibreNMS's own silence is respected."""
+    caplog.set_level(logging.INFO)
+    for device_id in (47, 48, 49):
+        sim.add_device(device_id, f"cpe-{device_id}", ports={"port2": "down"})
+    sim.set_maintenance(48, "mute")
+    for device_id in (47, 48, 49):
+        sim.add_alert(device_id, "Port2 down")
+    sim.set_flags(49, disabled=True)
+    assert [a["alerted"] for a in sim.alerts()] == [1, 0, 1]
+    d = start_daemon(RECOVERY_INTERVAL_SEC="30", RECONCILE_INTERVAL_SEC="0.2")
+    wait_for(lambda: overwrite(sim, 47) == UNSUP, what="47 picked up and forced down")
+    wait_for(lambda: sum(1 for r in sim.requests if r.path == "/alerts") >= 3, what="3 passes")
+    assert d.daemon.store.get(48) is None and d.daemon.store.get(49) is None
+    assert sim.patches(48) == [] and sim.patches(49) == []
+    assert messages(caplog, "device=49 step=reconcile", "disabled", level=logging.INFO)

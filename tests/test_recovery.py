@@ -31,6 +31,7 @@ from alert_handler.core.facts import (
     PortInfo,
 )
 from alert_handler.core.machine import (
+    SUPPRESSED,
     Action,
     Decision,
     Reason,
@@ -51,6 +52,7 @@ from alert_handler.core.machine import (
 )
 from alert_handler.core.outcomes import Outcome
 from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
+from alert_handler.core.seen import suppression
 from alert_handler.core.steps import Ports, StepReport, run_device
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.poll import Poller, PollError, PollResult
@@ -322,6 +324,50 @@ def test_a_check_keeps_the_port_id_it_found_the_port_under() -> None:
     assert recovered.reason is Reason.RECOVERED and "port_id 77" in recovered.detail
 
 
+@pytest.mark.parametrize("held", sorted(SUPPRESSED))
+def test_a_device_librenms_leaves_alone_is_never_forced_down(held: Reason) -> None:
+    """Maintenance, disabled, ignored: let go at inspect with nothing changed; one found on
+    UNSUPERVISED_IP all the same is restored (to null: its original is unknown)."""
+    decision = after_inspect(new_record(), info(None), [port2()], NOW, RULES, leave_alone=held)
+    assert outcome(decision) == (None, held, False)
+    decision = after_inspect(new_record(), info(UNSUP), [port2()], NOW, RULES, leave_alone=held)
+    after = kept(decision)
+    assert decision.reason is held and after.phase is Phase.RELEASING
+    assert after.original_recorded and after.original_overwrite_ip is None
+    assert plan(after, NOW) is Action.RELEASE
+
+
+@pytest.mark.parametrize("held", sorted(SUPPRESSED))
+def test_a_forced_down_device_librenms_now_leaves_alone_is_restored(held: Reason) -> None:
+    before = tracked()
+    decision = before_attempt(before, info(UNSUP), NOW, RULES, leave_alone=held)
+    after = kept(decision)
+    assert decision.reason is held and after.phase is Phase.RELEASING
+    assert after.attempts == before.attempts  # no attempt: nothing is polled
+    assert plan(after, NOW) is Action.RELEASE
+    assert after_release(after).reason is Reason.RELEASED
+
+
+def test_which_suppression() -> None:
+    plain = info(None)
+    assert suppression(plain, False) is None
+    assert suppression(plain, True) is Reason.SUPPRESSED_MAINTENANCE
+    assert suppression(replace(plain, disabled=True), False) is Reason.SUPPRESSED_DISABLED
+    assert suppression(replace(plain, ignore=True), False) is Reason.SUPPRESSED_IGNORED
+
+
+def test_an_attempt_reads_the_poller_group_each_time() -> None:
+    """Devices move between poller groups: the one read at verify is the one polled from."""
+    after = kept(
+        before_attempt(tracked(poller_group=1), replace(info(UNSUP), poller_group=3), NOW, RULES)
+    )
+    assert after.poller_group == 3
+    inspected = after_inspect(
+        new_record(), replace(info(None), poller_group=2), [port2()], NOW, RULES
+    )
+    assert kept(inspected).poller_group == 2
+
+
 def test_no_target_port_forgets() -> None:
     ports = [PortInfo(20, "port20", "down"), PortInfo(21, "Port2-backup", "down")]
     for listing in (ports, []):
@@ -529,6 +575,9 @@ class ScriptedLibreNMS:
     def get_device(self, device_id: int) -> DeviceInfo:
         return info(self.overwrite[device_id], device_id)
 
+    def under_maintenance(self, device_id: int) -> bool:
+        return False
+
     def device_ports(self, device_id: int) -> list[PortInfo]:
         return [port2(self.port_status_value)]
 
@@ -638,6 +687,7 @@ class ModelLibreNMS:
         self.overwrite: dict[int, str | None] = {}
         self.port2: dict[int, str | None] = {}  # None: the device has no port2
         self.port_gen: dict[int, int] = {}  # times port2 vanished and came back (new port_id)
+        self.held: dict[int, str] = {}  # LibreNMS's own suppression: maintenance/disabled/ignore
         self.gone: set[int] = set()
         self.clock_ticks = 0
 
@@ -657,7 +707,13 @@ class ModelLibreNMS:
 
     def get_device(self, device_id: int) -> DeviceInfo:
         self._io("get_device", device_id, gone_is_404=True)
-        return info(self.overwrite[device_id], device_id, f"cpe-{device_id}")
+        held = self.held.get(device_id)
+        found = info(self.overwrite[device_id], device_id, f"cpe-{device_id}")
+        return replace(found, disabled=held == "disabled", ignore=held == "ignore")
+
+    def under_maintenance(self, device_id: int) -> bool:
+        self._io("maintenance", device_id, gone_is_404=True)
+        return self.held.get(device_id) == "maintenance"
 
     def device_ports(self, device_id: int) -> list[PortInfo]:
         self._io("ports", device_id, gone_is_404=False)
@@ -795,9 +851,13 @@ class RecoveryMachine(RuleBasedStateMachine):
             assert action not in (Action.INSPECT, Action.VERIFY), (action, rec)
 
     def persist(self, before: DeviceRecord, report: StepReport) -> bool:
-        if report.decision.reason is Reason.RECOVERED:
+        reason = report.decision.reason
+        if reason is Reason.RECOVERED:
             # Recovered means the real port2 is up: never a deleted row's stale status.
             assert self.api.port2[before.device_id] == "up", (before, report)
+        if reason in (Reason.FORCE_DOWN, Reason.ATTEMPT):
+            # Nothing new is started on a device LibreNMS itself leaves alone.
+            assert before.device_id not in self.api.held, (before, report)
         self._webhook_meanwhile(before.device_id)
         decided = report.decision.record
         current = self.store.get(before.device_id)
@@ -868,6 +928,19 @@ class RecoveryMachine(RuleBasedStateMachine):
         port = self.api.port2[device]
         if port is not None:
             self.api.port2[device] = "up" if port == "down" else "down"
+        self._work(data)
+
+    @rule(
+        device=st.sampled_from(DEVICES),
+        held=st.sampled_from([None, None, "maintenance", "disabled", "ignore"]),
+        data=st.data(),
+    )
+    def suppress(self, device: int, held: str | None, data: Any) -> None:
+        """Someone puts the device under maintenance, disables or ignores it, or undoes that."""
+        if held is None:
+            self.api.held.pop(device, None)
+        else:
+            self.api.held[device] = held
         self._work(data)
 
     @rule(device=st.sampled_from(DEVICES), data=st.data())

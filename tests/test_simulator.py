@@ -577,3 +577,19 @@ def test_sim_link_route_changes_the_physical_state_only(
     answer = api.post(f"{root}/_sim/poll/42").json()
     assert answer["exit"] == 0 and "Polled" in answer["output"]
     assert sim.port(42, "port2").ifOperStatus == "up"
+
+
+def test_maintenance_route(sim: Simulator, api: requests.Session) -> None:
+    """GET /devices/{h}/maintenance: is_under_maintenance for any window behaviour; 404 for an
+    unknown device (device_under_maintenance)."""
+    sim.add_device(3, "cpe-3")
+    url = sim.url + "/devices/3/maintenance"
+    assert api.get(url).json() == {"status": "ok", "is_under_maintenance": False}
+    for behaviour in ("skip", "mute", "run_alerts"):
+        sim.set_maintenance(3, behaviour)
+        assert api.get(url).json()["is_under_maintenance"] is True
+    sim.set_maintenance(3, None)
+    assert api.get(url).json()["is_under_maintenance"] is False
+    missing = api.get(sim.url + "/devices/9/maintenance")
+    assert missing.status_code == 404
+    assert missing.json() == {"status": "error", "message": "Device 9 not found"}

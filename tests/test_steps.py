@@ -50,6 +50,8 @@ class FakeLibreNMS:
         self.calls: list[str] = []
         self.alerts = [OpenAlert(7, 42, "Port2 down", 1, None), OpenAlert(8, 43, "x", 1, None)]
         self.acked: list[int] = []
+        self.maintenance = False
+        self.disabled = False
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -58,7 +60,11 @@ class FakeLibreNMS:
 
     def get_device(self, device_id: int) -> DeviceInfo:
         self._call("get_device")
-        return DeviceInfo(device_id, "cpe-42", self.overwrite, None, True)
+        return DeviceInfo(device_id, "cpe-42", self.overwrite, None, True, disabled=self.disabled)
+
+    def under_maintenance(self, device_id: int) -> bool:
+        self._call("maintenance")
+        return self.maintenance
 
     def device_ports(self, device_id: int) -> list[PortInfo]:
         self._call("ports")

@@ -30,6 +30,9 @@ class DeviceInfo:
     overwrite_ip: str | None
     ip: str | None
     status: bool | None
+    poller_group: int = 0  # the pollers of this group poll it (0: the default group)
+    disabled: bool = False
+    ignore: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class OpenAlert:
     rule_name: str | None
     state: int
     timestamp: str | None
+    alerted: bool = True  # LibreNMS notified it (0: suppressed by maintenance, delay, parents)
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,18 @@ class Reason(str, Enum):
     POLL_FAILED = "poll failed: forcing down again"
     STEP_FAILED = "step failed"
     FOREIGN_CHANGE = "overwrite_ip changed by someone else: left alone"
+    # LibreNMS's own suppression: people are working on the device, so it is left alone.
+    SUPPRESSED_MAINTENANCE = "under maintenance in LibreNMS: left alone"
+    SUPPRESSED_DISABLED = "disabled in LibreNMS: left alone"
+    SUPPRESSED_IGNORED = "ignored in LibreNMS: left alone"
     GAVE_UP = "MAX_ATTEMPTS reached: left restored and forgotten"
     RELEASE = "release requested"
     RELEASED = "released: original restored"
+
+
+SUPPRESSED = frozenset(
+    {Reason.SUPPRESSED_MAINTENANCE, Reason.SUPPRESSED_DISABLED, Reason.SUPPRESSED_IGNORED}
+)
 
 
 class Action(str, Enum):
@@ -195,25 +204,37 @@ def find_port(ports: list[PortInfo], ifname: str, hint: int | None = None) -> Po
 
 
 def after_inspect(
-    rec: DeviceRecord, info: DeviceInfo, ports: list[PortInfo], now: float, rules: Rules
+    rec: DeviceRecord,
+    info: DeviceInfo,
+    ports: list[PortInfo],
+    now: float,
+    rules: Rules,
+    *,
+    leave_alone: Reason | None = None,
 ) -> Decision:
-    """Record the original once, find the port, and decide whether to force the device down."""
+    """Record the original once, find the port, and decide whether to force the device down.
+    A device to `leave_alone` (why: `seen.suppression`) is never forced down, and one found on
+    UNSUPERVISED_IP all the same is restored."""
     hostname = rec.hostname or info.hostname
     port = find_port(ports, rules.target_ifname, rec.port_id)
-    if info.overwrite_ip == rules.unsupervised_ip:
+    on_unsupervised = info.overwrite_ip == rules.unsupervised_ip
+    if leave_alone is not None and not on_unsupervised:
+        return Decision(None, leave_alone, "not forced down")
+    if on_unsupervised:
         # Already pointed away (state lost, a crash, or the old script): the original is unknown.
         adopted = not rec.original_recorded
         new = replace(rec.with_original(None, adopted=True), hostname=hostname)
-        if port is None:
+        if port is None or leave_alone is not None:
             return Decision(
                 replace(new, phase=Phase.RELEASING, next_attempt_at=now),
-                Reason.NO_TARGET_PORT,
+                leave_alone or Reason.NO_TARGET_PORT,
                 "on UNSUPERVISED_IP: restoring it",
             )
         new = replace(
             new,
             phase=Phase.DOWN,
             port_id=port.port_id,
+            poller_group=info.poller_group,
             forced_down_at=rec.forced_down_at or now,
             next_attempt_at=now + rules.interval,
             last_error=None,
@@ -228,6 +249,7 @@ def after_inspect(
         hostname=hostname,
         phase=Phase.FORCING_DOWN,
         port_id=port.port_id,
+        poller_group=info.poller_group,
         next_attempt_at=now,
         last_error=None,
     )
@@ -264,18 +286,32 @@ def foreign_change(rec: DeviceRecord, info: DeviceInfo, rules: Rules) -> Decisio
     return Decision(None, Reason.FOREIGN_CHANGE, f"overwrite_ip is now {shown}")
 
 
-def before_attempt(rec: DeviceRecord, info: DeviceInfo, now: float, rules: Rules) -> Decision:
-    """Check nobody else changed the device, then move to RESTORING (counting the attempt)."""
+def before_attempt(
+    rec: DeviceRecord,
+    info: DeviceInfo,
+    now: float,
+    rules: Rules,
+    *,
+    leave_alone: Reason | None = None,
+) -> Decision:
+    """Check nobody else changed the device, then move to RESTORING (counting the attempt), with
+    its poller group as read now (devices move). A device to `leave_alone` now (LibreNMS
+    suppresses it: people are working on it) is restored to its original and forgotten."""
     changed = foreign_change(rec, info, rules)
     if changed is not None:
         return changed
+    hostname = rec.hostname or info.hostname
+    if leave_alone is not None:
+        new = replace(rec, phase=Phase.RELEASING, next_attempt_at=now, hostname=hostname)
+        return Decision(new, leave_alone, "restoring its original")
     new = replace(
         rec,
         phase=Phase.RESTORING,
         attempts=rec.attempts + 1,
         attempt_started_at=now,
         next_attempt_at=now,  # the check follows at once
-        hostname=rec.hostname or info.hostname,
+        hostname=hostname,
+        poller_group=info.poller_group,
     )
     return Decision(new, Reason.ATTEMPT)
 

@@ -36,6 +36,7 @@ class DeviceRecord:
     original_overwrite_ip: str | None = None
     adopted: bool = False  # the original was unknown; restored to null
     port_id: int | None = None
+    poller_group: int = 0  # LibreNMS's poller group, read at inspect and at each attempt
     attempts: int = 0
     first_seen: float = 0.0
     next_attempt_at: float = 0.0

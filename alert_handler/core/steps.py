@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from alert_handler.core import machine
+from alert_handler.core import machine, seen
 from alert_handler.core.facts import (
     DeviceInfo,
     DeviceNotFound,
@@ -37,6 +37,7 @@ class LibreNMSPort(Protocol):
     """The LibreNMS API calls the steps make; failures raise LibreNMSError (DeviceNotFound)."""
 
     def get_device(self, device_id: int) -> DeviceInfo: ...
+    def under_maintenance(self, device_id: int) -> bool: ...
     def device_ports(self, device_id: int) -> list[PortInfo]: ...
     def set_overwrite_ip(self, device_id: int, value: str | None) -> None: ...
     def discover(self, device_id: int) -> None: ...
@@ -174,8 +175,11 @@ _Runner = Callable[[DeviceRecord, Ports, Rules, _Laps, StepReport], Decision]
 
 def _inspect(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
     info = ports.api.get_device(rec.device_id)
+    hold = seen.suppression(info, ports.api.under_maintenance(rec.device_id))
     device_ports = ports.api.device_ports(rec.device_id)
-    return machine.after_inspect(rec, info, device_ports, ports.clock.time(), rules)
+    return machine.after_inspect(
+        rec, info, device_ports, ports.clock.time(), rules, leave_alone=hold
+    )
 
 
 def _force_down(
@@ -212,7 +216,8 @@ def _ack(rec: DeviceRecord, ports: Ports, rules: Rules, report: StepReport) -> D
 
 def _verify(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
     info = ports.api.get_device(rec.device_id)
-    return machine.before_attempt(rec, info, ports.clock.time(), rules)
+    hold = seen.suppression(info, ports.api.under_maintenance(rec.device_id))
+    return machine.before_attempt(rec, info, ports.clock.time(), rules, leave_alone=hold)
 
 
 def _check(

@@ -29,6 +29,21 @@ from alert_handler.core.facts import (
 log = logging.getLogger(__name__)
 
 Observer = Callable[[str, str, float], None]  # (endpoint, status, seconds)
+_NO_ROUTE = "This API route doesn't exist."
+
+
+def _flag(value: Any) -> bool:
+    """A tinyint column as get_device (a JSON bool), list_devices (0/1) or an old release's raw
+    SQL ("0"/"1") shows it."""
+    return value is True or value == 1 or value == "1"
+
+
+def _group(value: Any) -> int:
+    """devices.poller_group as an int (an old release's raw SQL gives "2"); 0 when unreadable."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _device_info(row: dict[str, Any]) -> DeviceInfo:
@@ -38,7 +53,10 @@ def _device_info(row: dict[str, Any]) -> DeviceInfo:
         hostname=row.get("hostname"),
         overwrite_ip=row.get("overwrite_ip") or None,
         ip=row.get("ip"),
-        status=bool(status) if status is not None else None,
+        status=_flag(status) if status is not None else None,
+        poller_group=_group(row.get("poller_group")),
+        disabled=_flag(row.get("disabled")),
+        ignore=_flag(row.get("ignore")),
     )
 
 
@@ -158,6 +176,21 @@ class LibreNMS:
             raise DeviceNotFound(f"device {device_id} does not exist in LibreNMS", status=status)
         return _device_info(devices[0])
 
+    def under_maintenance(self, device_id: int) -> bool:
+        """GET /devices/{id}/maintenance: whether a maintenance window is active now (whatever
+        its behaviour); DeviceNotFound when the device does not exist."""
+        status, data = self._call(
+            "GET", f"/devices/{device_id}/maintenance", "GET /devices/{id}/maintenance"
+        )
+        if status == 404 and data.get("message") == _NO_ROUTE:
+            return False  # a release older than the route: no window can be seen
+        if status == 404:
+            raise DeviceNotFound(f"device {device_id} does not exist in LibreNMS", status=status)
+        value = data.get("is_under_maintenance")
+        if not isinstance(value, bool):
+            raise LibreNMSError(f"maintenance of device {device_id}: unexpected answer")
+        return value
+
     def set_overwrite_ip(self, device_id: int, value: str | None) -> None:
         """PATCH /devices/{id} overwrite_ip (None clears it). Logged only in dry-run mode."""
         if self.dry_run:
@@ -229,6 +262,7 @@ class LibreNMS:
                         rule_name=row.get("name"),
                         state=int(row.get("state", 1)),
                         timestamp=row.get("timestamp"),
+                        alerted=_flag(row.get("alerted", 1)),
                     )
                 )
             except (KeyError, TypeError, ValueError):

@@ -191,6 +191,11 @@ def _route(
             row["last_discovered"] = None
             result = {"status": changed, "message": "Device will be rediscovered"}
             return _ok(result=result, count=2)
+        case ["devices", spec, "maintenance"] if get:
+            row = db.find_device(spec)
+            if row is None:
+                return _error(404, f"Device {spec} not found")
+            return _ok(is_under_maintenance=row["device_id"] in db.maintenance)
         case ["devices", spec, "ports"] if get:
             columns = _columns(params.get("columns"), ["ifName"])
             row = db.find_device(spec)

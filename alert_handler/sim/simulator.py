@@ -224,6 +224,30 @@ class Simulator:
         with self._lock:
             self._hosts[device_id].reachable = reachable
 
+    def set_maintenance(self, device_id: int, behaviour: str | None = "mute") -> None:
+        """Start a maintenance window on the device ("skip", "mute" or "run_alerts": only the
+        last still notifies), or end it (None)."""
+        if behaviour not in (None, "skip", "mute", "run_alerts"):
+            raise ValueError(f"no maintenance behaviour {behaviour!r}")
+        with self._lock:
+            if device_id not in self._db.devices:
+                raise KeyError(device_id)
+            if behaviour is None:
+                self._db.maintenance.pop(device_id, None)
+            else:
+                self._db.maintenance[device_id] = behaviour
+
+    def set_flags(
+        self, device_id: int, *, disabled: bool | None = None, ignore: bool | None = None
+    ) -> None:
+        """Disable or ignore the device in LibreNMS (or undo it); None leaves a flag as it is."""
+        with self._lock:
+            row = self._db.devices[device_id]
+            if disabled is not None:
+                row["disabled"] = disabled
+            if ignore is not None:
+                row["ignore"] = ignore
+
     def device(self, device_id: int) -> dict[str, Any]:
         """A copy of the device row as `GET /devices/{id}` shows it; KeyError if unknown."""
         with self._lock:
@@ -297,10 +321,13 @@ class Simulator:
     def add_alert(
         self, device_id: int, rule_name: str = "Port2 down", rule_id: int = 1, state: int = 1
     ) -> int:
-        """Open an alert of rule `rule_id` on the device; returns the alert id."""
+        """Open an alert of rule `rule_id` on the device; returns the alert id. `alerted` is 0
+        when LibreNMS would notify nobody (the device ignored, disabled, or under a mute or
+        skip maintenance window), 1 otherwise."""
         with self._lock:
             if device_id not in self._db.devices:
                 raise KeyError(device_id)
+            alerted = 0 if self._db.silenced(device_id) else 1
             self._db.rules[rule_id] = rule_name
             alert_id = self._next_alert_id
             self._next_alert_id += 1
@@ -309,7 +336,7 @@ class Simulator:
                 "device_id": device_id,
                 "rule_id": rule_id,
                 "state": state,
-                "alerted": 1,
+                "alerted": alerted,
                 "open": 1,
                 "note": "",
                 "timestamp": _now(),
@@ -382,8 +409,12 @@ class Simulator:
         body_template: str | None = None,
     ) -> int:
         """POST an alert as LibreNMS's API transport does (text/plain unless `headers` set a
-        Content-Type); returns the HTTP status. OSError if the receiver can't be reached."""
+        Content-Type); returns the HTTP status, or 0 when LibreNMS sends nothing because it
+        silences the device (ignored, disabled, mute or skip maintenance). OSError if the
+        receiver can't be reached."""
         with self._lock:
+            if self._db.silenced(device_id):
+                return 0
             row = self._db.devices[device_id]
             alert = next(
                 (

@@ -146,6 +146,15 @@ class Database:
     alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
     rules: dict[int, str] = field(default_factory=dict)
     patches: list[tuple[int, Any]] = field(default_factory=list)
+    # device -> the behaviour of its active maintenance window: "skip", "mute" or "run_alerts"
+    maintenance: dict[int, str] = field(default_factory=dict)
+
+    def silenced(self, device_id: int) -> bool:
+        """Whether LibreNMS sends no notification for the device (RunAlerts): ignored, disabled,
+        or under a mute or skip maintenance window. (Parents all down is not modelled.)"""
+        row = self.devices[device_id]
+        behaviour = self.maintenance.get(device_id)
+        return bool(row["ignore"] or row["disabled"]) or behaviour in ("skip", "mute")
 
     def find_device(self, spec: str) -> dict[str, Any] | None:
         """All digits is a device_id, anything else an exact case-insensitive hostname."""

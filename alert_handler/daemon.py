@@ -132,7 +132,8 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         store = StateStore(path, loaded.snapshot, on_write=metrics.observe_state_write)
         metrics.watch_records(store.records)
         api = make_api(cfg, metrics)
-        poller = make_poller(cfg)
+        poller = make_poller(cfg, metrics.observe_poll)
+        metrics.known_pollers(poller.labels())
         rules = rules_from(cfg)
         scheduler = Scheduler(
             store,

@@ -108,6 +108,13 @@ class Metrics:
             ["exit_status"],
             registry=r,
         )
+        self.poller_polls = Counter(
+            "alert_handler_poller_polls",
+            "Poll commands run, by poller (POLLER_GROUP_HOSTS targets and the default) and exit"
+            " status",
+            ["poller", "exit_status"],
+            registry=r,
+        )
         self.step_failures = Counter(
             "alert_handler_step_failures",
             "Recovery steps that failed (LibreNMS or SSH trouble, a bug), by the failing step",
@@ -153,6 +160,16 @@ class Metrics:
     def observe_api(self, endpoint: str, status: str, seconds: float) -> None:
         """Hook for the LibreNMS client."""
         self.api_requests.labels(endpoint, status).inc()
+
+    def known_pollers(self, labels: list[str]) -> None:
+        """Export every poller's series at 0 from the start (labels come from the config)."""
+        for label in labels:
+            for status in (*POLL_STATUSES, "other"):
+                self.poller_polls.labels(label, status)
+
+    def observe_poll(self, poller: str, status: str) -> None:
+        """Hook for the poller: one poll run on `poller` ended with `status`."""
+        self.poller_polls.labels(poller, status if status in POLL_STATUSES else "other").inc()
 
     def observe_state_write(self, seconds: float, size: int) -> None:
         """Hook for the state store."""

@@ -416,6 +416,47 @@ def test_an_invalid_webhook_token_is_never_echoed(tail: str) -> None:
     assert "s3cr3t" not in repr(err)
 
 
+# -- POLLER_GROUP_HOSTS -----------------------------------------------------------------------
+def test_poller_group_hosts() -> None:
+    """GROUP=TARGET pairs; TARGET local or [USER@]HOST[:PORT]; blanks around items dropped."""
+    cfg = parse(
+        env(
+            POLLER_GROUP_HOSTS=" 2=poller-east, 3=librenms@10.0.3.5:2222,4=local,5=[2001:db8::5]",
+            SSH_USER="librenms",
+        )
+    )
+    assert [str(t) for t in cfg.poller_group_hosts] == [
+        "poller-east",
+        "librenms@10.0.3.5:2222",
+        "local",
+        "[2001:db8::5]",
+    ]
+    assert [(t.group, t.host, t.user, t.port) for t in cfg.poller_group_hosts][:2] == [
+        (2, "poller-east", None, None),
+        (3, "10.0.3.5", "librenms", 2222),
+    ]
+    assert parse(env()).poller_group_hosts == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("east=poller", "is not GROUP=TARGET"),
+        ("2", "is not GROUP=TARGET"),
+        ("2=", "is not GROUP=TARGET"),
+        ("2=poller east", "is neither local nor [USER@]HOST[:PORT]"),
+        ("2=-oProxyCommand=x", "is neither local nor [USER@]HOST[:PORT]"),
+        ("2=poller:0", "0 is not a port number"),
+        ("2=a,2=b", "poller group 2 is listed twice"),
+        ("2=poller-east", "needs USER@ or SSH_USER"),
+    ],
+)
+def test_bad_poller_group_hosts_name_the_variable(raw: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(env(POLLER_GROUP_HOSTS=raw))
+    assert caught.value.key == "POLLER_GROUP_HOSTS" and problem in str(caught.value)
+
+
 # -- the table, .env.example and docs/configuration.md ------------------------------------------
 ROOT = Path(__file__).parent.parent
 ASSIGNMENT = re.compile(r"^(#?)([A-Z][A-Z0-9_]+)=(.*)$", flags=re.M)

@@ -320,10 +320,10 @@ class HungPoller:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def poll(self, device_id: int) -> PollResult:
+    def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
         self.entered.set()
         self.release.wait(60)
-        return self.real.poll(device_id)
+        return self.real.poll(device_id, poller_group)
 
     def check(self) -> str:
         return self.real.check()

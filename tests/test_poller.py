@@ -410,11 +410,14 @@ def test_unreachable_host_is_poll_error(tmp_path: Path) -> None:
 
 
 def test_make_poller_follows_poll_method() -> None:
+    """The default route (every group not in POLLER_GROUP_HOSTS) is POLL_METHOD's poller."""
     local = base_config(poll_method="local")
     ssh = base_config(ssh_host="127.0.0.1", ssh_user="librenms")
-    assert isinstance(make_poller(local), LocalPoller)
-    with closing(SSHPoller(ssh)) as poller:
-        assert type(make_poller(ssh)) is type(poller)
+    with closing(make_poller(local)) as poller:
+        assert isinstance(poller.route(0).target, LocalPoller)
+    with closing(make_poller(ssh)) as poller:
+        assert isinstance(poller.route(7).target, SSHPoller)
+        assert poller.labels() == ["librenms@127.0.0.1:22"]
 
 
 def test_threads_are_not_left_behind(server: SSHD) -> None:

@@ -592,7 +592,7 @@ class ScriptedLibreNMS:
 class NoPoller:
     """A poller the tests below never reach."""
 
-    def poll(self, device_id: int) -> PollResult:
+    def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
         raise AssertionError("not expected to poll")
 
 
@@ -749,7 +749,7 @@ class ModelLibreNMS:
     def ack_alert(self, alert_id: int, note: str) -> None:
         self._io("ack", alert_id // 10, gone_is_404=False)  # 200 even for no such alert
 
-    def poll(self, device_id: int) -> PollResult:
+    def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
         self.clock_ticks += 1
         result = self.fault("poll")
         if result == "crash":

@@ -91,7 +91,7 @@ class FakePoller:
         self.exit_status = exit_status
         self.error = error
 
-    def poll(self, device_id: int) -> PollResult:
+    def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
         if self.error is not None:
             raise PollError(self.error)
         return PollResult(device_id, self.exit_status, (), 1.0)

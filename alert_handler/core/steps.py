@@ -46,9 +46,10 @@ class LibreNMSPort(Protocol):
 
 
 class PollPort(Protocol):
-    """Runs `lnms device:poll <id>`; PollError when it could not be run to its end."""
+    """Runs `lnms device:poll <id>` on a poller of the device's group (where LibreNMS would poll
+    it); PollError when it could not be run to its end."""
 
-    def poll(self, device_id: int) -> PollResult: ...
+    def poll(self, device_id: int, poller_group: int) -> PollResult: ...
 
 
 class Clock(Protocol):
@@ -229,7 +230,7 @@ def _check(
     ports.api.discover(rec.device_id)
     laps.next("poll")
     try:
-        result = ports.poller.poll(rec.device_id)
+        result = ports.poller.poll(rec.device_id, rec.poller_group)
     except PollError:
         report.poll_exit = "error"
         raise

@@ -23,6 +23,7 @@ from alert_handler.sim.tables import (
     Database,
     alert_json,
     device_json,
+    poller_json,
     port_row,
 )
 
@@ -176,6 +177,26 @@ def _route(
             )
         case ["devices"] if get:
             return _list_devices(db, params)
+        case ["pollers"] if get:
+            rows = [
+                poller_json(name, groups, n, now)
+                for n, (name, groups) in enumerate(sorted(db.pollers.items()), start=1)
+            ]
+            return _ok(pollers=rows, count=len(rows))
+        case ["poller_group"] if get:
+            rows = [
+                {"id": i, "group_name": n, "descr": ""} for i, n in sorted(db.poller_groups.items())
+            ]
+            return _ok(get_poller_group=rows, count=len(rows))
+        case ["poller_group", spec] if get:
+            found = [
+                {"id": i, "group_name": n, "descr": ""}
+                for i, n in sorted(db.poller_groups.items())
+                if (str(i) == spec if spec.isdigit() else n == spec)
+            ]
+            if not found:
+                return _error(404, "Poller Group does not exist")
+            return _ok(get_poller_group=found[0])
         case ["devices", spec] if get:
             row = db.find_device(spec)
             if row is None:

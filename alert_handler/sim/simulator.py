@@ -21,11 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from alert_handler.sim.api import Reply, api, error_reply, json_reply
 from alert_handler.sim.server import SimServer
 from alert_handler.sim.tables import (
+    MAIN_POLLER,
     PORT_STATUSES,
     Database,
     SimPort,
@@ -91,6 +92,13 @@ def _doc_address(n: int) -> str:
     return f"{_DOC_NETS[n // 254]}.{n % 254 + 1}"
 
 
+def _is_loopback(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -121,6 +129,7 @@ class Simulator:
         self.api_latency = api_latency
         self.poll_latency = poll_latency
         self.unreachable: set[str] = set()  # targets where nothing answers, besides unsupervised_ip
+        self.snmpd_on_pollers = False  # every poller runs snmpd on all addresses, CPE community
         self._lock = threading.Lock()
         self._db = Database()
         self._hosts: dict[int, _Host] = {}
@@ -248,6 +257,27 @@ class Simulator:
             if ignore is not None:
                 row["ignore"] = ignore
 
+    def add_poller(self, name: str, groups: list[int]) -> None:
+        """A poller (dispatcher service) named `name` that polls the devices of `groups`; it
+        reaches only those. The main host, MAIN_POLLER, serves group 0 unless redefined."""
+        with self._lock:
+            self._db.pollers[name] = set(groups)
+            for group in groups:
+                if group:
+                    self._db.poller_groups.setdefault(group, f"group-{group}")
+
+    def add_poller_group(self, group_id: int, name: str) -> None:
+        """A row of poller_groups (id > 0; 0 is the default group, which has no row)."""
+        if group_id <= 0:
+            raise ValueError("poller group ids start at 1")
+        with self._lock:
+            self._db.poller_groups[group_id] = name
+
+    def set_poller_group(self, device_id: int, group: int) -> None:
+        """Move the device to another poller group."""
+        with self._lock:
+            self._db.devices[device_id]["poller_group"] = group
+
     def device(self, device_id: int) -> dict[str, Any]:
         """A copy of the device row as `GET /devices/{id}` shows it; KeyError if unknown."""
         with self._lock:
@@ -287,9 +317,22 @@ class Simulator:
             siblings.append(port)
             return port.port_id
 
-    def poll(self, device_id: int) -> tuple[int, str]:
-        """`lnms device:poll <id>`: (exit code, output); 0 polled, 6 device down, 1 no device."""
+    def poll(
+        self, device_id: int, poller: str | None = None, run_as: str = "librenms"
+    ) -> tuple[int, str]:
+        """`lnms device:poll <id>` run on `poller` (None: the main host) as user `run_as`:
+        (exit code, output); 0 polled, 6 device down, 1 no device or the wrong user.
+
+        What answers: a loopback target answers ICMP on every poller (127.0.0.0/8 is local), so
+        it is down only through SNMP (status_reason "snmp") unless `snmpd_on_pollers`, when the
+        poller itself answers and is polled under the device's record (OS changed, the device's
+        ports marked deleted). Otherwise the device answers only a poller of its poller group,
+        when it is reachable and its target is its own address."""
         started = time.monotonic()
+        if run_as == "root":
+            return 1, "Error: lnms must not run as root.\n"
+        if run_as != "librenms":
+            return 1, "Error: lnms must be run as the user librenms.\n"
         if self.poll_latency > 0:
             time.sleep(self.poll_latency)
         with self._lock:
@@ -299,24 +342,43 @@ class Simulator:
             host = self._hosts[device_id]
             target = row["overwrite_ip"] or row["hostname"]
             ip = row["overwrite_ip"] or host.real_ip
-            silent = self.unreachable | {self.unsupervised_ip}
             row["ip"] = ip  # every poll sets devices.ip to overwrite_ip when that is set
             header = (
                 f"Starting polling run:\n\nHostname:  {row['hostname']} \nID:        {device_id}\n"
                 f"OS:        {row['os']}\nIP:        {ip}\n\n"
             )
-            if not host.reachable or target in silent or ip in silent:
-                row.update(status=False, status_reason="icmp")
-                return 6, header + "Device was down, unable to poll.\n"
+            serves = self._db.pollers.get(poller or MAIN_POLLER, set())
+            if _is_loopback(ip):
+                if not self.snmpd_on_pollers:
+                    row.update(status=False, status_reason="snmp")
+                    return 6, header + "Device was down, unable to poll.\n"
+                self._poll_the_poller(row)
+            else:
+                silent = self.unreachable | {self.unsupervised_ip}
+                if (
+                    row["poller_group"] not in serves
+                    or not host.reachable
+                    or target in silent
+                    or ip in silent
+                ):
+                    row.update(status=False, status_reason="icmp")
+                    return 6, header + "Device was down, unable to poll.\n"
+                for port in self._db.device_ports(device_id):  # a deleted row is not polled
+                    if port.ifOperStatus != port.link:
+                        port.ifOperStatus_prev, port.ifOperStatus = port.ifOperStatus, port.link
             now = _now()
             row.update(status=True, status_reason="", last_polled=now, last_ping=now)
-            for port in self._db.device_ports(device_id):  # a deleted row is not polled
-                if port.ifOperStatus != port.link:
-                    port.ifOperStatus_prev, port.ifOperStatus = port.ifOperStatus, port.link
             elapsed = time.monotonic() - started
             row["last_polled_timetaken"] = round(elapsed, 3)
             name = row["display"] or row["hostname"]
         return 0, header + f">>> Polled {name} ({device_id}) in {elapsed:.3f} seconds <<<\n"
+
+    def _poll_the_poller(self, row: dict[str, Any]) -> None:
+        """Under the lock: the poller's own snmpd answered with the CPE's community, so LibreNMS
+        records the poller under the CPE's row: its OS, and the CPE's ports vanish (deleted)."""
+        row.update(os="linux", sysDescr="Linux poller 6.1.0", hardware="x86_64")
+        for port in self._db.device_ports(row["device_id"]):
+            port.deleted = 1
 
     def add_alert(
         self, device_id: int, rule_name: str = "Port2 down", rule_id: int = 1, state: int = 1
@@ -505,14 +567,15 @@ class Simulator:
             if fault.status >= 400:
                 return error_reply(fault.status)
         if path.startswith("/_sim/"):
-            return self._control(method, path, body, admin=role is Role.ADMIN)
+            return self._control(method, path, query, body, admin=role is Role.ADMIN)
         if not in_api:
             return error_reply(404)
         with self._lock:
             return api(self._db, method, path, query, body, admin=role is Role.ADMIN, now=_now())
 
-    def _control(self, method: str, path: str, body: bytes, *, admin: bool) -> Reply:
-        """Simulator-only routes: POST /_sim/poll/{spec}, POST /_sim/link/{id}/{ifName}."""
+    def _control(self, method: str, path: str, query: str, body: bytes, *, admin: bool) -> Reply:
+        """Simulator-only routes: POST /_sim/poll/{spec}?poller=NAME&run_as=USER,
+        POST /_sim/link/{id}/{ifName}."""
         segments = [unquote(s) for s in path.strip("/").split("/")]
         if method != "POST" or len(segments) < 3 or segments[1] not in ("poll", "link"):
             return error_reply(404)
@@ -521,7 +584,12 @@ class Simulator:
         if segments[1] == "poll" and len(segments) == 3:
             with self._lock:
                 row = self._db.find_device(segments[2])
-            code, output = self.poll(row["device_id"]) if row else (1, _NO_DEVICES)
+            params = dict(parse_qsl(query))
+            code, output = (
+                self.poll(row["device_id"], params.get("poller"), params.get("run_as", "librenms"))
+                if row
+                else (1, _NO_DEVICES)
+            )
             return json_reply(200, {"exit": code, "output": output})
         if segments[1] == "link" and len(segments) == 4 and segments[2].isdigit():
             status = body.decode("utf-8", "replace").strip()

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+MAIN_POLLER = "librenms"  # the host `lnms device:poll` runs on unless told otherwise
 PORT_STATUSES = frozenset(
     {"up", "down", "testing", "unknown", "dormant", "notPresent", "lowerLayerDown"}
 )
@@ -148,6 +149,9 @@ class Database:
     patches: list[tuple[int, Any]] = field(default_factory=list)
     # device -> the behaviour of its active maintenance window: "skip", "mute" or "run_alerts"
     maintenance: dict[int, str] = field(default_factory=dict)
+    # poller_cluster: poller name -> the poller groups it serves; the main host serves 0
+    pollers: dict[str, set[int]] = field(default_factory=lambda: {MAIN_POLLER: {0}})
+    poller_groups: dict[int, str] = field(default_factory=dict)  # id -> group_name (0: none)
 
     def silenced(self, device_id: int) -> bool:
         """Whether LibreNMS sends no notification for the device (RunAlerts): ignored, disabled,
@@ -194,3 +198,25 @@ def alert_json(db: Database, alert: dict[str, Any]) -> dict[str, Any]:
     out["timestamp"] = alert["timestamp"].strftime("%Y-%m-%d %H:%M:%S")
     out.update(severity="critical", name=db.rules.get(alert["rule_id"], ""), proc=None, notes="")
     return out
+
+
+def poller_json(name: str, groups: set[int], index: int, now: datetime) -> dict[str, Any]:
+    """One poller_cluster row as list_pollers shows it (PollerCluster::with('stats'))."""
+    return {
+        "id": index,
+        "node_id": f"{name}-node",
+        "poller_name": name,
+        "poller_version": "26.7.0",
+        "poller_groups": ",".join(str(g) for g in sorted(groups)),
+        "last_report": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "master": int(index == 1),
+        "poller_enabled": 1,
+        "poller_frequency": 300,
+        "poller_workers": 24,
+        "poller_down_retry": 60,
+        "discovery_enabled": 1,
+        "discovery_frequency": 21600,
+        "discovery_workers": 16,
+        "services_enabled": 1,
+        "stats": [],
+    }

@@ -7,8 +7,9 @@ import logging
 import threading
 
 from alert_handler.core import steps
-from alert_handler.core.machine import SUPPRESSED, Action, Decision, Reason, Rules
+from alert_handler.core.machine import Action, Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord, merge_alert_fields
+from alert_handler.core.seen import SUPPRESSED
 from alert_handler.metrics import STEPS, Metrics
 from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
@@ -126,6 +127,16 @@ class Recorder:
             log.info("device=%s step=ack alert=%s acknowledged", device_id, alert_id)
         if report.ack_error is not None:
             log.warning("device=%s step=ack failed: %s", device_id, report.ack_error)
+        for alert_id in report.unmuted:
+            log.info(
+                "device=%s step=unmute alert=%s unmuted: LibreNMS alerts again", device_id, alert_id
+            )
+        if report.unmute_error is not None:
+            log.warning(
+                "device=%s step=unmute failed: %s (the alert stays acknowledged)",
+                device_id,
+                report.unmute_error,
+            )
         if report.check is not None:
             status = report.check.oper_status
             log.info(

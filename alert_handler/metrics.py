@@ -37,7 +37,17 @@ ALERT_RESULTS = (
     "unavailable",  # the state file could not be written (503)
 )
 ATTEMPT_OUTCOMES = tuple(o.value for o in _OUTCOMES)
-STEPS = ("inspect", "force_down", "verify", "restore", "discover", "poll", "check", "ack")
+STEPS = (
+    "inspect",
+    "force_down",
+    "verify",
+    "restore",
+    "discover",
+    "poll",
+    "check",
+    "ack",
+    "unmute",
+)
 POLL_STATUSES = ("0", "1", "6", "error")
 
 

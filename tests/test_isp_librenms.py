@@ -4,13 +4,14 @@ alert times, payload forms, the wrong poll user, an UNSUPERVISED_IP that answers
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 import requests
 
-from alert_handler.sim.simulator import Simulator
-from tests.conftest import UNSUP, StartDaemon, alert_body, overwrite, wait_for
+from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
+from tests.conftest import AUTH, UNSUP, StartDaemon, alert_body, overwrite, wait_for
 
 
 def messages(
@@ -26,8 +27,6 @@ def messages(
 
 def api_get(sim: Simulator, path: str) -> dict[str, object]:
     """GET an API path of the simulator with the admin token; the decoded body."""
-    from alert_handler.sim.simulator import DEFAULT_TOKEN
-
     reply = requests.get(sim.url + path, headers={"X-Auth-Token": DEFAULT_TOKEN}, timeout=5)
     body: dict[str, object] = reply.json()
     return body
@@ -138,3 +137,65 @@ def test_reconcile_picks_up_only_what_librenms_notified(
     assert d.daemon.store.get(48) is None and d.daemon.store.get(49) is None
     assert sim.patches(48) == [] and sim.patches(49) == []
     assert messages(caplog, "device=49 step=reconcile", "disabled", level=logging.INFO)
+
+
+# -- unmute what was acknowledged -----------------------------------------------------------------
+def alert_of(sim: Simulator, device_id: int) -> dict[str, object]:
+    """The device's one alert as GET /alerts shows it."""
+    return next(a for a in sim.alerts() if a["device_id"] == device_id)
+
+
+def test_what_was_acknowledged_is_unmuted_when_the_daemon_lets_go(
+    sim: Simulator, start_daemon: StartDaemon
+) -> None:
+    """1. ACK_ALERTS: devices 61-64 are forced down and their 'Port2 down' alerts acknowledged
+       (state 2: LibreNMS sends no more about them).
+    2. The daemon lets go of 61 (the operator releases it), 62 (put under maintenance) and 63
+       (someone else changed its overwrite_ip): each alert is unmuted (PUT /alerts/unmute/{id},
+       state 1, with a note), so LibreNMS tells people about those devices again.
+    3. 64 recovers: its alert is left to LibreNMS, which clears it."""
+    devices = (61, 62, 63, 64)
+    for device_id in devices:
+        sim.add_device(device_id, f"cpe-{device_id}", ports={"port2": "down"})
+        sim.add_alert(device_id, "Port2 down")
+    d = start_daemon(ACK_ALERTS="true", TRIGGER_RULES="Port2 down", RECOVERY_INTERVAL_SEC="0.3")
+    for device_id in devices:  # (reconciliation may have found the open alerts first)
+        assert d.post(alert_body(device_id)).status_code in (200, 202)
+    wait_for(
+        lambda: all(alert_of(sim, i)["state"] == 2 for i in devices), what="alerts acknowledged"
+    )
+    wait_for(lambda: all(overwrite(sim, i) == UNSUP for i in devices), what="forced down")
+    reply = requests.post(d.url + "/devices/61/release", headers=AUTH, timeout=5)
+    assert reply.status_code == 200
+    sim.set_maintenance(62, "mute")
+    reply = requests.patch(
+        f"{sim.url}/devices/63",
+        data=json.dumps({"field": "overwrite_ip", "data": "203.0.113.63"}),
+        headers={"X-Auth-Token": DEFAULT_TOKEN},
+        timeout=5,
+    )
+    assert reply.status_code == 200
+    sim.set_link(64, "port2", "up")
+    wait_for(lambda: all(d.daemon.store.get(i) is None for i in devices), what="all let go")
+    for device_id in (61, 62, 63):
+        alert = alert_of(sim, device_id)
+        assert alert["state"] == 1, (device_id, alert)
+        assert "let the device go" in str(alert["note"])
+    assert alert_of(sim, 64)["state"] == 2  # recovered: not unmuted
+    unmutes = [r.path for r in sim.requests if r.path.startswith("/alerts/unmute/")]
+    assert sorted(unmutes) == sorted(
+        f"/alerts/unmute/{alert_of(sim, i)['id']}" for i in (61, 62, 63)
+    )
+
+
+def test_giving_up_unmutes(sim: Simulator, start_daemon: StartDaemon) -> None:
+    """MAX_ATTEMPTS reached: the device is left restored and forgotten, and its acknowledged
+    alert is unmuted."""
+    sim.add_device(65, "cpe-65", ports={"port2": "down"})
+    first = sim.add_alert(65, "Port2 down")
+    d = start_daemon(ACK_ALERTS="true", MAX_ATTEMPTS="2", RECOVERY_INTERVAL_SEC="0.2")
+    assert d.post(alert_body(65)).status_code in (200, 202)
+    wait_for(lambda: alert_of(sim, 65)["state"] == 2, what="acknowledged")
+    wait_for(lambda: d.daemon.store.get(65) is None, what="given up")
+    assert alert_of(sim, 65)["state"] == 1
+    assert [r.path for r in sim.requests if "unmute" in r.path] == [f"/alerts/unmute/{first}"]

@@ -31,7 +31,6 @@ from alert_handler.core.facts import (
     PortInfo,
 )
 from alert_handler.core.machine import (
-    SUPPRESSED,
     Action,
     Decision,
     Reason,
@@ -52,7 +51,7 @@ from alert_handler.core.machine import (
 )
 from alert_handler.core.outcomes import Outcome
 from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
-from alert_handler.core.seen import suppression
+from alert_handler.core.seen import SUPPRESSED, suppression
 from alert_handler.core.steps import Ports, StepReport, run_device
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.poll import Poller, PollError, PollResult
@@ -688,6 +687,7 @@ class ModelLibreNMS:
         self.port2: dict[int, str | None] = {}  # None: the device has no port2
         self.port_gen: dict[int, int] = {}  # times port2 vanished and came back (new port_id)
         self.held: dict[int, str] = {}  # LibreNMS's own suppression: maintenance/disabled/ignore
+        self.alert_state: dict[int, int] = {}  # alert id (device * 10) -> 1 open, 2 acknowledged
         self.gone: set[int] = set()
         self.clock_ticks = 0
 
@@ -742,12 +742,32 @@ class ModelLibreNMS:
     def discover(self, device_id: int) -> None:
         self._io("discover", device_id, gone_is_404=False)  # 200 even for an unknown device
 
-    def open_alerts(self) -> list[OpenAlert]:
+    def _alerts(self, state: int) -> list[OpenAlert]:
         self._io("alerts", 0, gone_is_404=False)
-        return [OpenAlert(d * 10, d, "Port2 down", 1, None) for d in DEVICES]
+        return [
+            OpenAlert(d * 10, d, "Port2 down", state, None)
+            for d in DEVICES
+            if self.alert_state.get(d * 10, 1) == state
+        ]
+
+    def open_alerts(self) -> list[OpenAlert]:
+        return self._alerts(1)
+
+    def acknowledged_alerts(self) -> list[OpenAlert]:
+        return self._alerts(2)
+
+    def _set_alert(self, call: str, alert_id: int, state: int) -> None:
+        def apply() -> None:
+            self.alert_state[alert_id] = state
+
+        # 200 even for no such alert
+        self._io(call, alert_id // 10, gone_is_404=False, apply=apply)
 
     def ack_alert(self, alert_id: int, note: str) -> None:
-        self._io("ack", alert_id // 10, gone_is_404=False)  # 200 even for no such alert
+        self._set_alert("ack", alert_id, 2)
+
+    def unmute_alert(self, alert_id: int, note: str) -> None:
+        self._set_alert("unmute", alert_id, 1)
 
     def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
         self.clock_ticks += 1
@@ -858,6 +878,12 @@ class RecoveryMachine(RuleBasedStateMachine):
         if reason in (Reason.FORCE_DOWN, Reason.ATTEMPT):
             # Nothing new is started on a device LibreNMS itself leaves alone.
             assert before.device_id not in self.api.held, (before, report)
+        if report.decision.forget and reason not in (Reason.RECOVERED, Reason.DEVICE_GONE):
+            # Let go for any reason but recovery: what we acknowledged is unmuted (best effort:
+            # unless the unmute itself failed, and it is reported then).
+            if report.unmute_error is None:
+                for alert_id in before.acked_ids:
+                    assert self.api.alert_state.get(alert_id, 1) != 2, (before, report)
         self._webhook_meanwhile(before.device_id)
         decided = report.decision.record
         current = self.store.get(before.device_id)

@@ -85,6 +85,14 @@ class FakeLibreNMS:
         self._call("ack")
         self.acked.append(alert_id)
 
+    def acknowledged_alerts(self) -> list[OpenAlert]:
+        self._call("acked_alerts")
+        return [OpenAlert(i, 42, "Port2 down", 2, None) for i in self.acked]
+
+    def unmute_alert(self, alert_id: int, note: str) -> None:
+        self._call("unmute")
+        self.acked.remove(alert_id)
+
 
 class FakePoller:
     def __init__(self, exit_status: int = 0, error: str | None = None) -> None:
@@ -240,6 +248,34 @@ def test_release_of_a_new_record_looks_first(current: str, calls: list[str]) -> 
         assert api.overwrite is None
         assert report.decision.detail.endswith("(it was on UNSUPERVISED_IP with no known original)")
         assert [name for name, _ in report.laps] == ["verify", "restore", "discover"]
+
+
+@pytest.mark.parametrize(("still_acked", "unmuted"), [([7], (7,)), ([], ())])
+def test_letting_go_unmutes_only_what_is_still_acknowledged(
+    still_acked: list[int], unmuted: tuple[int, ...]
+) -> None:
+    """Unmuting sets state 1 whatever the state was: an alert that recovered meanwhile (it is
+    no longer acknowledged) must not be reopened."""
+    api = FakeLibreNMS(overwrite=UNSUP)
+    api.acked = list(still_acked)
+    rec = record(phase=Phase.RELEASING, acked=True, acked_ids=(7,))
+    report = run_step(rec, Action.RELEASE, ports(api), RULES)
+    assert report.decision.reason is Reason.RELEASED and report.unmuted == unmuted
+    assert ("unmute" in api.calls) == bool(unmuted)
+    assert [name for name, _ in report.laps][-1] == "unmute"
+
+
+def test_a_recovery_keeps_the_acks_and_a_failed_unmute_is_reported() -> None:
+    api = FakeLibreNMS(port="up")
+    api.acked = [7]
+    rec = record(acked=True, acked_ids=(7,))
+    report = run_step(rec, Action.CHECK, ports(api), RULES)
+    assert report.decision.reason is Reason.RECOVERED and "acked_alerts" not in api.calls
+    api = FakeLibreNMS(overwrite="198.51.100.1")
+    api.acked = [7]
+    api.fail["unmute"] = LibreNMSError("HTTP 403", status=403)
+    report = run_step(record(acked_ids=(7,)), Action.CHECK, ports(api), RULES, fresh=False)
+    assert report.decision.reason is Reason.FOREIGN_CHANGE and report.unmute_error == "HTTP 403"
 
 
 class Host:

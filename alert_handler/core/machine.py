@@ -53,11 +53,6 @@ class Reason(str, Enum):
     RELEASED = "released: original restored"
 
 
-SUPPRESSED = frozenset(
-    {Reason.SUPPRESSED_MAINTENANCE, Reason.SUPPRESSED_DISABLED, Reason.SUPPRESSED_IGNORED}
-)
-
-
 class Action(str, Enum):
     """What the worker should do next for a device."""
 

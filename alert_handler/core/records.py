@@ -44,6 +44,7 @@ class DeviceRecord:
     forced_down_at: float | None = None
     last_error: str | None = None
     acked: bool = False
+    acked_ids: tuple[int, ...] = ()  # alerts we acknowledged: unmuted when we let the device go
     # Fields the webhook owns:
     alerts: int = 1
     last_alert: float = 0.0

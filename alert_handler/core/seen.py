@@ -1,13 +1,22 @@
-"""What the daemon makes of what LibreNMS shows about a device; pure.
+"""What the daemon makes of LibreNMS's side of a device; pure.
 
-The state machine (`machine`) takes these judgements as inputs: whether LibreNMS itself leaves a
-device alone. `steps` reads the facts and asks here.
+The state machine (`machine`) takes these judgements as inputs (whether LibreNMS itself leaves a
+device alone), and `steps` asks here what to undo in LibreNMS when a device is let go (the
+acknowledgements to take back).
 """
 
 from __future__ import annotations
 
 from alert_handler.core.facts import DeviceInfo
-from alert_handler.core.machine import Reason
+from alert_handler.core.machine import Decision, Reason
+from alert_handler.core.records import DeviceRecord
+
+SUPPRESSED = frozenset(
+    {Reason.SUPPRESSED_MAINTENANCE, Reason.SUPPRESSED_DISABLED, Reason.SUPPRESSED_IGNORED}
+)
+# Ends after which LibreNMS's own alerting takes over again: the acks are taken back. Not a
+# recovery (the alert clears itself) and not a deleted device (its alerts went with it).
+_KEEP_ACKS = frozenset({Reason.RECOVERED, Reason.DEVICE_GONE})
 
 
 def suppression(info: DeviceInfo, maintenance: bool) -> Reason | None:
@@ -20,3 +29,12 @@ def suppression(info: DeviceInfo, maintenance: bool) -> Reason | None:
     if info.ignore:
         return Reason.SUPPRESSED_IGNORED
     return None
+
+
+def to_unmute(rec: DeviceRecord, decision: Decision) -> tuple[int, ...]:
+    """The alerts the daemon acknowledged (ACK_ALERTS) to unmute now: when it stops handling
+    the device for any reason but recovery (gave up, released, a foreign change, LibreNMS's
+    own suppression), so that LibreNMS notifies people about it again."""
+    if not decision.forget or decision.reason in _KEEP_ACKS:
+        return ()
+    return rec.acked_ids

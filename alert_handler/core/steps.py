@@ -31,6 +31,7 @@ MAX_STEPS = 8  # steps one job may run for a device before yielding to others
 # Actions that change LibreNMS: they run only on a record that is on disk.
 CHANGES = frozenset({Action.FORCE_DOWN, Action.CHECK, Action.RELEASE})
 ACK_NOTE = "handled by alert-handler: forced down, recovering"
+UNMUTE_NOTE = "alert-handler let the device go: alerting as usual again"
 
 
 class LibreNMSPort(Protocol):
@@ -43,6 +44,8 @@ class LibreNMSPort(Protocol):
     def discover(self, device_id: int) -> None: ...
     def open_alerts(self) -> list[OpenAlert]: ...
     def ack_alert(self, alert_id: int, note: str) -> None: ...
+    def acknowledged_alerts(self) -> list[OpenAlert]: ...
+    def unmute_alert(self, alert_id: int, note: str) -> None: ...
 
 
 class PollPort(Protocol):
@@ -93,6 +96,8 @@ class StepReport:
     forced_down: bool = False  # a PATCH to UNSUPERVISED_IP was made
     acked: tuple[int, ...] = ()  # alert ids acknowledged
     ack_error: str | None = None
+    unmuted: tuple[int, ...] = ()  # alert ids unmuted (the device was let go)
+    unmute_error: str | None = None
 
 
 class _Laps:
@@ -133,9 +138,11 @@ def run_step(
             changed = machine.foreign_change(rec, ports.api.get_device(rec.device_id), rules)
             if changed is not None:
                 report.decision = changed
+                _unmute(rec, ports, laps, report)
                 return report
             laps.next(_FIRST_STEP[action])
         report.decision = _RUNNERS[action](rec, ports, rules, laps, report)
+        _unmute(rec, ports, laps, report)
     except DeviceNotFound as exc:
         report.decision = machine.after_failure(
             rec, action, str(exc), ports.clock.time(), rules, gone=True
@@ -206,13 +213,39 @@ def _ack(rec: DeviceRecord, ports: Ports, rules: Rules, report: StepReport) -> D
                 continue
             if rules.trigger_rules and alert.rule_name not in rules.trigger_rules:
                 continue
-            ports.api.ack_alert(alert.alert_id, ACK_NOTE)
+            # Recorded before the call: an ack that reached LibreNMS but whose answer was lost
+            # must still be unmuted later (unmuting checks it is still acknowledged).
             acked.append(alert.alert_id)
+            ports.api.ack_alert(alert.alert_id, ACK_NOTE)
     except LibreNMSError as exc:
-        report.acked, report.ack_error = tuple(acked), str(exc)
-        return rec
+        report.acked, report.ack_error = tuple(acked[:-1]), str(exc)
+        return replace(rec, acked_ids=_merged(rec.acked_ids, acked))  # acked: tried again
     report.acked = tuple(acked)
-    return replace(rec, acked=True)
+    return replace(rec, acked=True, acked_ids=_merged(rec.acked_ids, acked))
+
+
+def _merged(old: tuple[int, ...], new: list[int]) -> tuple[int, ...]:
+    return old + tuple(i for i in new if i not in old)
+
+
+def _unmute(rec: DeviceRecord, ports: Ports, laps: _Laps, report: StepReport) -> None:
+    """Unmute what the daemon acknowledged when it lets the device go (`seen.to_unmute`); best
+    effort, like the ack: a failure is reported, not a failed step."""
+    candidates = seen.to_unmute(rec, report.decision)
+    if not candidates:
+        return
+    laps.next("unmute")
+    done: list[int] = []
+    try:
+        # Only alerts still acknowledged: unmuting sets state 1 whatever the state was, and an
+        # alert that has recovered since must stay closed.
+        still = {a.alert_id for a in ports.api.acknowledged_alerts()}
+        for alert_id in (i for i in candidates if i in still):
+            ports.api.unmute_alert(alert_id, UNMUTE_NOTE)
+            done.append(alert_id)
+    except LibreNMSError as exc:
+        report.unmute_error = str(exc)
+    report.unmuted = tuple(done)
 
 
 def _verify(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:

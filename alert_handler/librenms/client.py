@@ -249,7 +249,14 @@ class LibreNMS:
 
     def open_alerts(self) -> list[OpenAlert]:
         """GET /alerts?state=1: alerts that are firing now."""
-        status, data = self._call("GET", "/alerts", "GET /alerts", params={"state": "1"})
+        return self._alerts("1")
+
+    def acknowledged_alerts(self) -> list[OpenAlert]:
+        """GET /alerts?state=2: alerts acknowledged now."""
+        return self._alerts("2")
+
+    def _alerts(self, state: str) -> list[OpenAlert]:
+        status, data = self._call("GET", "/alerts", "GET /alerts", params={"state": state})
         if status == 404:
             return []
         out = []
@@ -279,6 +286,15 @@ class LibreNMS:
             f"/alerts/{alert_id}",
             "PUT /alerts/{id}",
             body={"note": note, "until_clear": False},
+        )
+
+    def unmute_alert(self, alert_id: int, note: str) -> None:
+        """PUT /alerts/unmute/{id}: back to state 1, LibreNMS notifies again."""
+        if self.dry_run:
+            log.info("alert=%s step=unmute DRY_RUN would unmute", alert_id)
+            return
+        self._call(
+            "PUT", f"/alerts/unmute/{alert_id}", "PUT /alerts/unmute/{id}", body={"note": note}
         )
 
     def has_admin_rights(self) -> bool:

@@ -236,6 +236,8 @@ def _route(
             return _list_alerts(db, seg[1] if len(seg) > 1 else "", params)
         case ["alerts", alert_id] if method == "PUT":
             return _ack_alert(db, alert_id, body, now) if admin else error_reply(403)
+        case ["alerts", "unmute", alert_id] if method == "PUT":
+            return _unmute_alert(db, alert_id, body, now) if admin else error_reply(403)
     return error_reply(404)
 
 
@@ -366,3 +368,22 @@ def _ack_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Reply
     alert["info"] = json.dumps({"until_clear": data.get("until_clear")})
     alert["state"] = 2
     return _ok(message="Alert has been acknowledged")
+
+
+def _unmute_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Reply:
+    """unmute_alert: state 1 whatever it was (no check), the note appended (LibreNMS writes
+    "Ack" there too)."""
+    if not re.fullmatch(r"\d+", alert_id):
+        return _error(400, "Invalid alert has been provided")
+    alert = db.alerts.get(int(alert_id))
+    if alert is None:
+        return _ok(message="No alert by that ID")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    data = data if isinstance(data, dict) else {}
+    note = alert["note"] + "\n" if alert["note"] else ""
+    alert["note"] = note + f"{now:%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
+    alert["state"] = 1
+    return _ok(message="Alert has been unmuted")

@@ -30,6 +30,7 @@ def record_to_dict(rec: DeviceRecord) -> dict[str, Any]:
         "forced_down_at": iso(rec.forced_down_at),
         "last_error": rec.last_error,
         "acked": rec.acked,
+        "acked_ids": list(rec.acked_ids),
         "alerts": rec.alerts,
         "last_alert": iso(rec.last_alert),
         "last_rule": rec.last_rule,
@@ -58,6 +59,14 @@ def _int(value: Any, name: str, default: int | None = None) -> int:
     return value
 
 
+def _ids(value: Any, name: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"{name} must be a list of integers")
+    return tuple(_int(v, name) for v in value)
+
+
 def record_from_dict(device_id: int, obj: Any, now: float) -> DeviceRecord:
     """Read one stored device; raises ValueError for anything that is not a record."""
     if not isinstance(obj, dict):
@@ -79,6 +88,7 @@ def record_from_dict(device_id: int, obj: Any, now: float) -> DeviceRecord:
         forced_down_at=from_iso(obj.get("forced_down_at")),
         last_error=_opt_str(obj.get("last_error"), "last_error"),
         acked=bool(obj.get("acked", False)),
+        acked_ids=_ids(obj.get("acked_ids"), "acked_ids"),
         alerts=_int(obj.get("alerts"), "alerts", 1),
         last_alert=from_iso(obj.get("last_alert")) or now,
         last_rule=_opt_str(obj.get("last_rule"), "last_rule"),

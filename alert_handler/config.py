@@ -56,6 +56,9 @@ class Config:
     api_timeout_sec: float = setting(s.SECONDS, 10.0, API, "Seconds per API call.")
     api_retries: int = setting(
         s.COUNT, 2, API, "How many times a timeout, 5xx or 429 is retried within a step.")
+    librenms_timezone: str | None = setting(
+        s.TIMEZONE, None, API, "The LibreNMS server's time zone: its alert times are local "
+        "times with no offset (unset: this host's zone, from $TZ or /etc/localtime).")
 
     unsupervised_ip: str = setting(
         s.IP, "127.0.0.50", WORK, "Where forced-down devices point: an address where nothing "

@@ -22,6 +22,7 @@ from alert_handler.core.records import shifted
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
 from alert_handler.librenms.client import LibreNMS
+from alert_handler.librenms.zone import librenms_zone
 from alert_handler.metrics import Metrics
 from alert_handler.poll import Poller, make_poller
 from alert_handler.reconcile import Reconciler
@@ -71,6 +72,7 @@ def make_api(cfg: Config, metrics: Metrics | None = None) -> LibreNMS:
         pool_size=cfg.max_parallel + 2,
         dry_run=cfg.dry_run,
         observe=metrics.observe_api if metrics else None,
+        zone=librenms_zone(cfg.librenms_timezone),
     )
 
 

@@ -21,7 +21,6 @@ from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.seen import suppression
-from alert_handler.core.times import from_iso
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.store.state import StateStore, StateWriteError
 
@@ -85,13 +84,8 @@ def reconcile_once(
         if store.get(alert.device_id) is not None:
             continue
         let_go = dismissed.get(alert.device_id)
-        if let_go is not None:
-            try:
-                raised = from_iso(alert.timestamp.replace(" ", "T")) if alert.timestamp else None
-            except ValueError:
-                raised = None
-            if raised is None or raised <= let_go:
-                continue
+        if let_go is not None and (alert.raised_at is None or alert.raised_at <= let_go):
+            continue  # raised before the daemon let the device go (LIBRENMS_TIMEZONE)
         row = by_id.get(alert.device_id)
         if row is None:
             continue  # deleted since the alert was raised

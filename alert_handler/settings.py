@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import Field, dataclass, field, replace
 from typing import Any, Generic, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -263,6 +264,19 @@ POLL_TARGETS = Kind(
     "comma-separated GROUP=TARGET; TARGET is local or [USER@]HOST[:PORT]",
     _poll_targets,
 )
+
+
+def _timezone(key: str, raw: str) -> str:
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            key, f"must be an IANA time zone such as Europe/Berlin, got {raw!r}"
+        ) from None
+    return raw
+
+
+TIMEZONE = Kind("time zone", "an IANA name, e.g. Europe/Berlin or UTC", _timezone)
 
 
 def _librenms_url(key: str, raw: str) -> str:

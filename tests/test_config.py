@@ -457,6 +457,15 @@ def test_bad_poller_group_hosts_name_the_variable(raw: str, problem: str) -> Non
     assert caught.value.key == "POLLER_GROUP_HOSTS" and problem in str(caught.value)
 
 
+def test_librenms_timezone() -> None:
+    assert parse(env(LIBRENMS_TIMEZONE="Europe/Berlin")).librenms_timezone == "Europe/Berlin"
+    assert parse(env()).librenms_timezone is None  # this host's zone
+    for bad in ("Mars/Olympus", "../../etc/passwd", "Europe/"):
+        with pytest.raises(ConfigError) as caught:
+            parse(env(LIBRENMS_TIMEZONE=bad))
+        assert caught.value.key == "LIBRENMS_TIMEZONE" and "IANA time zone" in str(caught.value)
+
+
 # -- the table, .env.example and docs/configuration.md ------------------------------------------
 ROOT = Path(__file__).parent.parent
 ASSIGNMENT = re.compile(r"^(#?)([A-Z][A-Z0-9_]+)=(.*)$", flags=re.M)

@@ -6,12 +6,26 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import requests
 
+from alert_handler.config import parse
+from alert_handler.librenms.zone import librenms_zone, read_time
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
-from tests.conftest import AUTH, UNSUP, StartDaemon, alert_body, overwrite, wait_for
+from tests.conftest import (
+    AUTH,
+    UNSUP,
+    RunningDaemon,
+    StartDaemon,
+    alert_body,
+    base_env,
+    overwrite,
+    wait_for,
+)
 
 
 def messages(
@@ -199,3 +213,75 @@ def test_giving_up_unmutes(sim: Simulator, start_daemon: StartDaemon) -> None:
     wait_for(lambda: d.daemon.store.get(65) is None, what="given up")
     assert alert_of(sim, 65)["state"] == 1
     assert [r.path for r in sim.requests if "unmute" in r.path] == [f"/alerts/unmute/{first}"]
+
+
+# -- alert times in the LibreNMS server's zone ----------------------------------------------------
+def test_librenms_times_are_read_in_its_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Naive times are the server's local time; "Z" or an offset is absolute; junk is None.
+    Unset, the zone is this host's ($TZ, else /etc/localtime)."""
+    kiritimati = librenms_zone("Pacific/Kiritimati")  # UTC+14, no DST
+    utc_noon = datetime(2026, 8, 1, 12, 0, tzinfo=timezone.utc).timestamp()
+    assert read_time("2026-08-02 02:00:00", kiritimati) == utc_noon
+    assert read_time("2026-08-01T12:00:00.000000Z", kiritimati) == utc_noon
+    assert read_time("2026-08-01T14:00:00+02:00", kiritimati) == utc_noon
+    for junk in (None, "", "yesterday", 5):
+        assert read_time(junk, kiritimati) is None
+    monkeypatch.setenv("TZ", "America/Lima")
+    assert str(librenms_zone(None)) == "America/Lima"
+    monkeypatch.setenv("TZ", "Not/AZone")
+    assert librenms_zone(None) is not None  # falls back to /etc/localtime or UTC
+
+
+Zoned = Callable[..., tuple[Simulator, RunningDaemon]]
+
+
+@pytest.fixture
+def zoned(tmp_path: Path) -> Iterator[Zoned]:
+    """Factory: zoned(server zone, **env) -> a simulator whose LibreNMS runs in that zone and a
+    daemon against it (reconciling every 0.2 s); both stopped at teardown."""
+    made: list[tuple[Simulator, RunningDaemon]] = []
+
+    def start(zone: str, **env: str) -> tuple[Simulator, RunningDaemon]:
+        sim = Simulator(timezone_name=zone)
+        sim.start()
+        settings = base_env(
+            sim, tmp_path, RECOVERY_INTERVAL_SEC="0.3", RECONCILE_INTERVAL_SEC="0.2", **env
+        )
+        made.append((sim, RunningDaemon(parse(settings))))
+        return made[-1]
+
+    yield start
+    for sim, d in made:
+        d.stop()
+        sim.stop()
+
+
+@pytest.mark.parametrize(("zone", "picked_again"), [("Pacific/Kiritimati", False), ("UTC", True)])
+def test_a_stale_alert_is_recognised_in_the_servers_zone(
+    zoned: Zoned, caplog: pytest.LogCaptureFixture, zone: str, picked_again: bool
+) -> None:
+    """1. LibreNMS runs in Pacific/Kiritimati (UTC+14): /alerts times are local, no offset.
+    2. Device 71 is forced down and recovers; its 'Port2 down' alert is still listed open.
+    3. Reconciliation skips it: it was raised before the daemon let the device go. Read as UTC
+       (LIBRENMS_TIMEZONE wrong), the same alert looks 14 hours younger and is picked up
+       again: the bug this setting fixes."""
+    sim, d = zoned("Pacific/Kiritimati", LIBRENMS_TIMEZONE=zone)
+    sim.add_device(71, "cpe-71", ports={"port2": "down"})
+    sim.add_alert(71, "Port2 down")
+    d.post(alert_body(71))
+    wait_for(lambda: overwrite(sim, 71) == UNSUP, what="forced down")
+    sim.set_link(71, "port2", "up")
+    wait_for(
+        lambda: d.daemon.store.get(71) is None and 71 in d.daemon.scheduler.dismissed,
+        what="recovered",
+    )
+    caplog.clear()
+    passes = sum(1 for r in sim.requests if r.path == "/alerts")
+    wait_for(
+        lambda: sum(1 for r in sim.requests if r.path == "/alerts") >= passes + 2,
+        what="two more reconcile passes",
+    )
+    again = messages(
+        caplog, "device=71 step=reconcile", "never reached the daemon", level=logging.WARNING
+    )
+    assert bool(again) is picked_again

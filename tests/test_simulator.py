@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -660,3 +661,20 @@ def test_a_loopback_target_answers_and_may_be_the_poller_itself(sim: Simulator) 
 def test_the_poll_stand_in_refuses_the_wrong_user(sim: Simulator, user: str, line: str) -> None:
     code, output = sim.poll(42, run_as=user)
     assert (code, output.strip()) == (1, line)
+
+
+def test_alert_times_are_the_servers_local_time() -> None:
+    """/alerts timestamps and raw /devices dates are naive local times of the server's zone;
+    GET /devices/{id} (Eloquent) shows ISO 8601 in UTC."""
+    with Simulator(timezone_name="Pacific/Kiritimati") as sim:  # UTC+14
+        sim.add_device(5, "cpe-5")
+        sim.add_alert(5)
+        alert = sim.alerts()[0]
+        local = datetime.strptime(str(alert["timestamp"]), "%Y-%m-%d %H:%M:%S")
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        assert abs((local - now).total_seconds() - 14 * 3600) < 60
+        with _session(DEFAULT_TOKEN) as api:
+            raw = api.get(f"{sim.url}/devices").json()["devices"][0]["last_polled"]
+            cast = api.get(f"{sim.url}/devices/5").json()["devices"][0]["last_polled"]
+        assert cast.endswith("Z") and "T" in cast and " " in raw
+        assert raw[11:13] != cast[11:13]  # 14 hours apart

@@ -55,6 +55,7 @@ class OpenAlert:
     state: int
     timestamp: str | None
     alerted: bool = True  # LibreNMS notified it (0: suppressed by maintenance, delay, parents)
+    raised_at: float | None = None  # `timestamp` (server-local time) as epoch seconds
 
 
 @dataclass(frozen=True)

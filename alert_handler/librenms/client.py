@@ -13,6 +13,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from datetime import timezone, tzinfo
 from typing import Any
 
 import requests
@@ -25,6 +26,7 @@ from alert_handler.core.facts import (
     OpenAlert,
     PortInfo,
 )
+from alert_handler.librenms.zone import read_time
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +77,15 @@ class LibreNMS:
         dry_run: bool = False,
         observe: Observer | None = None,
         backoff: float = 0.5,
+        zone: tzinfo = timezone.utc,
     ) -> None:
+        """`zone`: the LibreNMS server's time zone, for the naive local times it sends."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
         self.dry_run = dry_run
         self.backoff = backoff
+        self.zone = zone
         self._observe = observe
         self._session = requests.Session()
         self._session.headers["X-Auth-Token"] = token
@@ -270,6 +275,7 @@ class LibreNMS:
                         state=int(row.get("state", 1)),
                         timestamp=row.get("timestamp"),
                         alerted=_flag(row.get("alerted", 1)),
+                        raised_at=read_time(row.get("timestamp"), self.zone),
                     )
                 )
             except (KeyError, TypeError, ValueError):

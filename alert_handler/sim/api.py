@@ -260,7 +260,7 @@ def _list_devices(db: Database, params: dict[str, str]) -> Reply:
     }
     keep = filters.get(kind, _everything)
     rows = sorted((r for r in db.devices.values() if keep(r)), key=lambda r: r["hostname"].lower())
-    return _ok(devices=[device_json(r, model=False) for r in rows], count=len(rows))
+    return _ok(devices=[device_json(r, model=False, zone=db.zone) for r in rows], count=len(rows))
 
 
 def _everything(row: dict[str, Any]) -> bool:
@@ -364,7 +364,10 @@ def _ack_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Reply
         data = None
     data = data if isinstance(data, dict) else {}
     note = alert["note"] + "\n" if alert["note"] else ""
-    alert["note"] = note + f"{now:%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
+    alert["note"] = (
+        note
+        + f"{now.astimezone(db.zone):%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
+    )
     alert["info"] = json.dumps({"until_clear": data.get("until_clear")})
     alert["state"] = 2
     return _ok(message="Alert has been acknowledged")
@@ -384,6 +387,9 @@ def _unmute_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Re
         data = None
     data = data if isinstance(data, dict) else {}
     note = alert["note"] + "\n" if alert["note"] else ""
-    alert["note"] = note + f"{now:%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
+    alert["note"] = (
+        note
+        + f"{now.astimezone(db.zone):%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
+    )
     alert["state"] = 1
     return _ok(message="Alert has been unmuted")

@@ -60,6 +60,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         unsupervised_ip=args.unsupervised_ip,
         api_latency=args.api_latency,
         poll_latency=args.poll_latency,
+        timezone_name=args.timezone,
     )
     if args.devices > 0:
         for n in range(1, args.devices + 1):
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--unsupervised-ip", default="127.0.0.50")
     serve.add_argument("--api-latency", type=float, default=0.0)
     serve.add_argument("--poll-latency", type=float, default=0.0)
+    serve.add_argument("--timezone", default="UTC", help="the LibreNMS server's zone (IANA)")
     serve.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "poll":

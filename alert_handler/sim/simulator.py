@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 from alert_handler.sim.api import Reply, api, error_reply, json_reply
 from alert_handler.sim.server import SimServer
@@ -33,6 +34,7 @@ from alert_handler.sim.tables import (
     alert_json,
     device_json,
     device_row,
+    local_time,
 )
 from alert_handler.sim.transport import DEFAULT_BODY_TEMPLATE, post, render_template
 
@@ -122,7 +124,10 @@ class Simulator:
         unsupervised_ip: str = "127.0.0.50",
         api_latency: float = 0.0,
         poll_latency: float = 0.0,
+        timezone_name: str = "UTC",
     ) -> None:
+        """`timezone_name`: the LibreNMS server's zone; its alert times and raw device rows
+        are naive local times in it."""
         self._token = token.encode()
         self._read_only_token = read_only_token.encode() if read_only_token else None
         self.unsupervised_ip = unsupervised_ip
@@ -131,7 +136,7 @@ class Simulator:
         self.unreachable: set[str] = set()  # targets where nothing answers, besides unsupervised_ip
         self.snmpd_on_pollers = False  # every poller runs snmpd on all addresses, CPE community
         self._lock = threading.Lock()
-        self._db = Database()
+        self._db = Database(zone=ZoneInfo(timezone_name))
         self._hosts: dict[int, _Host] = {}
         self._faults: list[_Fault] = []
         self._requests: list[RequestRecord] = []
@@ -499,7 +504,7 @@ class Simulator:
                 "name": rule,
                 "rule_id": rule_id,
                 "title": f"Alert for device {row['hostname']} - {rule}",
-                "timestamp": _now().strftime("%Y-%m-%d %H:%M:%S"),
+                "timestamp": local_time(_now(), self._db.zone),
                 "uid": uid,
                 "alert_id": alert["id"] if alert else 0,
             }

@@ -4,7 +4,7 @@ their rows; not thread-safe, the owner holds its lock."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 MAIN_POLLER = "librenms"  # the host `lnms device:poll` runs on unless told otherwise
@@ -152,6 +152,7 @@ class Database:
     # poller_cluster: poller name -> the poller groups it serves; the main host serves 0
     pollers: dict[str, set[int]] = field(default_factory=lambda: {MAIN_POLLER: {0}})
     poller_groups: dict[int, str] = field(default_factory=dict)  # id -> group_name (0: none)
+    zone: tzinfo = timezone.utc  # the LibreNMS server's time zone (its DATETIMEs are local)
 
     def silenced(self, device_id: int) -> bool:
         """Whether LibreNMS sends no notification for the device (RunAlerts): ignored, disabled,
@@ -173,16 +174,17 @@ class Database:
         return sorted(current, key=lambda p: p.ifIndex)
 
 
-def device_json(row: dict[str, Any], *, model: bool) -> dict[str, Any]:
-    """A device row as get_device (Eloquent casts, `model`) or list_devices (raw SQL) shows it."""
+def device_json(row: dict[str, Any], *, model: bool, zone: tzinfo = timezone.utc) -> dict[str, Any]:
+    """A device row as get_device (Eloquent casts, `model`: ISO 8601 in UTC) or list_devices
+    (raw SQL: the server's local time in `zone`, no offset) shows it."""
     out = dict(row)
     for name in DATE_COLUMNS:
         value = out[name]
         if isinstance(value, datetime):
             out[name] = (
-                value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                 if model
-                else value.strftime("%Y-%m-%d %H:%M:%S")
+                else local_time(value, zone)
             )
     if not model:
         for name in BOOL_COLUMNS:
@@ -192,10 +194,15 @@ def device_json(row: dict[str, Any], *, model: bool) -> dict[str, Any]:
     return out
 
 
+def local_time(moment: datetime, zone: tzinfo) -> str:
+    """How MySQL hands LibreNMS a DATETIME: the server's local time, no offset."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def alert_json(db: Database, alert: dict[str, Any]) -> dict[str, Any]:
     """One row of list_alerts: `D.hostname, A.*, R.severity, R.name, R.proc, R.notes`."""
     out = {"hostname": db.devices[alert["device_id"]]["hostname"], **alert}
-    out["timestamp"] = alert["timestamp"].strftime("%Y-%m-%d %H:%M:%S")
+    out["timestamp"] = local_time(alert["timestamp"], db.zone)
     out.update(severity="critical", name=db.rules.get(alert["rule_id"], ""), proc=None, notes="")
     return out
 

@@ -15,7 +15,8 @@ import requests
 
 from alert_handler.config import parse
 from alert_handler.librenms.zone import librenms_zone, read_time
-from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
+from alert_handler.sim.simulator import BUILDER_JSON, DEFAULT_TOKEN, Simulator
+from alert_handler.sim.transport import render_template
 from tests.conftest import (
     AUTH,
     UNSUP,
@@ -285,3 +286,60 @@ def test_a_stale_alert_is_recognised_in_the_servers_zone(
         caplog, "device=71 step=reconcile", "never reached the daemon", level=logging.WARNING
     )
     assert bool(again) is picked_again
+
+
+# -- the payload: name, builder JSON, PUT and GET -------------------------------------------------
+RULE_FIRST = (
+    '{"device_id": {{ $device_id }}, "rule": {{ $rule|json_encode }}, '
+    '"name": {{ $name|json_encode }}, "state": {{ $state }}}'
+)
+
+
+def test_the_rule_name_is_name_and_builder_json_is_not_a_name(
+    sim: Simulator, start_daemon: StartDaemon
+) -> None:
+    """1. A transport body carrying `{{ $rule }}` (the rule's builder JSON) before
+       `{{ $name }}`: the rule name is `name`, so TRIGGER_RULES matches: 202.
+    2. A body with the builder JSON only has no rule name: with TRIGGER_RULES set it is
+       ignored, not mistaken for a rule called '{"condition":...}'."""
+    sim.add_device(81, "cpe-81", ports={"port2": "down"})
+    sim.add_device(82, "cpe-82", ports={"port2": "down"})
+    d = start_daemon(TRIGGER_RULES="Port2 down", RECOVERY_INTERVAL_SEC="30")
+    headers = {"Authorization": AUTH["Authorization"]}
+    assert sim.send_alert(d.url + "/alert", 81, headers=headers, body_template=RULE_FIRST) == 202
+    rec = d.daemon.store.get(81)
+    assert rec is not None and rec.last_rule == "Port2 down"
+    only_json = '{"device_id": {{ $device_id }}, "rule": {{ $rule|json_encode }}}'
+    reply = requests.post(
+        d.url + "/alert",
+        data=render_for(sim, 82, only_json),
+        headers=AUTH,
+        timeout=5,
+    )
+    assert reply.status_code == 200
+    assert reply.json()["reason"] == "rule not in TRIGGER_RULES"
+
+
+def render_for(sim: Simulator, device_id: int, template: str) -> bytes:
+    """What LibreNMS would send for `template` (the simulator's templating)."""
+    values = {"device_id": device_id, "rule": BUILDER_JSON, "name": "Port2 down"}
+    return render_template(template, values).encode()
+
+
+@pytest.mark.parametrize("method", ["PUT", "GET"])
+def test_the_transport_may_put_or_get(
+    sim: Simulator, start_daemon: StartDaemon, method: str
+) -> None:
+    """LibreNMS's API transport can use PUT (a body, like POST) or GET (no body: the fields are
+    its Options lines, sent as the query string): both are alerts."""
+    sim.add_device(83, "cpe-83", ports={"port2": "down"})
+    d = start_daemon(RECOVERY_INTERVAL_SEC="30")
+    options = (
+        {"device_id": "{{ $device_id }}", "state": "{{ $state }}", "name": "{{ $name }}"}
+        if method == "GET"
+        else None
+    )
+    status = sim.send_alert(d.url + "/alert", 83, headers=AUTH, method=method, options=options)
+    assert status == 202
+    rec = d.daemon.store.get(83)
+    assert rec is not None and rec.last_rule == "Port2 down"

@@ -46,6 +46,7 @@ _CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
 _HUGE = 2**62
 _GET_PATHS = ("/health", "/metrics", "/devices")
 _POST_PATHS = ("/", "/alert", "/pause", "/resume")
+_ALERT_PATHS = ("/", "/alert")  # LibreNMS's API transport may also PUT, or GET /alert?fields
 _ERRORS = {
     400: "bad request",
     404: "no such endpoint",
@@ -297,9 +298,13 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(403, {"error": "client not allowed"})
             return
         path, _, query = self.path.partition("?")
-        if self.command == "GET" and path in _GET_PATHS:
+        if self.command == "GET" and path == "/alert":
+            self._post(path, query)  # the fields are in the query string; there is no body
+        elif self.command == "GET" and path in _GET_PATHS:
             self._get(path)
-        elif self.command == "POST" and (path in _POST_PATHS or _RELEASE_RE.match(path)):
+        elif (self.command == "POST" and (path in _POST_PATHS or _RELEASE_RE.match(path))) or (
+            self.command == "PUT" and path in _ALERT_PATHS
+        ):
             self._post(path, query)
         elif path in _GET_PATHS or path in _POST_PATHS or _RELEASE_RE.match(path):
             self._answer(405, {"error": f"method {self._where()} not allowed"})

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from alert_handler.sim.api import Reply, api, error_reply, json_reply
@@ -46,6 +46,10 @@ DEFAULT_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 (public test to
 API_PREFIX = "/api/v0"
 _NO_DEVICES = "Starting polling run:\n\nNo devices found matching your given device specification\n"
 _DOC_NETS = ("192.0.2", "198.51.100", "203.0.113")
+BUILDER_JSON = (
+    '{"condition":"AND","rules":[{"id":"macros.port_down","field":"macros.port_down",'
+    '"type":"integer","input":"radio","operator":"equal","value":"1"}],"valid":true}'
+)
 
 
 class Role(enum.Enum):
@@ -474,11 +478,14 @@ class Simulator:
         rule: str = "Port2 down",
         headers: dict[str, str] | None = None,
         body_template: str | None = None,
+        method: str = "POST",
+        options: dict[str, str] | None = None,
     ) -> int:
         """POST an alert as LibreNMS's API transport does (text/plain unless `headers` set a
         Content-Type); returns the HTTP status, or 0 when LibreNMS sends nothing because it
         silences the device (ignored, disabled, mute or skip maintenance). OSError if the
-        receiver can't be reached."""
+        receiver can't be reached. `method` is the transport's API Method (GET sends no
+        body); `options` are its Options lines, templated and sent as the query string."""
         with self._lock:
             if self._db.silenced(device_id):
                 return 0
@@ -502,6 +509,7 @@ class Simulator:
                 "state": state,
                 "severity": "critical",
                 "name": rule,
+                "rule": BUILDER_JSON,  # {{ $rule }} is the rule's query-builder JSON
                 "rule_id": rule_id,
                 "title": f"Alert for device {row['hostname']} - {rule}",
                 "timestamp": local_time(_now(), self._db.zone),
@@ -512,7 +520,12 @@ class Simulator:
         sent = {"User-Agent": "GuzzleHttp/7", **(headers or {})}
         if not any(name.lower() == "content-type" for name in sent):
             sent["Content-Type"] = "text/plain"
-        request = urllib.request.Request(webhook_url, body, sent, method="POST")  # noqa: S310 (post checks the scheme)
+        url = webhook_url.split("?")[0]  # a query string in the API URL is dropped
+        if options:
+            query = {k: render_template(v, values) for k, v in options.items()}
+            url += "?" + urlencode(query)
+        data = None if method == "GET" else body
+        request = urllib.request.Request(url, data, sent, method=method)  # noqa: S310 (post checks the scheme)
         return post(request, timeout=30.0)[0]
 
     # ---- the HTTP side ----

@@ -137,6 +137,12 @@ class Recorder:
                 device_id,
                 report.unmute_error,
             )
+        if report.config_error is not None:
+            log.error(
+                "device=%s step=check configuration error: %s; forced down again",
+                device_id,
+                report.config_error,
+            )
         if report.check is not None:
             status = report.check.oper_status
             log.info(

@@ -25,6 +25,7 @@ from tests.conftest import (
     alert_body,
     base_env,
     overwrite,
+    poll_command,
     wait_for,
 )
 
@@ -343,3 +344,34 @@ def test_the_transport_may_put_or_get(
     assert status == 202
     rec = d.daemon.store.get(83)
     assert rec is not None and rec.last_rule == "Port2 down"
+
+
+# -- the wrong poll user --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("user", "says"), [("root", "must not run as root"), ("www-data", "runs as the wrong user")]
+)
+def test_the_wrong_poll_user_is_a_configuration_error(
+    sim: Simulator,
+    start_daemon: StartDaemon,
+    caplog: pytest.LogCaptureFixture,
+    user: str,
+    says: str,
+) -> None:
+    """1. POLL_COMMAND runs lnms as the wrong user: it exits 1 with "Error: lnms must not run
+       as root." (or "... must be run as the user librenms.").
+    2. That is no "no such device": each check logs a configuration error at ERROR with the
+       fix (sudo -u librenms), and the device is forced down again as for any failed check."""
+    sim.add_device(91, "cpe-91", overwrite_ip="198.51.100.91", ports={"port2": "down"})
+    d = start_daemon(
+        POLL_COMMAND=poll_command(sim).replace(" poll ", f" poll --run-as {user} "),
+        RECOVERY_INTERVAL_SEC="0.3",
+    )
+    d.post(alert_body(91))
+    wait_for(lambda: overwrite(sim, 91) == UNSUP, what="forced down")
+    sim.set_link(91, "port2", "up")  # it would recover, were the poll run as librenms
+    wait_for(lambda: (r := d.daemon.store.get(91)) and r.attempts >= 2, what="two attempts")
+    wait_for(lambda: overwrite(sim, 91) == UNSUP, what="forced down again")
+    errors = messages(caplog, "device=91 step=check", "configuration error", level=logging.ERROR)
+    assert errors and says in errors[0] and "sudo -u librenms" in errors[0]
+    rec = d.daemon.store.get(91)
+    assert rec is not None and rec.last_error is not None and says in rec.last_error

@@ -66,10 +66,13 @@ class PollResult:
     exit_status: int
     output_tail: tuple[str, ...]  # last non-empty lines of stdout and stderr together
     duration: float  # seconds from starting the command to its exit
+    config_error: str | None = None  # the output says the daemon is set up wrong (the fix)
 
     @property
     def meaning(self) -> str:
         """The exit status in LibreNMS's words (0 polled, 6 device down, 1 no such device)."""
+        if self.config_error is not None:
+            return "configuration error"
         return _MEANINGS.get(self.exit_status, "error")
 
 

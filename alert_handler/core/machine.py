@@ -319,9 +319,11 @@ def after_check(
     rules: Rules,
     *,
     port_id: int | None = None,
+    config_error: str | None = None,
 ) -> Decision:
     """The device was restored and polled: forget it if its port is up, else force it down.
-    `port_id` is the port found again after the poll (`find_port`): kept as the next hint."""
+    `port_id` is the port found again after the poll (`find_port`): kept as the next hint; a
+    poll that showed a `config_error` (the wrong user) failed like any other."""
     moved = ""
     if port_id is not None and port_id != rec.port_id:
         moved = f" (found again as port_id {port_id}, was {rec.port_id})"
@@ -338,6 +340,7 @@ def after_check(
         reason, error = Reason.POLL_DEVICE_DOWN, "poll: device down (exit 6)"
     elif poll_exit != 0:
         reason, error = Reason.POLL_FAILED, f"poll exited {poll_exit}"
+        error += f": configuration error: {config_error}" if config_error else ""
     else:
         reason, error = Reason.STILL_DOWN, f"{rules.target_ifname} is {oper_status or 'missing'}"
     if rules.max_attempts and rec.attempts >= rules.max_attempts:

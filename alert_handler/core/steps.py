@@ -98,6 +98,7 @@ class StepReport:
     ack_error: str | None = None
     unmuted: tuple[int, ...] = ()  # alert ids unmuted (the device was let go)
     unmute_error: str | None = None
+    config_error: str | None = None  # the poll showed the daemon is set up wrong (and the fix)
 
 
 class _Laps:
@@ -268,6 +269,7 @@ def _check(
         report.poll_exit = "error"
         raise
     report.poll_exit = str(result.exit_status)
+    report.config_error = result.config_error
     laps.next("check")
     status = port_id = None
     if result.exit_status == 0:
@@ -278,7 +280,13 @@ def _check(
             status, port_id = found.oper_status, found.port_id
     report.check = CheckFacts(result.exit_status, status, port_id)
     return machine.after_check(
-        rec, result.exit_status, status, ports.clock.time(), rules, port_id=port_id
+        rec,
+        result.exit_status,
+        status,
+        ports.clock.time(),
+        rules,
+        port_id=port_id,
+        config_error=result.config_error,
     )
 
 

@@ -13,6 +13,7 @@ from alert_handler.core.seen import SUPPRESSED
 from alert_handler.metrics import STEPS, Metrics
 from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
+from alert_handler.unsupervised import ADVICE
 
 log = logging.getLogger("alert_handler.scheduler")  # one logger for the recovery loop's lines
 
@@ -75,6 +76,7 @@ class Recorder:
         self.rules = rules
         self.metrics = metrics
         self._trouble = _TroubleLog()
+        self._answering: set[int] = set()  # devices whose UNSUPERVISED_IP answer was logged
 
     def persist(self, before: DeviceRecord, report: steps.StepReport) -> bool:
         """Persist a decision (merged with alert fields that arrived meanwhile), then log and
@@ -136,6 +138,16 @@ class Recorder:
                 "device=%s step=unmute failed: %s (the alert stays acknowledged)",
                 device_id,
                 report.unmute_error,
+            )
+        if report.answers and device_id not in self._answering:
+            self._answering.add(device_id)  # once per device: it says the same every interval
+            log.warning(
+                "device=%s step=verify UNSUPERVISED_IP %s seems to answer: LibreNMS polled the "
+                "device after it was forced down and found it up, so forcing it down does not "
+                "bring it down; %s",
+                device_id,
+                self.rules.unsupervised_ip,
+                ADVICE,
             )
         if report.config_error is not None:
             log.error(

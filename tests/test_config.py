@@ -608,6 +608,8 @@ def test_serve_logs_a_misspelt_key(sim: Simulator, tmp_path: Path) -> None:
     2. Its log has one WARNING line naming it and the setting it is near; it stops cleanly."""
     port = free_port()
     settings = base_env(sim, tmp_path, LISTEN_PORT=str(port), RECOVERY_INTERVALL_SEC="30")
+    # An UNSUPERVISED_IP that does not answer: a loopback one is warned about at start too.
+    settings["UNSUPERVISED_IP"] = "203.0.113.254"
     daemon = DaemonProcess(tmp_path, settings, port)
     assert daemon.terminate() == 0
     warnings = [line for line in daemon.output().splitlines() if " WARNING " in line]

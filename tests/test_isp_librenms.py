@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,16 +16,20 @@ import pytest
 import requests
 
 from alert_handler.config import parse
+from alert_handler.core.records import Phase
 from alert_handler.librenms.zone import librenms_zone, read_time
 from alert_handler.sim.simulator import BUILDER_JSON, DEFAULT_TOKEN, Simulator
 from alert_handler.sim.transport import render_template
+from alert_handler.unsupervised import unsupervised_ip_warning
 from tests.conftest import (
     AUTH,
     UNSUP,
+    DaemonProcess,
     RunningDaemon,
     StartDaemon,
     alert_body,
     base_env,
+    free_port,
     overwrite,
     poll_command,
     wait_for,
@@ -375,3 +381,79 @@ def test_the_wrong_poll_user_is_a_configuration_error(
     assert errors and says in errors[0] and "sudo -u librenms" in errors[0]
     rec = d.daemon.store.get(91)
     assert rec is not None and rec.last_error is not None and says in rec.last_error
+
+
+# -- an UNSUPERVISED_IP that answers -------------------------------------------------------------
+def local_non_loopback_ipv4() -> str | None:
+    """An IPv4 address of one of this host's interfaces other than lo, from the kernel's table."""
+    text = Path("/proc/net/fib_trie").read_text()
+    found = re.findall(r"\|-- (\d+\.\d+\.\d+\.\d+)\n\s+/32 host LOCAL", text)
+    return next((ip for ip in found if not ip.startswith("127.")), None)
+
+
+def test_unsupervised_ip_that_may_answer_is_warned_about() -> None:
+    """Loopback (all of 127.0.0.0/8 answers on every poller) and this host's own addresses get
+    a warning with the fix; an address nothing here owns does not."""
+    loopback = unsupervised_ip_warning("127.0.0.50")
+    assert loopback is not None and "ip route add blackhole 192.0.2.1/32" in loopback
+    assert "SNMP" in loopback
+    assert unsupervised_ip_warning("::1") is not None
+    assert unsupervised_ip_warning("203.0.113.254") is None
+    own = local_non_loopback_ipv4()
+    if own is not None:  # a host with only lo has no such address to try
+        warning = unsupervised_ip_warning(own)
+        assert warning is not None and "address of this host" in warning
+
+
+def test_a_forced_down_device_that_still_answers_is_reported_once(
+    sim: Simulator, start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1. UNSUPERVISED_IP is the default 127.0.0.50 and the pollers run snmpd on all addresses
+       with the CPE's community.
+    2. Device 95 is forced down; LibreNMS's next poll (after the force-down) reaches the poller
+       itself under the CPE's record: up, OS linux, the CPE's ports marked deleted.
+    3. At the next attempt the daemon logs, once for this device, that UNSUPERVISED_IP seems
+       to answer, with the fix; at later attempts it does not repeat it.
+    4. Restored, the CPE answers again: LibreNMS re-creates its ports with new ids, and the
+       daemon finds port2 again and recovers it when it comes up."""
+    sim.snmpd_on_pollers = True
+    sim.add_device(95, "cpe-95", overwrite_ip="198.51.100.95", ports={"port2": "down"})
+    d = start_daemon(RECOVERY_INTERVAL_SEC="2")
+    d.post(alert_body(95))
+
+    def forced_at() -> float | None:
+        rec = d.daemon.store.get(95)
+        return rec.last_forced_at if rec is not None and rec.phase is Phase.DOWN else None
+
+    for _ in range(2):  # two force-downs, each followed by a LibreNMS poll
+        forced: float = wait_for(forced_at, what="forced down")
+        wait_for(lambda: time.time() > forced + 1.5, what="a moment after it")  # noqa: B023
+        assert sim.poll(95)[0] == 0  # the dispatcher's poll: the poller answered
+        assert sim.device(95)["os"] == "linux"
+        wait_for(lambda: forced_at() not in (None, forced), timeout=15, what="the next attempt")  # noqa: B023
+    said = messages(caplog, "device=95 step=verify", "seems to answer", level=logging.WARNING)
+    assert len(said) == 1 and "ip route add blackhole" in said[0]
+    sim.set_link(95, "port2", "up")
+    wait_for(lambda: d.daemon.store.get(95) is None, timeout=15, what="recovered")
+    assert overwrite(sim, 95) == "198.51.100.95" and sim.device(95)["os"] == "routeros"
+
+
+def test_serve_warns_at_start_about_a_loopback_unsupervised_ip(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """`alert-handler serve` with the default UNSUPERVISED_IP (127.0.0.50) says at start that
+    it may answer, and how to fix it; with a TEST-NET address it says nothing."""
+    for unsupervised, warned in (("127.0.0.50", True), ("203.0.113.254", False)):
+        workdir = tmp_path / unsupervised
+        workdir.mkdir()
+        port = free_port()
+        env = base_env(sim, workdir, LISTEN_PORT=str(port), UNSUPERVISED_IP=unsupervised)
+        daemon = DaemonProcess(workdir, env, port)
+        try:
+            assert daemon.terminate() == 0
+        finally:
+            if daemon.proc.poll() is None:
+                daemon.kill()
+        log = (workdir / "alert_handler.log").read_text()
+        assert ("is a loopback address" in log) is warned, log
+        assert ("ip route add blackhole 192.0.2.1/32" in log) is warned

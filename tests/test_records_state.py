@@ -59,6 +59,7 @@ def records(draw: st.DrawFn, device_id: int | None = None) -> DeviceRecord:
         next_attempt_at=draw(TIMES),
         attempt_started_at=draw(OPT_TIMES),
         forced_down_at=draw(OPT_TIMES),
+        last_forced_at=draw(OPT_TIMES),
         last_error=draw(OPT_TEXT),
         acked=draw(st.booleans()),
         acked_ids=tuple(draw(st.lists(COUNTS, max_size=3))),

@@ -415,7 +415,13 @@ def test_after_force_down_first_time() -> None:
     after = kept(after_force_down(before, NOW, RULES))
     assert after.phase is Phase.DOWN
     assert (after.forced_down_at, after.next_attempt_at) == (NOW, NOW + 60)
-    assert changed_fields(before, after) == {"phase", "forced_down_at", "next_attempt_at"}
+    assert changed_fields(before, after) == {
+        "phase",
+        "forced_down_at",
+        "last_forced_at",  # the latest force-down, for "UNSUPERVISED_IP seems to answer"
+        "next_attempt_at",
+    }
+    assert after.last_forced_at == NOW
 
 
 def test_after_force_down_schedules_from_the_attempt_start() -> None:

@@ -20,6 +20,7 @@ from alert_handler.cli.env import env_file_warning, load_config, setting_warning
 from alert_handler.cli.logs import reopen_logs, setup_logging
 from alert_handler.config import Config
 from alert_handler.store.files import StateLocked
+from alert_handler.unsupervised import unsupervised_ip_warning
 
 log = logging.getLogger("alert_handler")
 
@@ -57,6 +58,9 @@ def serve(cfg: Config, *, env_file: str | None = None) -> int:
     warning = env_file_warning(env_file)
     if warning:
         log.warning("step=start %s", warning)
+    answers = unsupervised_ip_warning(cfg.unsupervised_ip)
+    if answers:
+        log.warning("step=start %s", answers)
     for text in setting_warnings(env_file):
         log.warning("step=config %s", text)
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()

@@ -33,6 +33,9 @@ class DeviceInfo:
     poller_group: int = 0  # the pollers of this group poll it (0: the default group)
     disabled: bool = False
     ignore: bool = False
+    # When LibreNMS's last poll that found it up began: last_polled (set at the end of a poll,
+    # only when the device is up) minus last_polled_timetaken; epoch seconds.
+    last_up_poll_started: float | None = None
 
 
 @dataclass(frozen=True)

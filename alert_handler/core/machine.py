@@ -267,6 +267,7 @@ def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:
         rec,
         phase=Phase.DOWN,
         forced_down_at=rec.forced_down_at or now,
+        last_forced_at=now,
         next_attempt_at=max(start + rules.interval, now + rules.interval / 2),
     )
     return Decision(new, Reason.FORCED_DOWN, f"overwrite_ip {rules.unsupervised_ip}")

@@ -42,6 +42,7 @@ class DeviceRecord:
     next_attempt_at: float = 0.0
     attempt_started_at: float | None = None
     forced_down_at: float | None = None
+    last_forced_at: float | None = None  # the latest force-down (forced_down_at: the first)
     last_error: str | None = None
     acked: bool = False
     acked_ids: tuple[int, ...] = ()  # alerts we acknowledged: unmuted when we let the device go
@@ -84,5 +85,6 @@ def shifted(rec: DeviceRecord, seconds: float) -> DeviceRecord:
         last_alert=rec.last_alert + seconds,
         attempt_started_at=move(rec.attempt_started_at),
         forced_down_at=move(rec.forced_down_at),
+        last_forced_at=move(rec.last_forced_at),
         recheck_at=move(rec.recheck_at),
     )

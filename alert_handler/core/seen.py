@@ -31,6 +31,26 @@ def suppression(info: DeviceInfo, maintenance: bool) -> Reason | None:
     return None
 
 
+# A poll that began this long after the force-down certainly targeted UNSUPERVISED_IP: a PATCH
+# takes effect at the next poll (one that began earlier kept the old target), and NTP keeps the
+# daemon's and LibreNMS's clocks within a fraction of this.
+ANSWER_MARGIN_SEC = 1.0
+
+
+def answers_while_down(rec: DeviceRecord, info: DeviceInfo, unsupervised_ip: str) -> bool:
+    """Whether UNSUPERVISED_IP seems to answer: the device still points there, and a LibreNMS
+    poll that began after the latest force-down found it up (it set last_polled, which a poll
+    sets only for a device that is up). Forcing a device down then does not bring it down."""
+    if info.overwrite_ip != unsupervised_ip or rec.last_forced_at is None:
+        return False
+    started = info.last_up_poll_started
+    return (
+        bool(info.status)
+        and started is not None
+        and (started > rec.last_forced_at + ANSWER_MARGIN_SEC)
+    )
+
+
 def to_unmute(rec: DeviceRecord, decision: Decision) -> tuple[int, ...]:
     """The alerts the daemon acknowledged (ACK_ALERTS) to unmute now: when it stops handling
     the device for any reason but recovery (gave up, released, a foreign change, LibreNMS's

@@ -99,6 +99,7 @@ class StepReport:
     unmuted: tuple[int, ...] = ()  # alert ids unmuted (the device was let go)
     unmute_error: str | None = None
     config_error: str | None = None  # the poll showed the daemon is set up wrong (and the fix)
+    answers: bool = False  # UNSUPERVISED_IP seems to answer (`seen.answers_while_down`)
 
 
 class _Laps:
@@ -249,8 +250,11 @@ def _unmute(rec: DeviceRecord, ports: Ports, laps: _Laps, report: StepReport) ->
     report.unmuted = tuple(done)
 
 
-def _verify(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
+def _verify(
+    rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
+) -> Decision:
     info = ports.api.get_device(rec.device_id)
+    report.answers = seen.answers_while_down(rec, info, rules.unsupervised_ip)
     hold = seen.suppression(info, ports.api.under_maintenance(rec.device_id))
     return machine.before_attempt(rec, info, ports.clock.time(), rules, leave_alone=hold)
 

@@ -48,7 +48,17 @@ def _group(value: Any) -> int:
         return 0
 
 
-def _device_info(row: dict[str, Any]) -> DeviceInfo:
+def _poll_started(row: dict[str, Any], zone: tzinfo) -> float | None:
+    """last_polled (ISO UTC from 26.5, else the server's local time) minus its duration."""
+    ended = read_time(row.get("last_polled"), zone)
+    try:
+        took = float(row.get("last_polled_timetaken") or 0.0)
+    except (TypeError, ValueError):
+        took = 0.0
+    return None if ended is None else ended - took
+
+
+def _device_info(row: dict[str, Any], zone: tzinfo = timezone.utc) -> DeviceInfo:
     status = row.get("status")
     return DeviceInfo(
         device_id=int(row["device_id"]),
@@ -59,6 +69,7 @@ def _device_info(row: dict[str, Any]) -> DeviceInfo:
         poller_group=_group(row.get("poller_group")),
         disabled=_flag(row.get("disabled")),
         ignore=_flag(row.get("ignore")),
+        last_up_poll_started=_poll_started(row, zone),
     )
 
 
@@ -179,7 +190,7 @@ class LibreNMS:
         devices = data.get("devices")
         if status == 404 or not isinstance(devices, list) or not devices:
             raise DeviceNotFound(f"device {device_id} does not exist in LibreNMS", status=status)
-        return _device_info(devices[0])
+        return _device_info(devices[0], self.zone)
 
     def under_maintenance(self, device_id: int) -> bool:
         """GET /devices/{id}/maintenance: whether a maintenance window is active now (whatever
@@ -250,7 +261,8 @@ class LibreNMS:
     def list_devices(self) -> list[DeviceInfo]:
         """GET /devices?type=all."""
         _, data = self._call("GET", "/devices", "GET /devices", params={"type": "all"})
-        return [_device_info(row) for row in data.get("devices") or [] if isinstance(row, dict)]
+        rows = data.get("devices") or []
+        return [_device_info(row, self.zone) for row in rows if isinstance(row, dict)]
 
     def open_alerts(self) -> list[OpenAlert]:
         """GET /alerts?state=1: alerts that are firing now."""

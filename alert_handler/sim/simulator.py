@@ -86,6 +86,7 @@ class _Host:
 
     real_ip: str
     reachable: bool = True
+    identity: tuple[str, str, str] = ("", "", "")  # os, sysDescr, hardware as discovered
 
 
 def _now() -> datetime:
@@ -223,7 +224,9 @@ class Simulator:
                 raise ValueError(f"device {device_id} or {hostname!r} already exists")
             self._db.devices[device_id] = row
             self._db.by_hostname[hostname.lower()] = device_id
-            self._hosts[device_id] = _Host(real)
+            self._hosts[device_id] = _Host(
+                real, identity=(row["os"], row["sysDescr"], row["hardware"])
+            )
             device_ports = self._db.ports_by_device.setdefault(device_id, [])
             for index, (name, link) in enumerate(ports.items(), start=1):
                 port = SimPort(self._next_port_id, device_id, name, link, link, ifIndex=index)
@@ -372,6 +375,8 @@ class Simulator:
                 ):
                     row.update(status=False, status_reason="icmp")
                     return 6, header + "Device was down, unable to poll.\n"
+                if (row["os"], row["sysDescr"], row["hardware"]) != host.identity:
+                    self._found_again(row, host)
                 for port in self._db.device_ports(device_id):  # a deleted row is not polled
                     if port.ifOperStatus != port.link:
                         port.ifOperStatus_prev, port.ifOperStatus = port.ifOperStatus, port.link
@@ -381,6 +386,26 @@ class Simulator:
             row["last_polled_timetaken"] = round(elapsed, 3)
             name = row["display"] or row["hostname"]
         return 0, header + f">>> Polled {name} ({device_id}) in {elapsed:.3f} seconds <<<\n"
+
+    def _found_again(self, row: dict[str, Any], host: _Host) -> None:
+        """Under the lock: the CPE answers again after LibreNMS had polled a poller under its
+        record: its OS comes back and each port it lost returns as a new row (new port_id)."""
+        row["os"], row["sysDescr"], row["hardware"] = host.identity
+        ports = self._db.ports_by_device[row["device_id"]]
+        current = {p.ifName for p in ports if not p.deleted}
+        for old in [p for p in ports if p.deleted and p.ifName not in current]:
+            current.add(old.ifName)
+            port = SimPort(
+                self._next_port_id,
+                old.device_id,
+                old.ifName,
+                old.link,
+                old.link,
+                ifIndex=max(p.ifIndex for p in ports) + 1,
+            )
+            self._next_port_id += 1
+            self._db.ports[port.port_id] = port
+            ports.append(port)
 
     def _poll_the_poller(self, row: dict[str, Any]) -> None:
         """Under the lock: the poller's own snmpd answered with the CPE's community, so LibreNMS
@@ -518,7 +543,8 @@ class Simulator:
             }
         body = render_template(body_template or DEFAULT_BODY_TEMPLATE, values).encode()
         sent = {"User-Agent": "GuzzleHttp/7", **(headers or {})}
-        if not any(name.lower() == "content-type" for name in sent):
+        has_type = any(name.lower() == "content-type" for name in sent)
+        if method != "GET" and not has_type:
             sent["Content-Type"] = "text/plain"
         url = webhook_url.split("?")[0]  # a query string in the API URL is dropped
         if options:

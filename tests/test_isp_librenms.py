@@ -34,6 +34,7 @@ from tests.conftest import (
     poll_command,
     wait_for,
 )
+from tests.test_operator_cli import cli, write_env
 
 
 def messages(
@@ -457,3 +458,17 @@ def test_serve_warns_at_start_about_a_loopback_unsupervised_ip(
         log = (workdir / "alert_handler.log").read_text()
         assert ("is a loopback address" in log) is warned, log
         assert ("ip route add blackhole 192.0.2.1/32" in log) is warned
+
+
+def test_check_explains_the_wrong_poll_user(sim: Simulator, tmp_path: Path) -> None:
+    """`check 42` with lnms run as root: the poll line fails and the next line gives the fix."""
+    sim.add_device(42, "cpe-42", ports={"port2": "up"})
+    command = poll_command(sim).replace(" poll ", " poll --run-as root ")
+    write_env(tmp_path, base_env(sim, tmp_path, POLL_COMMAND=command))
+    result = cli(tmp_path, "check", "42")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    at = next(i for i, x in enumerate(lines) if x.startswith("\u2718 poll of device 42: exit 1"))
+    assert "(configuration error)" in lines[at]
+    assert lines[at + 1].startswith("\u2718 the fix: lnms must not run as root")
+    assert "sudo -u librenms lnms device:poll {device_id}" in lines[at + 1]

@@ -12,8 +12,17 @@ import pytest
 import requests
 
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
-from tests.conftest import UNSUP, StartDaemon, alert_body, overwrite, poll_command, wait_for
+from tests.conftest import (
+    UNSUP,
+    StartDaemon,
+    alert_body,
+    base_env,
+    overwrite,
+    poll_command,
+    wait_for,
+)
 from tests.sshd import SSHD, require_sshd, running_sshd
+from tests.test_operator_cli import cli, write_env
 
 
 def as_poller(server: SSHD, sim: Simulator, name: str, key: Path) -> Path:
@@ -134,3 +143,68 @@ def test_a_device_polled_from_the_wrong_host_never_recovers(
     wait_for(lambda: (r := d.daemon.store.get(56)) and r.attempts >= 3, what="three attempts")
     rec = d.daemon.store.get(56)
     assert rec is not None and rec.last_error == "poll: device down (exit 6)"
+
+
+def test_check_shows_the_poller_group_mapping_and_the_warnings(
+    two_pollers: tuple[SSHD, SSHD], tmp_path: Path
+) -> None:
+    """A new user runs `alert-handler check 51` against LibreNMS 26.7 with three poller groups:
+    1. The version line says alert operations apply (26.4 and later).
+    2. Each LibreNMS poller group is listed with its pollers and where it is polled from:
+       east and west through POLLER_GROUP_HOSTS, the default through POLL_METHOD; north is not
+       mapped (a warning: every check of its devices would say "device down"); group 9 is
+       mapped but LibreNMS has no such group (a warning).
+    3. Every mapped poller host is connected to and authenticated; device 51 (group 1) is
+       polled on east.
+    4. UNSUPERVISED_IP 127.0.0.50 may answer (a warning). Warnings do not fail the check.
+    5. A token that may not view pollers gets a warning naming that, not a failure."""
+    east, west = two_pollers
+    key = east.client_key
+    with Simulator(version="26.7.0") as sim:
+        for group, name in ((1, "east"), (2, "west"), (3, "north")):
+            sim.add_poller_group(group, name)
+            sim.add_poller(f"poller-{name}", [group])
+        as_poller(east, sim, "poller-east", key)
+        as_poller(west, sim, "poller-west", key)
+        sim.add_device(51, "cpe-51", ports={"port2": "up"})
+        sim.set_poller_group(51, 1)
+        user = east.user
+        env = base_env(
+            sim,
+            tmp_path,
+            POLLER_GROUP_HOSTS=(
+                f"1={user}@{east.host}:{east.port},2={user}@{west.host}:{west.port},9=local"
+            ),
+            SSH_KEY_FILE=str(key),
+            SSH_KNOWN_HOSTS=str(tmp_path / "known_hosts"),
+        )
+        write_env(tmp_path, env)
+        result = cli(tmp_path, "check", "51")
+        limited = "abcdef0123456789abcdef0123456789"
+        sim_tokens = {limited: frozenset({"device.viewAny", "device.update", "alert.viewAny"})}
+        with Simulator(tokens=sim_tokens) as other:
+            write_env(tmp_path, {**base_env(other, tmp_path), "LIBRENMS_API_TOKEN": limited})
+            narrow = cli(tmp_path, "check")
+    print(result.stdout)  # the walkthrough in docs/librenms-setup.md shows this output
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    east_at, west_at = f"{user}@{east.host}:{east.port}", f"{user}@{west.host}:{west.port}"
+
+    def has(start: str, *parts: str) -> bool:
+        return any(x.startswith(start) and all(p in x for p in parts) for x in lines)
+
+    assert has("\u2714 LibreNMS 26.7.0: 26.4 or later", "alert operations")
+    assert has("\u2714 poller group 0 (default): served by librenms; polled via local")
+    assert has("\u2714 poller group 1 (east): served by poller-east", east_at, "POLLER_GROUP_HOSTS")
+    assert has("\u2714 poller group 2 (west): served by poller-west", west_at)
+    assert has("\u2718 poller group 3 (north)", "not in POLLER_GROUP_HOSTS", "(warning only)")
+    assert has("\u2718 POLLER_GROUP_HOSTS maps poller group 9", "does not have", "(warning only)")
+    assert has(f"\u2714 poller {east_at} (groups 1): connected to")
+    assert has(f"\u2714 poller {west_at} (groups 2): connected to")
+    assert has("\u2714 poll of device 51: exit 0 (polled)")
+    assert has("\u2718 UNSUPERVISED_IP 127.0.0.50 is a loopback address", "(warning only)")
+    assert narrow.returncode == 0, narrow.stdout
+    assert any(
+        "poller groups and pollers" in x and "HTTP 403" in x and "may not view pollers" in x
+        for x in narrow.stdout.splitlines()
+    ), narrow.stdout

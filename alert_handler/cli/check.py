@@ -1,5 +1,6 @@
 """`alert-handler check`: the config, the state file, the API token and its rights, SSH and the
-poll command, one line each."""
+poll command, then how LibreNMS is run (version, poller groups, each mapped poller host), one
+line each."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+from alert_handler.cli.check_librenms import check_librenms
 from alert_handler.cli.env import read_env, setting_warnings
 from alert_handler.config import Config, ConfigError, parse
 from alert_handler.core.facts import LibreNMSError
@@ -55,18 +57,23 @@ def run_check(args: argparse.Namespace) -> int:
         failed |= not ok
         print(f"{OK if ok else FAIL} {text}", flush=True)
 
+    def warn(text: str) -> None:
+        print(f"{FAIL} {text} (warning only)", flush=True)
+
     line(True, f"configuration is valid ({args.env_file or './.env'} and the environment)")
     for text in setting_warnings(args.env_file):
         print(f"{FAIL} {text} (warning only)")
     line(*_state_file_check(cfg))
     forced_down = False  # the device to poll points at UNSUPERVISED_IP now
+    group = 0  # the device's poller group: polled where LibreNMS would poll it
     api = make_api(cfg)
     try:
         devices = api.list_devices()
         line(True, f"LibreNMS API at {cfg.librenms_url} answers: {len(devices)} devices")
-        forced_down = any(
-            d.device_id == args.device_id and d.overwrite_ip == cfg.unsupervised_ip for d in devices
-        )
+        for device in devices:
+            if device.device_id == args.device_id:
+                forced_down = device.overwrite_ip == cfg.unsupervised_ip
+                group = device.poller_group
         if cfg.dry_run:
             line(True, "DRY_RUN=true: token rights not probed (that needs a PATCH)")
         else:
@@ -82,8 +89,6 @@ def run_check(args: argparse.Namespace) -> int:
                 line(False, f"cannot tell the API token's rights: {exc}")
     except LibreNMSError as exc:
         line(False, f"LibreNMS API: {exc}")
-    finally:
-        api.close()
     poller = make_poller(cfg)
     try:
         try:
@@ -92,7 +97,7 @@ def run_check(args: argparse.Namespace) -> int:
             line(False, f"poll method {cfg.poll_method}: {exc}")
         if args.device_id is not None:
             try:
-                result = poller.poll(args.device_id)
+                result = poller.poll(args.device_id, group)
                 tail = " | ".join(result.output_tail[-3:])
                 # A forced-down device does not answer: exit 6 shows the command works.
                 expected = forced_down and result.exit_status == 6
@@ -104,10 +109,14 @@ def run_check(args: argparse.Namespace) -> int:
                     f"poll of device {args.device_id}: exit {result.exit_status} "
                     f"({result.meaning}){note} in {result.duration:.1f}s: {tail}",
                 )
+                if result.config_error is not None:
+                    print(f"{FAIL} the fix: {result.config_error}", flush=True)
             except PollError as exc:
                 line(False, f"poll of device {args.device_id}: {exc}")
+        check_librenms(cfg, api, poller, line, warn)
     finally:
         poller.close()
+        api.close()
     if cfg.webhook_token is None:
         print(f"{FAIL} WEBHOOK_TOKEN is not set: the webhook accepts anyone (warning only)")
     return 1 if failed else 0

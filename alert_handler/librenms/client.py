@@ -315,6 +315,36 @@ class LibreNMS:
             "PUT", f"/alerts/unmute/{alert_id}", "PUT /alerts/unmute/{id}", body={"note": note}
         )
 
+    # -- how LibreNMS is run (for `check`) --------------------------------------------------
+    def version(self) -> str | None:
+        """GET /system: LibreNMS's version (`local_ver`, e.g. "26.7.0"), None if not shown."""
+        _, data = self._call("GET", "/system", "GET /system")
+        rows = data.get("system")
+        row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
+        value = row.get("local_ver")
+        return str(value) if value else None
+
+    def poller_groups(self) -> dict[int, str]:
+        """GET /poller_group: id -> group_name (group 0, the default, has no row)."""
+        _, data = self._call("GET", "/poller_group", "GET /poller_group")
+        rows = data.get("get_poller_group") or []
+        return {
+            int(r["id"]): str(r.get("group_name") or "")
+            for r in rows
+            if isinstance(r, dict) and str(r.get("id", "")).isdigit()
+        }
+
+    def pollers(self) -> dict[str, set[int]]:
+        """GET /pollers: poller name -> the groups it serves (the dispatcher's poller_groups;
+        a legacy poller row has none)."""
+        _, data = self._call("GET", "/pollers", "GET /pollers")
+        out: dict[str, set[int]] = {}
+        for row in data.get("pollers") or []:
+            if isinstance(row, dict) and row.get("poller_name"):
+                groups = str(row.get("poller_groups") or "").split(",")
+                out[str(row["poller_name"])] = {int(g) for g in groups if g.strip().isdigit()}
+        return out
+
     def has_admin_rights(self) -> bool:
         """Whether the token may write: an ignored field on device 0 answers 404 for admins."""
         try:

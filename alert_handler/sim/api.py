@@ -28,6 +28,33 @@ from alert_handler.sim.tables import (
 )
 
 _BAD_FIELDS = ("device_id", "hostname")
+# The permissions the routes the daemon uses check (routes/api.php `can:` middleware; before
+# 26.7 a write needed an admin token, which holds them all).
+PERMISSIONS = frozenset(
+    {
+        "device.viewAny",
+        "device.update",
+        "alert.viewAny",
+        "alert.update",
+        "poller.viewAny",
+        "pollergroup.viewAny",
+    }
+)
+READ_ONLY = frozenset(p for p in PERMISSIONS if p.endswith(".viewAny"))
+
+
+def _permission(method: str, seg: list[str]) -> str | None:
+    """The permission a route needs (None: any valid token)."""
+    head = seg[0] if seg else ""
+    if head == "devices":
+        return "device.update" if method == "PATCH" else "device.viewAny"
+    if head == "alerts":
+        return "alert.update" if method == "PUT" else "alert.viewAny"
+    if head == "pollers":
+        return "poller.viewAny"
+    if head == "poller_group":
+        return "pollergroup.viewAny"
+    return None
 
 
 @dataclass(frozen=True)
@@ -140,14 +167,15 @@ def api(
     query: str,
     body: bytes,
     *,
-    admin: bool,
+    can: frozenset[str],
     now: datetime,
 ) -> Reply:
-    """Answer one authenticated request; `path` has the /api/v0 prefix removed."""
+    """Answer one authenticated request whose token holds the permissions `can` (see
+    PERMISSIONS); `path` has the /api/v0 prefix removed."""
     params = dict(parse_qsl(query, keep_blank_values=True))
     segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
     try:
-        return _route(db, method, segments, params, body, admin=admin, now=now)
+        return _route(db, method, segments, params, body, can=can, now=now)
     except ApiError as exc:
         return _error(exc.status, str(exc))
 
@@ -159,10 +187,13 @@ def _route(
     params: dict[str, str],
     body: bytes,
     *,
-    admin: bool,
+    can: frozenset[str],
     now: datetime,
 ) -> Reply:
     get = method == "GET"
+    needed = _permission(method, seg)
+    if needed is not None and needed not in can:
+        return error_reply(403)  # the route's `can:` middleware
     match seg:
         case [] if get:
             return json_reply(
@@ -171,7 +202,7 @@ def _route(
         case ["system"] if get:
             return _ok(
                 system=[
-                    {"local_ver": "26.1.0", "local_sha": "490710c6c", "db_schema": "2025_11_01"}
+                    {"local_ver": db.version, "local_sha": "490710c6c", "db_schema": "2025_11_01"}
                 ],
                 count=1,
             )
@@ -203,7 +234,7 @@ def _route(
                 return _error(404, f"Device {spec} does not exist")
             return _ok(devices=[device_json(row, model=True)], count=1)
         case ["devices", spec] if method == "PATCH":
-            return _update_device(db, spec, body) if admin else error_reply(403)
+            return _update_device(db, spec, body)
         case ["devices", spec, "discover"] if get:
             row = db.find_device(spec)
             if row is None:
@@ -235,9 +266,9 @@ def _route(
         case ["alerts"] | ["alerts", _] if get:
             return _list_alerts(db, seg[1] if len(seg) > 1 else "", params)
         case ["alerts", alert_id] if method == "PUT":
-            return _ack_alert(db, alert_id, body, now) if admin else error_reply(403)
+            return _ack_alert(db, alert_id, body, now)
         case ["alerts", "unmute", alert_id] if method == "PUT":
-            return _unmute_alert(db, alert_id, body, now) if admin else error_reply(403)
+            return _unmute_alert(db, alert_id, body, now)
     return error_reply(404)
 
 

@@ -8,7 +8,6 @@ runs that poll as a real process, `... serve` runs the simulator (see `command`)
 
 from __future__ import annotations
 
-import enum
 import hmac
 import ipaddress
 import logging
@@ -24,7 +23,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
-from alert_handler.sim.api import Reply, api, error_reply, json_reply
+from alert_handler.sim.api import PERMISSIONS, READ_ONLY, Reply, api, error_reply, json_reply
 from alert_handler.sim.server import SimServer
 from alert_handler.sim.tables import (
     MAIN_POLLER,
@@ -50,13 +49,6 @@ BUILDER_JSON = (
     '{"condition":"AND","rules":[{"id":"macros.port_down","field":"macros.port_down",'
     '"type":"integer","input":"radio","operator":"equal","value":"1"}],"valid":true}'
 )
-
-
-class Role(enum.Enum):
-    """What a token may do: LibreNMS's admin token (every route) or a read-only one (writes 403)."""
-
-    ADMIN = "admin"
-    READ = "read"
 
 
 class RequestRecord(NamedTuple):
@@ -126,22 +118,30 @@ class Simulator:
         token: str = DEFAULT_TOKEN,
         *,
         read_only_token: str | None = None,
+        tokens: dict[str, frozenset[str]] | None = None,
         unsupervised_ip: str = "127.0.0.50",
         api_latency: float = 0.0,
         poll_latency: float = 0.0,
         timezone_name: str = "UTC",
+        version: str = "26.1.0",
     ) -> None:
         """`timezone_name`: the LibreNMS server's zone; its alert times and raw device rows
-        are naive local times in it."""
+        are naive local times in it. `version`: the LibreNMS release GET /system shows."""
         self._token = token.encode()
-        self._read_only_token = read_only_token.encode() if read_only_token else None
+        # token -> its permissions: the admin token holds all, the read-only one every viewAny,
+        # `tokens` whatever they are given (per-permission tokens, LibreNMS after 26.7).
+        self._tokens: dict[bytes, frozenset[str]] = {self._token: PERMISSIONS}
+        if read_only_token:
+            self._tokens[read_only_token.encode()] = READ_ONLY
+        for other, allowed in (tokens or {}).items():
+            self._tokens[other.encode()] = frozenset(allowed)
         self.unsupervised_ip = unsupervised_ip
         self.api_latency = api_latency
         self.poll_latency = poll_latency
         self.unreachable: set[str] = set()  # targets where nothing answers, besides unsupervised_ip
         self.snmpd_on_pollers = False  # every poller runs snmpd on all addresses, CPE community
         self._lock = threading.Lock()
-        self._db = Database(zone=ZoneInfo(timezone_name))
+        self._db = Database(zone=ZoneInfo(timezone_name), version=version)
         self._hosts: dict[int, _Host] = {}
         self._faults: list[_Fault] = []
         self._requests: list[RequestRecord] = []
@@ -556,15 +556,16 @@ class Simulator:
 
     # ---- the HTTP side ----
 
-    def _role(self, token: str | None) -> Role | None:
+    def _permissions(self, token: str | None) -> frozenset[str] | None:
+        """The token's permissions, None for no or an unknown token (401)."""
         if token is None:
             return None
         given = token.encode("utf-8", "surrogateescape")
-        if hmac.compare_digest(given, self._token):
-            return Role.ADMIN
-        if self._read_only_token and hmac.compare_digest(given, self._read_only_token):
-            return Role.READ
-        return None
+        found = None
+        for known, allowed in self._tokens.items():
+            if hmac.compare_digest(given, known):
+                found = allowed
+        return found
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
@@ -599,8 +600,8 @@ class Simulator:
     def _answer(
         self, method: str, path: str, query: str, token: str | None, body: bytes, *, in_api: bool
     ) -> Reply:
-        role = self._role(token)
-        if role is None:
+        can = self._permissions(token)
+        if can is None:
             return error_reply(401)
         fault = self._take_fault(method, path)
         if fault is not None:
@@ -611,11 +612,11 @@ class Simulator:
             if fault.status >= 400:
                 return error_reply(fault.status)
         if path.startswith("/_sim/"):
-            return self._control(method, path, query, body, admin=role is Role.ADMIN)
+            return self._control(method, path, query, body, admin=can == PERMISSIONS)
         if not in_api:
             return error_reply(404)
         with self._lock:
-            return api(self._db, method, path, query, body, admin=role is Role.ADMIN, now=_now())
+            return api(self._db, method, path, query, body, can=can, now=_now())
 
     def _control(self, method: str, path: str, query: str, body: bytes, *, admin: bool) -> Reply:
         """Simulator-only routes: POST /_sim/poll/{spec}?poller=NAME&run_as=USER,

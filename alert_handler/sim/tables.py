@@ -153,6 +153,7 @@ class Database:
     pollers: dict[str, set[int]] = field(default_factory=lambda: {MAIN_POLLER: {0}})
     poller_groups: dict[int, str] = field(default_factory=dict)  # id -> group_name (0: none)
     zone: tzinfo = timezone.utc  # the LibreNMS server's time zone (its DATETIMEs are local)
+    version: str = "26.1.0"  # what GET /system says
 
     def silenced(self, device_id: int) -> bool:
         """Whether LibreNMS sends no notification for the device (RunAlerts): ignored, disabled,

@@ -180,7 +180,7 @@ class LibreNMS:
         if code == 401:
             text += " (check LIBRENMS_API_TOKEN)"
         if code == 403:
-            text += " (the API token needs admin rights)"
+            text += " (the API token needs admin rights, or since 26.7 this call's permission)"
         return LibreNMSError(text, status=code, retryable=code >= 500 or code == 429)
 
     # -- calls -------------------------------------------------------------------------------

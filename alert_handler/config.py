@@ -62,6 +62,9 @@ class Config:
     api_timeout_sec: float = setting(s.SECONDS, 10.0, API, "Seconds per API call.")
     api_retries: int = setting(
         s.COUNT, 2, API, "How many times a timeout, 5xx or 429 is retried within a step.")
+    librenms_timezone: str | None = setting(
+        s.TIMEZONE, None, API, "The LibreNMS server's time zone: its alert times are local "
+        "times with no offset (unset: this host's zone, from $TZ or /etc/localtime).")
 
     unsupervised_ip: str = setting(
         s.IP, "127.0.0.50", WORK, "Where forced-down devices point: an address where nothing "
@@ -130,6 +133,12 @@ class Config:
     ssh_max_channels: int = setting(
         s.POSITIVE, 8, POLL, "Concurrent poll channels on the one SSH connection (OpenSSH's "
         "MaxSessions is 10).")
+    poller_group_hosts: tuple[s.PollTarget, ...] = setting(
+        s.POLL_TARGETS, (), POLL, "Where each LibreNMS poller group's devices are polled, e.g. "
+        "`2=poller-east,3=librenms@10.0.3.5:2222,4=local`: `lnms device:poll` polls from the "
+        "host it runs on, so a device must be polled on a poller of its group. SSH targets use "
+        "the SSH_* key and known-hosts settings (user: SSH_USER, port: 22); one connection per "
+        "host. Groups not listed use POLL_METHOD (and SSH_HOST).")
 
     listen_host: str = setting(
         s.LISTEN_IP, "0.0.0.0", LISTENER, "Address the webhook listens on.")
@@ -260,6 +269,11 @@ def _check_together(cfg: Config) -> None:
             "EVENT_WEBHOOK_SECRET",
             "is required when EVENT_WEBHOOK_URL is set (alert-handler webhook-secret makes one)",
         )
+    for target in cfg.poller_group_hosts:
+        if target.host is not None and target.user is None and cfg.ssh_user is None:
+            raise ConfigError(
+                "POLLER_GROUP_HOSTS", f"group {target.group}: {target} needs USER@ or SSH_USER"
+            )
     if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
         missing = "TLS_CERT_FILE" if cfg.tls_cert_file is None else "TLS_KEY_FILE"
         raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE go together")

@@ -26,6 +26,7 @@ from alert_handler.health import LIBRENMS, RECOVERY_LOOP, STATE_FILE, Health
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
 from alert_handler.librenms.client import LibreNMS, Observer
+from alert_handler.librenms.zone import librenms_zone
 from alert_handler.metrics import Metrics
 from alert_handler.poll import Poller, make_poller
 from alert_handler.reconcile import Reconciler
@@ -86,6 +87,7 @@ def make_api(cfg: Config, metrics: Metrics | None = None, health: Health | None 
         pool_size=cfg.max_parallel + 2,
         dry_run=cfg.dry_run,
         observe=observe if observers else None,
+        zone=librenms_zone(cfg.librenms_timezone),
     )
 
 
@@ -172,7 +174,8 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         metrics.watch_records(store.records)
         metrics.watch_librenms(lambda: health.up(LIBRENMS))
         api = make_api(cfg, metrics, health)
-        poller = make_poller(cfg)
+        poller = make_poller(cfg, metrics.observe_poll)
+        metrics.known_pollers(poller.labels())
         rules = rules_from(cfg)
         controls = Controls(
             cfg.exclude,

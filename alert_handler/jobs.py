@@ -10,11 +10,13 @@ from dataclasses import replace
 from alert_handler.core import steps
 from alert_handler.core.machine import Action, Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord, merge_alert_fields
+from alert_handler.core.seen import SUPPRESSED
 from alert_handler.events.emit import Emitter
 from alert_handler.health import POLLER, Health
 from alert_handler.metrics import STEPS, Metrics
 from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
+from alert_handler.unsupervised import ADVICE
 
 log = logging.getLogger("alert_handler.scheduler")  # one logger for the recovery loop's lines
 
@@ -86,6 +88,7 @@ class Recorder:
         self.health = health
         self.events = events
         self._trouble = _TroubleLog()
+        self._answering: set[int] = set()  # devices whose UNSUPERVISED_IP answer was logged
 
     def persist(self, before: DeviceRecord, report: steps.StepReport) -> bool:
         """Persist a decision (merged with alert fields that arrived meanwhile) with its events,
@@ -150,6 +153,32 @@ class Recorder:
             log.info("device=%s step=ack alert=%s acknowledged", device_id, alert_id)
         if report.ack_error is not None:
             log.warning("device=%s step=ack failed: %s", device_id, report.ack_error)
+        for alert_id in report.unmuted:
+            log.info(
+                "device=%s step=unmute alert=%s unmuted: LibreNMS alerts again", device_id, alert_id
+            )
+        if report.unmute_error is not None:
+            log.warning(
+                "device=%s step=unmute failed: %s (the alert stays acknowledged)",
+                device_id,
+                report.unmute_error,
+            )
+        if report.answers and device_id not in self._answering:
+            self._answering.add(device_id)  # once per device: it says the same every interval
+            log.warning(
+                "device=%s step=verify UNSUPERVISED_IP %s seems to answer: LibreNMS polled the "
+                "device after it was forced down and found it up, so forcing it down does not "
+                "bring it down; %s",
+                device_id,
+                self.rules.unsupervised_ip,
+                ADVICE,
+            )
+        if report.config_error is not None:
+            log.error(
+                "device=%s step=check configuration error: %s; forced down again",
+                device_id,
+                report.config_error,
+            )
         if report.check is not None:
             status = report.check.oper_status
             log.info(
@@ -175,6 +204,8 @@ class Recorder:
             level = logging.DEBUG  # _TroubleLog says so, at most once a minute
         if decision.reason in (Reason.ADOPTED, Reason.ADOPTED_KNOWN, Reason.FOREIGN_CHANGE):
             level = logging.WARNING
+        if decision.reason in SUPPRESSED and rec is not None:
+            level = logging.WARNING  # a forced-down device is restored: people work on it
         if decision.reason in (Reason.NO_TARGET_PORT, Reason.GAVE_UP, Reason.DEVICE_GONE):
             level = logging.ERROR
         log.log(level, "device=%s step=%s %s%s", before.device_id, action.value, detail, where)

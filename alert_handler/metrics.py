@@ -58,7 +58,17 @@ OPERATOR_ENDPOINTS = (
 )
 OPERATOR_RESULTS = ("ok", "rejected", "unauthorized", "forbidden", "unavailable", "error")
 ATTEMPT_OUTCOMES = tuple(o.value for o in _OUTCOMES)
-STEPS = ("inspect", "force_down", "verify", "restore", "discover", "poll", "check", "ack")
+STEPS = (
+    "inspect",
+    "force_down",
+    "verify",
+    "restore",
+    "discover",
+    "poll",
+    "check",
+    "ack",
+    "unmute",
+)
 POLL_STATUSES = ("0", "1", "6", "error")
 
 
@@ -141,6 +151,13 @@ class Metrics:
             "alert_handler_polls",
             "Poll commands run, by exit status (error: could not run or timed out)",
             ["exit_status"],
+            registry=r,
+        )
+        self.poller_polls = Counter(
+            "alert_handler_poller_polls",
+            "Poll commands run, by poller (POLLER_GROUP_HOSTS targets and the default) and exit"
+            " status",
+            ["poller", "exit_status"],
             registry=r,
         )
         self.step_failures = Counter(
@@ -239,6 +256,16 @@ class Metrics:
         else:
             result = "unavailable" if status == 503 else "error"
         self.operator_requests.labels(endpoint, result).inc()
+
+    def known_pollers(self, labels: list[str]) -> None:
+        """Export every poller's series at 0 from the start (labels come from the config)."""
+        for label in labels:
+            for status in (*POLL_STATUSES, "other"):
+                self.poller_polls.labels(label, status)
+
+    def observe_poll(self, poller: str, status: str) -> None:
+        """Hook for the poller: one poll run on `poller` ended with `status`."""
+        self.poller_polls.labels(poller, status if status in POLL_STATUSES else "other").inc()
 
     def observe_state_write(self, seconds: float, size: int) -> None:
         """Hook for the state store."""

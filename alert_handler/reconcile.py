@@ -3,8 +3,10 @@
 - A device on UNSUPERVISED_IP that the state does not track is adopted: it gets back the last
   original the event journal knows for it, else (its original unknown) null.
 - Open alerts of the trigger rules that never reached the daemon are picked up: LibreNMS never
-  re-sends a failed webhook. Alerts older than the moment the daemon last let the device go are
-  skipped, so a recovered device is not picked up again by its own stale alert.
+  re-sends a failed webhook. Only alerts LibreNMS really notified (`alerted`), of devices it does
+  not suppress itself (maintenance, disabled, ignored): its own silence is respected. Alerts
+  older than the moment the daemon last let the device go are skipped, so a recovered device is
+  not picked up again by its own stale alert.
 A tracked device whose overwrite_ip someone else changed is handled by the worker's verify step.
 """
 
@@ -19,7 +21,7 @@ from alert_handler.core.alerts import plain
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import DeviceRecord
-from alert_handler.core.times import from_iso
+from alert_handler.core.seen import suppression
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.librenms.client import LibreNMS
@@ -74,7 +76,9 @@ def reconcile_once(
             return True
         return False
 
-    for device in api.list_devices():
+    devices = api.list_devices()
+    by_id = {device.device_id: device for device in devices}
+    for device in devices:
         if device.overwrite_ip == rules.unsupervised_ip and store.get(device.device_id) is None:
             if add(device.device_id, device.hostname, "found on UNSUPERVISED_IP, not tracked"):
                 adopted.append(device.device_id)
@@ -91,18 +95,27 @@ def reconcile_once(
                     known,
                 )
     for alert in api.open_alerts():
+        if not alert.alerted:
+            continue  # LibreNMS held it back (maintenance, mute, delay, parents down)
         if rules.trigger_rules and alert.rule_name not in rules.trigger_rules:
             continue
         if store.get(alert.device_id) is not None:
             continue
         let_go = dismissed.get(alert.device_id)
-        if let_go is not None:
-            try:
-                raised = from_iso(alert.timestamp.replace(" ", "T")) if alert.timestamp else None
-            except ValueError:
-                raised = None
-            if raised is None or raised <= let_go:
-                continue
+        if let_go is not None and (alert.raised_at is None or alert.raised_at <= let_go):
+            continue  # raised before the daemon let the device go (LIBRENMS_TIMEZONE)
+        row = by_id.get(alert.device_id)
+        if row is None:
+            continue  # deleted since the alert was raised
+        held = suppression(row, api.under_maintenance(alert.device_id))
+        if held is not None:
+            log.info(
+                "device=%s step=reconcile open alert %s not picked up: %s",
+                alert.device_id,
+                alert.alert_id,
+                held.value,
+            )
+            continue
         if add(alert.device_id, None, f"open alert {alert.alert_id} never reached the daemon"):
             picked.append(alert.device_id)
             log.warning(

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import Field, dataclass, field, replace
 from typing import Any, Generic, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from alert_handler.core.controls import ControlError, Target, parse_exclusions
 
@@ -217,6 +218,81 @@ def _networks(key: str, raw: str) -> tuple[Network, ...]:
 
 
 NETWORKS = Kind("CIDR list", "comma-separated; host bits are dropped", _networks)
+
+
+@dataclass(frozen=True)
+class PollTarget:
+    """Where one poller group's polls run: `local`, or over SSH to `[user@]host[:port]` (user
+    None: SSH_USER; port None: 22)."""
+
+    group: int
+    host: str | None  # None: local
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.host is None:
+            return "local"
+        where = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{where}" + (f":{self.port}" if self.port is not None else "")
+
+
+_TARGET_RE = re.compile(
+    r"^(?:([A-Za-z0-9._][A-Za-z0-9._-]*)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(?::([0-9]+))?$"
+)
+
+
+def _poll_target(key: str, group: int, raw: str) -> PollTarget:
+    if raw == "local":
+        return PollTarget(group, None)
+    match = _TARGET_RE.match(raw)
+    if match is None:
+        raise ConfigError(key, f"{raw!r} is neither local nor [USER@]HOST[:PORT]")
+    user, host, port = match.groups()
+    host = host.strip("[]")
+    number = None
+    if port is not None:
+        number = int(port)
+        if not 1 <= number <= 65535:
+            raise ConfigError(key, f"{raw!r}: {port} is not a port number")
+    return PollTarget(group, host, user, number)
+
+
+def _poll_targets(key: str, raw: str) -> tuple[PollTarget, ...]:
+    targets: dict[int, PollTarget] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        group, sep, target = (x.strip() for x in part.partition("="))
+        if not sep or not group.isascii() or not group.isdigit() or not target:
+            raise ConfigError(
+                key, f"{part!r} is not GROUP=TARGET (a poller group id, e.g. 2=poller2)"
+            )
+        if int(group) in targets:
+            raise ConfigError(key, f"poller group {int(group)} is listed twice")
+        targets[int(group)] = _poll_target(key, int(group), target)
+    return tuple(targets.values())
+
+
+POLL_TARGETS = Kind(
+    "poller group map",
+    "comma-separated GROUP=TARGET; TARGET is local or [USER@]HOST[:PORT]",
+    _poll_targets,
+)
+
+
+def _timezone(key: str, raw: str) -> str:
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            key, f"must be an IANA time zone such as Europe/Berlin, got {raw!r}"
+        ) from None
+    return raw
+
+
+TIMEZONE = Kind("time zone", "an IANA name, e.g. Europe/Berlin or UTC", _timezone)
 
 
 def _librenms_url(key: str, raw: str) -> str:

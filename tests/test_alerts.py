@@ -381,3 +381,16 @@ def test_any_form_body_gives_an_alert_or_bad_payload(fields: dict[str, Any]) -> 
     )
     check_outcome(encoded.encode())
     check_outcome(b"", encoded)
+
+
+def test_the_rule_name_is_name_never_the_builder_json() -> None:
+    """LibreNMS's `{{ $name }}` is the rule name, `{{ $rule }}` the rule's query-builder JSON."""
+    builder = '{"condition":"AND","rules":[{"id":"macros.port_down"}],"valid":true}'
+    both = json.dumps({"device_id": 4, "rule": builder, "name": "Port2 down"}).encode()
+    assert parse_alert(both).rule == "Port2 down"
+    assert parse_alert(json.dumps({"device_id": 4, "rule": builder}).encode()).rule is None
+    nested = b'{"device_id": 4, "rule": {"condition": "AND", "rules": []}}'
+    assert parse_alert(nested).rule is None
+    assert parse_alert(b'{"device_id": 4, "rule": "Port2 down"}').rule == "Port2 down"
+    assert parse_alert(b'{"device_id": 4, "rule": "{weird} rule"}').rule == "{weird} rule"
+    assert parse_alert(b"", urlencode({"device_id": 4, "rule": builder})).rule is None

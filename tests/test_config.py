@@ -419,6 +419,56 @@ def test_an_invalid_webhook_token_is_never_echoed(tail: str) -> None:
     assert "s3cr3t" not in repr(err)
 
 
+# -- POLLER_GROUP_HOSTS -----------------------------------------------------------------------
+def test_poller_group_hosts() -> None:
+    """GROUP=TARGET pairs; TARGET local or [USER@]HOST[:PORT]; blanks around items dropped."""
+    cfg = parse(
+        env(
+            POLLER_GROUP_HOSTS=" 2=poller-east, 3=librenms@10.0.3.5:2222,4=local,5=[2001:db8::5]",
+            SSH_USER="librenms",
+        )
+    )
+    assert [str(t) for t in cfg.poller_group_hosts] == [
+        "poller-east",
+        "librenms@10.0.3.5:2222",
+        "local",
+        "[2001:db8::5]",
+    ]
+    assert [(t.group, t.host, t.user, t.port) for t in cfg.poller_group_hosts][:2] == [
+        (2, "poller-east", None, None),
+        (3, "10.0.3.5", "librenms", 2222),
+    ]
+    assert parse(env()).poller_group_hosts == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("east=poller", "is not GROUP=TARGET"),
+        ("2", "is not GROUP=TARGET"),
+        ("2=", "is not GROUP=TARGET"),
+        ("2=poller east", "is neither local nor [USER@]HOST[:PORT]"),
+        ("2=-oProxyCommand=x", "is neither local nor [USER@]HOST[:PORT]"),
+        ("2=poller:0", "0 is not a port number"),
+        ("2=a,2=b", "poller group 2 is listed twice"),
+        ("2=poller-east", "needs USER@ or SSH_USER"),
+    ],
+)
+def test_bad_poller_group_hosts_name_the_variable(raw: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(env(POLLER_GROUP_HOSTS=raw))
+    assert caught.value.key == "POLLER_GROUP_HOSTS" and problem in str(caught.value)
+
+
+def test_librenms_timezone() -> None:
+    assert parse(env(LIBRENMS_TIMEZONE="Europe/Berlin")).librenms_timezone == "Europe/Berlin"
+    assert parse(env()).librenms_timezone is None  # this host's zone
+    for bad in ("Mars/Olympus", "../../etc/passwd", "Europe/"):
+        with pytest.raises(ConfigError) as caught:
+            parse(env(LIBRENMS_TIMEZONE=bad))
+        assert caught.value.key == "LIBRENMS_TIMEZONE" and "IANA time zone" in str(caught.value)
+
+
 # -- the table, .env.example and docs/configuration.md ------------------------------------------
 ROOT = Path(__file__).parent.parent
 ASSIGNMENT = re.compile(r"^(#?)([A-Z][A-Z0-9_]+)=(.*)$", flags=re.M)
@@ -561,6 +611,8 @@ def test_serve_logs_a_misspelt_key(sim: Simulator, tmp_path: Path) -> None:
     2. Its log has one WARNING line naming it and the setting it is near; it stops cleanly."""
     port = free_port()
     settings = base_env(sim, tmp_path, LISTEN_PORT=str(port), RECOVERY_INTERVALL_SEC="30")
+    # An UNSUPERVISED_IP that does not answer: a loopback one is warned about at start too.
+    settings["UNSUPERVISED_IP"] = "203.0.113.254"
     daemon = DaemonProcess(tmp_path, settings, port)
     assert daemon.terminate() == 0
     warnings = [line for line in daemon.output().splitlines() if " WARNING " in line]

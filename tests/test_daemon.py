@@ -10,6 +10,7 @@ import requests
 
 from alert_handler.sim.simulator import Simulator
 from tests.conftest import (
+    AUTH,
     UNSUP,
     WEBHOOK_TOKEN,
     StartDaemon,
@@ -129,16 +130,16 @@ def test_stale_alert_and_decoy_ports(sim: Simulator, start_daemon: StartDaemon) 
 def test_failed_api_call_mid_cycle_is_retried(sim: Simulator, start_daemon: StartDaemon) -> None:
     """1. Forced down.
     2. The restore PATCH answers 500: the attempt fails, the device is forced down again.
-    3. Reading the port answers 500 on the next try: forced down again.
+    3. Reading the device's ports after the poll answers 500 on the next try: forced down
+       again.
     4. Then LibreNMS is healthy: recovered on the original."""
     sim.add_device(9, "cpe-9", overwrite_ip="192.0.2.99", ports={"port2": "down"})
     d = start_daemon(RECOVERY_INTERVAL_SEC="0.3")
     d.post(alert_body(9))
     wait_for(lambda: overwrite(sim, 9) == UNSUP, what="forced down")
     sim.set_link(9, "port2", "up")
-    port_id = sim.port(9, "port2").port_id
     sim.inject("PATCH", r"^/devices/9$", status=500, times=1)
-    sim.inject("GET", rf"^/ports/{port_id}$", status=500, times=1)
+    sim.inject("GET", r"^/devices/9/ports$", status=500, times=1)
     wait_for(lambda: d.daemon.store.get(9) is None, timeout=15, what="recovery")
     assert overwrite(sim, 9) == "192.0.2.99"
     failed = [r for r in sim.requests if r.status == 500]
@@ -202,7 +203,11 @@ def test_webhook_answers(sim: Simulator, start_daemon: StartDaemon) -> None:
     assert d.post(alert_body(20), auth=False).status_code == 401
     assert d.post(b"x" * (64 * 1024 + 1)).status_code == 413
     assert requests.get(d.url + "/nope", timeout=5).status_code == 404
-    assert requests.get(d.url + "/alert", timeout=5).status_code == 405
+    # GET /alert is an alert with its fields in the query string (LibreNMS's GET transport):
+    # the webhook token first, then the fields; other methods are still refused.
+    assert requests.get(d.url + "/alert", timeout=5).status_code == 401
+    assert requests.get(d.url + "/alert", headers=AUTH, timeout=5).status_code == 400
+    assert requests.delete(d.url + "/alert", headers=AUTH, timeout=5).status_code == 405
     assert state.read_bytes() == before
     form = d.post("device_id=23&state=1&rule=Port2+down")
     assert form.status_code == 202

@@ -318,7 +318,6 @@ def test_kill_at_every_phase_boundary_resumes_exactly(
     original = "198.51.100.7"
     originals: dict[int, str | None] = {1: original}
     sim.add_device(1, "cpe-1", overwrite_ip=original, ports={"port2": "down", "ether1": "up"})
-    port_id = sim.port(1, "port2").port_id
     state = tmp_path / STATE
     env = {"RECOVERY_INTERVAL_SEC": "0.5", "POLL_COMMAND": polls.command}
 
@@ -372,9 +371,9 @@ def test_kill_at_every_phase_boundary_resumes_exactly(
     assert rec["last_error"] == "port2 is down" and overwrite(sim, 1) == original
     # 7.
     sim.set_link(1, "port2", "up")
-    sim.inject("GET", rf"^/ports/{port_id}$", delay=HOLD, drop=True)
+    sim.inject("GET", r"^/devices/1/ports$", delay=HOLD, drop=True)  # the port found again
     daemon = launch(**env)
-    wait_in_flight(sim, "GET", f"/ports/{port_id}")
+    wait_in_flight(sim, "GET", "/devices/1/ports")
     assert kill(daemon, "restoring")["attempts"] == 2
     # 8.
     daemon = launch(**env)

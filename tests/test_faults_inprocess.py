@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from alert_handler.core.facts import PortInfo
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.poll import Poller, PollResult
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
@@ -288,24 +289,24 @@ def test_step_that_raises_is_a_failed_step(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """1. A forced-down device's port comes back; reading the port raises KeyError once (an
-       answer the client cannot read, or a bug).
+    """1. A forced-down device's port comes back; reading its ports after the poll raises
+       KeyError once (an answer the client cannot read, or a bug).
     2. It counts as a failed check: the device is forced down again at once, the traceback
        is logged once, the thread lives on.
     3. The next attempt recovers it on its original."""
     devices: dict[int, str | None] = {63: "198.51.100.63"}
     d = forced_down(sim, start_daemon, devices, RECOVERY_INTERVAL_SEC="0.3")
     api = d.daemon.scheduler.api
-    real = api.port_status
+    real = api.device_ports
     calls: list[int] = []
 
-    def unreadable(port_id: int) -> str | None:
-        calls.append(port_id)
+    def unreadable(device_id: int) -> list[PortInfo]:
+        calls.append(device_id)
         if len(calls) == 1:
             raise KeyError("ifOperStatus")
-        return real(port_id)
+        return real(device_id)
 
-    monkeypatch.setattr(api, "port_status", unreadable)
+    monkeypatch.setattr(api, "device_ports", unreadable)
     sim.set_link(63, "port2", "up")
     wait_forgotten(d, [63])
     assert [data for _, data in sim.patches(63)] == [UNSUP, "198.51.100.63"] * 2
@@ -324,10 +325,10 @@ class HungPoller:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def poll(self, device_id: int) -> PollResult:
+    def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
         self.entered.set()
         self.release.wait(60)
-        return self.real.poll(device_id)
+        return self.real.poll(device_id, poller_group)
 
     def check(self) -> str:
         return self.real.check()

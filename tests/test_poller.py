@@ -30,6 +30,7 @@ from alert_handler.poll import (
     SSHPoller,
     make_poller,
 )
+from alert_handler.poll.result import config_problem, log_result
 from tests.sshd import SSHD, keygen, require_password_user, require_sshd, running_sshd
 
 POLL_SCRIPT = r"""#!/bin/sh
@@ -410,11 +411,14 @@ def test_unreachable_host_is_poll_error(tmp_path: Path) -> None:
 
 
 def test_make_poller_follows_poll_method() -> None:
+    """The default route (every group not in POLLER_GROUP_HOSTS) is POLL_METHOD's poller."""
     local = base_config(poll_method="local")
     ssh = base_config(ssh_host="127.0.0.1", ssh_user="librenms")
-    assert isinstance(make_poller(local), LocalPoller)
-    with closing(SSHPoller(ssh)) as poller:
-        assert type(make_poller(ssh)) is type(poller)
+    with closing(make_poller(local)) as poller:
+        assert isinstance(poller.route(0).target, LocalPoller)
+    with closing(make_poller(ssh)) as poller:
+        assert isinstance(poller.route(7).target, SSHPoller)
+        assert poller.labels() == ["librenms@127.0.0.1:22"]
 
 
 def test_threads_are_not_left_behind(server: SSHD) -> None:
@@ -462,3 +466,14 @@ def test_known_hosts_hashed_entry_is_honoured(server: SSHD) -> None:
     with closing(SSHPoller(cfg)) as poller, pytest.raises(HostKeyMismatch):
         poller.poll(2)
     assert not ran(server.dir, 2)
+
+
+def test_the_wrong_user_is_recognised_in_the_output() -> None:
+    """lnms exits 1 for the wrong user, as for "no such device": the output tells them apart."""
+    assert config_problem(1, ("Error: lnms must not run as root.",)) is not None
+    wrong = config_problem(1, ("x", "Error: lnms must be run as the user librenms."))
+    assert wrong is not None and "sudo -u librenms" in wrong
+    assert config_problem(1, ("No devices found matching your given device specification",)) is None
+    assert config_problem(6, ("Error: lnms must not run as root.",)) is None
+    result = log_result(PollResult(5, 1, ("Error: lnms must not run as root.",), 0.1))
+    assert result.meaning == "configuration error" and result.config_error is not None

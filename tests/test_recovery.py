@@ -42,12 +42,14 @@ from alert_handler.core.machine import (
     after_inspect,
     after_release,
     before_attempt,
+    find_port,
     forced_count,
     is_due,
     plan,
 )
 from alert_handler.core.outcomes import Outcome
 from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
+from alert_handler.core.seen import SUPPRESSED, suppression
 from alert_handler.core.steps import Ports, StepReport, run_device
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.poll import Poller, PollError, PollResult
@@ -296,6 +298,73 @@ def test_inspect_honours_target_ifname() -> None:
     assert kept(after_inspect(new_record(), info(None), ports, NOW, rules)).port_id == 9
 
 
+def test_the_port_is_found_again_by_name_not_by_id() -> None:
+    """LibreNMS marks a vanished port deleted=1 (its status stale) and gives the returning
+    interface a new port_id: the current row named exactly TARGET_IFNAME is the port; the
+    remembered port_id only breaks a tie between two rows of that name."""
+    stale = PortInfo(2, "port2", "up", deleted=True)
+    fresh = PortInfo(77, "port2", "down")
+    assert find_port([stale, fresh], "port2", hint=2) == fresh
+    assert find_port([stale], "port2", hint=2) is None  # deleted counts as missing
+    twin = PortInfo(78, "port2", "up")
+    assert find_port([fresh, twin], "port2", hint=78) == twin
+    assert find_port([fresh, twin], "port2", hint=None) == fresh
+    assert find_port([PortInfo(3, "port20", "up")], "port2", hint=3) is None
+
+
+def test_a_check_keeps_the_port_id_it_found_the_port_under() -> None:
+    before = tracked(phase=Phase.RESTORING, port_id=2, attempts=1)
+    decision = after_check(before, 0, "down", NOW, RULES, port_id=77)
+    assert kept(decision).port_id == 77
+    assert "found again as port_id 77, was 2" in decision.detail
+    recovered = after_check(before, 0, "up", NOW, RULES, port_id=77)
+    assert recovered.reason is Reason.RECOVERED and "port_id 77" in recovered.detail
+
+
+@pytest.mark.parametrize("held", sorted(SUPPRESSED))
+def test_a_device_librenms_leaves_alone_is_never_forced_down(held: Reason) -> None:
+    """Maintenance, disabled, ignored: let go at inspect with nothing changed; one found on
+    UNSUPERVISED_IP all the same is restored (to null: its original is unknown)."""
+    decision = after_inspect(new_record(), info(None), [port2()], NOW, RULES, leave_alone=held)
+    assert outcome(decision) == (None, held, False)
+    decision = after_inspect(new_record(), info(UNSUP), [port2()], NOW, RULES, leave_alone=held)
+    after = kept(decision)
+    assert decision.reason is held and after.phase is Phase.RELEASING
+    assert after.original_recorded and after.original_overwrite_ip is None
+    assert plan(after, NOW) is Action.RELEASE
+
+
+@pytest.mark.parametrize("held", sorted(SUPPRESSED))
+def test_a_forced_down_device_librenms_now_leaves_alone_is_restored(held: Reason) -> None:
+    before = tracked()
+    decision = before_attempt(before, info(UNSUP), NOW, RULES, leave_alone=held)
+    after = kept(decision)
+    assert decision.reason is held and after.phase is Phase.RELEASING
+    assert after.attempts == before.attempts  # no attempt: nothing is polled
+    assert plan(after, NOW) is Action.RELEASE
+    assert after_release(after).reason is Reason.RELEASED
+
+
+def test_which_suppression() -> None:
+    plain = info(None)
+    assert suppression(plain, False) is None
+    assert suppression(plain, True) is Reason.SUPPRESSED_MAINTENANCE
+    assert suppression(replace(plain, disabled=True), False) is Reason.SUPPRESSED_DISABLED
+    assert suppression(replace(plain, ignore=True), False) is Reason.SUPPRESSED_IGNORED
+
+
+def test_an_attempt_reads_the_poller_group_each_time() -> None:
+    """Devices move between poller groups: the one read at verify is the one polled from."""
+    after = kept(
+        before_attempt(tracked(poller_group=1), replace(info(UNSUP), poller_group=3), NOW, RULES)
+    )
+    assert after.poller_group == 3
+    inspected = after_inspect(
+        new_record(), replace(info(None), poller_group=2), [port2()], NOW, RULES
+    )
+    assert kept(inspected).poller_group == 2
+
+
 def test_no_target_port_forgets() -> None:
     ports = [PortInfo(20, "port20", "down"), PortInfo(21, "Port2-backup", "down")]
     for listing in (ports, []):
@@ -344,7 +413,13 @@ def test_after_force_down_first_time() -> None:
     after = kept(after_force_down(before, NOW, RULES))
     assert after.phase is Phase.DOWN
     assert (after.forced_down_at, after.next_attempt_at) == (NOW, NOW + 60)
-    assert changed_fields(before, after) == {"phase", "forced_down_at", "next_attempt_at"}
+    assert changed_fields(before, after) == {
+        "phase",
+        "forced_down_at",
+        "last_forced_at",  # the latest force-down, for "UNSUPERVISED_IP seems to answer"
+        "next_attempt_at",
+    }
+    assert after.last_forced_at == NOW
 
 
 def test_after_force_down_schedules_from_the_attempt_start() -> None:
@@ -503,6 +578,9 @@ class ScriptedLibreNMS:
     def get_device(self, device_id: int) -> DeviceInfo:
         return info(self.overwrite[device_id], device_id)
 
+    def under_maintenance(self, device_id: int) -> bool:
+        return False
+
     def device_ports(self, device_id: int) -> list[PortInfo]:
         return [port2(self.port_status_value)]
 
@@ -517,7 +595,7 @@ class ScriptedLibreNMS:
 class NoPoller:
     """A poller the tests below never reach."""
 
-    def poll(self, device_id: int) -> PollResult:
+    def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
         raise AssertionError("not expected to poll")
 
 
@@ -611,6 +689,9 @@ class ModelLibreNMS:
         self.on_patch = on_patch
         self.overwrite: dict[int, str | None] = {}
         self.port2: dict[int, str | None] = {}  # None: the device has no port2
+        self.port_gen: dict[int, int] = {}  # times port2 vanished and came back (new port_id)
+        self.held: dict[int, str] = {}  # LibreNMS's own suppression: maintenance/disabled/ignore
+        self.alert_state: dict[int, int] = {}  # alert id (device * 10) -> 1 open, 2 acknowledged
         self.gone: set[int] = set()
         self.clock_ticks = 0
 
@@ -630,7 +711,13 @@ class ModelLibreNMS:
 
     def get_device(self, device_id: int) -> DeviceInfo:
         self._io("get_device", device_id, gone_is_404=True)
-        return info(self.overwrite[device_id], device_id, f"cpe-{device_id}")
+        held = self.held.get(device_id)
+        found = info(self.overwrite[device_id], device_id, f"cpe-{device_id}")
+        return replace(found, disabled=held == "disabled", ignore=held == "ignore")
+
+    def under_maintenance(self, device_id: int) -> bool:
+        self._io("maintenance", device_id, gone_is_404=True)
+        return self.held.get(device_id) == "maintenance"
 
     def device_ports(self, device_id: int) -> list[PortInfo]:
         self._io("ports", device_id, gone_is_404=False)
@@ -639,7 +726,13 @@ class ModelLibreNMS:
         base = device_id * 100
         ports = [PortInfo(base + 20, "port20", "down"), PortInfo(base + 21, "Port2-backup", "up")]
         if self.port2[device_id] is not None:
-            ports.append(PortInfo(base + 2, "port2", self.port2[device_id]))
+            gen = self.port_gen.get(device_id, 0)
+            # Rows of the interfaces that vanished: deleted=1, their ifOperStatus stale (and
+            # "up", the misleading case). The real API hides them; a client must not trust them.
+            ports += [
+                PortInfo(base + 2 + 1000 * old, "port2", "up", deleted=True) for old in range(gen)
+            ]
+            ports.append(PortInfo(base + 2 + 1000 * gen, "port2", self.port2[device_id]))
         return ports
 
     def set_overwrite_ip(self, device_id: int, value: str | None) -> None:
@@ -653,21 +746,34 @@ class ModelLibreNMS:
     def discover(self, device_id: int) -> None:
         self._io("discover", device_id, gone_is_404=False)  # 200 even for an unknown device
 
-    def port_status(self, port_id: int) -> str | None:
-        device_id = port_id // 100
-        self._io("port_status", device_id, gone_is_404=False)
-        if device_id in self.gone or port_id % 100 != 2:
-            return None
-        return self.port2[device_id]
+    def _alerts(self, state: int) -> list[OpenAlert]:
+        self._io("alerts", 0, gone_is_404=False)
+        return [
+            OpenAlert(d * 10, d, "Port2 down", state, None)
+            for d in DEVICES
+            if self.alert_state.get(d * 10, 1) == state
+        ]
 
     def open_alerts(self) -> list[OpenAlert]:
-        self._io("alerts", 0, gone_is_404=False)
-        return [OpenAlert(d * 10, d, "Port2 down", 1, None) for d in DEVICES]
+        return self._alerts(1)
+
+    def acknowledged_alerts(self) -> list[OpenAlert]:
+        return self._alerts(2)
+
+    def _set_alert(self, call: str, alert_id: int, state: int) -> None:
+        def apply() -> None:
+            self.alert_state[alert_id] = state
+
+        # 200 even for no such alert
+        self._io(call, alert_id // 10, gone_is_404=False, apply=apply)
 
     def ack_alert(self, alert_id: int, note: str) -> None:
-        self._io("ack", alert_id // 10, gone_is_404=False)  # 200 even for no such alert
+        self._set_alert("ack", alert_id, 2)
 
-    def poll(self, device_id: int) -> PollResult:
+    def unmute_alert(self, alert_id: int, note: str) -> None:
+        self._set_alert("unmute", alert_id, 1)
+
+    def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
         self.clock_ticks += 1
         result = self.fault("poll")
         if result == "crash":
@@ -769,6 +875,19 @@ class RecoveryMachine(RuleBasedStateMachine):
             assert action not in (Action.INSPECT, Action.VERIFY), (action, rec)
 
     def persist(self, before: DeviceRecord, report: StepReport) -> bool:
+        reason = report.decision.reason
+        if reason is Reason.RECOVERED:
+            # Recovered means the real port2 is up: never a deleted row's stale status.
+            assert self.api.port2[before.device_id] == "up", (before, report)
+        if reason in (Reason.FORCE_DOWN, Reason.ATTEMPT):
+            # Nothing new is started on a device LibreNMS itself leaves alone.
+            assert before.device_id not in self.api.held, (before, report)
+        if report.decision.forget and reason not in (Reason.RECOVERED, Reason.DEVICE_GONE):
+            # Let go for any reason but recovery: what we acknowledged is unmuted (best effort:
+            # unless the unmute itself failed, and it is reported then).
+            if report.unmute_error is None:
+                for alert_id in before.acked_ids:
+                    assert self.api.alert_state.get(alert_id, 1) != 2, (before, report)
         self._webhook_meanwhile(before.device_id)
         decided = report.decision.record
         current = self.store.get(before.device_id)
@@ -839,6 +958,26 @@ class RecoveryMachine(RuleBasedStateMachine):
         port = self.api.port2[device]
         if port is not None:
             self.api.port2[device] = "up" if port == "down" else "down"
+        self._work(data)
+
+    @rule(
+        device=st.sampled_from(DEVICES),
+        held=st.sampled_from([None, None, "maintenance", "disabled", "ignore"]),
+        data=st.data(),
+    )
+    def suppress(self, device: int, held: str | None, data: Any) -> None:
+        """Someone puts the device under maintenance, disables or ignores it, or undoes that."""
+        if held is None:
+            self.api.held.pop(device, None)
+        else:
+            self.api.held[device] = held
+        self._work(data)
+
+    @rule(device=st.sampled_from(DEVICES), data=st.data())
+    def recreate_port(self, device: int, data: Any) -> None:
+        """port2 vanishes and comes back with a new ifIndex: a new port_id, the old row deleted."""
+        if self.api.port2[device] is not None:
+            self.api.port_gen[device] = self.api.port_gen.get(device, 0) + 1
         self._work(data)
 
     @rule(seconds=st.sampled_from([61.0, 1.0, 30.0, 600.0]), data=st.data())

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -272,7 +273,8 @@ def test_ifoperstatus_changes_only_after_a_poll(sim: Simulator, api: requests.Se
 
 
 def test_forced_down_poll_then_restore(sim: Simulator, api: requests.Session) -> None:
-    """1. overwrite_ip -> unsupervised IP, poll: exit 6, down (icmp), devices.ip = that IP.
+    """1. overwrite_ip -> unsupervised IP (loopback: it answers ICMP), poll: exit 6, down
+       through SNMP (status_reason snmp), devices.ip = that IP.
     2. ports keep their last polled status. 3. overwrite_ip null, poll: exit 0, ip = real ip."""
     sim.set_link(42, "port2", "up")
     _patch(api, sim, "42", {"field": "overwrite_ip", "data": "127.0.0.50"})
@@ -280,7 +282,7 @@ def test_forced_down_poll_then_restore(sim: Simulator, api: requests.Session) ->
     assert code == 6
     assert output.endswith("Device was down, unable to poll.\n")
     row = api.get(f"{sim.url}/devices/42").json()["devices"][0]
-    assert (row["status"], row["status_reason"], row["ip"]) == (False, "icmp", "127.0.0.50")
+    assert (row["status"], row["status_reason"], row["ip"]) == (False, "snmp", "127.0.0.50")
     assert sim.port(42, "port2").ifOperStatus == "down"
 
     _patch(api, sim, "42", {"field": "overwrite_ip", "data": None})
@@ -484,7 +486,7 @@ def test_send_alert_posts_text_plain_with_devices_ip(sim: Simulator, receiver: _
     assert sim.send_alert(url, 42, state=0, headers={"Authorization": "Bearer t"}) == 500
 
     (path, headers, body), (_, _, second), (_, third_headers, third) = receiver.received
-    assert path == "/alert?key=1"
+    assert path == "/alert"  # Api.php drops the API URL's query: it builds one from Options
     assert headers["Content-Type"] == "text/plain"
     first = json.loads(body)
     assert first == {
@@ -577,3 +579,102 @@ def test_sim_link_route_changes_the_physical_state_only(
     answer = api.post(f"{root}/_sim/poll/42").json()
     assert answer["exit"] == 0 and "Polled" in answer["output"]
     assert sim.port(42, "port2").ifOperStatus == "up"
+
+
+def test_maintenance_route(sim: Simulator, api: requests.Session) -> None:
+    """GET /devices/{h}/maintenance: is_under_maintenance for any window behaviour; 404 for an
+    unknown device (device_under_maintenance)."""
+    sim.add_device(3, "cpe-3")
+    url = sim.url + "/devices/3/maintenance"
+    assert api.get(url).json() == {"status": "ok", "is_under_maintenance": False}
+    for behaviour in ("skip", "mute", "run_alerts"):
+        sim.set_maintenance(3, behaviour)
+        assert api.get(url).json()["is_under_maintenance"] is True
+    sim.set_maintenance(3, None)
+    assert api.get(url).json()["is_under_maintenance"] is False
+    missing = api.get(sim.url + "/devices/9/maintenance")
+    assert missing.status_code == 404
+    assert missing.json() == {"status": "error", "message": "Device 9 not found"}
+
+
+def test_polls_reach_a_device_only_from_a_poller_of_its_group(
+    sim: Simulator, api: requests.Session
+) -> None:
+    """`lnms device:poll` polls from whichever host runs it: from a poller that does not serve
+    the device's group, the device does not answer: exit 6, written down (icmp)."""
+    sim.add_poller_group(2, "east")
+    sim.add_poller("poller-east", [2])
+    sim.add_device(7, "cpe-7", ports={"port2": "up"})
+    sim.set_poller_group(7, 2)
+    code, output = sim.poll(7)  # the main host: group 0 only
+    assert code == 6 and output.endswith("Device was down, unable to poll.\n")
+    row = api.get(f"{sim.url}/devices/7").json()["devices"][0]
+    assert (row["status"], row["status_reason"], row["poller_group"]) == (False, "icmp", 2)
+    assert sim.poll(7, "poller-east")[0] == 0
+    assert sim.device(7)["status"] is True
+    assert sim.poll(42, "poller-east")[0] == 6  # group 0 is not east's
+
+
+def test_pollers_and_poller_groups_routes(sim: Simulator, api: requests.Session) -> None:
+    """GET /pollers (poller_cluster rows, poller_groups a comma list) and GET /poller_group
+    (all, by id, by name; 404 'Poller Group does not exist')."""
+    sim.add_poller_group(2, "east")
+    sim.add_poller("poller-east", [2])
+    pollers = api.get(f"{sim.url}/pollers").json()
+    assert pollers["status"] == "ok"
+    assert {(p["poller_name"], p["poller_groups"]) for p in pollers["pollers"]} == {
+        ("librenms", "0"),
+        ("poller-east", "2"),
+    }
+    groups = api.get(f"{sim.url}/poller_group").json()
+    assert groups["get_poller_group"] == [{"id": 2, "group_name": "east", "descr": ""}]
+    for spec in ("2", "east"):
+        one = api.get(f"{sim.url}/poller_group/{spec}").json()
+        assert one["get_poller_group"] == {"id": 2, "group_name": "east", "descr": ""}
+    missing = api.get(f"{sim.url}/poller_group/9")
+    assert missing.status_code == 404
+    assert missing.json()["message"] == "Poller Group does not exist"
+
+
+def test_a_loopback_target_answers_and_may_be_the_poller_itself(sim: Simulator) -> None:
+    """127.0.0.0/8 is local: ICMP answers, so the device is down through SNMP only; with snmpd
+    on the poller (the CPE's community), LibreNMS polls the poller under the CPE's record: OS
+    changed, the CPE's ports deleted."""
+    sim.add_device(8, "cpe-8", overwrite_ip="127.0.0.50", ports={"port2": "down"})
+    assert sim.poll(8)[0] == 6
+    assert (sim.device(8)["status"], sim.device(8)["status_reason"]) == (False, "snmp")
+    sim.snmpd_on_pollers = True
+    assert sim.poll(8)[0] == 0
+    row = sim.device(8)
+    assert (row["status"], row["os"]) == (True, "linux")
+    with pytest.raises(KeyError):
+        sim.port(8, "port2")  # deleted
+
+
+@pytest.mark.parametrize(
+    ("user", "line"),
+    [
+        ("root", "Error: lnms must not run as root."),
+        ("www-data", "Error: lnms must be run as the user librenms."),
+    ],
+)
+def test_the_poll_stand_in_refuses_the_wrong_user(sim: Simulator, user: str, line: str) -> None:
+    code, output = sim.poll(42, run_as=user)
+    assert (code, output.strip()) == (1, line)
+
+
+def test_alert_times_are_the_servers_local_time() -> None:
+    """/alerts timestamps and raw /devices dates are naive local times of the server's zone;
+    GET /devices/{id} (Eloquent) shows ISO 8601 in UTC."""
+    with Simulator(timezone_name="Pacific/Kiritimati") as sim:  # UTC+14
+        sim.add_device(5, "cpe-5")
+        sim.add_alert(5)
+        alert = sim.alerts()[0]
+        local = datetime.strptime(str(alert["timestamp"]), "%Y-%m-%d %H:%M:%S")
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        assert abs((local - now).total_seconds() - 14 * 3600) < 60
+        with _session(DEFAULT_TOKEN) as api:
+            raw = api.get(f"{sim.url}/devices").json()["devices"][0]["last_polled"]
+            cast = api.get(f"{sim.url}/devices/5").json()["devices"][0]["last_polled"]
+        assert cast.endswith("Z") and "T" in cast and " " in raw
+        assert raw[11:13] != cast[11:13]  # 14 hours apart

@@ -50,6 +50,8 @@ class FakeLibreNMS:
         self.calls: list[str] = []
         self.alerts = [OpenAlert(7, 42, "Port2 down", 1, None), OpenAlert(8, 43, "x", 1, None)]
         self.acked: list[int] = []
+        self.maintenance = False
+        self.disabled = False
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -58,7 +60,11 @@ class FakeLibreNMS:
 
     def get_device(self, device_id: int) -> DeviceInfo:
         self._call("get_device")
-        return DeviceInfo(device_id, "cpe-42", self.overwrite, None, True)
+        return DeviceInfo(device_id, "cpe-42", self.overwrite, None, True, disabled=self.disabled)
+
+    def under_maintenance(self, device_id: int) -> bool:
+        self._call("maintenance")
+        return self.maintenance
 
     def device_ports(self, device_id: int) -> list[PortInfo]:
         self._call("ports")
@@ -71,10 +77,6 @@ class FakeLibreNMS:
     def discover(self, device_id: int) -> None:
         self._call("discover")
 
-    def port_status(self, port_id: int) -> str | None:
-        self._call("port_status")
-        return self.port
-
     def open_alerts(self) -> list[OpenAlert]:
         self._call("alerts")
         return self.alerts
@@ -83,13 +85,21 @@ class FakeLibreNMS:
         self._call("ack")
         self.acked.append(alert_id)
 
+    def acknowledged_alerts(self) -> list[OpenAlert]:
+        self._call("acked_alerts")
+        return [OpenAlert(i, 42, "Port2 down", 2, None) for i in self.acked]
+
+    def unmute_alert(self, alert_id: int, note: str) -> None:
+        self._call("unmute")
+        self.acked.remove(alert_id)
+
 
 class FakePoller:
     def __init__(self, exit_status: int = 0, error: str | None = None) -> None:
         self.exit_status = exit_status
         self.error = error
 
-    def poll(self, device_id: int) -> PollResult:
+    def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
         if self.error is not None:
             raise PollError(self.error)
         return PollResult(device_id, self.exit_status, (), 1.0)
@@ -119,7 +129,7 @@ def ports(api: FakeLibreNMS, poller: FakePoller | None = None) -> Ports:
     [
         ("patch", "restore", "restore: HTTP 500"),
         ("discover", "discover", "discover: HTTP 500"),
-        ("port_status", "check", "check: HTTP 500"),
+        ("ports", "check", "check: HTTP 500"),
     ],
 )
 def test_a_failure_inside_a_check_names_its_own_step(fail: str, step: str, error: str) -> None:
@@ -153,6 +163,25 @@ def test_a_check_times_each_sub_step_and_reports_what_it_saw() -> None:
     assert report.decision.reason is Reason.RECOVERED and api.overwrite == "192.0.2.9"
 
 
+def test_a_check_finds_the_port_again_after_the_poll() -> None:
+    """The port is read from the device's current ports after the poll, not by the stored
+    port_id: the interface came back as a new row (port_id 77); the old row is deleted."""
+
+    class Recreated(FakeLibreNMS):
+        def device_ports(self, device_id: int) -> list[PortInfo]:
+            self._call("ports")
+            return [PortInfo(2, "port2", "down", deleted=True), PortInfo(77, "port2", self.port)]
+
+    api = Recreated(port="down")
+    report = run_step(record(), Action.CHECK, ports(api), RULES)
+    assert api.calls == ["patch", "discover", "ports"]
+    assert report.check is not None and report.check.port_id == 77
+    rec = report.decision.record
+    assert rec is not None and rec.port_id == 77 and report.decision.reason is Reason.STILL_DOWN
+    api.port = "up"
+    assert run_step(record(), Action.CHECK, ports(api), RULES).decision.reason is Reason.RECOVERED
+
+
 def test_a_resumed_write_reads_the_device_first_and_leaves_a_foreign_change_alone() -> None:
     api = FakeLibreNMS(overwrite="198.51.100.1")
     report = run_step(record(), Action.CHECK, ports(api), RULES, fresh=False)
@@ -163,7 +192,7 @@ def test_a_resumed_write_reads_the_device_first_and_leaves_a_foreign_change_alon
 
 def test_an_unexpected_exception_is_a_failed_step_with_its_traceback() -> None:
     api = FakeLibreNMS()
-    api.fail["port_status"] = KeyError("ifOperStatus")
+    api.fail["ports"] = KeyError("ifOperStatus")
     report = run_step(record(), Action.CHECK, ports(api), RULES)
     assert isinstance(report.unexpected, KeyError)
     assert report.error == "unexpected KeyError: 'ifOperStatus'"
@@ -219,6 +248,34 @@ def test_release_of_a_new_record_looks_first(current: str, calls: list[str]) -> 
         assert api.overwrite is None
         assert report.decision.detail.endswith("(it was on UNSUPERVISED_IP with no known original)")
         assert [name for name, _ in report.laps] == ["verify", "restore", "discover"]
+
+
+@pytest.mark.parametrize(("still_acked", "unmuted"), [([7], (7,)), ([], ())])
+def test_letting_go_unmutes_only_what_is_still_acknowledged(
+    still_acked: list[int], unmuted: tuple[int, ...]
+) -> None:
+    """Unmuting sets state 1 whatever the state was: an alert that recovered meanwhile (it is
+    no longer acknowledged) must not be reopened."""
+    api = FakeLibreNMS(overwrite=UNSUP)
+    api.acked = list(still_acked)
+    rec = record(phase=Phase.RELEASING, acked=True, acked_ids=(7,))
+    report = run_step(rec, Action.RELEASE, ports(api), RULES)
+    assert report.decision.reason is Reason.RELEASED and report.unmuted == unmuted
+    assert ("unmute" in api.calls) == bool(unmuted)
+    assert [name for name, _ in report.laps][-1] == "unmute"
+
+
+def test_a_recovery_keeps_the_acks_and_a_failed_unmute_is_reported() -> None:
+    api = FakeLibreNMS(port="up")
+    api.acked = [7]
+    rec = record(acked=True, acked_ids=(7,))
+    report = run_step(rec, Action.CHECK, ports(api), RULES)
+    assert report.decision.reason is Reason.RECOVERED and "acked_alerts" not in api.calls
+    api = FakeLibreNMS(overwrite="198.51.100.1")
+    api.acked = [7]
+    api.fail["unmute"] = LibreNMSError("HTTP 403", status=403)
+    report = run_step(record(acked_ids=(7,)), Action.CHECK, ports(api), RULES, fresh=False)
+    assert report.decision.reason is Reason.FOREIGN_CHANGE and report.unmute_error == "HTTP 403"
 
 
 class Host:

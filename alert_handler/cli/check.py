@@ -1,5 +1,6 @@
 """`alert-handler check`: the config, the state file, the API token and its rights, SSH and the
-poll command, one line each."""
+poll command, then how LibreNMS is run (version, poller groups, each mapped poller host), one
+line each."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+from alert_handler.cli.check_librenms import check_librenms
 from alert_handler.cli.env import no_env_file_note, read_env, setting_warnings, start_warnings
 from alert_handler.cli.notify import events_checks
 from alert_handler.cli.output import plural
@@ -71,6 +73,9 @@ def run_check(args: argparse.Namespace) -> int:
         failed |= not ok
         print(f"{OK if ok else FAIL} {text}", flush=True)
 
+    def warn(text: str) -> None:
+        print(f"{FAIL} {text} (warning only)", flush=True)
+
     line(True, f"configuration is valid ({args.env_file or './.env'} and the environment)")
     # The warnings `serve` logs at start, word for word; they do not change the exit status.
     for text in [*start_warnings(cfg, args.env_file), *setting_warnings(args.env_file)]:
@@ -79,13 +84,15 @@ def run_check(args: argparse.Namespace) -> int:
     for ok, text in events_checks(cfg):  # the journal, the webhook, notification URLs
         line(ok, text)
     forced_down = False  # the device to poll points at UNSUPERVISED_IP now
+    group = 0  # the device's poller group: polled where LibreNMS would poll it
     api = make_api(cfg)
     try:
         devices = api.list_devices()
         line(True, f"LibreNMS API at {cfg.librenms_url} answers: {plural(len(devices), 'device')}")
-        forced_down = any(
-            d.device_id == args.device_id and d.overwrite_ip == cfg.unsupervised_ip for d in devices
-        )
+        for device in devices:
+            if device.device_id == args.device_id:
+                forced_down = device.overwrite_ip == cfg.unsupervised_ip
+                group = device.poller_group
         if cfg.dry_run:
             line(True, "DRY_RUN=true: token rights not probed (that needs a PATCH)")
         else:
@@ -101,8 +108,6 @@ def run_check(args: argparse.Namespace) -> int:
                 line(False, f"cannot tell the API token's rights: {exc}")
     except LibreNMSError as exc:
         line(False, f"LibreNMS API: {exc}")
-    finally:
-        api.close()
     poller = make_poller(cfg)
     try:
         try:
@@ -111,7 +116,7 @@ def run_check(args: argparse.Namespace) -> int:
             line(False, f"poll method {cfg.poll_method}: {exc}")
         if args.device_id is not None:
             try:
-                result = poller.poll(args.device_id)
+                result = poller.poll(args.device_id, group)
                 tail = " | ".join(result.output_tail[-3:])
                 # A forced-down device does not answer: exit 6 shows the command works.
                 expected = forced_down and result.exit_status == 6
@@ -123,8 +128,12 @@ def run_check(args: argparse.Namespace) -> int:
                     f"poll of device {args.device_id}: exit {result.exit_status} "
                     f"({result.meaning}){note} in {result.duration:.1f}s: {tail}",
                 )
+                if result.config_error is not None:
+                    print(f"{FAIL} the fix: {result.config_error}", flush=True)
             except PollError as exc:
                 line(False, f"poll of device {args.device_id}: {exc}")
+        check_librenms(cfg, api, poller, line, warn)
     finally:
         poller.close()
+        api.close()
     return 1 if failed else 0

@@ -1,8 +1,9 @@
 """Parse a webhook request from LibreNMS's API transport into an `Alert`; pure.
 
 LibreNMS sends the body as `text/plain` unless told otherwise, may send it form-encoded ("Send as
-form"), and turns the transport's "Options" into the query string. So the body is tried as JSON
-whatever the Content-Type says, then as a form; query-string fields fill in what the body lacks.
+form"), and turns the transport's "Options" into the query string (the only fields a GET carries).
+So the body is tried as JSON whatever the Content-Type says, then as a form; query-string fields
+fill in what the body lacks.
 """
 
 from __future__ import annotations
@@ -212,6 +213,22 @@ def _uid(value: Any) -> int | None:
     return None
 
 
+def _rule_name(fields: dict[str, Any]) -> str | None:
+    """The rule name: `name` (LibreNMS's `{{ $name }}`), else `rule` unless that is the rule's
+    query-builder JSON (`{{ $rule }}`: `{"condition":"AND","rules":[...]}`), never a name."""
+    name = _text(fields, "name")
+    if name is not None:
+        return name
+    rule = _text(fields, "rule")
+    if rule is None or not rule.startswith(("{", "[")):
+        return rule
+    try:
+        json.loads(rule)
+    except ValueError:
+        return rule  # a name that merely starts with a brace
+    return None
+
+
 def parse_alert(body: bytes, query: str = "") -> Alert:
     """Validate a webhook request; raises BadPayload with the reason."""
     if len(body) > MAX_BODY:
@@ -225,7 +242,7 @@ def parse_alert(body: bytes, query: str = "") -> Alert:
         state=_state(fields.get("state")),
         host=_text(fields, "host", "hostname"),
         ip=_ip(fields),
-        rule=_text(fields, "rule", "name"),
+        rule=_rule_name(fields),
         title=_text(fields, "title"),
         uid=_uid(fields.get("uid")),
     )

@@ -30,6 +30,12 @@ class DeviceInfo:
     overwrite_ip: str | None
     ip: str | None
     status: bool | None
+    poller_group: int = 0  # the pollers of this group poll it (0: the default group)
+    disabled: bool = False
+    ignore: bool = False
+    # When LibreNMS's last poll that found it up began: last_polled (set at the end of a poll,
+    # only when the device is up) minus last_polled_timetaken; epoch seconds.
+    last_up_poll_started: float | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class PortInfo:
     port_id: int
     if_name: str
     oper_status: str | None
+    deleted: bool = False  # LibreNMS keeps a vanished port's row, stale, with deleted=1
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class OpenAlert:
     rule_name: str | None
     state: int
     timestamp: str | None
+    alerted: bool = True  # LibreNMS notified it (0: suppressed by maintenance, delay, parents)
+    raised_at: float | None = None  # `timestamp` (server-local time) as epoch seconds
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,13 @@ class PollResult:
     exit_status: int
     output_tail: tuple[str, ...]  # last non-empty lines of stdout and stderr together
     duration: float  # seconds from starting the command to its exit
+    config_error: str | None = None  # the output says the daemon is set up wrong (the fix)
 
     @property
     def meaning(self) -> str:
         """The exit status in LibreNMS's words (0 polled, 6 device down, 1 no such device)."""
+        if self.config_error is not None:
+            return "configuration error"
         return _MEANINGS.get(self.exit_status, "error")
 
 

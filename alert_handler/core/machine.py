@@ -45,6 +45,10 @@ class Reason(str, Enum):
     POLL_FAILED = "poll failed: forcing down again"
     STEP_FAILED = "step failed"
     FOREIGN_CHANGE = "overwrite_ip changed by someone else: left alone"
+    # LibreNMS's own suppression: people are working on the device, so it is left alone.
+    SUPPRESSED_MAINTENANCE = "under maintenance in LibreNMS: left alone"
+    SUPPRESSED_DISABLED = "disabled in LibreNMS: left alone"
+    SUPPRESSED_IGNORED = "ignored in LibreNMS: left alone"
     GAVE_UP = "MAX_ATTEMPTS reached: left restored and forgotten"
     RELEASE = "release requested"
     RELEASED = "released: original restored"
@@ -139,26 +143,37 @@ def forced_count(records: dict[int, DeviceRecord]) -> int:
     return sum(1 for r in records.values() if r.phase in FORCED_PHASES)
 
 
-def _shown(value: str | None) -> str:
-    return "null" if value is None else value
-
-
 # -- results of the worker's steps ------------------------------------------------------------
-def _find_port(ports: list[PortInfo], ifname: str) -> PortInfo | None:
+def find_port(ports: list[PortInfo], ifname: str, hint: int | None = None) -> PortInfo | None:
+    """The device's current port named exactly `ifname`, found again after every poll: LibreNMS
+    marks a vanished port deleted=1 and gives a returning one a new port_id, so a deleted row
+    counts as missing and the remembered port_id (`hint`) only breaks a tie between names."""
     # Exact ifName: the API's search is a substring match (port20, Port2-backup).
-    for port in ports:
-        if port.if_name == ifname:
+    named = [p for p in ports if p.if_name == ifname and not p.deleted]
+    for port in named:
+        if port.port_id == hint:
             return port
-    return None
+    return named[0] if named else None
 
 
 def after_inspect(
-    rec: DeviceRecord, info: DeviceInfo, ports: list[PortInfo], now: float, rules: Rules
+    rec: DeviceRecord,
+    info: DeviceInfo,
+    ports: list[PortInfo],
+    now: float,
+    rules: Rules,
+    *,
+    leave_alone: Reason | None = None,
 ) -> Decision:
-    """Record the original once, find the port, and decide whether to force the device down."""
+    """Record the original once, find the port, and decide whether to force the device down.
+    A device to `leave_alone` (why: `seen.suppression`) is never forced down, and one found on
+    UNSUPERVISED_IP all the same is restored."""
     hostname = rec.hostname or info.hostname
-    port = _find_port(ports, rules.target_ifname)
-    if info.overwrite_ip == rules.unsupervised_ip:
+    port = find_port(ports, rules.target_ifname, rec.port_id)
+    on_unsupervised = info.overwrite_ip == rules.unsupervised_ip
+    if leave_alone is not None and not on_unsupervised:
+        return Decision(None, leave_alone, "not forced down")
+    if on_unsupervised:
         # Already pointed away (state lost, a crash, or the old script): the original is unknown
         # unless the event journal remembers the last one (a late PATCH of a killed daemon).
         adopted = not rec.original_recorded
@@ -166,16 +181,17 @@ def after_inspect(
             new = replace(rec.with_original(rec.known_original), hostname=hostname)
         else:
             new = replace(rec.with_original(None, adopted=True), hostname=hostname)
-        if port is None:
+        if port is None or leave_alone is not None:
             return Decision(
                 replace(new, phase=Phase.RELEASING, next_attempt_at=now),
-                Reason.NO_TARGET_PORT,
+                leave_alone or Reason.NO_TARGET_PORT,
                 "on UNSUPERVISED_IP: restoring it",
             )
         new = replace(
             new,
             phase=Phase.DOWN,
             port_id=port.port_id,
+            poller_group=info.poller_group,
             forced_down_at=rec.forced_down_at or now,
             next_attempt_at=now + rules.interval,
             last_error=None,
@@ -183,7 +199,7 @@ def after_inspect(
         if not adopted:
             return Decision(new, Reason.ALREADY_DOWN)
         if rec.knows_original:
-            return Decision(new, Reason.ADOPTED_KNOWN, f"original {_shown(rec.known_original)}")
+            return Decision(new, Reason.ADOPTED_KNOWN, f"original {shown(rec.known_original)}")
         return Decision(new, Reason.ADOPTED)
     if port is None:
         return Decision(None, Reason.NO_TARGET_PORT, f"no port named {rules.target_ifname}")
@@ -194,6 +210,7 @@ def after_inspect(
         hostname=hostname,
         phase=Phase.FORCING_DOWN,
         port_id=port.port_id,
+        poller_group=info.poller_group,
         next_attempt_at=now,
         last_error=None,
     )
@@ -215,6 +232,7 @@ def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:
         rec,
         phase=Phase.DOWN,
         forced_down_at=rec.forced_down_at or now,
+        last_forced_at=now,
         next_attempt_at=max(start + rules.interval, now + rules.interval / 2),
     )
     return Decision(new, Reason.FORCED_DOWN, _written(rules, rules.unsupervised_ip))
@@ -228,43 +246,73 @@ def foreign_change(rec: DeviceRecord, info: DeviceInfo, rules: Rules) -> Decisio
     return Decision(None, Reason.FOREIGN_CHANGE, f"overwrite_ip is now {shown(info.overwrite_ip)}")
 
 
-def before_attempt(rec: DeviceRecord, info: DeviceInfo, now: float, rules: Rules) -> Decision:
-    """Check nobody else changed the device, then move to RESTORING (counting the attempt)."""
+def before_attempt(
+    rec: DeviceRecord,
+    info: DeviceInfo,
+    now: float,
+    rules: Rules,
+    *,
+    leave_alone: Reason | None = None,
+) -> Decision:
+    """Check nobody else changed the device, then move to RESTORING (counting the attempt), with
+    its poller group as read now (devices move). A device to `leave_alone` now (LibreNMS
+    suppresses it: people are working on it) is restored to its original and forgotten."""
     changed = foreign_change(rec, info, rules)
     if changed is not None:
         return changed
+    hostname = rec.hostname or info.hostname
+    if leave_alone is not None:
+        new = replace(rec, phase=Phase.RELEASING, next_attempt_at=now, hostname=hostname)
+        return Decision(new, leave_alone, "restoring its original")
     new = replace(
         rec,
         phase=Phase.RESTORING,
         attempts=rec.attempts + 1,
         attempt_started_at=now,
         next_attempt_at=now,  # the check follows at once
-        hostname=rec.hostname or info.hostname,
+        hostname=hostname,
+        poller_group=info.poller_group,
     )
     return Decision(new, Reason.ATTEMPT)
 
 
 def after_check(
-    rec: DeviceRecord, poll_exit: int, oper_status: str | None, now: float, rules: Rules
+    rec: DeviceRecord,
+    poll_exit: int,
+    oper_status: str | None,
+    now: float,
+    rules: Rules,
+    *,
+    port_id: int | None = None,
+    config_error: str | None = None,
 ) -> Decision:
     """The device was restored and polled: forget it if its port is up, else force it down.
-    The detail says what was written and, on recovery, how long it took."""
+    The detail says what was written and, on recovery, how long it took. `port_id` is the port
+    found again after the poll (`find_port`): kept as the next hint; a poll that showed a
+    `config_error` (the wrong user) failed like any other."""
     restored = _written(rules, rec.original_overwrite_ip, restore=True)
+    moved = ""
+    if port_id is not None and port_id != rec.port_id:
+        moved = f" (found again as port_id {port_id}, was {rec.port_id})"
+        rec = replace(rec, port_id=port_id)
     if poll_exit == 0 and oper_status == "up":
         took = _story(rec, now)
         return Decision(
-            None, Reason.RECOVERED, f"{restored}, {rules.target_ifname} is up: recovered {took}"
+            None,
+            Reason.RECOVERED,
+            f"{restored}, {rules.target_ifname} is up{moved}: recovered {took}",
         )
     if poll_exit == 6:
         reason, error = Reason.POLL_DEVICE_DOWN, "poll: device down (exit 6)"
     elif poll_exit != 0:
         reason, error = Reason.POLL_FAILED, f"poll exited {poll_exit}"
+        error += f": configuration error: {config_error}" if config_error else ""
     else:
         reason, error = Reason.STILL_DOWN, f"{rules.target_ifname} is {oper_status or 'missing'}"
     if rules.max_attempts and rec.attempts >= rules.max_attempts:
         return Decision(None, Reason.GAVE_UP, f"{restored}, {error}: gave up {_story(rec, now)}")
     new = replace(rec, phase=Phase.FORCING_DOWN, next_attempt_at=now, last_error=error)
-    return Decision(new, reason, f"{restored}, {error}")
+    return Decision(new, reason, f"{restored}, {error}{moved}")
 
 
 def shown(value: str | None) -> str:

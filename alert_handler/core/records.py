@@ -36,15 +36,18 @@ class DeviceRecord:
     original_overwrite_ip: str | None = None
     adopted: bool = False  # the original was unknown; restored to null
     port_id: int | None = None
+    poller_group: int = 0  # LibreNMS's poller group, read at inspect and at each attempt
     attempts: int = 0
     first_seen: float = 0.0
     next_attempt_at: float = 0.0
     attempt_started_at: float | None = None
     forced_down_at: float | None = None
+    last_forced_at: float | None = None  # the latest force-down (forced_down_at: the first)
     last_error: str | None = None
     acked: bool = False
     held: bool = False  # a new device held by the confirmation gate: nothing changed yet
     confirmed: bool = False  # a person confirmed it: the gate lets it through
+    acked_ids: tuple[int, ...] = ()  # alerts we acknowledged: unmuted when we let the device go
     # Fields the webhook owns:
     alerts: int = 1
     last_alert: float = 0.0
@@ -97,5 +100,6 @@ def shifted(rec: DeviceRecord, seconds: float) -> DeviceRecord:
         last_alert=rec.last_alert + seconds,
         attempt_started_at=move(rec.attempt_started_at),
         forced_down_at=move(rec.forced_down_at),
+        last_forced_at=move(rec.last_forced_at),
         recheck_at=move(rec.recheck_at),
     )

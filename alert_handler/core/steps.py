@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from alert_handler.core import machine
+from alert_handler.core import machine, seen
 from alert_handler.core.facts import (
     DeviceInfo,
     DeviceNotFound,
@@ -31,24 +31,28 @@ MAX_STEPS = 8  # steps one job may run for a device before yielding to others
 # Actions that change LibreNMS: they run only on a record that is on disk.
 CHANGES = frozenset({Action.FORCE_DOWN, Action.CHECK, Action.RELEASE})
 ACK_NOTE = "handled by alert-handler: forced down, recovering"
+UNMUTE_NOTE = "alert-handler let the device go: alerting as usual again"
 
 
 class LibreNMSPort(Protocol):
     """The LibreNMS API calls the steps make; failures raise LibreNMSError (DeviceNotFound)."""
 
     def get_device(self, device_id: int) -> DeviceInfo: ...
+    def under_maintenance(self, device_id: int) -> bool: ...
     def device_ports(self, device_id: int) -> list[PortInfo]: ...
     def set_overwrite_ip(self, device_id: int, value: str | None) -> None: ...
     def discover(self, device_id: int) -> None: ...
-    def port_status(self, port_id: int) -> str | None: ...
     def open_alerts(self) -> list[OpenAlert]: ...
     def ack_alert(self, alert_id: int, note: str) -> None: ...
+    def acknowledged_alerts(self) -> list[OpenAlert]: ...
+    def unmute_alert(self, alert_id: int, note: str) -> None: ...
 
 
 class PollPort(Protocol):
-    """Runs `lnms device:poll <id>`; PollError when it could not be run to its end."""
+    """Runs `lnms device:poll <id>` on a poller of the device's group (where LibreNMS would poll
+    it); PollError when it could not be run to its end."""
 
-    def poll(self, device_id: int) -> PollResult: ...
+    def poll(self, device_id: int, poller_group: int) -> PollResult: ...
 
 
 class Clock(Protocol):
@@ -69,10 +73,12 @@ class Ports:
 
 @dataclass(frozen=True)
 class CheckFacts:
-    """What a check saw: the poll's exit status and the port's ifOperStatus (None: not read)."""
+    """What a check saw: the poll's exit status, the port's ifOperStatus (None: not read or no
+    such port) and the port_id it was found under (None: not found)."""
 
     poll_exit: int
     oper_status: str | None
+    port_id: int | None = None
 
 
 @dataclass
@@ -90,6 +96,10 @@ class StepReport:
     forced_down: bool = False  # a PATCH to UNSUPERVISED_IP was made
     acked: tuple[int, ...] = ()  # alert ids acknowledged
     ack_error: str | None = None
+    unmuted: tuple[int, ...] = ()  # alert ids unmuted (the device was let go)
+    unmute_error: str | None = None
+    config_error: str | None = None  # the poll showed the daemon is set up wrong (and the fix)
+    answers: bool = False  # UNSUPERVISED_IP seems to answer (`seen.answers_while_down`)
 
 
 class _Laps:
@@ -130,9 +140,11 @@ def run_step(
             changed = machine.foreign_change(rec, ports.api.get_device(rec.device_id), rules)
             if changed is not None:
                 report.decision = changed
+                _unmute(rec, ports, laps, report)
                 return report
             laps.next(_FIRST_STEP[action])
         report.decision = _RUNNERS[action](rec, ports, rules, laps, report)
+        _unmute(rec, ports, laps, report)
     except DeviceNotFound as exc:
         report.decision = machine.after_failure(
             rec, action, str(exc), ports.clock.time(), rules, gone=True
@@ -173,8 +185,11 @@ _Runner = Callable[[DeviceRecord, Ports, Rules, _Laps, StepReport], Decision]
 
 def _inspect(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
     info = ports.api.get_device(rec.device_id)
+    hold = seen.suppression(info, ports.api.under_maintenance(rec.device_id))
     device_ports = ports.api.device_ports(rec.device_id)
-    return machine.after_inspect(rec, info, device_ports, ports.clock.time(), rules)
+    return machine.after_inspect(
+        rec, info, device_ports, ports.clock.time(), rules, leave_alone=hold
+    )
 
 
 def _force_down(
@@ -200,40 +215,83 @@ def _ack(rec: DeviceRecord, ports: Ports, rules: Rules, report: StepReport) -> D
                 continue
             if rules.trigger_rules and alert.rule_name not in rules.trigger_rules:
                 continue
-            ports.api.ack_alert(alert.alert_id, ACK_NOTE)
+            # Recorded before the call: an ack that reached LibreNMS but whose answer was lost
+            # must still be unmuted later (unmuting checks it is still acknowledged).
             acked.append(alert.alert_id)
+            ports.api.ack_alert(alert.alert_id, ACK_NOTE)
     except LibreNMSError as exc:
-        report.acked, report.ack_error = tuple(acked), str(exc)
-        return rec
+        report.acked, report.ack_error = tuple(acked[:-1]), str(exc)
+        return replace(rec, acked_ids=_merged(rec.acked_ids, acked))  # acked: tried again
     report.acked = tuple(acked)
-    return replace(rec, acked=True)
+    return replace(rec, acked=True, acked_ids=_merged(rec.acked_ids, acked))
 
 
-def _verify(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
+def _merged(old: tuple[int, ...], new: list[int]) -> tuple[int, ...]:
+    return old + tuple(i for i in new if i not in old)
+
+
+def _unmute(rec: DeviceRecord, ports: Ports, laps: _Laps, report: StepReport) -> None:
+    """Unmute what the daemon acknowledged when it lets the device go (`seen.to_unmute`); best
+    effort, like the ack: a failure is reported, not a failed step."""
+    candidates = seen.to_unmute(rec, report.decision)
+    if not candidates:
+        return
+    laps.next("unmute")
+    done: list[int] = []
+    try:
+        # Only alerts still acknowledged: unmuting sets state 1 whatever the state was, and an
+        # alert that has recovered since must stay closed.
+        still = {a.alert_id for a in ports.api.acknowledged_alerts()}
+        for alert_id in (i for i in candidates if i in still):
+            ports.api.unmute_alert(alert_id, UNMUTE_NOTE)
+            done.append(alert_id)
+    except LibreNMSError as exc:
+        report.unmute_error = str(exc)
+    report.unmuted = tuple(done)
+
+
+def _verify(
+    rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
+) -> Decision:
     info = ports.api.get_device(rec.device_id)
-    return machine.before_attempt(rec, info, ports.clock.time(), rules)
+    report.answers = seen.answers_while_down(rec, info, rules.unsupervised_ip)
+    hold = seen.suppression(info, ports.api.under_maintenance(rec.device_id))
+    return machine.before_attempt(rec, info, ports.clock.time(), rules, leave_alone=hold)
 
 
 def _check(
     rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
 ) -> Decision:
-    """Restore the original, rediscover, poll, read the port."""
+    """Restore the original, rediscover, poll, find the port again and read it."""
     ports.api.set_overwrite_ip(rec.device_id, rec.original_overwrite_ip)
     laps.next("discover")
     ports.api.discover(rec.device_id)
     laps.next("poll")
     try:
-        result = ports.poller.poll(rec.device_id)
+        result = ports.poller.poll(rec.device_id, rec.poller_group)
     except PollError:
         report.poll_exit = "error"
         raise
     report.poll_exit = str(result.exit_status)
+    report.config_error = result.config_error
     laps.next("check")
-    status = None
-    if result.exit_status == 0 and rec.port_id is not None:
-        status = ports.api.port_status(rec.port_id)
-    report.check = CheckFacts(result.exit_status, status)
-    return machine.after_check(rec, result.exit_status, status, ports.clock.time(), rules)
+    status = port_id = None
+    if result.exit_status == 0:
+        # The device's current ports, not GET /ports/{id}: that row may be deleted and stale.
+        listing = ports.api.device_ports(rec.device_id)
+        found = machine.find_port(listing, rules.target_ifname, rec.port_id)
+        if found is not None:
+            status, port_id = found.oper_status, found.port_id
+    report.check = CheckFacts(result.exit_status, status, port_id)
+    return machine.after_check(
+        rec,
+        result.exit_status,
+        status,
+        ports.clock.time(),
+        rules,
+        port_id=port_id,
+        config_error=result.config_error,
+    )
 
 
 def _release(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:

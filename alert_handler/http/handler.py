@@ -46,7 +46,7 @@ LINGER_BYTES = 1024 * 1024  # ... drain at most this much of it, then close anyw
 _RELEASE_RE = re.compile(r"^/devices/([^/]+)/(release|track)$")
 _CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
 _HUGE = 2**62
-_ALERT_PATHS = ("/", "/alert")
+_ALERT_PATHS = ("/", "/alert")  # LibreNMS's API transport may also PUT, or GET /alert?fields
 _GET_PATHS = (
     "/",
     "/health",
@@ -326,9 +326,13 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(403, {"error": "client not allowed"})
             return
         path, _, query = self.path.partition("?")
-        if self.command in ("GET", "HEAD") and path in _GET_PATHS:
+        if self.command == "GET" and path == "/alert":
+            self._post(path, query)  # the fields are in the query string; there is no body
+        elif self.command in ("GET", "HEAD") and path in _GET_PATHS:
             self._get(path)
-        elif self.command == "POST" and (path in _POST_PATHS or _RELEASE_RE.match(path)):
+        elif (self.command == "POST" and (path in _POST_PATHS or _RELEASE_RE.match(path))) or (
+            self.command == "PUT" and path in _ALERT_PATHS
+        ):
             self._post(path, query)
         elif path in _GET_PATHS or path in _POST_PATHS or _RELEASE_RE.match(path):
             allow = ["GET, HEAD"] if path in _GET_PATHS else []

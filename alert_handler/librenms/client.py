@@ -14,6 +14,7 @@ import random
 import time
 import urllib.parse
 from collections.abc import Callable
+from datetime import timezone, tzinfo
 from typing import Any
 
 import requests
@@ -27,20 +28,50 @@ from alert_handler.core.facts import (
     OpenAlert,
     PortInfo,
 )
+from alert_handler.librenms.zone import read_time
 
 log = logging.getLogger(__name__)
 
 Observer = Callable[[str, str, float], None]  # (endpoint, status, seconds)
+_NO_ROUTE = "This API route doesn't exist."
 
 
-def _device_info(row: dict[str, Any]) -> DeviceInfo:
+def _flag(value: Any) -> bool:
+    """A tinyint column as get_device (a JSON bool), list_devices (0/1) or an old release's raw
+    SQL ("0"/"1") shows it."""
+    return value is True or value == 1 or value == "1"
+
+
+def _group(value: Any) -> int:
+    """devices.poller_group as an int (an old release's raw SQL gives "2"); 0 when unreadable."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _poll_started(row: dict[str, Any], zone: tzinfo) -> float | None:
+    """last_polled (ISO UTC from 26.5, else the server's local time) minus its duration."""
+    ended = read_time(row.get("last_polled"), zone)
+    try:
+        took = float(row.get("last_polled_timetaken") or 0.0)
+    except (TypeError, ValueError):
+        took = 0.0
+    return None if ended is None else ended - took
+
+
+def _device_info(row: dict[str, Any], zone: tzinfo = timezone.utc) -> DeviceInfo:
     status = row.get("status")
     return DeviceInfo(
         device_id=int(row["device_id"]),
         hostname=row.get("hostname"),
         overwrite_ip=row.get("overwrite_ip") or None,
         ip=row.get("ip"),
-        status=bool(status) if status is not None else None,
+        status=_flag(status) if status is not None else None,
+        poller_group=_group(row.get("poller_group")),
+        disabled=_flag(row.get("disabled")),
+        ignore=_flag(row.get("ignore")),
+        last_up_poll_started=_poll_started(row, zone),
     )
 
 
@@ -59,12 +90,15 @@ class LibreNMS:
         dry_run: bool = False,
         observe: Observer | None = None,
         backoff: float = 0.5,
+        zone: tzinfo = timezone.utc,
     ) -> None:
+        """`zone`: the LibreNMS server's time zone, for the naive local times it sends."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
         self.dry_run = dry_run
         self.backoff = backoff
+        self.zone = zone
         self._observe = observe
         self._session = requests.Session()
         self._session.headers["X-Auth-Token"] = token
@@ -148,7 +182,7 @@ class LibreNMS:
         if code == 401:
             text += " (check LIBRENMS_API_TOKEN)"
         if code == 403:
-            text += " (the API token needs admin rights)"
+            text += " (the API token needs admin rights, or since 26.7 this call's permission)"
         return LibreNMSError(text, status=code, retryable=code >= 500 or code == 429)
 
     # -- calls -------------------------------------------------------------------------------
@@ -158,7 +192,22 @@ class LibreNMS:
         devices = data.get("devices")
         if status == 404 or not isinstance(devices, list) or not devices:
             raise DeviceNotFound(f"device {device_id} does not exist in LibreNMS", status=status)
-        return _device_info(devices[0])
+        return _device_info(devices[0], self.zone)
+
+    def under_maintenance(self, device_id: int) -> bool:
+        """GET /devices/{id}/maintenance: whether a maintenance window is active now (whatever
+        its behaviour); DeviceNotFound when the device does not exist."""
+        status, data = self._call(
+            "GET", f"/devices/{device_id}/maintenance", "GET /devices/{id}/maintenance"
+        )
+        if status == 404 and data.get("message") == _NO_ROUTE:
+            return False  # a release older than the route: no window can be seen
+        if status == 404:
+            raise DeviceNotFound(f"device {device_id} does not exist in LibreNMS", status=status)
+        value = data.get("is_under_maintenance")
+        if not isinstance(value, bool):
+            raise LibreNMSError(f"maintenance of device {device_id}: unexpected answer")
+        return value
 
     def set_overwrite_ip(self, device_id: int, value: str | None) -> None:
         """PATCH /devices/{id} overwrite_ip (None clears it). Logged only in dry-run mode."""
@@ -189,35 +238,33 @@ class LibreNMS:
             raise LibreNMSError(f"discover of device {device_id} refused", status=status)
 
     def device_ports(self, device_id: int) -> list[PortInfo]:
-        """GET /devices/{id}/ports with port_id, ifName, ifOperStatus; [] when it has none."""
+        """GET /devices/{id}/ports with port_id, ifName, ifOperStatus, deleted; [] when it has
+        none. LibreNMS hides deleted ports here; `deleted` is read in case one shows."""
         status, data = self._call(
             "GET",
             f"/devices/{device_id}/ports",
             "GET /devices/{id}/ports",
-            params={"columns": "port_id,ifName,ifOperStatus"},
+            params={"columns": "port_id,ifName,ifOperStatus,deleted"},
         )
         if status == 404:
             return []
         ports = data.get("ports") or []
         return [
-            PortInfo(int(p["port_id"]), str(p.get("ifName") or ""), p.get("ifOperStatus"))
+            PortInfo(
+                int(p["port_id"]),
+                str(p.get("ifName") or ""),
+                p.get("ifOperStatus"),
+                deleted=bool(p.get("deleted")),
+            )
             for p in ports
             if isinstance(p, dict) and "port_id" in p
         ]
 
-    def port_status(self, port_id: int) -> str | None:
-        """GET /ports/{id} -> ifOperStatus, None if the port does not exist any more."""
-        status, data = self._call("GET", f"/ports/{port_id}", "GET /ports/{id}")
-        ports = data.get("port")
-        if status == 404 or not isinstance(ports, list) or not ports:
-            return None
-        value = ports[0].get("ifOperStatus")
-        return str(value) if value is not None else None
-
     def list_devices(self) -> list[DeviceInfo]:
         """GET /devices?type=all."""
         _, data = self._call("GET", "/devices", "GET /devices", params={"type": "all"})
-        return [_device_info(row) for row in data.get("devices") or [] if isinstance(row, dict)]
+        rows = data.get("devices") or []
+        return [_device_info(row, self.zone) for row in rows if isinstance(row, dict)]
 
     def group_members(self, name: str) -> set[int] | None:
         """GET /devicegroups/{name}: the group's device ids; None if there is no such group."""
@@ -235,7 +282,14 @@ class LibreNMS:
 
     def open_alerts(self) -> list[OpenAlert]:
         """GET /alerts?state=1: alerts that are firing now."""
-        status, data = self._call("GET", "/alerts", "GET /alerts", params={"state": "1"})
+        return self._alerts("1")
+
+    def acknowledged_alerts(self) -> list[OpenAlert]:
+        """GET /alerts?state=2: alerts acknowledged now."""
+        return self._alerts("2")
+
+    def _alerts(self, state: str) -> list[OpenAlert]:
+        status, data = self._call("GET", "/alerts", "GET /alerts", params={"state": state})
         if status == 404:
             return []
         out = []
@@ -248,6 +302,8 @@ class LibreNMS:
                         rule_name=row.get("name"),
                         state=int(row.get("state", 1)),
                         timestamp=row.get("timestamp"),
+                        alerted=_flag(row.get("alerted", 1)),
+                        raised_at=read_time(row.get("timestamp"), self.zone),
                     )
                 )
             except (KeyError, TypeError, ValueError):
@@ -265,6 +321,45 @@ class LibreNMS:
             "PUT /alerts/{id}",
             body={"note": note, "until_clear": False},
         )
+
+    def unmute_alert(self, alert_id: int, note: str) -> None:
+        """PUT /alerts/unmute/{id}: back to state 1, LibreNMS notifies again."""
+        if self.dry_run:
+            log.info("alert=%s step=unmute DRY_RUN would unmute", alert_id)
+            return
+        self._call(
+            "PUT", f"/alerts/unmute/{alert_id}", "PUT /alerts/unmute/{id}", body={"note": note}
+        )
+
+    # -- how LibreNMS is run (for `check`) --------------------------------------------------
+    def version(self) -> str | None:
+        """GET /system: LibreNMS's version (`local_ver`, e.g. "26.7.0"), None if not shown."""
+        _, data = self._call("GET", "/system", "GET /system")
+        rows = data.get("system")
+        row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
+        value = row.get("local_ver")
+        return str(value) if value else None
+
+    def poller_groups(self) -> dict[int, str]:
+        """GET /poller_group: id -> group_name (group 0, the default, has no row)."""
+        _, data = self._call("GET", "/poller_group", "GET /poller_group")
+        rows = data.get("get_poller_group") or []
+        return {
+            int(r["id"]): str(r.get("group_name") or "")
+            for r in rows
+            if isinstance(r, dict) and str(r.get("id", "")).isdigit()
+        }
+
+    def pollers(self) -> dict[str, set[int]]:
+        """GET /pollers: poller name -> the groups it serves (the dispatcher's poller_groups;
+        a legacy poller row has none)."""
+        _, data = self._call("GET", "/pollers", "GET /pollers")
+        out: dict[str, set[int]] = {}
+        for row in data.get("pollers") or []:
+            if isinstance(row, dict) and row.get("poller_name"):
+                groups = str(row.get("poller_groups") or "").split(",")
+                out[str(row["poller_name"])] = {int(g) for g in groups if g.strip().isdigit()}
+        return out
 
     def has_admin_rights(self) -> bool:
         """Whether the token may write: an ignored field on device 0 answers 404 for admins."""

@@ -23,10 +23,38 @@ from alert_handler.sim.tables import (
     Database,
     alert_json,
     device_json,
+    poller_json,
     port_row,
 )
 
 _BAD_FIELDS = ("device_id", "hostname")
+# The permissions the routes the daemon uses check (routes/api.php `can:` middleware; before
+# 26.7 a write needed an admin token, which holds them all).
+PERMISSIONS = frozenset(
+    {
+        "device.viewAny",
+        "device.update",
+        "alert.viewAny",
+        "alert.update",
+        "poller.viewAny",
+        "pollergroup.viewAny",
+    }
+)
+READ_ONLY = frozenset(p for p in PERMISSIONS if p.endswith(".viewAny"))
+
+
+def _permission(method: str, seg: list[str]) -> str | None:
+    """The permission a route needs (None: any valid token)."""
+    head = seg[0] if seg else ""
+    if head == "devices":
+        return "device.update" if method == "PATCH" else "device.viewAny"
+    if head == "alerts":
+        return "alert.update" if method == "PUT" else "alert.viewAny"
+    if head == "pollers":
+        return "poller.viewAny"
+    if head == "poller_group":
+        return "pollergroup.viewAny"
+    return None
 
 
 @dataclass(frozen=True)
@@ -139,14 +167,15 @@ def api(
     query: str,
     body: bytes,
     *,
-    admin: bool,
+    can: frozenset[str],
     now: datetime,
 ) -> Reply:
-    """Answer one authenticated request; `path` has the /api/v0 prefix removed."""
+    """Answer one authenticated request whose token holds the permissions `can` (see
+    PERMISSIONS); `path` has the /api/v0 prefix removed."""
     params = dict(parse_qsl(query, keep_blank_values=True))
     segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
     try:
-        return _route(db, method, segments, params, body, admin=admin, now=now)
+        return _route(db, method, segments, params, body, can=can, now=now)
     except ApiError as exc:
         return _error(exc.status, str(exc))
 
@@ -158,10 +187,13 @@ def _route(
     params: dict[str, str],
     body: bytes,
     *,
-    admin: bool,
+    can: frozenset[str],
     now: datetime,
 ) -> Reply:
     get = method == "GET"
+    needed = _permission(method, seg)
+    if needed is not None and needed not in can:
+        return error_reply(403)  # the route's `can:` middleware
     match seg:
         case [] if get:
             return json_reply(
@@ -170,19 +202,39 @@ def _route(
         case ["system"] if get:
             return _ok(
                 system=[
-                    {"local_ver": "26.1.0", "local_sha": "490710c6c", "db_schema": "2025_11_01"}
+                    {"local_ver": db.version, "local_sha": "490710c6c", "db_schema": "2025_11_01"}
                 ],
                 count=1,
             )
         case ["devices"] if get:
             return _list_devices(db, params)
+        case ["pollers"] if get:
+            rows = [
+                poller_json(name, groups, n, now)
+                for n, (name, groups) in enumerate(sorted(db.pollers.items()), start=1)
+            ]
+            return _ok(pollers=rows, count=len(rows))
+        case ["poller_group"] if get:
+            rows = [
+                {"id": i, "group_name": n, "descr": ""} for i, n in sorted(db.poller_groups.items())
+            ]
+            return _ok(get_poller_group=rows, count=len(rows))
+        case ["poller_group", spec] if get:
+            found = [
+                {"id": i, "group_name": n, "descr": ""}
+                for i, n in sorted(db.poller_groups.items())
+                if (str(i) == spec if spec.isdigit() else n == spec)
+            ]
+            if not found:
+                return _error(404, "Poller Group does not exist")
+            return _ok(get_poller_group=found[0])
         case ["devices", spec] if get:
             row = db.find_device(spec)
             if row is None:
                 return _error(404, f"Device {spec} does not exist")
             return _ok(devices=[device_json(row, model=True)], count=1)
         case ["devices", spec] if method == "PATCH":
-            return _update_device(db, spec, body) if admin else error_reply(403)
+            return _update_device(db, spec, body)
         case ["devices", spec, "discover"] if get:
             row = db.find_device(spec)
             if row is None:
@@ -191,6 +243,11 @@ def _route(
             row["last_discovered"] = None
             result = {"status": changed, "message": "Device will be rediscovered"}
             return _ok(result=result, count=2)
+        case ["devices", spec, "maintenance"] if get:
+            row = db.find_device(spec)
+            if row is None:
+                return _error(404, f"Device {spec} not found")
+            return _ok(is_under_maintenance=row["device_id"] in db.maintenance)
         case ["devices", spec, "ports"] if get:
             columns = _columns(params.get("columns"), ["ifName"])
             row = db.find_device(spec)
@@ -224,7 +281,9 @@ def _route(
         case ["alerts"] | ["alerts", _] if get:
             return _list_alerts(db, seg[1] if len(seg) > 1 else "", params)
         case ["alerts", alert_id] if method == "PUT":
-            return _ack_alert(db, alert_id, body, now) if admin else error_reply(403)
+            return _ack_alert(db, alert_id, body, now)
+        case ["alerts", "unmute", alert_id] if method == "PUT":
+            return _unmute_alert(db, alert_id, body, now)
     return error_reply(404)
 
 
@@ -247,7 +306,7 @@ def _list_devices(db: Database, params: dict[str, str]) -> Reply:
     }
     keep = filters.get(kind, _everything)
     rows = sorted((r for r in db.devices.values() if keep(r)), key=lambda r: r["hostname"].lower())
-    return _ok(devices=[device_json(r, model=False) for r in rows], count=len(rows))
+    return _ok(devices=[device_json(r, model=False, zone=db.zone) for r in rows], count=len(rows))
 
 
 def _everything(row: dict[str, Any]) -> bool:
@@ -351,7 +410,32 @@ def _ack_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Reply
         data = None
     data = data if isinstance(data, dict) else {}
     note = alert["note"] + "\n" if alert["note"] else ""
-    alert["note"] = note + f"{now:%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
+    alert["note"] = (
+        note
+        + f"{now.astimezone(db.zone):%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
+    )
     alert["info"] = json.dumps({"until_clear": data.get("until_clear")})
     alert["state"] = 2
     return _ok(message="Alert has been acknowledged")
+
+
+def _unmute_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Reply:
+    """unmute_alert: state 1 whatever it was (no check), the note appended (LibreNMS writes
+    "Ack" there too)."""
+    if not re.fullmatch(r"\d+", alert_id):
+        return _error(400, "Invalid alert has been provided")
+    alert = db.alerts.get(int(alert_id))
+    if alert is None:
+        return _ok(message="No alert by that ID")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    data = data if isinstance(data, dict) else {}
+    note = alert["note"] + "\n" if alert["note"] else ""
+    alert["note"] = (
+        note
+        + f"{now.astimezone(db.zone):%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
+    )
+    alert["state"] = 1
+    return _ok(message="Alert has been unmuted")

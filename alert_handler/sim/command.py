@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from alert_handler.sim.simulator import API_PREFIX, DEFAULT_TOKEN, Simulator, demo_fleet
 from alert_handler.sim.transport import post
@@ -26,11 +26,14 @@ from alert_handler.sim.transport import post
 log = logging.getLogger(__name__)
 
 
-def _poll_command(url: str, token: str, spec: str, timeout: float) -> int:
+def _poll_command(
+    url: str, token: str, spec: str, timeout: float, poller: str | None, run_as: str
+) -> int:
     root = url.rstrip("/")
     root = root[: -len(API_PREFIX)] if root.endswith(API_PREFIX) else root
+    query = urlencode({"run_as": run_as, **({"poller": poller} if poller else {})})
     request = urllib.request.Request(  # noqa: S310 (post checks the scheme)
-        f"{root}/_sim/poll/{quote(spec, safe='')}",
+        f"{root}/_sim/poll/{quote(spec, safe='')}?{query}",
         data=b"",
         headers={"X-Auth-Token": token},
         method="POST",
@@ -215,6 +218,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         unsupervised_ip=args.unsupervised_ip,
         api_latency=args.api_latency,
         poll_latency=args.poll_latency,
+        timezone_name=args.timezone,
     )
     if args.devices > 0:
         for n in range(1, args.devices + 1):
@@ -238,6 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     poll.add_argument("--url", required=True, help="the simulator's API URL, .../api/v0")
     poll.add_argument("--token", default=DEFAULT_TOKEN)
     poll.add_argument("--timeout", type=float, default=60.0)
+    poll.add_argument(
+        "--poller",
+        default=os.environ.get("SIM_POLLER"),
+        help="the poller this runs on (default: $SIM_POLLER, else the main LibreNMS host)",
+    )
+    poll.add_argument(
+        "--run-as", default="librenms", help="the user lnms runs as (root and others: exit 1)"
+    )
     poll.add_argument("device", help="device_id or hostname")
     serve = commands.add_parser("serve", help="run the simulator until SIGTERM/SIGINT")
     serve.add_argument("--host", default="127.0.0.1")
@@ -248,8 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--unsupervised-ip", default="127.0.0.50")
     serve.add_argument("--api-latency", type=float, default=0.0)
     serve.add_argument("--poll-latency", type=float, default=0.0)
+    serve.add_argument("--timezone", default="UTC", help="the LibreNMS server's zone (IANA)")
     serve.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "poll":
-        return _poll_command(args.url, args.token, args.device, args.timeout)
+        return _poll_command(
+            args.url, args.token, args.device, args.timeout, args.poller, args.run_as
+        )
     return _serve_command(args)

@@ -8,7 +8,6 @@ runs that poll as a real process, `... serve` runs the simulator (see `command`)
 
 from __future__ import annotations
 
-import enum
 import hmac
 import ipaddress
 import logging
@@ -21,17 +20,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from zoneinfo import ZoneInfo
 
-from alert_handler.sim.api import Reply, api, error_reply, json_reply
+from alert_handler.sim.api import PERMISSIONS, READ_ONLY, Reply, api, error_reply, json_reply
 from alert_handler.sim.server import SimServer
 from alert_handler.sim.tables import (
+    MAIN_POLLER,
     PORT_STATUSES,
     Database,
     SimPort,
     alert_json,
     device_json,
     device_row,
+    local_time,
 )
 from alert_handler.sim.transport import DEFAULT_BODY_TEMPLATE, post, render_template
 
@@ -43,13 +45,10 @@ DEFAULT_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 (public test to
 API_PREFIX = "/api/v0"
 _NO_DEVICES = "Starting polling run:\n\nNo devices found matching your given device specification\n"
 _DOC_NETS = ("192.0.2", "198.51.100", "203.0.113")
-
-
-class Role(enum.Enum):
-    """What a token may do: LibreNMS's admin token (every route) or a read-only one (writes 403)."""
-
-    ADMIN = "admin"
-    READ = "read"
+BUILDER_JSON = (
+    '{"condition":"AND","rules":[{"id":"macros.port_down","field":"macros.port_down",'
+    '"type":"integer","input":"radio","operator":"equal","value":"1"}],"valid":true}'
+)
 
 
 class RequestRecord(NamedTuple):
@@ -79,6 +78,7 @@ class _Host:
 
     real_ip: str
     reachable: bool = True
+    identity: tuple[str, str, str] = ("", "", "")  # os, sysDescr, hardware as discovered
 
 
 def _now() -> datetime:
@@ -89,6 +89,13 @@ def _doc_address(n: int) -> str:
     """The n-th address of the documentation ranges (RFC 5737): data only, never connected to."""
     n = (n - 1) % (254 * len(_DOC_NETS))
     return f"{_DOC_NETS[n // 254]}.{n % 254 + 1}"
+
+
+def _is_loopback(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_ip(text: str) -> bool:
@@ -111,18 +118,30 @@ class Simulator:
         token: str = DEFAULT_TOKEN,
         *,
         read_only_token: str | None = None,
+        tokens: dict[str, frozenset[str]] | None = None,
         unsupervised_ip: str = "127.0.0.50",
         api_latency: float = 0.0,
         poll_latency: float = 0.0,
+        timezone_name: str = "UTC",
+        version: str = "26.1.0",
     ) -> None:
+        """`timezone_name`: the LibreNMS server's zone; its alert times and raw device rows
+        are naive local times in it. `version`: the LibreNMS release GET /system shows."""
         self._token = token.encode()
-        self._read_only_token = read_only_token.encode() if read_only_token else None
+        # token -> its permissions: the admin token holds all, the read-only one every viewAny,
+        # `tokens` whatever they are given (per-permission tokens, LibreNMS after 26.7).
+        self._tokens: dict[bytes, frozenset[str]] = {self._token: PERMISSIONS}
+        if read_only_token:
+            self._tokens[read_only_token.encode()] = READ_ONLY
+        for other, allowed in (tokens or {}).items():
+            self._tokens[other.encode()] = frozenset(allowed)
         self.unsupervised_ip = unsupervised_ip
         self.api_latency = api_latency
         self.poll_latency = poll_latency
         self.unreachable: set[str] = set()  # targets where nothing answers, besides unsupervised_ip
+        self.snmpd_on_pollers = False  # every poller runs snmpd on all addresses, CPE community
         self._lock = threading.Lock()
-        self._db = Database()
+        self._db = Database(zone=ZoneInfo(timezone_name), version=version)
         self._hosts: dict[int, _Host] = {}
         self._faults: list[_Fault] = []
         self._requests: list[RequestRecord] = []
@@ -205,7 +224,9 @@ class Simulator:
                 raise ValueError(f"device {device_id} or {hostname!r} already exists")
             self._db.devices[device_id] = row
             self._db.by_hostname[hostname.lower()] = device_id
-            self._hosts[device_id] = _Host(real)
+            self._hosts[device_id] = _Host(
+                real, identity=(row["os"], row["sysDescr"], row["hardware"])
+            )
             device_ports = self._db.ports_by_device.setdefault(device_id, [])
             for index, (name, link) in enumerate(ports.items(), start=1):
                 port = SimPort(self._next_port_id, device_id, name, link, link, ifIndex=index)
@@ -229,6 +250,51 @@ class Simulator:
         with self._lock:
             self._hosts[device_id].reachable = reachable
 
+    def set_maintenance(self, device_id: int, behaviour: str | None = "mute") -> None:
+        """Start a maintenance window on the device ("skip", "mute" or "run_alerts": only the
+        last still notifies), or end it (None)."""
+        if behaviour not in (None, "skip", "mute", "run_alerts"):
+            raise ValueError(f"no maintenance behaviour {behaviour!r}")
+        with self._lock:
+            if device_id not in self._db.devices:
+                raise KeyError(device_id)
+            if behaviour is None:
+                self._db.maintenance.pop(device_id, None)
+            else:
+                self._db.maintenance[device_id] = behaviour
+
+    def set_flags(
+        self, device_id: int, *, disabled: bool | None = None, ignore: bool | None = None
+    ) -> None:
+        """Disable or ignore the device in LibreNMS (or undo it); None leaves a flag as it is."""
+        with self._lock:
+            row = self._db.devices[device_id]
+            if disabled is not None:
+                row["disabled"] = disabled
+            if ignore is not None:
+                row["ignore"] = ignore
+
+    def add_poller(self, name: str, groups: list[int]) -> None:
+        """A poller (dispatcher service) named `name` that polls the devices of `groups`; it
+        reaches only those. The main host, MAIN_POLLER, serves group 0 unless redefined."""
+        with self._lock:
+            self._db.pollers[name] = set(groups)
+            for group in groups:
+                if group:
+                    self._db.poller_groups.setdefault(group, f"group-{group}")
+
+    def add_poller_group(self, group_id: int, name: str) -> None:
+        """A row of poller_groups (id > 0; 0 is the default group, which has no row)."""
+        if group_id <= 0:
+            raise ValueError("poller group ids start at 1")
+        with self._lock:
+            self._db.poller_groups[group_id] = name
+
+    def set_poller_group(self, device_id: int, group: int) -> None:
+        """Move the device to another poller group."""
+        with self._lock:
+            self._db.devices[device_id]["poller_group"] = group
+
     def device(self, device_id: int) -> dict[str, Any]:
         """A copy of the device row as `GET /devices/{id}` shows it; KeyError if unknown."""
         with self._lock:
@@ -241,13 +307,49 @@ class Simulator:
 
     def _find_port(self, device_id: int, ifname: str) -> SimPort:
         for port in self._db.ports_by_device.get(device_id, ()):
-            if port.ifName == ifname:
+            if port.ifName == ifname and not port.deleted:
                 return port
         raise KeyError(f"device {device_id} has no port {ifname!r}")
 
-    def poll(self, device_id: int) -> tuple[int, str]:
-        """`lnms device:poll <id>`: (exit code, output); 0 polled, 6 device down, 1 no device."""
+    def recreate_port(self, device_id: int, ifname: str, link: str | None = None) -> int:
+        """The interface vanished and came back with a new ifIndex: LibreNMS marks the old row
+        deleted=1 (its ifOperStatus left stale) and discovers a new row with a new port_id, which
+        it returns. `link` is the new interface's state (default: the old one's)."""
+        with self._lock:
+            old = self._find_port(device_id, ifname)
+            link = old.link if link is None else link
+            _check_status(link)
+            old.deleted = 1
+            siblings = self._db.ports_by_device[device_id]
+            port = SimPort(
+                self._next_port_id,
+                device_id,
+                ifname,
+                link,
+                link,
+                ifIndex=max(p.ifIndex for p in siblings) + 1,
+            )
+            self._next_port_id += 1
+            self._db.ports[port.port_id] = port
+            siblings.append(port)
+            return port.port_id
+
+    def poll(
+        self, device_id: int, poller: str | None = None, run_as: str = "librenms"
+    ) -> tuple[int, str]:
+        """`lnms device:poll <id>` run on `poller` (None: the main host) as user `run_as`:
+        (exit code, output); 0 polled, 6 device down, 1 no device or the wrong user.
+
+        What answers: a loopback target answers ICMP on every poller (127.0.0.0/8 is local), so
+        it is down only through SNMP (status_reason "snmp") unless `snmpd_on_pollers`, when the
+        poller itself answers and is polled under the device's record (OS changed, the device's
+        ports marked deleted). Otherwise the device answers only a poller of its poller group,
+        when it is reachable and its target is its own address."""
         started = time.monotonic()
+        if run_as == "root":
+            return 1, "Error: lnms must not run as root.\n"
+        if run_as != "librenms":
+            return 1, "Error: lnms must be run as the user librenms.\n"
         if self.poll_latency > 0:
             time.sleep(self.poll_latency)
         with self._lock:
@@ -257,32 +359,76 @@ class Simulator:
             host = self._hosts[device_id]
             target = row["overwrite_ip"] or row["hostname"]
             ip = row["overwrite_ip"] or host.real_ip
-            silent = self.unreachable | {self.unsupervised_ip}
             row["ip"] = ip  # every poll sets devices.ip to overwrite_ip when that is set
             header = (
                 f"Starting polling run:\n\nHostname:  {row['hostname']} \nID:        {device_id}\n"
                 f"OS:        {row['os']}\nIP:        {ip}\n\n"
             )
-            if not host.reachable or target in silent or ip in silent:
-                row.update(status=False, status_reason="icmp")
-                return 6, header + "Device was down, unable to poll.\n"
+            serves = self._db.pollers.get(poller or MAIN_POLLER, set())
+            if _is_loopback(ip):
+                if not self.snmpd_on_pollers:
+                    row.update(status=False, status_reason="snmp")
+                    return 6, header + "Device was down, unable to poll.\n"
+                self._poll_the_poller(row)
+            else:
+                silent = self.unreachable | {self.unsupervised_ip}
+                if (
+                    row["poller_group"] not in serves
+                    or not host.reachable
+                    or target in silent
+                    or ip in silent
+                ):
+                    row.update(status=False, status_reason="icmp")
+                    return 6, header + "Device was down, unable to poll.\n"
+                if (row["os"], row["sysDescr"], row["hardware"]) != host.identity:
+                    self._found_again(row, host)
+                for port in self._db.device_ports(device_id):  # a deleted row is not polled
+                    if port.ifOperStatus != port.link:
+                        port.ifOperStatus_prev, port.ifOperStatus = port.ifOperStatus, port.link
             now = _now()
             row.update(status=True, status_reason="", last_polled=now, last_ping=now)
-            for port in self._db.ports_by_device.get(device_id, ()):
-                if port.ifOperStatus != port.link:
-                    port.ifOperStatus_prev, port.ifOperStatus = port.ifOperStatus, port.link
             elapsed = time.monotonic() - started
             row["last_polled_timetaken"] = round(elapsed, 3)
             name = row["display"] or row["hostname"]
         return 0, header + f">>> Polled {name} ({device_id}) in {elapsed:.3f} seconds <<<\n"
 
+    def _found_again(self, row: dict[str, Any], host: _Host) -> None:
+        """Under the lock: the CPE answers again after LibreNMS had polled a poller under its
+        record: its OS comes back and each port it lost returns as a new row (new port_id)."""
+        row["os"], row["sysDescr"], row["hardware"] = host.identity
+        ports = self._db.ports_by_device[row["device_id"]]
+        current = {p.ifName for p in ports if not p.deleted}
+        for old in [p for p in ports if p.deleted and p.ifName not in current]:
+            current.add(old.ifName)
+            port = SimPort(
+                self._next_port_id,
+                old.device_id,
+                old.ifName,
+                old.link,
+                old.link,
+                ifIndex=max(p.ifIndex for p in ports) + 1,
+            )
+            self._next_port_id += 1
+            self._db.ports[port.port_id] = port
+            ports.append(port)
+
+    def _poll_the_poller(self, row: dict[str, Any]) -> None:
+        """Under the lock: the poller's own snmpd answered with the CPE's community, so LibreNMS
+        records the poller under the CPE's row: its OS, and the CPE's ports vanish (deleted)."""
+        row.update(os="linux", sysDescr="Linux poller 6.1.0", hardware="x86_64")
+        for port in self._db.device_ports(row["device_id"]):
+            port.deleted = 1
+
     def add_alert(
         self, device_id: int, rule_name: str = "Port2 down", rule_id: int = 1, state: int = 1
     ) -> int:
-        """Open an alert of rule `rule_id` on the device; returns the alert id."""
+        """Open an alert of rule `rule_id` on the device; returns the alert id. `alerted` is 0
+        when LibreNMS would notify nobody (the device ignored, disabled, or under a mute or
+        skip maintenance window), 1 otherwise."""
         with self._lock:
             if device_id not in self._db.devices:
                 raise KeyError(device_id)
+            alerted = 0 if self._db.silenced(device_id) else 1
             self._db.rules[rule_id] = rule_name
             alert_id = self._next_alert_id
             self._next_alert_id += 1
@@ -291,7 +437,7 @@ class Simulator:
                 "device_id": device_id,
                 "rule_id": rule_id,
                 "state": state,
-                "alerted": 1,
+                "alerted": alerted,
                 "open": 1,
                 "note": "",
                 "timestamp": _now(),
@@ -362,10 +508,17 @@ class Simulator:
         rule: str = "Port2 down",
         headers: dict[str, str] | None = None,
         body_template: str | None = None,
+        method: str = "POST",
+        options: dict[str, str] | None = None,
     ) -> int:
         """POST an alert as LibreNMS's API transport does (text/plain unless `headers` set a
-        Content-Type); returns the HTTP status. OSError if the receiver can't be reached."""
+        Content-Type); returns the HTTP status, or 0 when LibreNMS sends nothing because it
+        silences the device (ignored, disabled, mute or skip maintenance). OSError if the
+        receiver can't be reached. `method` is the transport's API Method (GET sends no
+        body); `options` are its Options lines, templated and sent as the query string."""
         with self._lock:
+            if self._db.silenced(device_id):
+                return 0
             row = self._db.devices[device_id]
             alert = next(
                 (
@@ -386,30 +539,38 @@ class Simulator:
                 "state": state,
                 "severity": "critical",
                 "name": rule,
+                "rule": BUILDER_JSON,  # {{ $rule }} is the rule's query-builder JSON
                 "rule_id": rule_id,
                 "title": f"Alert for device {row['hostname']} - {rule}",
-                "timestamp": _now().strftime("%Y-%m-%d %H:%M:%S"),
+                "timestamp": local_time(_now(), self._db.zone),
                 "uid": uid,
                 "alert_id": alert["id"] if alert else 0,
             }
         body = render_template(body_template or DEFAULT_BODY_TEMPLATE, values).encode()
         sent = {"User-Agent": "GuzzleHttp/7", **(headers or {})}
-        if not any(name.lower() == "content-type" for name in sent):
+        has_type = any(name.lower() == "content-type" for name in sent)
+        if method != "GET" and not has_type:
             sent["Content-Type"] = "text/plain"
-        request = urllib.request.Request(webhook_url, body, sent, method="POST")  # noqa: S310 (post checks the scheme)
+        url = webhook_url.split("?")[0]  # a query string in the API URL is dropped
+        if options:
+            query = {k: render_template(v, values) for k, v in options.items()}
+            url += "?" + urlencode(query)
+        data = None if method == "GET" else body
+        request = urllib.request.Request(url, data, sent, method=method)  # noqa: S310 (post checks the scheme)
         return post(request, timeout=30.0)[0]
 
     # ---- the HTTP side ----
 
-    def _role(self, token: str | None) -> Role | None:
+    def _permissions(self, token: str | None) -> frozenset[str] | None:
+        """The token's permissions, None for no or an unknown token (401)."""
         if token is None:
             return None
         given = token.encode("utf-8", "surrogateescape")
-        if hmac.compare_digest(given, self._token):
-            return Role.ADMIN
-        if self._read_only_token and hmac.compare_digest(given, self._read_only_token):
-            return Role.READ
-        return None
+        found = None
+        for known, allowed in self._tokens.items():
+            if hmac.compare_digest(given, known):
+                found = allowed
+        return found
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
@@ -444,8 +605,8 @@ class Simulator:
     def _answer(
         self, method: str, path: str, query: str, token: str | None, body: bytes, *, in_api: bool
     ) -> Reply:
-        role = self._role(token)
-        if role is None:
+        can = self._permissions(token)
+        if can is None:
             return error_reply(401)
         fault = self._take_fault(method, path)
         if fault is not None:
@@ -456,14 +617,15 @@ class Simulator:
             if fault.status >= 400:
                 return error_reply(fault.status)
         if path.startswith("/_sim/"):
-            return self._control(method, path, body, admin=role is Role.ADMIN)
+            return self._control(method, path, query, body, admin=can == PERMISSIONS)
         if not in_api:
             return error_reply(404)
         with self._lock:
-            return api(self._db, method, path, query, body, admin=role is Role.ADMIN, now=_now())
+            return api(self._db, method, path, query, body, can=can, now=_now())
 
-    def _control(self, method: str, path: str, body: bytes, *, admin: bool) -> Reply:
-        """Simulator-only routes: POST /_sim/poll/{spec}, POST /_sim/link/{id}/{ifName}."""
+    def _control(self, method: str, path: str, query: str, body: bytes, *, admin: bool) -> Reply:
+        """Simulator-only routes: POST /_sim/poll/{spec}?poller=NAME&run_as=USER,
+        POST /_sim/link/{id}/{ifName}."""
         segments = [unquote(s) for s in path.strip("/").split("/")]
         if method != "POST" or len(segments) < 3 or segments[1] not in ("poll", "link"):
             return error_reply(404)
@@ -472,7 +634,12 @@ class Simulator:
         if segments[1] == "poll" and len(segments) == 3:
             with self._lock:
                 row = self._db.find_device(segments[2])
-            code, output = self.poll(row["device_id"]) if row else (1, _NO_DEVICES)
+            params = dict(parse_qsl(query))
+            code, output = (
+                self.poll(row["device_id"], params.get("poller"), params.get("run_as", "librenms"))
+                if row
+                else (1, _NO_DEVICES)
+            )
             return json_reply(200, {"exit": code, "output": output})
         if segments[1] == "link" and len(segments) == 4 and segments[2].isdigit():
             status = body.decode("utf-8", "replace").strip()

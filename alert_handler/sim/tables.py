@@ -4,9 +4,10 @@ their rows; not thread-safe, the owner holds its lock."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
+MAIN_POLLER = "librenms"  # the host `lnms device:poll` runs on unless told otherwise
 PORT_STATUSES = frozenset(
     {"up", "down", "testing", "unknown", "dormant", "notPresent", "lowerLayerDown"}
 )
@@ -44,6 +45,7 @@ class SimPort:
     ifIndex: int = 0
     ifAlias: str = ""
     ifOperStatus_prev: str | None = None
+    deleted: int = 0  # 1: the interface vanished; the row stays, its ifOperStatus stale
 
 
 def port_row(port: SimPort) -> dict[str, Any]:
@@ -65,7 +67,6 @@ def port_row(port: SimPort) -> dict[str, Any]:
         ignore=0,
         disabled=0,
         detailed=0,
-        deleted=0,
         ifInOctets_rate=0,
         ifOutOctets_rate=0,
         ifInUcastPkts_rate=0,
@@ -146,7 +147,21 @@ class Database:
     alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
     rules: dict[int, str] = field(default_factory=dict)
     patches: list[tuple[int, Any]] = field(default_factory=list)
+    # device -> the behaviour of its active maintenance window: "skip", "mute" or "run_alerts"
+    maintenance: dict[int, str] = field(default_factory=dict)
+    # poller_cluster: poller name -> the poller groups it serves; the main host serves 0
+    pollers: dict[str, set[int]] = field(default_factory=lambda: {MAIN_POLLER: {0}})
+    poller_groups: dict[int, str] = field(default_factory=dict)  # id -> group_name (0: none)
+    zone: tzinfo = timezone.utc  # the LibreNMS server's time zone (its DATETIMEs are local)
+    version: str = "26.1.0"  # what GET /system says
     groups: dict[str, set[int]] = field(default_factory=dict)  # device group name -> members
+
+    def silenced(self, device_id: int) -> bool:
+        """Whether LibreNMS sends no notification for the device (RunAlerts): ignored, disabled,
+        or under a mute or skip maintenance window. (Parents all down is not modelled.)"""
+        row = self.devices[device_id]
+        behaviour = self.maintenance.get(device_id)
+        return bool(row["ignore"] or row["disabled"]) or behaviour in ("skip", "mute")
 
     def find_device(self, spec: str) -> dict[str, Any] | None:
         """All digits is a device_id, anything else an exact case-insensitive hostname."""
@@ -156,20 +171,22 @@ class Database:
         return None if device_id is None else self.devices[device_id]
 
     def device_ports(self, device_id: int) -> list[SimPort]:
-        """The device's ports in ifIndex order."""
-        return sorted(self.ports_by_device.get(device_id, ()), key=lambda p: p.ifIndex)
+        """The device's current ports in ifIndex order (get_ports hides deleted ones)."""
+        current = (p for p in self.ports_by_device.get(device_id, ()) if not p.deleted)
+        return sorted(current, key=lambda p: p.ifIndex)
 
 
-def device_json(row: dict[str, Any], *, model: bool) -> dict[str, Any]:
-    """A device row as get_device (Eloquent casts, `model`) or list_devices (raw SQL) shows it."""
+def device_json(row: dict[str, Any], *, model: bool, zone: tzinfo = timezone.utc) -> dict[str, Any]:
+    """A device row as get_device (Eloquent casts, `model`: ISO 8601 in UTC) or list_devices
+    (raw SQL: the server's local time in `zone`, no offset) shows it."""
     out = dict(row)
     for name in DATE_COLUMNS:
         value = out[name]
         if isinstance(value, datetime):
             out[name] = (
-                value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                 if model
-                else value.strftime("%Y-%m-%d %H:%M:%S")
+                else local_time(value, zone)
             )
     if not model:
         for name in BOOL_COLUMNS:
@@ -179,9 +196,36 @@ def device_json(row: dict[str, Any], *, model: bool) -> dict[str, Any]:
     return out
 
 
+def local_time(moment: datetime, zone: tzinfo) -> str:
+    """How MySQL hands LibreNMS a DATETIME: the server's local time, no offset."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def alert_json(db: Database, alert: dict[str, Any]) -> dict[str, Any]:
     """One row of list_alerts: `D.hostname, A.*, R.severity, R.name, R.proc, R.notes`."""
     out = {"hostname": db.devices[alert["device_id"]]["hostname"], **alert}
-    out["timestamp"] = alert["timestamp"].strftime("%Y-%m-%d %H:%M:%S")
+    out["timestamp"] = local_time(alert["timestamp"], db.zone)
     out.update(severity="critical", name=db.rules.get(alert["rule_id"], ""), proc=None, notes="")
     return out
+
+
+def poller_json(name: str, groups: set[int], index: int, now: datetime) -> dict[str, Any]:
+    """One poller_cluster row as list_pollers shows it (PollerCluster::with('stats'))."""
+    return {
+        "id": index,
+        "node_id": f"{name}-node",
+        "poller_name": name,
+        "poller_version": "26.7.0",
+        "poller_groups": ",".join(str(g) for g in sorted(groups)),
+        "last_report": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "master": int(index == 1),
+        "poller_enabled": 1,
+        "poller_frequency": 300,
+        "poller_workers": 24,
+        "poller_down_retry": 60,
+        "discovery_enabled": 1,
+        "discovery_frequency": 21600,
+        "discovery_workers": 16,
+        "services_enabled": 1,
+        "stats": [],
+    }

@@ -23,15 +23,18 @@ def record_to_dict(rec: DeviceRecord) -> dict[str, Any]:
         "original_recorded": rec.original_recorded,
         "adopted": rec.adopted,
         "port_id": rec.port_id,
+        "poller_group": rec.poller_group,
         "attempts": rec.attempts,
         "first_seen": iso(rec.first_seen),
         "next_attempt_at": iso(rec.next_attempt_at),
         "attempt_started_at": iso(rec.attempt_started_at),
         "forced_down_at": iso(rec.forced_down_at),
+        "last_forced_at": iso(rec.last_forced_at),
         "last_error": rec.last_error,
         "acked": rec.acked,
         "held": rec.held,
         "confirmed": rec.confirmed,
+        "acked_ids": list(rec.acked_ids),
         "alerts": rec.alerts,
         "last_alert": iso(rec.last_alert),
         "last_rule": rec.last_rule,
@@ -70,6 +73,14 @@ def _int(value: Any, name: str, default: int | None = None) -> int:
     return value
 
 
+def _ids(value: Any, name: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"{name} must be a list of integers")
+    return tuple(_int(v, name) for v in value)
+
+
 def record_from_dict(device_id: int, obj: Any, now: float) -> DeviceRecord:
     """Read one stored device; raises ValueError for anything that is not a record."""
     if not isinstance(obj, dict):
@@ -86,15 +97,18 @@ def record_from_dict(device_id: int, obj: Any, now: float) -> DeviceRecord:
         original_overwrite_ip=_opt_str(obj.get("original_overwrite_ip"), "original_overwrite_ip"),
         adopted=bool(obj.get("adopted", False)),
         port_id=None if port_id is None else _int(port_id, "port_id"),
+        poller_group=_int(obj.get("poller_group"), "poller_group", 0),
         attempts=_int(obj.get("attempts"), "attempts", 0),
         first_seen=from_iso(obj.get("first_seen")) or now,
         next_attempt_at=from_iso(obj.get("next_attempt_at")) or now,
         attempt_started_at=from_iso(obj.get("attempt_started_at")),
         forced_down_at=from_iso(obj.get("forced_down_at")),
+        last_forced_at=from_iso(obj.get("last_forced_at")),
         last_error=_opt_str(obj.get("last_error"), "last_error"),
         acked=bool(obj.get("acked", False)),
         held=bool(obj.get("held", False)),
         confirmed=bool(obj.get("confirmed", False)),
+        acked_ids=_ids(obj.get("acked_ids"), "acked_ids"),
         alerts=_int(obj.get("alerts"), "alerts", 1),
         last_alert=from_iso(obj.get("last_alert")) or now,
         last_rule=_opt_str(obj.get("last_rule"), "last_rule"),

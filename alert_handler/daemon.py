@@ -235,6 +235,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             lambda: dict(scheduler.dismissed),
             scheduler.wake,
             events.emitter,
+            controls.verdict,
         )
     except BaseException:
         lock.release()

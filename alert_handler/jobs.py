@@ -130,8 +130,13 @@ class Recorder:
                 # A poll that ran, whatever its exit status, reached the poller host.
                 if report.poll_exit == "error":
                     self.health.record_failure(POLLER, report.error or "the poll failed")
+                elif report.config_error is not None:
+                    # lnms refused to run as this user: no retry fixes it (degraded until a
+                    # poll runs as the right user).
+                    why = f"poll: configuration error: {report.config_error}"
+                    self.health.record_failure(POLLER, why, config_error=True, what="poll")
                 else:
-                    self.health.record_success(POLLER)
+                    self.health.record_success(POLLER, "poll")
         if report.forced_down and not self.rules.dry_run:  # DRY_RUN forces nothing down
             self.metrics.forced_down.inc()
         if report.failed_step is not None:

@@ -29,6 +29,9 @@ from alert_handler.store.state import StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
 
+# Why a device must be left alone (EXCLUDE, a silence), or None: `Controls.verdict`.
+Steer = Callable[[int, str | None], object | None]
+
 
 @dataclass(frozen=True)
 class ReconcileResult:
@@ -45,6 +48,7 @@ def reconcile_once(
     now: float,
     dismissed: dict[int, float],
     events: Emitter | None = None,
+    steer: Steer | None = None,
 ) -> ReconcileResult:
     """One pass; raises LibreNMSError if LibreNMS cannot be asked. A device taken on carries
     the journal's last original of it (restored instead of null if it is on UNSUPERVISED_IP)."""
@@ -107,6 +111,15 @@ def reconcile_once(
         row = by_id.get(alert.device_id)
         if row is None:
             continue  # deleted since the alert was raised
+        kept_away = steer(alert.device_id, row.hostname) if steer is not None else None
+        if kept_away is not None:
+            log.info(
+                "device=%s step=reconcile open alert %s not picked up: %s",
+                alert.device_id,
+                alert.alert_id,
+                kept_away,
+            )
+            continue
         held = suppression(row, api.under_maintenance(alert.device_id))
         if held is not None:
             log.info(
@@ -140,6 +153,7 @@ class Reconciler:
         dismissed: Callable[[], dict[int, float]],
         wake: Callable[[], None],
         events: Emitter | None = None,
+        steer: Steer | None = None,
     ) -> None:
         self.api = api
         self.store = store
@@ -149,6 +163,7 @@ class Reconciler:
         self._dismissed = dismissed
         self._wake = wake
         self._events = events
+        self._steer = steer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
 
@@ -171,6 +186,7 @@ class Reconciler:
                         self.clock(),
                         self._dismissed(),
                         self._events,
+                        self._steer,
                     )
                     if result.adopted or result.picked_up:
                         self._wake()

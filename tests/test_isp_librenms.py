@@ -367,7 +367,8 @@ def test_the_wrong_poll_user_is_a_configuration_error(
     """1. POLL_COMMAND runs lnms as the wrong user: it exits 1 with "Error: lnms must not run
        as root." (or "... must be run as the user librenms.").
     2. That is no "no such device": each check logs a configuration error at ERROR with the
-       fix (sudo -u librenms), and the device is forced down again as for any failed check."""
+       fix (sudo -u librenms), and the device is forced down again as for any failed check.
+    3. /health is degraded at once, naming the configuration error (retrying cannot fix it)."""
     sim.add_device(91, "cpe-91", overwrite_ip="198.51.100.91", ports={"port2": "down"})
     d = start_daemon(
         POLL_COMMAND=poll_command(sim).replace(" poll ", f" poll --run-as {user} "),
@@ -382,6 +383,9 @@ def test_the_wrong_poll_user_is_a_configuration_error(
     assert errors and says in errors[0] and "sudo -u librenms" in errors[0]
     rec = d.daemon.store.get(91)
     assert rec is not None and rec.last_error is not None and says in rec.last_error
+    health = requests.get(d.url + "/health", timeout=5).json()
+    assert health["status"] == "degraded", health
+    assert any("configuration error" in reason for reason in health["reasons"]), health
 
 
 # -- an UNSUPERVISED_IP that answers -------------------------------------------------------------

@@ -135,7 +135,12 @@ def test_check_warns_as_serve_does(sim: Simulator, tmp_path: Path) -> None:
     2. `check` prints each warning `serve` logs at start, word for word (✘, warning only: the
     exit status stays 0).
     3. `serve` logs them, and logs once that it created the log directory."""
-    env = base_env(sim, tmp_path, LOG_FILE=str(tmp_path / "logs" / "alert_handler.log"))
+    env = base_env(
+        sim,
+        tmp_path,
+        LOG_FILE=str(tmp_path / "logs" / "alert_handler.log"),
+        UNSUPERVISED_IP="203.0.113.254",  # answers nowhere: its warning is another test's
+    )
     del env["WEBHOOK_TOKEN"]
     env["RECOVERY_INTERVALL_SEC"] = "5"
     write_env(tmp_path, env)
@@ -312,9 +317,9 @@ def test_head_and_the_status_page_route(sim: Simulator, start_daemon: StartDaemo
         .startswith("text/html")
     )
     wrong = requests.head(d.url + "/alert", timeout=5)
-    assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST, PUT"
     assert requests.put(d.url + "/health", timeout=5).headers["Allow"] == "GET, HEAD"
-    assert requests.put(d.url + "/", timeout=5).headers["Allow"] == "GET, HEAD, POST"
+    assert requests.delete(d.url + "/", timeout=5).headers["Allow"] == "GET, HEAD, POST, PUT"
 
 
 def test_release_of_an_untracked_device(

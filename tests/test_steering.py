@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,19 @@ def test_the_commands_steer_a_running_daemon(sim: Simulator, tmp_path: Path) -> 
             daemon.kill()
     saved = json.loads((tmp_path / "device_state.json.silences.json").read_text())
     assert saved["silences"] == []
+
+
+def test_reconciliation_leaves_excluded_devices_alone(
+    sim: Simulator, start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An open alert that never reached the daemon is picked up by reconciliation, unless its
+    device is excluded: the same verdict as the webhook's."""
+    caplog.set_level(logging.INFO, logger="alert_handler.reconcile")
+    sim.add_device(701, "cpe-lab-701", ports={"port2": "down"})
+    sim.add_device(702, "cpe-702", ports={"port2": "down"})
+    sim.add_alert(701)
+    sim.add_alert(702)
+    d = start_daemon(EXCLUDE="cpe-lab-*", RECONCILE_INTERVAL_SEC="0.2")
+    wait_for(lambda: overwrite(sim, 702) == UNSUP, what="702 picked up and forced down")
+    wait_for(lambda: "open alert 1 not picked up: excluded: EXCLUDE cpe-lab-*" in caplog.text)
+    assert d.daemon.store.get(701) is None and sim.patches(701) == []

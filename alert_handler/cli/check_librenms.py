@@ -11,7 +11,6 @@ from alert_handler.config import Config
 from alert_handler.core.facts import LibreNMSError, PollError
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.poll import GroupPoller
-from alert_handler.unsupervised import unsupervised_ip_warning
 
 Line = Callable[[bool, str], None]  # a ✔/✘ line that counts
 Warn = Callable[[str], None]  # a ✘ line that does not
@@ -36,7 +35,8 @@ def rule_form(version: str | None) -> str:
 
 
 def check_librenms(cfg: Config, api: LibreNMS, poller: GroupPoller, line: Line, warn: Warn) -> None:
-    """The version, poller groups and pollers, each mapped poller host, UNSUPERVISED_IP."""
+    """The version, poller groups and pollers, each mapped poller host (UNSUPERVISED_IP is
+    among the start warnings `check` prints like `serve` logs them)."""
     try:
         version = api.version()
         line(True, f"LibreNMS {version or '(version not shown)'}: {rule_form(version)}")
@@ -49,9 +49,6 @@ def check_librenms(cfg: Config, api: LibreNMS, poller: GroupPoller, line: Line, 
             line(True, f"poller {route.label} (groups {groups}): {route.target.check()}")
         except PollError as exc:
             line(False, f"poller {route.label} (groups {groups}): {exc}")
-    answers = unsupervised_ip_warning(cfg.unsupervised_ip)
-    if answers:
-        warn(answers)
 
 
 def _poller_groups(cfg: Config, api: LibreNMS, poller: GroupPoller, warn: Warn) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from alert_handler.config import Config, ConfigError, parse, unknown_key_warnings
+from alert_handler.unsupervised import unsupervised_ip_warning
 
 _read: dict[str, dict[str, str | None]] = {}  # each env file is read once (it may be a pipe)
 
@@ -88,6 +89,9 @@ def start_warnings(cfg: Config, env_file: str | None) -> list[str]:
     readable = env_file_warning(env_file)
     if readable:
         found.append(readable)
+    answers = unsupervised_ip_warning(cfg.unsupervised_ip)
+    if answers:
+        found.append(answers)
     return found
 
 

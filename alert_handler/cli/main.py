@@ -22,7 +22,6 @@ from alert_handler.cli.logs import reopen_logs, setup_logging
 from alert_handler.cli.output import reader_left
 from alert_handler.config import Config, ConfigError
 from alert_handler.store.files import StateLocked
-from alert_handler.unsupervised import unsupervised_ip_warning
 
 log = logging.getLogger("alert_handler")
 
@@ -53,9 +52,6 @@ def serve(cfg: Config, *, env_file: str | None = None) -> int:
 
     for text in start_warnings(cfg, env_file):  # `check` prints the same ones
         log.warning("step=start %s", text)
-    answers = unsupervised_ip_warning(cfg.unsupervised_ip)
-    if answers:
-        log.warning("step=start %s", answers)
     for text in setting_warnings(env_file):
         log.warning("step=config %s", text)
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()

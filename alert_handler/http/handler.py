@@ -337,6 +337,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path in _GET_PATHS or path in _POST_PATHS or _RELEASE_RE.match(path):
             allow = ["GET, HEAD"] if path in _GET_PATHS else []
             allow += ["POST"] if path in _POST_PATHS or _RELEASE_RE.match(path) else []
+            allow += ["PUT"] if path in _ALERT_PATHS else []  # the transport's API Method
             error = {"error": f"method {self._where()} not allowed"}
             self._answer(405, error, {"Allow": ", ".join(allow)})
         else:

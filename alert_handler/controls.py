@@ -48,7 +48,8 @@ def silences_path(state_file: str | Path) -> Path:
     return path.with_name(path.name + ".silences.json")
 
 
-def _silence_json(s: Silence) -> dict[str, Any]:
+def silence_row(s: Silence) -> dict[str, Any]:
+    """A silence as the silences file, /silences, `status` and the status page show it."""
     return {
         "target": str(s.target),
         "until": iso(s.until),
@@ -166,7 +167,7 @@ class Controls:
         return found[0]
 
     def _write(self, silences: list[Silence]) -> None:
-        data = {"version": SILENCES_VERSION, "silences": [_silence_json(s) for s in silences]}
+        data = {"version": SILENCES_VERSION, "silences": [silence_row(s) for s in silences]}
         write_atomic(self.path, json.dumps(data, indent=1) + "\n")
 
     # -- sweeping tracked devices ------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 from alert_handler.cli.env import load_config
 from alert_handler.core.alerts import BadPayload, log_safe, parse_device_id
-from alert_handler.core.times import from_iso
+from alert_handler.core.times import from_iso, span
 from alert_handler.events.history import Episode, episodes
 from alert_handler.events.journal import Event, EventType
 from alert_handler.events.reader import Follower, read_events
@@ -47,20 +47,8 @@ def parse_since(text: str, now: float) -> float:
 
 
 def duration_text(seconds: float | None) -> str:
-    """`2d03h`, `1h05m`, `3m07s`, `12s`; `-` for None."""
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+    """A duration as `core.times.span` shows it; `-` for None."""
+    return "-" if seconds is None else span(seconds)
 
 
 def _journal(args: argparse.Namespace) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from alert_handler.core.times import span
 from alert_handler.events.journal import Event, EventType
 
 
@@ -18,14 +19,7 @@ class Message:
 
 
 def _span(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    whole = int(seconds)
-    if whole >= 3600:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    if whole >= 60:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole}s"
+    return "?" if seconds is None else span(seconds)
 
 
 def _who(event: Event) -> str:

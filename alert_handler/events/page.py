@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alert_handler.core.records import DeviceRecord, Phase
-from alert_handler.core.times import iso
+from alert_handler.core.times import iso, span
 from alert_handler.events.history import Episode
 
 REFRESH = 10  # seconds
@@ -51,18 +51,8 @@ def _e(value: object) -> str:
 
 
 def ago(seconds: float | None) -> str:
-    """`3m07s`, `1h05m`, `2d03h` (a duration as people read it); `-` for None."""
-    if seconds is None:
-        return "-"
-    whole = max(0, int(seconds))
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    """A duration as `core.times.span` shows it; `-` for None."""
+    return "-" if seconds is None else span(seconds)
 
 
 def _table(headers: Iterable[str], rows: list[str], empty: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alert_handler.controls import Controls
+from alert_handler.controls import Controls, silence_row
 from alert_handler.core import intake
 from alert_handler.core.alerts import (
     Alert,
@@ -29,7 +29,7 @@ from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.events.page import PageData, render_page
 from alert_handler.health import Health, Level
-from alert_handler.http.steering import DURABLE_TIMEOUT, Reply, SteeringEndpoints, silence_row
+from alert_handler.http.steering import DURABLE_TIMEOUT, Reply, SteeringEndpoints
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
 from alert_handler.scheduler import Scheduler

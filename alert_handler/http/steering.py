@@ -8,10 +8,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from alert_handler.controls import Controls
+from alert_handler.controls import Controls, silence_row
 from alert_handler.core import controls as controls_mod
 from alert_handler.core.alerts import BadPayload, log_safe
-from alert_handler.core.controls import ControlError, Silence, parse_duration, parse_target
+from alert_handler.core.controls import ControlError, parse_duration, parse_target
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.scheduler import Scheduler
@@ -141,17 +141,6 @@ class SteeringEndpoints:
         if self.controls is None:
             raise BadPayload("steering is not set up in this daemon")
         return self.controls
-
-
-def silence_row(s: Silence) -> dict[str, Any]:
-    """A silence as /silences, `status` and the status page show it."""
-    return {
-        "target": str(s.target),
-        "until": iso(s.until),
-        "reason": s.reason,
-        "by": s.by,
-        "created": iso(s.created),
-    }
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 `Config` is the table of settings: each field names its kind, default, group and one-line doc
 (see `settings.py`). `parse(mapping)` is pure: it takes the merged `.env` + environment mapping
-and returns a Config, or raises `ConfigError` naming the first bad key. Only `cli/` reads files
-or the environment.
+and returns a Config, or raises `ConfigError` naming the first bad key. The settings are read
+from the env file and the environment by `cli/env.py` alone (a few parts read variables of their
+own: NOTIFY_SOCKET and WATCHDOG_USEC for systemd, proxies and CA bundles for the API client,
+SSH_AUTH_SOCK for the SSH agent).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Wiring: build every part from a Config, run until told to stop, shut down in order.
 
-`cli.py` owns signals and logging; it passes a queue on which the signal handlers put the signal
-numbers, and this module acts on them in the main thread.
+`cli/main.py` owns the signal handlers and `cli/logs.py` the logging; the handlers put the signal
+numbers on a queue, and this module acts on them in the main thread.
 """
 
 from __future__ import annotations

@@ -40,12 +40,8 @@ if str(ROOT) not in sys.path:
 
 from alert_handler.core.records import DeviceRecord, Phase  # noqa: E402
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator  # noqa: E402
-from alert_handler.store.codec import (  # noqa: E402
-    record_to_json,
-    snapshot_from_json,
-    snapshot_to_json,
-)
-from alert_handler.store.files import write_atomic  # noqa: E402
+from alert_handler.store.codec import record_to_json, snapshot_to_json  # noqa: E402
+from alert_handler.store.files import read_state, write_atomic  # noqa: E402
 
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
 HOST = "127.0.0.1"
@@ -381,8 +377,9 @@ def seed_state(
 
 
 def devices_in_file(path: Path) -> set[int]:
-    """The device ids the state file holds now, read as an operator would."""
-    return set(snapshot_from_json(path.read_text(encoding="utf-8"), time.time()).devices)
+    """The device ids on disk now, as a restart (or `alert-handler status` without a daemon)
+    reads them: the state file with its journal replayed."""
+    return set(read_state(path, time.time()).devices)
 
 
 # -- the load generator -----------------------------------------------------------------------

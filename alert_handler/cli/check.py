@@ -13,7 +13,8 @@ from alert_handler.config import Config, ConfigError, parse
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.daemon import make_api
 from alert_handler.poll import PollError, make_poller
-from alert_handler.store.codec import snapshot_from_json
+from alert_handler.store.files import read_state
+from alert_handler.store.journal import journal_path
 
 OK, FAIL = "\u2714", "\u2718"
 
@@ -25,10 +26,10 @@ def _state_file_check(cfg: Config) -> tuple[bool, str]:
         return False, f"state file {path}: the directory {folder} does not exist"
     if not os.access(folder, os.W_OK | os.X_OK):
         return False, f"state file {path}: cannot write in {folder.resolve()}"
-    if not path.exists():
+    if not path.exists() and not journal_path(path).exists():
         return True, f"state file {path}: none yet (created at the first alert)"
     try:
-        snap = snapshot_from_json(path.read_text(encoding="utf-8"), time.time())
+        snap = read_state(path, time.time())  # with its journal, as a start would load it
     except (OSError, ValueError, TypeError, KeyError) as exc:
         return False, f"state file {path} is unreadable ({exc}): the daemon would set it aside"
     facts = [f"{len(snap.devices)} devices tracked"]

@@ -21,8 +21,7 @@ from typing import Any
 from alert_handler.cli.env import load_config
 from alert_handler.config import Config
 from alert_handler.http.views import device_row
-from alert_handler.store.codec import snapshot_from_json
-from alert_handler.store.files import StateLock, StateLocked, load_state
+from alert_handler.store.files import StateLock, StateLocked, load_state, read_state
 from alert_handler.store.state import StateStore
 
 _RELEASE_POLL = 0.2  # seconds between looks at /devices while `release` waits
@@ -130,11 +129,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _from_state_file(cfg: Config) -> tuple[list[dict[str, Any]], bool] | None:
-    """(rows, paused) read from the state file; None (after one line on stderr) if corrupt."""
+    """(rows, paused) read from the state file and its journal (what a start would load); None
+    (after one line on stderr) if corrupt."""
     path = Path(cfg.state_file)
     try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-        snap = snapshot_from_json(text, time.time())
+        snap = read_state(path, time.time())
     except (OSError, ValueError, TypeError, KeyError) as exc:
         _error(f"cannot read the state file {path}: {exc}")
         return None

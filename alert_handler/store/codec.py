@@ -4,7 +4,7 @@ including the original single script's flat format; pure (no clock, no files).""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alert_handler.core.records import DeviceRecord, Phase
@@ -93,6 +93,9 @@ class Snapshot:
     devices: dict[int, DeviceRecord]
     paused: bool = False
     migrated_from_legacy: bool = False
+    # The last journal line this state includes (`journal`): bookkeeping, not state, so two
+    # snapshots of the same devices compare equal whatever their numbers.
+    seq: int = field(default=0, compare=False)
 
 
 def _legacy_record(device_id: int, obj: Any, now: float) -> DeviceRecord:
@@ -142,17 +145,28 @@ def snapshot_from_json(text: str, now: float) -> Snapshot:
         devices = data["devices"]
         if not isinstance(devices, dict):
             raise ValueError("devices is not an object")
+        seq = data.get("seq", 0)
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ValueError("seq must be a non-negative integer")
         records = {
             _device_key(k): record_from_dict(_device_key(k), v, now) for k, v in devices.items()
         }
-        return Snapshot(devices=records, paused=bool(data.get("paused", False)))
+        return Snapshot(devices=records, paused=bool(data.get("paused", False)), seq=seq)
     records = {_device_key(k): _legacy_record(_device_key(k), v, now) for k, v in data.items()}
     return Snapshot(devices=records, migrated_from_legacy=True)
 
 
-def snapshot_to_json(fragments: list[tuple[int, str]], paused: bool) -> str:
-    """The state file's text from per-device JSON fragments, one device per line."""
-    head = f'{{"version": {STATE_VERSION}, "paused": {"true" if paused else "false"}, "devices": {{'
+def snapshot_head(paused: bool, seq: int | None = None) -> str:
+    """The state file's text before its first device."""
+    flag = "true" if paused else "false"
+    journal = "" if seq is None else f' "seq": {seq},'
+    return f'{{"version": {STATE_VERSION}, "paused": {flag},{journal} "devices": {{'
+
+
+def snapshot_to_json(fragments: list[tuple[int, str]], paused: bool, seq: int | None = None) -> str:
+    """The state file's text from per-device JSON fragments, one device per line; `seq` is the
+    last journal line it includes (written by the daemon's checkpoints)."""
+    head = snapshot_head(paused, seq)
     if not fragments:
         return head + "}}\n"
     body = ",\n".join(f'"{device_id}": {fragment}' for device_id, fragment in fragments)

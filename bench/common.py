@@ -1,4 +1,4 @@
-"""Shared parts of the benchmarks: child processes, a seeded state file, a load generator, stats.
+"""Shared parts of the benchmarks: child processes, a seeded state file, requests, results, stats.
 
 Every server a benchmark measures runs in its own process, apart from the load generator:
 the daemon is the installed `alert-handler serve` with a .env file; the LibreNMS simulator and
@@ -402,7 +402,8 @@ def alert_request(device_id: int, port: int, token: str | None = WEBHOOK_TOKEN) 
 
 
 def _read_reply(sock: socket.socket) -> int:
-    """Read one HTTP reply (up to Content-Length or EOF); its status code."""
+    """Read one HTTP reply (up to Content-Length or EOF); its status code (the Python load
+    client's, bench/loadgen.py)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -464,61 +465,6 @@ class LoadResult:
             f"conn errors {sum(self.errors.values())}  non-2xx {sum(bad.values())}  "
             f"slow connects {self.slow_connects}"
         )
-
-
-def run_load(
-    port: int, device_ids: Sequence[int], clients: int, timeout: float = 35.0
-) -> LoadResult:
-    """POST one alert per device from `clients` threads, a new connection per request."""
-    work: queue.SimpleQueue[tuple[int, bytes]] = queue.SimpleQueue()
-    for device_id in device_ids:
-        work.put((device_id, alert_request(device_id, port)))
-    start = threading.Barrier(clients + 1)
-    lock = threading.Lock()
-    result = LoadResult(sent=len(device_ids), elapsed=0.0)
-
-    def client() -> None:
-        latencies: list[float] = []
-        statuses: Counter[int] = Counter()
-        errors: Counter[str] = Counter()
-        acked: list[int] = []
-        slow = 0
-        start.wait()
-        while True:
-            try:
-                device_id, payload = work.get_nowait()
-            except queue.Empty:
-                break
-            began = time.perf_counter()
-            try:
-                with socket.create_connection((HOST, port), timeout=timeout) as sock:
-                    if time.perf_counter() - began > 0.5:
-                        slow += 1
-                    sock.sendall(payload)
-                    status = _read_reply(sock)
-            except OSError as exc:
-                errors[type(exc).__name__] += 1
-                continue
-            statuses[status] += 1
-            if 200 <= status < 300:
-                latencies.append(time.perf_counter() - began)
-                acked.append(device_id)
-        with lock:
-            result.latencies.extend(latencies)
-            result.statuses.update(statuses)
-            result.errors.update(errors)
-            result.acked.update(acked)
-            result.slow_connects += slow
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    result.elapsed = time.perf_counter() - began
-    return result
 
 
 # -- the children's side ----------------------------------------------------------------------

@@ -340,3 +340,35 @@ def test_a_bad_record_as_a_devices_last_word_sets_the_journal_aside(tmp_path: Pa
     assert [p.name.split(".corrupt-")[0] for p in result.journal_quarantined_to] == [
         "state.json.journal"
     ]
+
+
+def test_reading_while_the_daemon_rotates_and_checkpoints(
+    tmp_path: Path, stores: list[StateStore]
+) -> None:
+    """A reader (status without the daemon's API, a test, a benchmark) races the writer: changes
+    acknowledged one after another while checkpoints and rotations come every few milliseconds.
+    Every read holds every change acknowledged before it began (a read that met a rotation or a
+    new state file is repeated)."""
+    path = tmp_path / "state.json"
+    store = started(path, stores, checkpoint_delay=0.005)
+    acked: list[int] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            for device_id in range(1, 400):
+                store.wait_durable(store.put(rec(device_id)), WAIT)
+                acked.append(device_id)
+        except StateWriteError:
+            pass  # the store was closed: the test failed already
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    reads = 0
+    while not done.is_set() or reads < 5:
+        known = set(acked)
+        assert known <= read_state(path, NOW).devices.keys()
+        reads += 1
+    thread.join(WAIT)
+    assert store.checkpoint_seq > 0

@@ -129,7 +129,25 @@ def load_state(path: Path, now: float) -> LoadResult:
 
 def read_state(path: Path, now: float) -> Snapshot:
     """The state as a restart would load it (checkpoint plus journal), changing nothing on
-    disk: for `status` and `check` while no daemon runs. ValueError if a file is corrupt."""
+    disk: for `status` and `check`, and for tests and benchmarks. ValueError if a file is
+    corrupt.
+
+    A running daemon may rotate the journal or replace the state file while it is read: the
+    files' identities (inode numbers) are compared before and after, and the read is repeated
+    until they held still. Appends alone do not matter: a prefix of the journal is the state at
+    an earlier moment.
+    """
+    sources = (path, journal.old_journal_path(path), journal.journal_path(path))
+    for _ in range(50):
+        before = [_inode(p) for p in sources]
+        snap = _read_once(path, now)
+        if [_inode(p) for p in sources] == before:
+            return snap
+        time.sleep(0.01)
+    raise ValueError(f"{path} and its journal kept changing while read")
+
+
+def _read_once(path: Path, now: float) -> Snapshot:
     try:
         snap = snapshot_from_json(path.read_text(encoding="utf-8"), now)
     except FileNotFoundError:
@@ -143,6 +161,13 @@ def read_state(path: Path, now: float) -> Snapshot:
         entries += read.entries
     paused, seq, _ = journal.apply(devices, snap.paused, entries, snap.seq, now)
     return Snapshot(devices, paused, snap.migrated_from_legacy, seq)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _load_checkpoint(path: Path, now: float) -> LoadResult:

@@ -23,6 +23,7 @@ file (see `files.load_state`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -190,10 +191,9 @@ def apply(
 def last_seq(path: Path) -> int:
     """The sequence number of the last readable complete line of a journal file (0 if none),
     reading it from the end."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return 0
+    if not path.is_file():
+        return 0  # none, or something in the way that the writer will fail to open
+    fd = os.open(path, os.O_RDONLY)
     try:
         end = os.lseek(fd, 0, os.SEEK_END)
         size = _TAIL_CHUNK
@@ -293,6 +293,8 @@ class JournalFile:
         the new journal is found after a power loss."""
         self.close()
         if self.path.exists():
+            if not self.path.is_file():  # something in the way: not ours to move
+                raise OSError(errno.EISDIR, f"{self.path} is not a regular file")
             os.rename(self.path, self.old_path)
         self.appended = 0
         self._open()

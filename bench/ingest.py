@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    Daemon,
     LoadResult,
     cpu_seconds,
     devices_in_file,
@@ -56,6 +57,43 @@ GOAL_RATIO = 0.80
 GOAL_RATIO_PRELOADED = 0.70
 GOAL_P99_MARGIN_MS = 10.0  # the daemon's p99 within this of the bare server's
 SETTLE = 2.0  # seconds between the listener and the storm
+DOWN_COUNT = 20  # forced-down figure: when this many of the storm's devices are down
+
+
+@dataclass
+class ForcedDown:
+    """When the storm's devices were forced down, seconds from the storm's first alert."""
+
+    storm: float  # how long the storm lasted
+    at_storm_end: int  # devices forced down when the last alert was answered
+    first: float  # the first one seen (at the storm's end when one was down by then)
+    nth: float  # the DOWN_COUNT-th one
+
+    def line(self) -> str:
+        """The figures."""
+        return (
+            f"forced down: {self.at_storm_end} by the storm's end ({self.storm:.2f} s), first "
+            f"at {self.first:.2f} s, {DOWN_COUNT}th at {self.nth:.2f} s"
+        )
+
+
+def forced_down(daemon: Daemon, began: float, storm: float, before: float) -> ForcedDown:
+    """Poll the daemon's devices-by-phase gauge until DOWN_COUNT of the storm's devices are
+    down (at most 60 s)."""
+    name = "alert_handler_devices_tracked"
+    at_end = int(daemon.metric(name, phase="down") - before)
+    first = nth = float("nan")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        down = daemon.metric(name, phase="down") - before
+        now = time.perf_counter() - began
+        if down >= 1 and first != first:  # NaN until then
+            first = now  # (the storm's end, when one was down by then)
+        if down >= DOWN_COUNT:
+            nth = now
+            break
+        time.sleep(0.02)
+    return ForcedDown(storm, at_end, first, nth)
 
 
 @dataclass
@@ -81,6 +119,7 @@ class DaemonRun:
     cpu: float  # daemon CPU seconds during the load
     connections: int  # keep-alive connections the daemon held to the API after the load
     api: dict[str, int]  # API requests the simulator answered, by method and path
+    down: ForcedDown  # when the storm's devices were forced down
 
     def line(self) -> str:
         """The run's figures."""
@@ -90,7 +129,7 @@ class DaemonRun:
         return (
             f"{self.load.line()}  in state file {self.in_file}/{self.load.sent}  "
             f"{self.writes:.0f} commits, {per_write:.1f} alerts and {write_ms:.1f} ms each  "
-            f"CPU {cpu_ms:.2f} ms/alert"
+            f"CPU {cpu_ms:.2f} ms/alert  {self.down.line()}"
         )
 
 
@@ -122,11 +161,14 @@ def daemon_run(
             name = "alert_handler_state_write_duration_seconds"
             writes_before = daemon.metric(name + "_count")
             seconds_before = daemon.metric(name + "_sum")
+            down_before = daemon.metric("alert_handler_devices_tracked", phase="down")
             with profiled(daemon.child.pid, profile):
                 cpu_before = cpu_seconds(daemon.child.pid)
+                began = time.perf_counter()
                 load = run_load(daemon.port, first, alerts, clients)
-                in_file = devices_in_file(daemon.state_path)
                 cpu = cpu_seconds(daemon.child.pid) - cpu_before
+                in_file = devices_in_file(daemon.state_path)
+            down = forced_down(daemon, began, time.perf_counter() - began, down_before)
             writes = daemon.metric(name + "_count") - writes_before
             seconds = daemon.metric(name + "_sum") - seconds_before
             connections = open_connections(daemon.child.pid, url_port(sim_url))
@@ -134,7 +176,7 @@ def daemon_run(
             if missing:
                 print(f"  !! {len(missing)} acknowledged devices missing on disk")
     api = sim_request_counts(sim)
-    return DaemonRun(load, len(load.acked & in_file), writes, seconds, cpu, connections, api)
+    return DaemonRun(load, len(load.acked & in_file), writes, seconds, cpu, connections, api, down)
 
 
 def bare_run(workdir: Path, alerts: int, clients: int, **kind: bool) -> BareRun:
@@ -260,6 +302,13 @@ def main() -> int:
         f"{GOAL_P99_MARGIN_MS:.0f} ms of the bare server's: {met})"
     )
     print(f"RESULT unacknowledged alerts: {failed} (goal 0: {verdict(failed == 0)})")
+    downs = [r.down for r in daemon_runs]
+    print(
+        f"RESULT storm's devices forced down (median): {median(d.at_storm_end for d in downs):.0f} "
+        f"by the storm's end ({median(d.storm for d in downs):.2f} s), the first at "
+        f"{median(d.first for d in downs):.2f} s, the {DOWN_COUNT}th at "
+        f"{median(d.nth for d in downs):.2f} s after the storm began"
+    )
     print(
         f"RESULT devices in the state file: {in_file}/{args.alerts} in the worst run, read as a "
         f"restart would (state file plus journal) (goal all: {verdict(in_file == args.alerts)})"

@@ -61,6 +61,7 @@ class App:
             self.metrics.alerts.labels("rejected").inc()
             log.warning("step=webhook client=%s rejected: %s", client, exc)
             return 400, {"error": str(exc)}
+        self.scheduler.alert_arrived()  # recovery yields to acks while alerts arrive
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:

@@ -447,9 +447,11 @@ def test_legacy_snapshot_is_rewritten_at_start(tmp_path: Path, make_store: Any) 
 
 
 def test_group_commit(tmp_path: Path, make_store: Any) -> None:
-    """1. A first write happens; the writer is then held busy (as a slow disk would).
-    2. 200 threads each put a record and wait until it is durable.
-    3. The writer is let go: it writes all 200 changes together, not one write per change."""
+    """1. A first append is held up inside its commit (as a slow disk would), by the thread
+       that leads it.
+    2. 200 threads each put a record and wait until it is durable: none can append meanwhile.
+    3. The first append is let go: the 200 changes go out together in the next one or two, not
+       one append per change."""
     path = tmp_path / "state.json"
     busy = threading.Event()
     release = threading.Event()
@@ -461,7 +463,8 @@ def test_group_commit(tmp_path: Path, make_store: Any) -> None:
 
     made: Store = make_store(path, on_write=slow_disk)
     store = made.store
-    store.wait_durable(store.put(rec(1)), WAIT)
+    first = threading.Thread(target=lambda: store.wait_durable(store.put(rec(1)), WAIT))
+    first.start()
     assert busy.wait(WAIT)
 
     put_done = threading.Semaphore(0)
@@ -481,7 +484,7 @@ def test_group_commit(tmp_path: Path, make_store: Any) -> None:
     for _ in threads:
         assert put_done.acquire(timeout=WAIT)
     release.set()
-    for thread in threads:
+    for thread in [first, *threads]:
         thread.join(WAIT)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []

@@ -22,6 +22,7 @@ from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
 from alert_handler.core.times import from_iso, iso
 from alert_handler.store.codec import (
     Snapshot,
+    _iso,
     record_from_dict,
     record_to_dict,
     record_to_json,
@@ -593,3 +594,19 @@ def test_state_lock(tmp_path: Path) -> None:
     second.acquire()
     second.release()
     second.release()  # releasing twice is harmless
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0.0, max_value=253402300799.0),
+        TIMES,
+        st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.9999995),
+        st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.0005),
+    )
+)
+def test_the_writers_cached_time_format_is_iso(ts: float) -> None:
+    """The state writer formats each second's date once (codec._iso): the text is exactly
+    `times.iso`'s, rounding at a second's edge included."""
+    assert _iso(ts) == iso(ts)
+    assert _iso(ts) == iso(ts)  # from the cache this time

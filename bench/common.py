@@ -245,8 +245,11 @@ class Daemon:
         return self.child.stop()
 
 
-def start_daemon(workdir: Path, sim_url: str, **settings: str) -> Daemon:
-    """Start the daemon in `workdir`; wait until it answers and its first reconcile is done."""
+def start_daemon(
+    workdir: Path, sim_url: str, *, wait_reconcile: bool = True, **settings: str
+) -> Daemon:
+    """Start the daemon in `workdir`; wait until it answers and (unless told not to) its first
+    reconcile pass is done."""
     state_path = workdir / "device_state.json"
     env = {
         "LIBRENMS_URL": sim_url,
@@ -272,7 +275,10 @@ def start_daemon(workdir: Path, sim_url: str, **settings: str) -> Daemon:
         deadline = time.monotonic() + _READY_TIMEOUT
         # The first reconcile pass (GET /devices, GET /alerts) runs at start: let it finish
         # so that it is not measured as part of the load.
-        while daemon.metric("alert_handler_librenms_requests_total", endpoint="GET /alerts") < 1:
+        while (
+            wait_reconcile
+            and daemon.metric("alert_handler_librenms_requests_total", endpoint="GET /alerts") < 1
+        ):
             if time.monotonic() > deadline or not child.alive():
                 raise RuntimeError(f"daemon not ready:\n{child.output()[-2000:]}")
             time.sleep(0.05)

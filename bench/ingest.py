@@ -140,6 +140,9 @@ def daemon_run(
     preload: int,
     api_latency: float,
     profile: Path | None = None,
+    *,
+    settle: float = SETTLE,
+    librenms_devices: int = 0,
 ) -> DaemonRun:
     """Start simulator + daemon (optionally with `preload` tracked devices), send the storm;
     with `profile`, sample the daemon with py-spy meanwhile."""
@@ -153,11 +156,14 @@ def daemon_run(
             now=now,
         )
     first = preload + 1
-    sim, sim_url = start_sim(workdir, devices=alerts, first_id=first, api_latency=api_latency)
+    sim, sim_url = start_sim(
+        workdir, devices=max(alerts, librenms_devices), first_id=first, api_latency=api_latency
+    )
     with stopping(sim):
-        daemon = start_daemon(workdir, sim_url, MAX_PARALLEL="4")
+        # settle 0: the storm meets the daemon as it starts (its first reconcile pass too).
+        daemon = start_daemon(workdir, sim_url, wait_reconcile=settle > 0, MAX_PARALLEL="4")
         with stopping(daemon):
-            time.sleep(SETTLE)
+            time.sleep(settle)
             name = "alert_handler_state_write_duration_seconds"
             writes_before = daemon.metric(name + "_count")
             seconds_before = daemon.metric(name + "_sum")
@@ -179,11 +185,13 @@ def daemon_run(
     return DaemonRun(load, len(load.acked & in_file), writes, seconds, cpu, connections, api, down)
 
 
-def bare_run(workdir: Path, alerts: int, clients: int, **kind: bool) -> BareRun:
+def bare_run(
+    workdir: Path, alerts: int, clients: int, settle: float = SETTLE, **kind: bool
+) -> BareRun:
     """The same load against the bare server."""
     bare, port = start_bare(workdir, **kind)
     with stopping(bare):
-        time.sleep(SETTLE)
+        time.sleep(settle)
         before = cpu_seconds(bare.pid)
         load = run_load(port, 1, alerts, clients)
         return BareRun(load, cpu_seconds(bare.pid) - before)
@@ -224,6 +232,16 @@ def main() -> int:
     parser.add_argument(
         "--python-client", action="store_true", help="the Python load client even with cc"
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE,
+        help="seconds between the listener and the storm (0: at once, before the first "
+        "reconcile pass is done)",
+    )
+    parser.add_argument(
+        "--librenms-devices", type=int, default=0, help="devices LibreNMS lists (at least --alerts)"
+    )
     parser.add_argument("--quick", action="store_true", help="50 alerts, 1 run (smoke test)")
     args = parser.parse_args()
     if args.python_client:
@@ -238,7 +256,7 @@ def main() -> int:
         f"ingest: {args.alerts} alerts for distinct devices, {args.clients} clients, "
         f"a new connection per alert ({client_kind()}, its own process), {args.preload} devices "
         f"tracked before, simulator API latency {args.api_latency * 1000:.0f} ms, {args.runs} "
-        f"daemon/bare pairs"
+        f"daemon/bare pairs, the storm {args.settle:g} s after the listener"
     )
     daemon_runs: list[DaemonRun] = []
     bare_runs: list[BareRun] = []
@@ -248,13 +266,20 @@ def main() -> int:
             workdir.mkdir()
             profile = args.profile if n == 1 else None
             run = daemon_run(
-                workdir, args.alerts, args.clients, args.preload, args.api_latency, profile
+                workdir,
+                args.alerts,
+                args.clients,
+                args.preload,
+                args.api_latency,
+                profile,
+                settle=args.settle,
+                librenms_devices=args.librenms_devices,
             )
             daemon_runs.append(run)
             print(f"daemon run {n}: {run.line()}", flush=True)
             workdir = Path(tmp) / f"bare-{n}"
             workdir.mkdir()
-            bare = bare_run(workdir, args.alerts, args.clients)
+            bare = bare_run(workdir, args.alerts, args.clients, args.settle)
             bare_runs.append(bare)
             print(f"bare   run {n}: {bare.line()}", flush=True)
         traps: list[tuple[str, BareRun]] = []

@@ -83,6 +83,9 @@ class StateStore:
         self._gather = gather
         self._last_batch = 0  # changes carried by the last successful append
         self._committing = False  # an append is under way (the writer's or a waiter's)
+        # The writer's pauses wait on this (never set) rather than time.sleep, which can fail
+        # with EINVAL under libfaketime and would end the thread.
+        self._pause = threading.Event()
         self._thread: threading.Thread | None = None
         # Owned by the writer thread: the journal and its last sequence number (never below a
         # line already on disk, whatever snapshot the caller passed).
@@ -217,7 +220,10 @@ class StateStore:
         self._committing = True
         self._lock.release()
         try:
-            self._commit()
+            if self._commit():
+                # A steady stream of acks may leave the writer thread no gap: the leader hands
+                # a due checkpoint over itself (a rotation, once a second at most).
+                self._checkpoint.start_job(time.monotonic(), self._journal.rotate)
         finally:
             self._lock.acquire()
             self._committing = False
@@ -270,7 +276,7 @@ class StateStore:
                 ok = True
                 if pending:
                     if self._gather and self._last_batch > 1:
-                        time.sleep(self._gather)
+                        self._pause.wait(self._gather)
                     ok = self._commit()
                 elif closing:
                     break
@@ -283,7 +289,7 @@ class StateStore:
             if not ok:
                 if closing:
                     break
-                time.sleep(self._retry_delay)
+                self._pause.wait(self._retry_delay)
         self._finish()
 
     def _commit(self) -> bool:

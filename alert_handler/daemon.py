@@ -169,7 +169,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             loaded.snapshot,
             on_write=written,
             on_error=lambda reason: health.record_failure(STATE_FILE, reason),
-            append_events=events.journal.append_batch,
+            on_batch=events.journal.append_batch,
         )
         metrics.watch_records(store.records)
         metrics.watch_librenms(lambda: health.up(LIBRENMS))

@@ -171,7 +171,7 @@ class Metrics:
         )
         self.state_write_seconds = Histogram(
             "alert_handler_state_write_duration_seconds",
-            "Duration of one atomic state-file write",
+            "Duration of one durable state commit (journal append and fdatasync)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=r,
         )

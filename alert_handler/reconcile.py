@@ -140,8 +140,14 @@ def reconcile_once(
     return ReconcileResult(tuple(adopted), tuple(picked))
 
 
+FIRST_PASS_DELAY = 2.0  # seconds after start: the listener serves first
+
+
 class Reconciler:
-    """Runs `reconcile_once` now and then every `interval` seconds in its own thread."""
+    """Runs `reconcile_once` `first_delay` seconds after start, then every `interval` seconds,
+    in its own thread. The first pass reads every device and open alert from LibreNMS (tens of
+    thousands of rows, much CPU to parse): a daemon restarted in an alert storm answers the
+    alerts first."""
 
     def __init__(
         self,
@@ -154,8 +160,10 @@ class Reconciler:
         wake: Callable[[], None],
         events: Emitter | None = None,
         steer: Steer | None = None,
+        first_delay: float = FIRST_PASS_DELAY,
     ) -> None:
         self.api = api
+        self.first_delay = first_delay
         self.store = store
         self.rules = rules
         self.interval = interval
@@ -168,7 +176,7 @@ class Reconciler:
         self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
 
     def start(self) -> None:
-        """Start the thread (the first pass runs at once)."""
+        """Start the thread (the first pass runs `first_delay` seconds later)."""
         self._thread.start()
 
     def stop(self) -> None:
@@ -176,6 +184,8 @@ class Reconciler:
         self._stop.set()
 
     def _run(self) -> None:
+        if self._stop.wait(self.first_delay):
+            return
         while not self._stop.is_set():
             try:
                 if not self.store.paused:

@@ -29,6 +29,7 @@ from alert_handler.jobs import DURABLE_TIMEOUT, Recorder
 from alert_handler.metrics import Metrics
 from alert_handler.pool import Pool
 from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.yielding import AckYield
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class Scheduler:
         self._restart_delay = 0.5
         self._restart_not_before = 0.0
         self.dismissed: dict[int, float] = {}  # device -> when it was last forgotten
+        self.acks = AckYield()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -167,6 +169,10 @@ class Scheduler:
         log.error("step=recovery-thread is dead; restarting it (restart %d)", self.restarts)
         self.start()
         return True
+
+    def alert_arrived(self) -> None:
+        """An alert is being acknowledged: new recovery jobs wait until alerts are quiet."""
+        self.acks.alert_arrived(time.monotonic())
 
     def wake(self) -> None:
         """Tell the scheduler something changed."""
@@ -226,6 +232,9 @@ class Scheduler:
         free = self.max_parallel - len(self._inflight)
         if free <= 0:
             return _IDLE_WAIT  # no worker to give a device to; woken when one frees up
+        hold = self.acks.hold(time.monotonic())
+        if hold > 0:
+            return min(hold, _IDLE_WAIT)  # recovery yields to acks while alerts arrive
         if self._backlog and time.monotonic() - self._backlog_at < _BACKLOG_TTL:
             # Due devices the last pass could not start: take the next ones without looking at
             # every record again (a pass per freed worker is O(N) each in a storm).

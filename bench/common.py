@@ -1,4 +1,4 @@
-"""Shared parts of the benchmarks: child processes, a seeded state file, a load generator, stats.
+"""Shared parts of the benchmarks: child processes, a seeded state file, requests, results, stats.
 
 Every server a benchmark measures runs in its own process, apart from the load generator:
 the daemon is the installed `alert-handler serve` with a .env file; the LibreNMS simulator and
@@ -40,12 +40,8 @@ if str(ROOT) not in sys.path:
 
 from alert_handler.core.records import DeviceRecord, Phase  # noqa: E402
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator  # noqa: E402
-from alert_handler.store.codec import (  # noqa: E402
-    record_to_json,
-    snapshot_from_json,
-    snapshot_to_json,
-)
-from alert_handler.store.files import write_atomic  # noqa: E402
+from alert_handler.store.codec import record_to_json, snapshot_to_json  # noqa: E402
+from alert_handler.store.files import read_state, write_atomic  # noqa: E402
 
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
 HOST = "127.0.0.1"
@@ -249,8 +245,11 @@ class Daemon:
         return self.child.stop()
 
 
-def start_daemon(workdir: Path, sim_url: str, **settings: str) -> Daemon:
-    """Start the daemon in `workdir`; wait until it answers and its first reconcile is done."""
+def start_daemon(
+    workdir: Path, sim_url: str, *, wait_reconcile: bool = True, **settings: str
+) -> Daemon:
+    """Start the daemon in `workdir`; wait until it answers and (unless told not to) its first
+    reconcile pass is done."""
     state_path = workdir / "device_state.json"
     env = {
         "LIBRENMS_URL": sim_url,
@@ -277,7 +276,10 @@ def start_daemon(workdir: Path, sim_url: str, **settings: str) -> Daemon:
         deadline = time.monotonic() + _READY_TIMEOUT
         # The first reconcile pass (GET /devices, GET /alerts) runs at start: let it finish
         # so that it is not measured as part of the load.
-        while daemon.metric("alert_handler_librenms_requests_total", endpoint="GET /alerts") < 1:
+        while (
+            wait_reconcile
+            and daemon.metric("alert_handler_librenms_requests_total", endpoint="GET /alerts") < 1
+        ):
             if time.monotonic() > deadline or not child.alive():
                 raise RuntimeError(f"daemon not ready:\n{child.output()[-2000:]}")
             time.sleep(0.05)
@@ -382,8 +384,9 @@ def seed_state(
 
 
 def devices_in_file(path: Path) -> set[int]:
-    """The device ids the state file holds now, read as an operator would."""
-    return set(snapshot_from_json(path.read_text(encoding="utf-8"), time.time()).devices)
+    """The device ids on disk now, as a restart (or `alert-handler status` without a daemon)
+    reads them: the state file with its journal replayed."""
+    return set(read_state(path, time.time()).devices)
 
 
 # -- the load generator -----------------------------------------------------------------------
@@ -406,7 +409,8 @@ def alert_request(device_id: int, port: int, token: str | None = WEBHOOK_TOKEN) 
 
 
 def _read_reply(sock: socket.socket) -> int:
-    """Read one HTTP reply (up to Content-Length or EOF); its status code."""
+    """Read one HTTP reply (up to Content-Length or EOF); its status code (the Python load
+    client's, bench/loadgen.py)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -468,61 +472,6 @@ class LoadResult:
             f"conn errors {sum(self.errors.values())}  non-2xx {sum(bad.values())}  "
             f"slow connects {self.slow_connects}"
         )
-
-
-def run_load(
-    port: int, device_ids: Sequence[int], clients: int, timeout: float = 35.0
-) -> LoadResult:
-    """POST one alert per device from `clients` threads, a new connection per request."""
-    work: queue.SimpleQueue[tuple[int, bytes]] = queue.SimpleQueue()
-    for device_id in device_ids:
-        work.put((device_id, alert_request(device_id, port)))
-    start = threading.Barrier(clients + 1)
-    lock = threading.Lock()
-    result = LoadResult(sent=len(device_ids), elapsed=0.0)
-
-    def client() -> None:
-        latencies: list[float] = []
-        statuses: Counter[int] = Counter()
-        errors: Counter[str] = Counter()
-        acked: list[int] = []
-        slow = 0
-        start.wait()
-        while True:
-            try:
-                device_id, payload = work.get_nowait()
-            except queue.Empty:
-                break
-            began = time.perf_counter()
-            try:
-                with socket.create_connection((HOST, port), timeout=timeout) as sock:
-                    if time.perf_counter() - began > 0.5:
-                        slow += 1
-                    sock.sendall(payload)
-                    status = _read_reply(sock)
-            except OSError as exc:
-                errors[type(exc).__name__] += 1
-                continue
-            statuses[status] += 1
-            if 200 <= status < 300:
-                latencies.append(time.perf_counter() - began)
-                acked.append(device_id)
-        with lock:
-            result.latencies.extend(latencies)
-            result.statuses.update(statuses)
-            result.errors.update(errors)
-            result.acked.update(acked)
-            result.slow_connects += slow
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    result.elapsed = time.perf_counter() - began
-    return result
 
 
 # -- the children's side ----------------------------------------------------------------------

@@ -67,7 +67,7 @@ def storm(folder: Path, changes: int, clients: int, with_events: bool) -> tuple[
     store = StateStore(
         folder / "state.json",
         Snapshot(devices={}),
-        append_events=journal.append_batch if journal else None,
+        on_batch=journal.append_batch if journal else None,
         on_write=lambda took, _size: writes.append(took),
     )
     store.start()

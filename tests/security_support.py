@@ -8,6 +8,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from alert_handler.sim.simulator import Simulator
+from alert_handler.store.codec import Snapshot
+from alert_handler.store.files import read_state
 from tests.conftest import WEBHOOK_TOKEN, RunningDaemon, wait_for
 
 AUTH = f"Authorization: Bearer {WEBHOOK_TOKEN}\r\n"
@@ -124,9 +127,10 @@ class Dribbler:
 
 @dataclass(frozen=True)
 class Unchanged:
-    """What a rejected request must not change: the state file and LibreNMS's request log."""
+    """What a rejected request must not change: the state on disk (the state file with its
+    journal, and the journal's last line number) and LibreNMS's request log."""
 
-    state: bytes | None
+    state: tuple[Snapshot, int]
     api_calls: int
     tracked: int
 
@@ -135,9 +139,8 @@ class Unchanged:
         """Snapshot once the daemon is idle (its first reconcile pass is over)."""
         wait_for(lambda: any(r.path == "/alerts" for r in sim.requests), what="the first reconcile")
         daemon.daemon.store.flush(5)
-        path = Path(daemon.cfg.state_file)
         return cls(
-            path.read_bytes() if path.exists() else None,
+            _on_disk(Path(daemon.cfg.state_file)),
             len(sim.requests),
             daemon.daemon.store.count(),
         )
@@ -145,10 +148,15 @@ class Unchanged:
     def check(self, daemon: RunningDaemon, sim: Simulator) -> None:
         """Assert nothing changed since the snapshot."""
         daemon.daemon.store.flush(5)
-        path = Path(daemon.cfg.state_file)
-        assert (path.read_bytes() if path.exists() else None) == self.state
+        assert _on_disk(Path(daemon.cfg.state_file)) == self.state
         assert len(sim.requests) == self.api_calls, sim.requests[self.api_calls :]
         assert daemon.daemon.store.count() == self.tracked
+
+
+def _on_disk(path: Path) -> tuple[Snapshot, int]:
+    """What a restart would load, with the number of the last journal line written."""
+    snap = read_state(path, time.time())
+    return snap, snap.seq
 
 
 # -- TLS ----------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             ),
         ),
         (
+            "sequential.py",
+            ("RESULT sequential, 20 tracked: daemon p50 ",),
+        ),
+        (
             "recovery_round.py",
             (
                 "RESULT P=4 N=20: round ",
@@ -50,8 +54,9 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             "scale.py",
             (
                 "RESULT state file: 20 devices",
-                "RESULT state commit of 16 changed device(s), durable:",
+                "RESULT state commit of 16 changed device(s), durable",
                 "RESULT start-up with 20 devices:",
+                "RESULT start-up with 20 devices and a journal of 100 lines",
                 "RESULT resident memory:",
                 "RESULT idle CPU over",
                 "RESULT ingest with 20 tracked:",
@@ -73,3 +78,18 @@ def test_bench_script_runs(script: str, figures: tuple[str, ...]) -> None:
     lines = done.stdout.splitlines()
     for figure in figures:
         assert any(line.startswith(figure) for line in lines), (figure, done.stdout)
+
+
+def test_python_load_client_runs() -> None:
+    """The load generator's Python fallback (used where no `cc` exists) still works: the ingest
+    script with --python-client."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "ingest.py"), "--quick", "--python-client"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Python client" in done.stdout
+    assert "RESULT unacknowledged alerts: 0 " in done.stdout

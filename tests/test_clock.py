@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from alert_handler.clock import SteadyClock
 from alert_handler.core.records import DeviceRecord, shifted
-from alert_handler.core.times import from_iso
 from alert_handler.sim.simulator import Simulator
+from alert_handler.store.files import read_state
 from tests.conftest import UNSUP, WEBHOOK_TOKEN, DaemonProcess, base_env, free_port, wait_for
 
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
@@ -92,7 +92,7 @@ def test_the_daemon_under_faketime_recovers_on_schedule_after_a_wall_clock_step(
         spec.write_text(f"{step}\n")
         sim.set_link(601, "port2", "up")
         state = tmp_path / "device_state.json"
-        wait_for(lambda: json.loads(state.read_text())["devices"] == {}, 15, "recovered")
+        wait_for(lambda: read_state(state, time.time()).devices == {}, 15, "recovered")
         assert sim.device(601)["overwrite_ip"] == "198.51.100.61"
         log = (tmp_path / "alert_handler.log").read_text()
         direction = "back" if step.startswith("-") else "forward"
@@ -125,11 +125,11 @@ def test_stored_times_follow_the_wall_clock_after_a_step(sim: Simulator, tmp_pat
     state = tmp_path / "device_state.json"
 
     def next_attempt() -> float | None:
-        devices = json.loads(state.read_text())["devices"]
-        rec = devices.get("602")
-        if rec is None or rec["phase"] != "down":
+        """On disk: the state file and its journal, as a restart would load them."""
+        rec = read_state(state, time.time()).devices.get(602)
+        if rec is None or rec.phase.value != "down":
             return None
-        return from_iso(rec["next_attempt_at"])
+        return rec.next_attempt_at
 
     try:
         auth = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}

@@ -8,6 +8,8 @@ device is in the state file, and in the end every device is back on its original
 SIGKILL on the simulator: a request held open by `inject(delay=..., drop=True)` and seen in
 `sim.in_flight()`, or a poll held by the test's POLL_COMMAND wrapper (`HeldPolls`). A held request
 is dropped unanswered, so it changes nothing after the kill; one test lets a PATCH land late.
+"On disk" is what a restart loads: the state file (a checkpoint at most about a second behind)
+with its journal replayed (issue 15).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import requests
 
 from alert_handler.sdnotify import Notifier
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
+from alert_handler.store.codec import record_to_dict
+from alert_handler.store.files import read_state
 from tests.conftest import (
     UNSUP,
     WEBHOOK_TOKEN,
@@ -50,12 +54,12 @@ STATE = "device_state.json"
 
 # -- reading the outcome ----------------------------------------------------------------------
 def devices_in(path: Path) -> dict[str, dict[str, Any]]:
-    """The state file's devices; the file must parse (an atomic write never leaves half)."""
-    if not path.exists():
-        return {}
-    data = json.loads(path.read_text())
-    devices: dict[str, dict[str, Any]] = data["devices"]
-    return devices
+    """The devices on disk as a restart loads them: the state file (which must parse: an atomic
+    write never leaves half) with its journal replayed."""
+    if path.exists():
+        assert isinstance(json.loads(path.read_text())["devices"], dict)
+    snap = read_state(path, time.time())
+    return {str(device_id): record_to_dict(rec) for device_id, rec in snap.devices.items()}
 
 
 def record(path: Path, device_id: int) -> dict[str, Any] | None:
@@ -397,9 +401,12 @@ def test_kill_during_alert_bursts_loses_no_acknowledged_alert(
 ) -> None:
     """1. 30 CPEs lose port2 (originals null or their own IP); each round LibreNMS delivers an
        alert for every one of them, 8 at a time, while the daemon forces devices down and
-       checks them (interval 0.3 s); the daemon is SIGKILLed after the 3rd, 12th, 25th 2xx.
-    2. After each kill: every device whose alert was answered 2xx is in the state file, and
-       no device is on UNSUPERVISED_IP without its true original recorded.
+       checks them (interval 0.3 s); the daemon is SIGKILLed after the 3rd, 12th, 25th 2xx at
+       once, and after the 2nd, 7th, 18th 2xx with a random delay of up to 1.5 s while alerts
+       keep arriving: before, during and after a checkpoint of the state file and the rotation
+       of its journal.
+    2. After each kill: every device whose alert was answered 2xx is on disk (state file plus
+       journal), and no device is on UNSUPERVISED_IP without its true original recorded.
     3. Port2 comes back everywhere: after a restart every device ends on its original."""
     ids = list(range(101, 131))
     originals: dict[int, str | None] = {i: None if i % 2 else f"198.51.100.{i}" for i in ids}
@@ -408,24 +415,28 @@ def test_kill_during_alert_bursts_loses_no_acknowledged_alert(
     state = tmp_path / STATE
     acked: set[int] = set()
     shuffle = random.Random(7)
-    for kill_after in (3, 12, 25):
+    for kill_after, delay in ((3, 0.0), (2, 1), (12, 0.0), (7, 1), (25, 0.0), (18, 1)):
         daemon = launch(RECOVERY_INTERVAL_SEC="0.3")
         order = ids[:]
         shuffle.shuffle(order)
         ok = 0
+        killer: threading.Timer | None = None
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            futures = {pool.submit(_post_status, daemon, alert_body(i)): i for i in order}
+            futures = {pool.submit(_post_slowly, daemon, alert_body(i)): i for i in order}
             for future in concurrent.futures.as_completed(futures):
                 status = future.result()
                 if status is not None and 200 <= status < 300:
                     acked.add(futures[future])
                     ok += 1
                     if ok == kill_after:
-                        daemon.kill()
+                        killer = threading.Timer(shuffle.uniform(0, 1.5) * delay, daemon.kill)
+                        killer.start()
+        if killer is not None:
+            killer.join()
         if daemon.proc.poll() is None:
             daemon.kill()
         missing = acked - {int(k) for k in devices_in(state)}
-        assert not missing, f"acknowledged but not in the state file: {sorted(missing)}"
+        assert not missing, f"acknowledged but not on disk: {sorted(missing)}"
         assert_safe(sim, state, originals)
     for i in ids:
         sim.set_link(i, "port2", "up")
@@ -435,7 +446,13 @@ def test_kill_during_alert_bursts_loses_no_acknowledged_alert(
     assert_restored(sim, originals)
 
 
-# -- 3. kill -9 during a state write ----------------------------------------------------------
+def _post_slowly(daemon: Proc, body: str) -> int | None:
+    """One delivery after a short pause: a round lasts long enough for a checkpoint."""
+    time.sleep(random.uniform(0.0, 0.1))
+    return _post_status(daemon, body)
+
+
+# -- 3. kill -9 during a checkpoint, and while the journal cannot be written ----------------
 def _blocked_opening_fifo(pid: int) -> bool:
     """Whether a thread of `pid` waits in open() of a FIFO with no reader."""
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -447,45 +464,102 @@ def _blocked_opening_fifo(pid: int) -> bool:
     return False
 
 
-def test_kill_during_a_state_write(sim: Simulator, tmp_path: Path, launch: Launch) -> None:
-    """1. Device 1 is forced down (its record on disk).
-    2. The state file's temp file is a FIFO nobody reads: the next write blocks inside it. An
-       alert for device 2 arrives (LibreNMS also lists it as open); its write blocks, so it is
-       not acknowledged. SIGKILL in the middle of that write.
-    3. The state file is what it was; the alert got no 2xx (LibreNMS logs a failed delivery).
+def test_kill_during_a_checkpoint_write(sim: Simulator, tmp_path: Path, launch: Launch) -> None:
+    """1. Device 1 is forced down and its record is in the state file.
+    2. The state file's temp file is a FIFO nobody reads: the next checkpoint blocks inside it.
+       Alerts for devices 2-5 still get their 2xx at once (each is durable in the journal, the
+       checkpoint is not on the ack's path). SIGKILL in the middle of that checkpoint.
+    3. The state file is what it was, and every acknowledged device is on disk (journal).
     4. What a kill mid-write leaves, a half-written temp file, is there at the restart: the
-       state loads untouched (nothing quarantined), and the reconcile at start picks up the open
-       alert that never reached the daemon.
-    5. Port2 comes back (and LibreNMS says device 1 recovered): both end on their originals."""
-    originals: dict[int, str | None] = {1: "198.51.100.1", 2: None}
+       state loads untouched (nothing quarantined) with devices 2-5 replayed from the journal;
+       all are forced down, and once port2 is back (and LibreNMS says they recovered) all end
+       on their originals."""
+    originals: dict[int, str | None] = {
+        i: f"198.51.100.{i}" if i % 2 else None for i in range(1, 6)
+    }
     for i, original in originals.items():
         sim.add_device(i, f"cpe-{i}", overwrite_ip=original, ports={"port2": "down"})
     state = tmp_path / STATE
     daemon = launch(RECOVERY_INTERVAL_SEC="60")
     assert daemon.post(alert_body(1)).status_code == 202
-    wait_for(lambda: phase(state, 1) == "down", what="device 1 forced down")
+    wait_for(
+        lambda: (
+            state.exists()
+            and json.loads(state.read_text())["devices"].get("1", {}).get("phase") == "down"
+        ),
+        what="device 1 forced down, in the state file itself",
+    )
     before = state.read_bytes()
     temp = state.with_name(STATE + ".tmp")
     os.mkfifo(temp)
-    sim.add_alert(2, "Port2 down")
-    replies: list[int | None] = []
-    poster = threading.Thread(
-        target=lambda: replies.append(_post_status(daemon, alert_body(2))), daemon=True
-    )
-    poster.start()
-    wait_for(lambda: _blocked_opening_fifo(daemon.pid), what="the state writer to block")
+    assert daemon.post(alert_body(2)).status_code == 202
+    wait_for(lambda: _blocked_opening_fifo(daemon.pid), what="the checkpoint to block")
+    for i in (3, 4, 5):
+        assert daemon.post(alert_body(i)).status_code == 202
     daemon.kill()
-    poster.join(15)
-    assert replies and (replies[0] is None or replies[0] >= 500), replies
     assert state.read_bytes() == before
+    assert set(devices_in(state)) == {"1", "2", "3", "4", "5"}
     assert_safe(sim, state, originals)
     temp.unlink()
     temp.write_bytes(before[: len(before) // 2])
     daemon = launch(RECOVERY_INTERVAL_SEC="0.5")
+    wait_for(lambda: "journal lines replayed" in daemon.output(), what="the replay logged")
+    wait_for(lambda: all(phase(state, i) == "down" for i in originals), what="all forced down")
+    assert not list(tmp_path.glob(STATE + "*.corrupt-*"))
+    assert not temp.exists()
+    assert_safe(sim, state, originals)
+    for i in originals:
+        sim.set_link(i, "port2", "up")
+        assert daemon.post(alert_body(i, state=0)).status_code == 200  # LibreNMS: recovered
+    wait_for(lambda: devices_in(state) == {}, what="all recovered")
+    assert daemon.terminate() == 0
+    assert_restored(sim, originals)
+
+
+def test_kill_while_the_journal_cannot_be_written(
+    sim: Simulator, tmp_path: Path, launch: Launch
+) -> None:
+    """1. Device 1 is forced down (on disk).
+    2. The disk fills up (RLIMIT_FSIZE on the process: part of the next line fits, the rest
+       fails with EFBIG): an alert for device 2 (LibreNMS also lists it as open) is answered
+       503, and the part of its line that fitted is cut off again. SIGKILL.
+    3. A kill in the middle of an append (or a power cut) would leave part of a line at the end
+       of the journal: one is added by hand. The restart ignores it (and says so), quarantines
+       nothing, and the reconcile at start picks up the alert that never reached the state.
+    4. Port2 comes back (and LibreNMS says device 1 recovered): both end on their originals."""
+    originals: dict[int, str | None] = {1: "198.51.100.1", 2: None}
+    for i, original in originals.items():
+        sim.add_device(i, f"cpe-{i}", overwrite_ip=original, ports={"port2": "down"})
+    state = tmp_path / STATE
+    journal = state.with_name(STATE + ".journal")
+    daemon = launch(LOG_FILE="/dev/null", RECOVERY_INTERVAL_SEC="60")
+    assert daemon.post(alert_body(1)).status_code == 202
+    wait_for(lambda: phase(state, 1) == "down", what="device 1 forced down")
+    wait_for(
+        lambda: (
+            state.exists()
+            and '"phase": "down"' in state.read_text()
+            and not Path(f"{journal}.old").exists()
+        ),
+        what="the checkpoint done: a quiet journal",
+    )
+    size = journal.stat().st_size if journal.exists() else 0
+    _, hard = resource.prlimit(daemon.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(daemon.pid, resource.RLIMIT_FSIZE, (size + 100, hard))
+    sim.add_alert(2, "Port2 down")
+    assert daemon.post(alert_body(2)).status_code == 503
+    wait_for(lambda: "File too large" in daemon.output(), what="the write error logged")
+    daemon.kill()
+    assert (journal.stat().st_size if journal.exists() else 0) == size
+    assert "2" not in devices_in(state)
+    assert_safe(sim, state, originals)
+    with journal.open("ab") as torn:
+        torn.write(b'{"seq": 999, "put": 2, "record": {"phase": "do')
+    daemon = launch(RECOVERY_INTERVAL_SEC="0.5")
+    wait_for(lambda: "incomplete last line ignored" in daemon.output(), what="the torn line")
     wait_for(lambda: phase(state, 2) == "down", what="device 2 picked up and forced down")
     wait_for(lambda: "never reached the daemon" in daemon.output(), what="the pick-up line")
-    assert not list(tmp_path.glob(STATE + ".corrupt-*"))
-    assert not temp.exists()
+    assert not list(tmp_path.glob(STATE + "*.corrupt-*"))
     assert_safe(sim, state, originals)
     for i in originals:
         sim.set_link(i, "port2", "up")
@@ -669,7 +743,7 @@ def test_unwritable_state_answers_503_changes_nothing_and_recovers(
     daemon = launch(LOG_FILE="/dev/null", RECOVERY_INTERVAL_SEC="0.3", RECONCILE_INTERVAL_SEC="1")
     assert daemon.post(alert_body(51)).status_code == 202
     wait_for(lambda: phase(state, 51) == "down", what="device 51 forced down")
-    good = state.read_bytes()
+    good = devices_in(state)
     patches_before = sim.patches()
     _, hard = resource.prlimit(daemon.pid, resource.RLIMIT_FSIZE)
     resource.prlimit(daemon.pid, resource.RLIMIT_FSIZE, (64, hard))  # soft: it can go up again
@@ -681,8 +755,8 @@ def test_unwritable_state_answers_503_changes_nothing_and_recovers(
     state_file = body["dependencies"]["state_file"]
     assert state_file["status"] == "failing" and state_file["consecutive_failures"] >= 1
     assert state_file["last_error"] == "File too large" and state_file["last_success"]
-    assert state.read_bytes() == good
-    assert not list(tmp_path.glob("*.tmp"))
+    assert devices_in(state) == good
+    wait_for(lambda: not list(tmp_path.glob("*.tmp")), what="no temp file left")
     wait_for(lambda: "File too large" in daemon.output(), what="the write error logged")
     time.sleep(1.5)  # device 51 falls due ~5 times meanwhile
     assert sim.patches() == patches_before

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,14 +22,22 @@ from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
 from alert_handler.core.times import from_iso, iso
 from alert_handler.store.codec import (
     Snapshot,
+    _iso,
     record_from_dict,
     record_to_dict,
     record_to_json,
     snapshot_from_json,
     snapshot_to_json,
 )
-from alert_handler.store.files import StateLock, StateLocked, load_state, write_atomic
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.files import (
+    StateLock,
+    StateLocked,
+    load_state,
+    write_atomic,
+)
+from alert_handler.store.journal import read_journal
+from alert_handler.store.state import CHECKPOINT_DELAY, StateStore, StateWriteError
+from tests.conftest import wait_for
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 WAIT = 10.0  # generous timeout for anything that waits on the writer thread
@@ -431,8 +441,9 @@ def test_legacy_snapshot_is_rewritten_at_start(tmp_path: Path, make_store: Any) 
     path.write_text('{"42": {"hostname": "cpe-42", "ip": "127.0.0.50", "port_id": 7}}')
     snap = load_state(path, NOW).snapshot
     assert snap.migrated_from_legacy
-    store: StateStore = make_store(path, snap).store
-    store.flush(WAIT)
+    make_store(path, snap)
+    # Written by the checkpoint thread at start, without waiting for a change.
+    wait_for(lambda: '"version": 1' in path.read_text(), WAIT, "the migrated file")
     data = json.loads(path.read_text())
     assert data["version"] == 1
     assert data["devices"]["42"]["phase"] == "new"
@@ -440,9 +451,11 @@ def test_legacy_snapshot_is_rewritten_at_start(tmp_path: Path, make_store: Any) 
 
 
 def test_group_commit(tmp_path: Path, make_store: Any) -> None:
-    """1. A first write happens; the writer is then held busy (as a slow disk would).
-    2. 200 threads each put a record and wait until it is durable.
-    3. The writer is let go: it writes all 200 changes together, not one write per change."""
+    """1. A first append is held up inside its commit (as a slow disk would), by the thread
+       that leads it.
+    2. 200 threads each put a record and wait until it is durable: none can append meanwhile.
+    3. The first append is let go: the 200 changes go out together in the next one or two, not
+       one append per change."""
     path = tmp_path / "state.json"
     busy = threading.Event()
     release = threading.Event()
@@ -454,7 +467,8 @@ def test_group_commit(tmp_path: Path, make_store: Any) -> None:
 
     made: Store = make_store(path, on_write=slow_disk)
     store = made.store
-    store.wait_durable(store.put(rec(1)), WAIT)
+    first = threading.Thread(target=lambda: store.wait_durable(store.put(rec(1)), WAIT))
+    first.start()
     assert busy.wait(WAIT)
 
     put_done = threading.Semaphore(0)
@@ -474,7 +488,7 @@ def test_group_commit(tmp_path: Path, make_store: Any) -> None:
     for _ in threads:
         assert put_done.acquire(timeout=WAIT)
     release.set()
-    for thread in threads:
+    for thread in [first, *threads]:
         thread.join(WAIT)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
@@ -482,56 +496,68 @@ def test_group_commit(tmp_path: Path, make_store: Any) -> None:
     assert len(made.writes) <= 3  # far fewer than the 201 changes
 
 
-def obstruct_path_is_dir(path: Path) -> Callable[[], None]:
-    """Make `path` a directory (os.replace onto it fails, even for root); return the remedy."""
-    path.mkdir()
-    return path.rmdir
-
-
-def obstruct_parent_is_file(path: Path) -> Callable[[], None]:
-    """Make `path`'s parent a regular file (nothing can be created in it); return the remedy."""
-    path.parent.write_text("in the way")
-
-    def remedy() -> None:
-        path.parent.unlink()
-        path.parent.mkdir()
-
-    return remedy
-
-
-@pytest.mark.parametrize("obstruct", [obstruct_path_is_dir, obstruct_parent_is_file])
-def test_unwritable_state_fails_loudly_and_recovers_by_itself(
-    tmp_path: Path, make_store: Any, obstruct: Callable[[Path], Callable[[], None]]
-) -> None:
-    """1. The state file cannot be written: waiters get StateWriteError, `healthy` is False.
-    2. The obstacle goes away: the writer retries on its own and `healthy` turns True."""
-    path = tmp_path / "sub" / "state.json"
-    path.parent.mkdir()
+def test_full_disk_fails_loudly_and_recovers_by_itself(tmp_path: Path, make_store: Any) -> None:
+    """1. The disk fills up (RLIMIT_FSIZE lowered on this process: a write past the journal's
+       size fails with EFBIG, as on a full disk; as root a full filesystem cannot be had):
+       waiters get StateWriteError, `healthy` is False, and the journal holds whole lines only.
+    2. Space returns: the writer retries on its own, `healthy` turns True, the change is on
+       disk."""
+    path = tmp_path / "state.json"
     made: Store = make_store(path)
     store = made.store
     store.wait_durable(store.put(rec(1)), WAIT)
-    assert made.written.wait(WAIT)  # the hook runs just after the write is marked durable
+    assert made.written.wait(WAIT)  # the hook runs just after the append is marked durable
     made.written.clear()
-    path.unlink()
-    if obstruct is obstruct_parent_is_file:
-        path.parent.rmdir()
-    remedy = obstruct(path)
-
-    version = store.put(rec(42))
-    with pytest.raises(StateWriteError) as info:
-        store.wait_durable(version, WAIT)
+    journal = tmp_path / "state.json.journal"
+    size = journal.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))  # room for part of a line
+    try:
+        version = store.put(rec(42))
+        with pytest.raises(StateWriteError) as info:
+            store.wait_durable(version, WAIT)
+        assert not store.healthy
+        assert store.last_error
+        assert not made.written.is_set()
+        assert journal.stat().st_size == size  # the part that fitted was cut off again
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert str(path) in str(info.value)
-    assert not store.healthy
-    assert store.last_error
-    assert not made.written.is_set()
-
-    remedy()
     assert made.written.wait(WAIT)
     assert store.healthy
     assert store.last_error is None
     store.wait_durable(version, WAIT)
     assert on_disk(path).devices == {1: rec(1), 42: rec(42)}
-    assert not path.with_name("state.json.tmp").exists()
+
+
+def test_unwritable_checkpoint_keeps_acknowledging_and_catches_up(
+    tmp_path: Path, make_store: Any
+) -> None:
+    """1. The state file cannot be replaced (a directory is in its way, which stops even root):
+       changes are still acknowledged (they are in the journal), `healthy` stays True, and a
+       restart would load every one of them.
+    2. The obstacle goes away: the next checkpoint writes them all, the rotated journal goes."""
+    path = tmp_path / "state.json"
+    store: StateStore = make_store(path).store
+    store.wait_durable(store.put(rec(1)), WAIT)
+    wait_for(lambda: store.checkpoint_seq >= 1, WAIT, "the first checkpoint")
+    path.unlink()
+    path.mkdir()
+    for device_id in range(2, 6):
+        store.wait_durable(store.put(rec(device_id)), WAIT)
+    assert store.healthy
+    time.sleep(2 * CHECKPOINT_DELAY)  # at least one checkpoint fails meanwhile
+    assert store.checkpoint_seq == 1
+    journaled = [
+        entry.device_id
+        for name in ("state.json.journal.old", "state.json.journal")
+        for entry in read_journal(tmp_path / name).entries
+    ]
+    assert journaled == [2, 3, 4, 5]
+    path.rmdir()
+    wait_for(lambda: store.checkpoint_seq == 5, WAIT, "the checkpoint after the obstacle went")
+    assert on_disk(path).devices == {i: rec(i) for i in range(1, 6)}
+    assert not (tmp_path / "state.json.journal.old").exists()
 
 
 def test_a_record_that_cannot_be_serialised_does_not_kill_the_writer(
@@ -571,3 +597,19 @@ def test_state_lock(tmp_path: Path) -> None:
     second.acquire()
     second.release()
     second.release()  # releasing twice is harmless
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0.0, max_value=253402300799.0),
+        TIMES,
+        st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.9999995),
+        st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.0005),
+    )
+)
+def test_the_writers_cached_time_format_is_iso(ts: float) -> None:
+    """The state writer formats each second's date once (codec._iso): the text is exactly
+    `times.iso`'s, rounding at a second's edge included."""
+    assert _iso(ts) == iso(ts)
+    assert _iso(ts) == iso(ts)  # from the cache this time

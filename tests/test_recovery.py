@@ -605,14 +605,15 @@ def make_worker(store: StateStore, api: ScriptedLibreNMS) -> Scheduler:
 
 
 def test_worker_changes_nothing_while_its_decision_is_not_durable(tmp_path: Path) -> None:
-    """1. The state file cannot be written.
+    """1. The state cannot be written (its journal cannot be opened).
     2. The worker inspects a NEW device and decides FORCING_DOWN (original 192.0.2.9); the
        decision cannot be persisted.
     3. The scheduler runs the device's job again (it is due at once): no PATCH may be made
        while that decision is not on disk, or a crash now would lose the original.
     4. The disk comes back: the next job forces the device down, the original on disk."""
     path = tmp_path / "state.json"
-    path.mkdir()  # os.replace onto a directory fails, even for root
+    journal = tmp_path / "state.json.journal"
+    journal.mkdir()  # a directory in the journal's place: opening it fails, even for root
     written = threading.Event()
     store = StateStore(
         path,
@@ -628,7 +629,7 @@ def test_worker_changes_nothing_while_its_decision_is_not_durable(tmp_path: Path
         assert worker._run_device(42) is Outcome.FAILED
         assert api.patches == []
 
-        path.rmdir()
+        journal.rmdir()
         assert written.wait(5.0)
         worker._run_device(42)
         assert api.patches == [(42, UNSUP)]

@@ -18,6 +18,7 @@ from alert_handler.core.facts import LibreNMSError
 from alert_handler.daemon import make_api
 from alert_handler.poll import PollError, make_poller
 from alert_handler.store.files import CorruptState, quarantine_name, read_lock, read_state
+from alert_handler.store.journal import journal_path
 
 OK, FAIL = "\u2714", "\u2718"
 
@@ -30,7 +31,7 @@ def _state_file_check(cfg: Config) -> tuple[bool, str]:
         return False, f"state file {path}: the directory {folder} does not exist"
     if not os.access(folder, os.W_OK | os.X_OK):
         return False, f"state file {path}: cannot write in {folder.resolve()}"
-    if not path.exists():
+    if not path.exists() and not journal_path(path).exists():
         return True, f"state file {path}: none yet (created at the first alert)"
     now = time.time()
     try:

@@ -100,6 +100,7 @@ class App(SteeringEndpoints):
                 excerpt(body, exc.position),
             )
             return 400, {"error": str(exc)}
+        self.scheduler.alert_arrived()  # recovery yields to acks while alerts arrive
         steer = self.controls.verdict(alert.device_id, alert.host) if self.controls else None
         if steer is not None:
             # Excluded or silenced: answered, logged, counted; nothing is stored or changed.

@@ -1,26 +1,27 @@
-"""One request on one connection: bounded reading, admission, routing to the App, one reply.
+"""One request: bounded parsing, admission, routing to the App, one reply.
 
-In order: the request line (8 KiB, else 414) and the header block (8 KiB a line, 32 KiB and
-100 lines in all, else 431; a malformed one 400) are read and bounded before anything is
-parsed, and answered whoever sent them. Then ALLOWED_CLIENTS (403), before the path is looked
-at; then the webhook token (401, see `auth`) for everything but /health and /metrics (the
-status page at GET / too: a browser answers the challenge with Basic auth); then, for a POST,
-the body length (413, answered from the headers alone). HEAD is answered as GET, without the
-body.
+The listener's event loop (`server`) reads a connection until its request is complete and hands
+the bytes to a request thread, which runs this handler over them: http.server's parser, with
+the bounds below, and the routes. In order: the request line (8 KiB, else 414) and the header
+block (8 KiB a line, 32 KiB and 100 lines in all, else 431; a malformed one 400) are bounded
+before anything is parsed, and answered whoever sent them. Then ALLOWED_CLIENTS (403), before
+the path is looked at; then the webhook token (401, see `auth`) for everything but /health and
+/metrics (the status page at GET / too: a browser answers the challenge with Basic auth); then,
+for a POST, the body length (413, answered from the headers alone: the loop does not read a
+body larger than MAX_BODY). HEAD is answered as GET, without the body.
 
-A rejected request's small body is read before the answer, and a large one is drained for a
-moment after it: closing a socket with unread data makes the kernel send RST, and the client
-may then never see the 4xx. Every reply is one write of the whole response.
+A rejected request whose body was not read is drained for a moment after the answer (`linger`,
+done by the loop): closing a socket with unread data makes the kernel send RST, and the client
+may then never see the 4xx. Every reply is one write of the whole response (`reply()`).
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import logging
 import re
-import socket
 import socketserver
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -31,7 +32,6 @@ from typing import Any, cast
 from alert_handler.core.alerts import MAX_BODY, BadPayload, log_safe
 from alert_handler.http.auth import CHALLENGE, WebhookAuth
 from alert_handler.http.endpoints import App
-from alert_handler.http.reaper import Conn, Reaper
 from alert_handler.http.replies import ERRORS, head, raw_reply
 from alert_handler.throttle import Throttle
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_LINE = 8 * 1024
 MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_LINES = 100  # http.client's own limit, which the parser enforces (431)
 LINGER_SECONDS = 2.0  # after a reply to a request whose body was not read
 LINGER_BYTES = 1024 * 1024  # ... drain at most this much of it, then close anyway
 
@@ -87,17 +88,26 @@ class _HeaderReader:
 @dataclass(frozen=True)
 class Shared:
     """What every request on one listener uses: the App, the admission rules, the connection
-    deadline and its reaper, and the throttle on refusal log lines."""
+    deadline, and the throttle on refusal log lines."""
 
     app: App
     auth: WebhookAuth
     client_timeout: float
-    reaper: Reaper
     rejections: Throttle
 
 
+class Peer:
+    """Who sent a request: the client's address (for ALLOWED_CLIENTS and log lines)."""
+
+    __slots__ = ("peer",)
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+
+
 class Handler(BaseHTTPRequestHandler):
-    """Routes one request to the App; writes bytes and nothing else."""
+    """Routes one request, given as the bytes the loop read, to the App; produces the reply's
+    bytes (`reply()`) and whether the connection must linger (`linger`), nothing else."""
 
     server_version = "alert-handler"
     sys_version = ""
@@ -105,31 +115,36 @@ class Handler(BaseHTTPRequestHandler):
 
     def __init__(
         self,
-        request: socket.socket,
+        data: bytes,
         client_address: Any,
-        server: socketserver.BaseServer,
-        conn: Conn,
+        server: socketserver.BaseServer | None,
+        conn: Peer,
         shared: Shared,
     ) -> None:
         self.conn = conn
         self.shared = shared
         self.replied = False
         self.body_pending = True  # until the body is known to be read, or absent
-        super().__init__(request, client_address, server)
+        self.linger = False
+        super().__init__(data, client_address, server)  # type: ignore[arg-type]
 
     def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.shared.client_timeout)
+        """The request's bytes as rfile; the reply collected in wfile, sent by the caller."""
+        self.rfile = io.BytesIO(self.request)
+        self.wfile = io.BytesIO()
+
+    def finish(self) -> None:
+        """Nothing to flush or close: the caller sends `reply()`."""
+
+    def reply(self) -> bytes:
+        """The whole response (empty when the client went away before a request)."""
+        return self.wfile.getvalue()  # type: ignore[attr-defined, no-any-return]
 
     def handle(self) -> None:
-        """One request per connection (HTTP/1.0), then a lingering close if it was rejected."""
+        """One request per connection (HTTP/1.0); linger if it was refused with a body unread."""
         self.close_connection = True
-        try:
-            self.handle_one_request()
-        except TimeoutError:
-            return
-        if self.replied and self.body_pending:
-            self._linger()
+        self.handle_one_request()
+        self.linger = self.replied and self.body_pending
 
     def handle_one_request(self) -> None:
         """Read and bound the request line and headers, then route."""
@@ -188,42 +203,21 @@ class Handler(BaseHTTPRequestHandler):
             log.debug("step=http client=%s %s -> %d", self.conn.peer, self._where(), status)
 
     def _send(self, data: bytes) -> None:
-        self.shared.reaper.done(self.conn)
-        self.replied = True
-        if self.command == "HEAD":  # the GET answer's head, Content-Length included
-            data = data[: data.find(b"\r\n\r\n") + 4]
-        try:
+        if not self.replied:  # one reply per request
+            self.replied = True
+            if self.command == "HEAD":  # the GET answer's head, Content-Length included
+                data = data[: data.find(b"\r\n\r\n") + 4]
             self.wfile.write(data)
-        except OSError:
-            pass
 
     def _answer(
         self, status: int, body: dict[str, Any], extra: dict[str, str] | None = None
     ) -> None:
-        """Reply without using the body; a small one is read first so that closing cannot RST."""
+        """Reply without using the body; a small one (the loop read it) is consumed first, so
+        that closing cannot RST; a large one is drained after the reply (`linger`)."""
         length = self._declared_length()
         if length is not None and 0 < length <= MAX_BODY and self.body_pending:
             self._read_exactly(length)
         self._reply(status, body, extra)
-
-    def _linger(self) -> None:
-        """Half-close after the reply, then discard what the client still sends, briefly."""
-        sock = self.connection
-        try:
-            socket.socket.shutdown(sock, socket.SHUT_WR)  # the raw socket, TLS or not
-            deadline = time.monotonic() + LINGER_SECONDS
-            budget = LINGER_BYTES
-            while budget > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                sock.settimeout(left)
-                data = socket.socket.recv(sock, min(65536, budget))
-                if not data:
-                    break
-                budget -= len(data)
-        except OSError:
-            pass
 
     def _warn(self, message: str) -> None:
         held = self.shared.rejections.take()
@@ -289,7 +283,7 @@ class Handler(BaseHTTPRequestHandler):
         log.warning("step=http client=%s %s -> %d: %s", self.conn.peer, self._where(), status, why)
 
     def _read_exactly(self, length: int) -> bytes | None:
-        """`length` body bytes, or None when the client stops short (or is cut)."""
+        """`length` body bytes, or None when the client stopped short (EOF before the body)."""
         body = self.rfile.read(length)
         if len(body) < length:
             return None
@@ -368,7 +362,6 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
-        self.shared.reaper.done(self.conn)
         app = self.shared.app
         handlers: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
             "/": lambda: app.receive(body, query, self.conn.peer),

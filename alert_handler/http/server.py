@@ -1,12 +1,14 @@
-"""The webhook listener: a thread per connection, admission and deadlines, built apart from
-running it.
+"""The webhook listener: one event loop reads every connection, a fixed pool of request threads
+handles complete requests; admission and deadlines; built apart from running it.
 
-Every byte that arrives is hostile until proven otherwise. A connection must deliver its whole
-request within CLIENT_TIMEOUT_SEC of being accepted (the TLS handshake included): the `reaper`
-shuts down whatever is late, so idle and dribbling clients cannot pile up. Past MAX_CONNECTIONS
-the oldest unfinished connection is cut to make room (503 when none can be), so idle sockets
-cannot starve a real request either. What a request may contain, and in which order it is
-refused, is the `handler`'s business.
+Every byte that arrives is hostile until proven otherwise. The loop (`serve_forever`, stdlib
+`selectors`) accepts connections, drives TLS handshakes and reads each connection until its
+request is complete (`connection`); only then does a request thread (`workers`) see it, so idle,
+half-sent or dribbling clients hold no thread, however many there are. A connection must deliver
+its whole request within CLIENT_TIMEOUT_SEC of being accepted (the TLS handshake included), or
+the loop cuts it (`reaper`). Past MAX_CONNECTIONS the oldest connection still reading is cut to
+make room (503 when none can be). A refused request whose body was not read comes back to the
+loop to be drained for a moment before the close, so that the client sees the answer.
 
 Built apart from running it (`make_server`), port 0 allowed. Every socket has TCP_NODELAY
 (a reply split over two sends would stall 40 ms on delayed ACKs).
@@ -16,31 +18,35 @@ from __future__ import annotations
 
 import errno
 import logging
+import queue
 import resource
+import selectors
 import socket
-import socketserver
 import ssl
 import threading
 import time
-from typing import Any, cast
+from typing import Any
 
 from alert_handler.http.auth import Network, WebhookAuth
+from alert_handler.http.connection import Conn, Stage
 from alert_handler.http.endpoints import App
-from alert_handler.http.handler import Handler, Shared
-from alert_handler.http.reaper import Conn, Reaper
+from alert_handler.http.handler import Shared
+from alert_handler.http.reaper import Reaper
 from alert_handler.http.replies import raw_reply
+from alert_handler.http.workers import RequestThreads
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
-_EVICTION_MARGIN = 64  # connections being cut may still hold a thread for a moment
+_EVICTION_MARGIN = 64  # descriptors beyond MAX_CONNECTIONS: files, the API pool, SSH
+_ACCEPT_PAUSE = 0.05  # after EMFILE: the listener stays readable, so stop looking at it a moment
 
 
-class AlertServer(socketserver.TCPServer):
-    """The listener; holds the App and the HTTP-level settings."""
+class AlertServer:
+    """The listener, its event loop and its request threads; holds the App's HTTP settings."""
 
-    allow_reuse_address = True
-    request_queue_size = 1024  # socketserver's default of 5 drops connections in a burst
+    address_family = socket.AF_INET  # of the class; an instance may be IPv6
+    request_queue_size = 1024  # the stdlib's default of 5 drops connections in a burst
 
     def __init__(
         self,
@@ -53,27 +59,42 @@ class AlertServer(socketserver.TCPServer):
         max_connections: int = 1000,
         tls: ssl.SSLContext | None = None,
     ) -> None:
+        """Bind and listen; OSError if the address is unusable."""
         self.client_timeout = client_timeout
         self.max_connections = max_connections
         self.tls = tls
-        self._lock = threading.Lock()
-        self._active = 0
-        self._serial = 0
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.reaper = Reaper(client_timeout)
+        self.reaper: Reaper[Conn] = Reaper(client_timeout)
         self.shared = Shared(
             app,
             WebhookAuth(webhook_token, allowed_clients),
             client_timeout,
-            self.reaper,
             Throttle(burst=20, period=10.0),
         )
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
-            # process_request builds each Handler itself (it takes the connection too).
-            super().__init__(address, socketserver.BaseRequestHandler)
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(self.request_queue_size)
         except BaseException:
-            self.reaper.stop()
+            self.socket.close()
             raise
+        self.socket.setblocking(False)
+        self.server_address: tuple[Any, ...] = self.socket.getsockname()
+        self._lock = threading.Lock()  # _active
+        self._active = 0
+        self._threads = RequestThreads(self.shared, client_timeout, self._finish, self._give_back)
+        self._handback: queue.SimpleQueue[Conn] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._open: set[Conn] = set()  # owned by the loop: every connection it watches
+        self._lingering: set[Conn] = set()
+        self._accept_again = 0.0
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
 
     @property
     def auth(self) -> WebhookAuth:
@@ -82,94 +103,243 @@ class AlertServer(socketserver.TCPServer):
 
     @property
     def active_connections(self) -> int:
-        """Connections that hold a thread right now."""
+        """Connections open right now (reading, being handled or lingering)."""
         with self._lock:
             return self._active
 
+    # -- running -----------------------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.1) -> None:
-        """Serve until shutdown(), which then returns within `poll_interval`."""
-        super().serve_forever(poll_interval)
-
-    def get_request(self) -> tuple[Any, Any]:
+        """Run the event loop until shutdown(), which then returns within `poll_interval`."""
+        self._stopped.clear()
+        self._threads.start()
+        sel = self._selector
+        sel.register(self.socket, selectors.EVENT_READ, None)
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        tick = min(poll_interval, self.client_timeout / 4)  # how late a deadline may be seen
         try:
-            sock, addr = super().get_request()
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                # The listening socket stays readable: without a pause this loop would spin.
-                if self.shared.rejections.take() is not None:
-                    log.error("step=http cannot accept a connection: %s", exc.strerror)
-                time.sleep(0.05)
-            raise
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, addr
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Admit the connection (cut the oldest unfinished one when full); start its thread."""
-        sock = cast(socket.socket, request)
-        conn = Conn(sock.fileno(), str(client_address[0]))
-        with self._lock:
-            full = self._active >= self.max_connections
-            admitted = not full or (
-                self._active < self.max_connections + _EVICTION_MARGIN
-                and self.reaper.evict_oldest()
-            )
-            if admitted:
-                self._active += 1
-                self._serial += 1
-                serial = self._serial
-        if not admitted:
-            try:
-                sock.sendall(raw_reply(503, {"error": "too many connections"}))
-            except OSError:
-                pass
-            self.shutdown_request(sock)
-            return
-        self.reaper.watch(conn)
-        thread = threading.Thread(
-            target=self._serve_connection,
-            args=(sock, client_address, conn),
-            name=f"http-{serial}",
-            daemon=True,
-        )
-        try:
-            thread.start()
-        except RuntimeError as exc:  # no thread to be had (TasksMax): drop this connection
-            self.reaper.done(conn)
-            self.shutdown_request(sock)
-            self._release()
-            if self.shared.rejections.take() is not None:
-                log.error("step=http client=%s dropped: %s", conn.peer, exc)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """socketserver's last resort: logged (so secrets are redacted), never printed."""
-        log.exception("step=http client=%s unexpected error", client_address[0])
-
-    def _serve_connection(self, sock: socket.socket, client_address: Any, conn: Conn) -> None:
-        try:
-            if self.tls is not None:
-                sock.settimeout(self.client_timeout)
-                # The handshake is driven here, not inside wrap_socket, so that a failed one
-                # cannot close the descriptor before the reaper lets go of it.
-                sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-                sock.do_handshake()
-            Handler(sock, client_address, self, conn, self.shared)
-        except OSError as exc:  # resets, timeouts, failed handshakes: the client's problem
-            log.debug("step=http client=%s connection ended: %s", conn.peer, exc)
-        except Exception:
-            log.exception("step=http client=%s unexpected error", conn.peer)
+            while not self._stop.is_set():
+                for key, _ in sel.select(tick):
+                    if key.fileobj is self.socket:
+                        self._accept()
+                    elif key.fileobj is self._wake_r:
+                        self._woken()
+                    else:
+                        self._ready(key.data)
+                self._expire(time.monotonic())
         finally:
-            self.reaper.done(conn)
-            self.shutdown_request(sock)
-            self._release()
+            self._stopped.set()
 
-    def _release(self) -> None:
-        with self._lock:
-            self._active -= 1
+    def shutdown(self) -> None:
+        """Stop the loop and wait until serve_forever has returned."""
+        self._stop.set()
+        self._wake()
+        self._stopped.wait()
 
     def server_close(self) -> None:
-        """Close the listener and cut every connection still waiting for its request."""
-        self.reaper.stop()
-        super().server_close()
+        """Close the listener and every connection still waiting for its request; the request
+        threads finish what they handle and end."""
+        for conn in list(self._open):
+            self._close(conn)
+        self._selector.close()
+        self.socket.close()
+        self._threads.stop()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # full (the loop will wake anyway) or closed
+
+    def _woken(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+        while True:
+            try:
+                conn = self._handback.get_nowait()
+            except queue.Empty:
+                return
+            self._start_lingering(conn)
+
+    # -- accepting ---------------------------------------------------------------------------
+    def _accept(self) -> None:
+        """Accept every pending connection; admit each (cutting the oldest unfinished one when
+        full) and read what it sent already."""
+        while True:
+            try:
+                sock, address = self.socket.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if self.shared.rejections.take() is not None:
+                        log.error("step=http cannot accept a connection: %s", exc.strerror)
+                    self._selector.unregister(self.socket)
+                    self._accept_again = time.monotonic() + _ACCEPT_PAUSE
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            if not self._admit():
+                try:
+                    sock.send(raw_reply(503, {"error": "too many connections"}))
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            self._open_conn(sock, address)
+
+    def _admit(self) -> bool:
+        with self._lock:
+            if self._active < self.max_connections:
+                self._active += 1
+                return True
+        victim = self.reaper.evict_oldest()
+        if victim is None:
+            return False
+        log.debug("step=http client=%s cut to make room", victim.peer)
+        self._close(victim, watched=False)
+        with self._lock:
+            self._active += 1
+        return True
+
+    def _open_conn(self, sock: socket.socket, address: Any) -> None:
+        conn = Conn(sock, address)
+        self._open.add(conn)
+        self.reaper.watch(conn)
+        if self.tls is not None:
+            try:
+                conn.sock = self.tls.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
+            except (OSError, ValueError) as exc:
+                log.debug("step=http client=%s TLS refused: %s", conn.peer, exc)
+                self._close(conn)
+                return
+            conn.stage = Stage.HANDSHAKE
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            self._handshake(conn)
+            return
+        self._selector.register(sock, selectors.EVENT_READ, conn)
+        self._read(conn)  # on loopback the request is often there already
+
+    # -- the connections ---------------------------------------------------------------------
+    def _ready(self, conn: Conn) -> None:
+        if conn.stage is Stage.HANDSHAKE:
+            self._handshake(conn)
+        elif conn.stage is Stage.READING:
+            self._read(conn)
+        elif conn.stage is Stage.LINGERING:
+            self._drain(conn)
+
+    def _handshake(self, conn: Conn) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._selector.modify(sock, selectors.EVENT_READ, conn)
+            return
+        except ssl.SSLWantWriteError:
+            self._selector.modify(sock, selectors.EVENT_WRITE, conn)
+            return
+        except OSError as exc:  # a failed handshake, plain http on the https port, a reset
+            log.debug("step=http client=%s connection ended: %s", conn.peer, exc)
+            self._close(conn)
+            return
+        conn.stage = Stage.READING
+        self._selector.modify(sock, selectors.EVENT_READ, conn)
+        self._read(conn)
+
+    def _read(self, conn: Conn) -> None:
+        """Read what is there; hand the request over once it is complete (or at EOF)."""
+        sock = conn.sock
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except OSError as exc:
+                log.debug("step=http client=%s connection ended: %s", conn.peer, exc)
+                self._close(conn)
+                return
+            if not data:  # the client finished sending: whatever it sent is the request
+                if conn.buf:
+                    self._dispatch(conn)
+                else:
+                    self._close(conn)
+                return
+            if conn.feed(data):
+                self._dispatch(conn)
+                return
+
+    def _dispatch(self, conn: Conn) -> None:
+        """The request is complete: give it to a request thread; the loop lets go of it."""
+        self.reaper.done(conn)
+        self._selector.unregister(conn.sock)
+        self._open.discard(conn)
+        conn.stage = Stage.HANDLING
+        data, conn.buf = bytes(conn.buf), bytearray()
+        self._threads.submit(conn, data)
+
+    def _give_back(self, conn: Conn) -> None:
+        """A request thread answered without reading the body: the loop drains it."""
+        if self._stop.is_set():
+            self._finish(conn)
+            return
+        self._handback.put(conn)
+        self._wake()
+
+    def _expire(self, now: float) -> None:
+        for conn in self.reaper.expired(now):
+            log.debug("step=http client=%s dropped: no complete request in time", conn.peer)
+            self._close(conn, watched=False)
+        for conn in [c for c in self._lingering if c.until <= now]:
+            self._close(conn)
+        if self._accept_again and now >= self._accept_again:
+            self._accept_again = 0.0
+            self._selector.register(self.socket, selectors.EVENT_READ, None)
+
+    def _start_lingering(self, conn: Conn) -> None:
+        """Half-close after the reply, then discard what the client still sends, briefly."""
+        try:
+            conn.start_lingering()
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        except (OSError, ValueError):
+            self._finish(conn)
+            return
+        self._open.add(conn)
+        self._lingering.add(conn)
+        self._drain(conn)
+
+    def _drain(self, conn: Conn) -> None:
+        if conn.drain():
+            self._close(conn)
+
+    def _close(self, conn: Conn, *, watched: bool = True) -> None:
+        """Loop thread: forget a connection it watches and close it."""
+        if watched:
+            self.reaper.done(conn)
+        self._open.discard(conn)
+        self._lingering.discard(conn)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        self._finish(conn)
+
+    def _finish(self, conn: Conn) -> None:
+        """Close the socket (any thread) and count it gone."""
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        with self._lock:
+            self._active -= 1
 
 
 def _fd_headroom(max_connections: int) -> None:

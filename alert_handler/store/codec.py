@@ -4,7 +4,7 @@ including the original single script's flat format; pure (no clock, no files).""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alert_handler.core.alerts import plain
@@ -12,6 +12,29 @@ from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.times import from_iso, iso
 
 STATE_VERSION = 1
+
+
+_SECONDS: dict[int, str] = {}  # whole second -> "YYYY-MM-DDTHH:MM:SS.", a bounded cache
+
+
+def _iso(ts: float | None) -> str | None:
+    """`times.iso`, with the date and time of each second formatted once: a storm's records
+    carry a handful of distinct seconds, and formatting dates was the largest part of
+    serialising a record for the journal."""
+    if ts is None:
+        return None
+    if not 0.0 <= ts < 253402300800.0:  # NaN and out of range: iso() raises as it should
+        return iso(ts)
+    second = int(ts)
+    micros = round((ts - second) * 1e6)  # as datetime.fromtimestamp rounds (half to even)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    head = _SECONDS.get(second)
+    if head is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        head = _SECONDS[second] = str(iso(float(second)))[:-4]  # without "000Z"
+    return f"{head}{micros // 1000:03d}Z"
 
 
 def record_to_dict(rec: DeviceRecord) -> dict[str, Any]:
@@ -25,21 +48,21 @@ def record_to_dict(rec: DeviceRecord) -> dict[str, Any]:
         "port_id": rec.port_id,
         "poller_group": rec.poller_group,
         "attempts": rec.attempts,
-        "first_seen": iso(rec.first_seen),
-        "next_attempt_at": iso(rec.next_attempt_at),
-        "attempt_started_at": iso(rec.attempt_started_at),
-        "forced_down_at": iso(rec.forced_down_at),
-        "last_forced_at": iso(rec.last_forced_at),
+        "first_seen": _iso(rec.first_seen),
+        "next_attempt_at": _iso(rec.next_attempt_at),
+        "attempt_started_at": _iso(rec.attempt_started_at),
+        "forced_down_at": _iso(rec.forced_down_at),
+        "last_forced_at": _iso(rec.last_forced_at),
         "last_error": rec.last_error,
         "acked": rec.acked,
         "held": rec.held,
         "confirmed": rec.confirmed,
         "acked_ids": list(rec.acked_ids),
         "alerts": rec.alerts,
-        "last_alert": iso(rec.last_alert),
+        "last_alert": _iso(rec.last_alert),
         "last_rule": rec.last_rule,
         "last_ip": rec.last_ip,
-        "recheck_at": iso(rec.recheck_at),
+        "recheck_at": _iso(rec.recheck_at),
         "release_requested": rec.release_requested,
         "episode": rec.episode,
         # {"value": ...} when the journal knows a last original (its value may be null).
@@ -128,6 +151,9 @@ class Snapshot:
     devices: dict[int, DeviceRecord]
     paused: bool = False
     migrated_from_legacy: bool = False
+    # The last journal line this state includes (`journal`): bookkeeping, not state, so two
+    # snapshots of the same devices compare equal whatever their numbers.
+    seq: int = field(default=0, compare=False)
 
 
 def _legacy_record(device_id: int, obj: Any, now: float) -> DeviceRecord:
@@ -177,17 +203,28 @@ def snapshot_from_json(text: str, now: float) -> Snapshot:
         devices = data["devices"]
         if not isinstance(devices, dict):
             raise ValueError("devices is not an object")
+        seq = data.get("seq", 0)
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ValueError("seq must be a non-negative integer")
         records = {
             _device_key(k): record_from_dict(_device_key(k), v, now) for k, v in devices.items()
         }
-        return Snapshot(devices=records, paused=bool(data.get("paused", False)))
+        return Snapshot(devices=records, paused=bool(data.get("paused", False)), seq=seq)
     records = {_device_key(k): _legacy_record(_device_key(k), v, now) for k, v in data.items()}
     return Snapshot(devices=records, migrated_from_legacy=True)
 
 
-def snapshot_to_json(fragments: list[tuple[int, str]], paused: bool) -> str:
-    """The state file's text from per-device JSON fragments, one device per line."""
-    head = f'{{"version": {STATE_VERSION}, "paused": {"true" if paused else "false"}, "devices": {{'
+def snapshot_head(paused: bool, seq: int | None = None) -> str:
+    """The state file's text before its first device."""
+    flag = "true" if paused else "false"
+    journal = "" if seq is None else f' "seq": {seq},'
+    return f'{{"version": {STATE_VERSION}, "paused": {flag},{journal} "devices": {{'
+
+
+def snapshot_to_json(fragments: list[tuple[int, str]], paused: bool, seq: int | None = None) -> str:
+    """The state file's text from per-device JSON fragments, one device per line; `seq` is the
+    last journal line it includes (written by the daemon's checkpoints)."""
+    head = snapshot_head(paused, seq)
     if not fragments:
         return head + "}}\n"
     body = ",\n".join(f'"{device_id}": {fragment}' for device_id, fragment in fragments)

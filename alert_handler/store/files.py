@@ -1,17 +1,22 @@
-"""The state file on disk: durable atomic replacement, reading (a corrupt file is set aside),
-and the lock that keeps a second daemon away and tells the commands where it listens."""
+"""The state file on disk: durable atomic replacement, reading the checkpoint and replaying its
+journal (a corrupt file is set aside), and the lock that keeps a second daemon away and tells the
+commands where it listens."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from alert_handler.store import journal
 from alert_handler.store.codec import Snapshot, snapshot_from_json
+
+log = logging.getLogger(__name__)
 
 _IOV_MAX = 1024  # buffers per writev call (Linux's IOV_MAX)
 
@@ -27,6 +32,8 @@ class LoadResult:
     snapshot: Snapshot
     quarantined_to: Path | None = None
     error: str | None = None
+    replayed: int = 0  # journal lines applied after the checkpoint
+    journal_quarantined_to: tuple[Path, ...] = ()
 
 
 def write_atomic(path: Path, text: str | bytes | Sequence[bytes]) -> None:
@@ -74,42 +81,141 @@ def _write_all(fd: int, parts: Sequence[bytes]) -> None:
 
 
 class CorruptState(ValueError):
-    """The state file exists but cannot be understood."""
-
-
-def read_state(path: Path, now: float) -> Snapshot:
-    """The state file's snapshot (empty when there is none); CorruptState if it cannot be
-    understood, OSError if it cannot be read. Never changes the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Snapshot(devices={})
-    except UnicodeDecodeError as exc:
-        raise CorruptState(f"not UTF-8: {exc}") from None
-    try:
-        return snapshot_from_json(text, now)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CorruptState(str(exc)) from None
+    """The state file or its journal exists but cannot be understood."""
 
 
 def load_state(path: Path, now: float) -> LoadResult:
+    """Read the checkpoint and replay its journal after it: the state as it was acknowledged.
+
+    A corrupt checkpoint is renamed aside (its journal is still replayed onto the empty state:
+    those records carry originals worth keeping); a journal whose middle cannot be read is
+    renamed aside after the lines before the damage are applied. An incomplete last line is
+    ignored (the write it belonged to was never acknowledged). Each is logged.
+    """
+    result = _load_checkpoint(path, now)
+    snap = result.snapshot
+    devices = dict(snap.devices)
+    entries: list[journal.Entry] = []
+    aside: list[Path] = []
+    sources = (journal.old_journal_path(path), journal.journal_path(path))
+    for source in sources:
+        if aside:  # after a damaged file: its lines cannot follow the damage
+            if source.exists():
+                aside.append(_set_aside(source, now))
+            continue
+        read = journal.read_journal(source)
+        entries += read.entries
+        if read.torn:
+            log.warning(
+                "step=load journal %s: incomplete last line ignored (%d bytes, never acknowledged)",
+                source,
+                read.torn,
+            )
+        if read.corrupt is not None:
+            aside.append(_set_aside(source, now))
+            log.error(
+                "step=load journal %s is damaged at %s: the lines before it are applied, the "
+                "file is moved to %s",
+                source,
+                read.corrupt,
+                aside[-1],
+            )
+    try:
+        paused, seq, replayed = journal.apply(devices, snap.paused, entries, snap.seq, now)
+    except ValueError as exc:
+        aside += [_set_aside(source, now) for source in sources if source.exists()]
+        log.error("step=load the journal of %s holds a bad record (%s): moved aside", path, exc)
+        devices, paused, seq, replayed = dict(snap.devices), snap.paused, snap.seq, 0
+    if replayed:
+        log.info("step=load %d journal lines replayed after the state file's checkpoint", replayed)
+    loaded = Snapshot(devices, paused, snap.migrated_from_legacy, seq)
+    return LoadResult(loaded, result.quarantined_to, result.error, replayed, tuple(aside))
+
+
+def read_state(path: Path, now: float) -> Snapshot:
+    """The state as a restart would load it (checkpoint plus journal), changing nothing on
+    disk: for `status` and `check`, and for tests and benchmarks. CorruptState if a file is
+    corrupt, OSError if one cannot be read.
+
+    A running daemon may rotate the journal or replace the state file while it is read: the
+    files' identities (inode numbers) are compared before and after, and the read is repeated
+    until they held still. Appends alone do not matter: a prefix of the journal is the state at
+    an earlier moment.
+    """
+    sources = (path, journal.old_journal_path(path), journal.journal_path(path))
+    for _ in range(50):
+        before = [_inode(p) for p in sources]
+        snap = _read_once(path, now)
+        if [_inode(p) for p in sources] == before:
+            return snap
+        time.sleep(0.01)
+    raise CorruptState(f"{path} and its journal kept changing while read")
+
+
+def _read_once(path: Path, now: float) -> Snapshot:
+    try:
+        snap = snapshot_from_json(path.read_text(encoding="utf-8"), now)
+    except FileNotFoundError:
+        snap = Snapshot(devices={})
+    except UnicodeDecodeError as exc:
+        raise CorruptState(f"not UTF-8: {exc}") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptState(str(exc)) from None
+    devices = dict(snap.devices)
+    entries: list[journal.Entry] = []
+    for source in (journal.old_journal_path(path), journal.journal_path(path)):
+        read = journal.read_journal(source)
+        if read.corrupt is not None:
+            raise CorruptState(f"journal {source} is damaged at {read.corrupt}")
+        entries += read.entries
+    try:
+        paused, seq, _ = journal.apply(devices, snap.paused, entries, snap.seq, now)
+    except ValueError as exc:
+        raise CorruptState(f"the journal holds a bad record: {exc}") from None
+    return Snapshot(devices, paused, snap.migrated_from_legacy, seq)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _load_checkpoint(path: Path, now: float) -> LoadResult:
     """Read the state file; a corrupt one is renamed aside and an empty state returned."""
     try:
-        return LoadResult(read_state(path, now))
-    except CorruptState as exc:
-        target = quarantine_name(path, now)
-        os.rename(path, target)
-        return LoadResult(Snapshot(devices={}), quarantined_to=target, error=str(exc))
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return LoadResult(Snapshot(devices={}))
+    except UnicodeDecodeError as exc:
+        return _quarantine(path, now, f"not UTF-8: {exc}")
+    try:
+        return LoadResult(snapshot_from_json(text, now))
+    except (ValueError, TypeError, KeyError) as exc:
+        return _quarantine(path, now, str(exc))
+
+
+def _quarantine(path: Path, now: float, why: str) -> LoadResult:
+    return LoadResult(Snapshot(devices={}), quarantined_to=_set_aside(path, now), error=why)
 
 
 def quarantine_name(path: Path, now: float) -> Path:
-    """Where a corrupt state file read at `now` is moved: `<name>.corrupt-<UTC time>`."""
+    """Where a corrupt file read at `now` is moved: `<name>.corrupt-<UTC time>` (never over an
+    earlier one)."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1
     while target.exists():
         target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
         n += 1
+    return target
+
+
+def _set_aside(path: Path, now: float) -> Path:
+    """Rename a corrupt file to its `quarantine_name`."""
+    target = quarantine_name(path, now)
+    os.rename(path, target)
     return target
 
 

@@ -1,17 +1,16 @@
 """The state: the single in-memory copy of the records and its group-committing writer.
 
 Changes are applied in memory under the store's lock and get a version number; a writer thread
-saves the newest version (`files.write_atomic`: temp file, fsync, rename, fsync the directory)
-and wakes everyone waiting for a version at or below it. Changes that arrive while a write is
-under way share the next write: group commit, so an alert storm costs one fsync per batch
-instead of one per alert. The writer keeps the file's text in cached pieces and rebuilds only
-what changed, so a batch against a 10,000-device file costs the write and fsync of its bytes,
-not a re-serialisation of every record.
+appends the changed records to the journal (`journal`: one JSON line each, then fdatasync) and
+wakes everyone waiting for a version at or below it. Changes that arrive while an append is
+under way share the next one: group commit, so an alert storm costs one fdatasync per batch
+instead of one per alert, and an acknowledgement costs a line, not the whole file, whatever the
+number of devices. The state file is the journal's checkpoint, written in the background at most
+about a second behind (`checkpoint`), and at shutdown.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -19,31 +18,35 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alert_handler.core.records import DeviceRecord
-from alert_handler.store.codec import Snapshot, record_to_json, snapshot_to_json
-from alert_handler.store.files import write_atomic
+from alert_handler.store import journal
+from alert_handler.store.checkpoint import Checkpointer
+from alert_handler.store.codec import Snapshot, record_to_json
 
 log = logging.getLogger(__name__)
 
-_BLOCK = 64  # device ids per cached block of the state file's text
+CHECKPOINT_DELAY = 0.8  # seconds a durable change waits at most before its checkpoint starts
+
+# Event lines for a second file written in the same group commit (the event journal): given
+# with a change, or computed from the record before and after it, under the store's lock.
+EventsFor = Callable[[DeviceRecord | None, DeviceRecord | None], Sequence[str]]
 
 
 class StateWriteError(OSError):
     """The state could not be made durable (disk full, read-only directory, ...)."""
 
 
-# Event journal lines that go with a change, or a function of (current, new) record giving them
-# (called under the store's lock, so they describe exactly the change that is stored).
-Events = Sequence[str] | Callable[[DeviceRecord | None, DeviceRecord | None], Sequence[str]]
-
-
 class StateStore:
     """The records in memory plus a group-committing writer thread. Owns its lock.
 
     Request threads change records under the lock and wait on `_written`; the writer waits on
-    `_changed`, so a change wakes the writer alone, and a finished write wakes its waiters once.
-    The file text is cached by the writer thread in blocks of `_BLOCK` device ids: a write
-    re-serialises only the records changed since the last one and re-joins only their blocks,
-    outside the lock, so a storm against a large file costs a little CPU and one fsync per batch.
+    `_changed`, so a change wakes the writer alone, and a finished append wakes its waiters once.
+
+    `snapshot` is what `files.load_state` returned for `path` (the checkpoint with its journal
+    replayed): the journal goes on after its sequence number. `on_batch(lines)`, when given, is
+    called by the writer with the event lines of a batch before its state lines are appended; it
+    must append and fdatasync them (raising OSError when it cannot). Waiters are woken only when
+    both are on disk; a crash between the two leaves an event of a change that was never
+    acknowledged (at least once), never an acknowledged change without its event.
     """
 
     def __init__(
@@ -52,46 +55,51 @@ class StateStore:
         snapshot: Snapshot,
         *,
         on_write: Callable[[float, int], None] | None = None,
+        on_batch: Callable[[list[str]], None] | None = None,
         on_error: Callable[[str], None] | None = None,
         retry_delay: float = 0.5,
         gather: float = 0.002,
-        append_events: Callable[[list[str]], None] | None = None,
+        checkpoint_delay: float = CHECKPOINT_DELAY,
     ) -> None:
-        """`gather`: under load (the last write carried several changes), how long the writer
+        """`gather`: under load (the last append carried several changes), how long the writer
         waits before taking the next batch, so that requests being parsed join it (fewer,
-        larger writes: less CPU per alert). A lone change is written at once.
-        `append_events`: the event journal's durable append; a batch's event lines go through
-        it before the state file is written and before any of the batch's waiters wake."""
+        larger appends: less CPU per alert). A lone change is written at once."""
         self.path = path
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # the writer waits here
         self._written = threading.Condition(self._lock)  # wait_durable waits here
         self._records: dict[int, DeviceRecord] = dict(snapshot.devices)
         self._paused = snapshot.paused
-        self._dirty: set[int] = set(self._records)  # ids whose line the writer must rebuild
+        self._dirty: set[int] = set()  # ids changed since the last batch was taken
+        self._paused_dirty = False
+        self._events: list[str] = []
         self._version = 0
         self._durable = 0
         self._failed_version = 0
         self._last_error: str | None = None
         self._closing = False
         self._on_write = on_write
+        self._on_batch = on_batch
         self._on_error = on_error  # each failed write, with its reason (for /health)
         self._retry_delay = retry_delay
         self._gather = gather
-        self._last_batch = 0  # changes carried by the last successful write
+        self._last_batch = 0  # changes carried by the last successful append
+        self._committing = False  # an append is under way (the writer's or a waiter's)
+        # The writer's pauses wait on this (never set) rather than time.sleep, which can fail
+        # with EINVAL under libfaketime and would end the thread.
+        self._pause = threading.Event()
         self._thread: threading.Thread | None = None
-        # Events: lines waiting for the next batch; the version of the last state change (a
-        # batch of events alone does not rewrite the state file).
-        self._append_events = append_events
-        self._events: list[str] = []
-        self._state_version = 0
-        self._state_written = 0
-        # Owned by the writer thread (no lock): the file text in pieces.
-        self._lines: dict[int, bytes] = {}  # device -> b'"<id>": {...}'
-        self._members: dict[int, set[int]] = {}  # block -> its device ids
-        self._blocks: dict[int, bytes] = {}  # block -> its lines joined
-        if snapshot.migrated_from_legacy:
-            self._version = self._state_version = 1  # write the migrated file at once
+        # Owned by the writer thread: the journal and its last sequence number (never below a
+        # line already on disk, whatever snapshot the caller passed).
+        self._journal = journal.JournalFile(path)
+        old_seq = journal.last_seq(self._journal.old_path)
+        self._seq = max(snapshot.seq, old_seq, journal.last_seq(self._journal.path))
+        self._checkpoint = Checkpointer(
+            path,
+            snapshot,
+            delay=checkpoint_delay,
+            wake=self._wake_writer,
+        )
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, device_id: int) -> DeviceRecord | None:
@@ -117,7 +125,7 @@ class StateStore:
 
     @property
     def healthy(self) -> bool:
-        """False while the newest change could not be written."""
+        """False while the newest change could not be made durable."""
         with self._lock:
             return self._failed_version <= self._durable
 
@@ -127,61 +135,72 @@ class StateStore:
         with self._lock:
             return self._last_error if self._failed_version > self._durable else None
 
+    @property
+    def checkpoint_seq(self) -> int:
+        """The last journal line the state file on disk includes."""
+        return self._checkpoint.written_seq
+
     # -- changing ----------------------------------------------------------------------------
-    def put(self, record: DeviceRecord) -> int:
+    def put(self, record: DeviceRecord, events: Sequence[str] = ()) -> int:
         """Store one record; returns the version to wait for."""
         with self._lock:
             self._records[record.device_id] = record
+            self._events += events
             return self._bump(record.device_id)
 
     def update(
         self,
         device_id: int,
         change: Callable[[DeviceRecord | None], DeviceRecord | None],
-        events: Events = (),
+        events: Sequence[str] | EventsFor = (),
     ) -> tuple[DeviceRecord | None, int]:
         """Replace one record by `change(current)` (None removes it); returns (new, version).
-        `events` are journaled in the same batch (durable when the version is)."""
+        Version 0 (nothing to wait for) when nothing changed and there are no events."""
         with self._lock:
             current = self._records.get(device_id)
             new = change(current)
             lines = events(current, new) if callable(events) else events
-            self._events.extend(lines)
             if new is current:
-                return current, self._bump(None, state=False) if lines else 0
+                if not lines:
+                    return current, 0
+                self._events += lines
+                return current, self._bump(None)
             if new is None:
                 self._records.pop(device_id, None)
             else:
                 self._records[device_id] = new
+            self._events += lines
             return new, self._bump(device_id)
 
     def set_paused(self, paused: bool, events: Sequence[str] = ()) -> int:
         """Turn maintenance mode on or off; returns the version to wait for."""
         with self._lock:
             self._paused = paused
-            self._events.extend(events)
+            self._paused_dirty = True
+            self._events += events
             return self._bump(None)
 
     def add_events(self, events: Sequence[str]) -> int:
-        """Journal events that go with no state change; returns the version to wait for."""
-        if not events:
-            return 0
+        """Event lines that change no record (an operator action, the storm guard...): written
+        with the next batch; returns the version to wait for."""
         with self._lock:
-            self._events.extend(events)
-            return self._bump(None, state=False)
+            self._events += events
+            return self._bump(None)
 
-    def _bump(self, device_id: int | None, *, state: bool = True) -> int:
+    def _bump(self, device_id: int | None) -> int:
         """Under the lock: note a change, wake the writer, return the new version."""
         if device_id is not None:
             self._dirty.add(device_id)
         self._version += 1
-        if state:
-            self._state_version = self._version
         self._changed.notify()
         return self._version
 
     def wait_durable(self, version: int, timeout: float | None = None) -> None:
-        """Block until `version` is on disk; StateWriteError if its write failed or timed out."""
+        """Block until `version` is on disk; StateWriteError if its write failed or timed out.
+
+        When no append is under way, the caller appends the batch itself (it leads this group
+        commit) rather than waking the writer thread and waiting to be woken: two thread
+        hand-offs less per acknowledgement. Changes made meanwhile join the next batch."""
         if version <= 0:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -189,19 +208,40 @@ class StateStore:
             while self._durable < version:
                 if self._failed_version >= version:
                     raise StateWriteError(f"cannot write {self.path}: {self._last_error}")
+                if not self._committing and self._thread is not None and not self._closing:
+                    self._lead()
+                    continue
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise StateWriteError(f"cannot write {self.path}: timed out")
                 self._written.wait(remaining)
 
+    def _lead(self) -> None:
+        """Under the lock: append the pending batch in this thread (the lock is let go
+        meanwhile)."""
+        self._committing = True
+        self._lock.release()
+        try:
+            if self._commit():
+                # A steady stream of acks may leave the writer thread no gap: the leader hands
+                # a due checkpoint over itself (a rotation, once a second at most).
+                self._checkpoint.start_job(time.monotonic(), self._journal.rotate)
+        finally:
+            self._lock.acquire()
+            self._committing = False
+            self._changed.notify()  # the writer, for changes that came meanwhile
+            self._written.notify()  # and one waiter, which may lead the next batch
+
     # -- the writer --------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the writer thread."""
+        """Start the writer and checkpoint threads."""
+        self._checkpoint.start()
         self._thread = threading.Thread(target=self._run, name="state-writer", daemon=True)
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is pending and stop the writer."""
+        """Write what is pending, then the last checkpoint, and stop the threads. After a clean
+        close the state file holds everything and the journal is gone."""
         with self._lock:
             self._closing = True
             self._changed.notify_all()
@@ -214,121 +254,143 @@ class StateStore:
             version = self._version
         self.wait_durable(version, timeout)
 
-    def _prepare(self) -> tuple[int, list[bytes]]:
-        """Writer thread: the newest version and the file's bytes in pieces, rebuilding only what
-        changed. Only taking the changed records is done under the lock."""
+    def _wake_writer(self) -> None:
         with self._lock:
-            version, paused = self._version, self._paused
-            dirty, self._dirty = self._dirty, set()
-            changed = [(device_id, self._records.get(device_id)) for device_id in dirty]
-        try:
-            return version, self._build(changed, paused)
-        except BaseException:
-            with self._lock:  # rebuild these next time rather than write a stale line
-                self._dirty |= dirty
-            raise
-
-    def _journal(self) -> tuple[int, int]:
-        """Writer thread: append the pending event lines durably (kept for a retry if that
-        fails). Returns the version whose events are now all on disk (no later one may be
-        called durable by this batch) and the newest state-changing version, which the state
-        file must reach."""
-        with self._lock:
-            lines, self._events = self._events, []
-            version, state_version = self._version, self._state_version
-        if lines and self._append_events is not None:
-            try:
-                self._append_events(lines)
-            except BaseException:
-                with self._lock:
-                    self._events[:0] = lines
-                raise
-        return version, state_version
-
-    def _build(self, changed: list[tuple[int, DeviceRecord | None]], paused: bool) -> list[bytes]:
-        """The file's pieces after re-serialising `changed` (writer thread only)."""
-        stale: set[int] = set()
-        for device_id, rec in changed:
-            block = device_id // _BLOCK
-            stale.add(block)
-            members = self._members.setdefault(block, set())
-            if rec is None:
-                self._lines.pop(device_id, None)
-                members.discard(device_id)
-            else:
-                self._lines[device_id] = f'"{device_id}": {record_to_json(rec)}'.encode()
-                members.add(device_id)
-        for block in stale:
-            members = self._members[block]
-            if members:
-                self._blocks[block] = b",\n".join([self._lines[i] for i in sorted(members)])
-            else:
-                del self._members[block]
-                self._blocks.pop(block, None)
-        # snapshot_to_json's layout, one device per line: head, blocks joined by ",\n", tail.
-        head = snapshot_to_json([], paused)[: -len("}}\n")].encode()
-        if not self._blocks:
-            return [head, b"}}\n"]
-        parts = [head]
-        for block in sorted(self._blocks):
-            parts += (b",\n", self._blocks[block])
-        parts[1] = b"\n"
-        parts.append(b"\n}}\n")
-        return parts
+            self._changed.notify()
 
     def _run(self) -> None:
-        with contextlib.suppress(Exception):  # a failure here shows again at the first write
-            self._prepare()  # serialise every loaded record now, not when the first alert waits
         while True:
             with self._lock:
-                while self._durable >= self._version and not self._closing:
-                    self._changed.wait()
-                if self._durable >= self._version and self._closing:
-                    return
-            if self._gather and self._last_batch > 1:
-                time.sleep(self._gather)
-            started = time.monotonic()
-            with self._lock:
-                version = self._version
-            parts: list[bytes] = []
+                while True:
+                    if self._committing:  # a waiter appends: it notifies when done
+                        self._changed.wait()
+                        continue
+                    if self._durable < self._version or self._closing:
+                        break
+                    wait = self._checkpoint.wait_time(time.monotonic())
+                    if wait is not None and wait <= 0:
+                        break  # a checkpoint is due
+                    self._changed.wait(wait)
+                pending = self._durable < self._version
+                closing = self._closing
+                self._committing = True  # the journal is this thread's until released
             try:
-                version, state_version = self._journal()
-                if state_version > self._state_written:
-                    # The file may include later changes; they are durable only once their
-                    # events are too (the next batch), so `version` stays the journal's.
-                    prepared, parts = self._prepare()
-                    write_atomic(self.path, parts)
-                    self._state_written = prepared
-            except Exception as exc:
-                # OSError: disk full, read-only... Anything else is a bug; either way the
-                # writer lives on, /health turns 503 and waiters get StateWriteError.
-                reason = exc.strerror if isinstance(exc, OSError) else None
+                ok = True
+                if pending:
+                    if self._gather and self._last_batch > 1:
+                        self._pause.wait(self._gather)
+                    ok = self._commit()
+                elif closing:
+                    break
+                if ok and not closing:
+                    self._checkpoint.start_job(time.monotonic(), self._journal.rotate)
+            finally:
                 with self._lock:
-                    first = self._failed_version <= self._durable
-                    self._failed_version = version
-                    self._last_error = reason or f"{type(exc).__name__}: {exc}"
-                    self._written.notify_all()
-                    closing = self._closing
-                if self._on_error is not None:
-                    self._on_error(reason or f"{type(exc).__name__}: {exc}")
-                if first:
-                    log.error(
-                        "step=state-write file=%s failed: %s",
-                        self.path,
-                        reason or exc,
-                        exc_info=None if isinstance(exc, OSError) else exc,
-                    )
+                    self._committing = False
+                    self._written.notify()  # a waiter may lead the next batch
+            if not ok:
                 if closing:
-                    return
-                time.sleep(self._retry_delay)
-                continue
-            took = time.monotonic() - started
-            with self._lock:
-                recovered = self._failed_version > self._durable
-                self._last_batch = version - self._durable
-                self._durable = version
-                self._written.notify_all()
-            if recovered:
-                log.warning("step=state-write file=%s writable again", self.path)
-            if self._on_write is not None and parts:
-                self._on_write(took, sum(len(p) for p in parts))
+                    break
+                self._pause.wait(self._retry_delay)
+        self._finish()
+
+    def _commit(self) -> bool:
+        """Append one batch to the journal (its events first); False if that failed."""
+        started = time.monotonic()
+        with self._lock:
+            version = self._version
+            dirty, self._dirty = self._dirty, set()
+            paused_dirty, self._paused_dirty = self._paused_dirty, False
+            events, self._events = self._events, []
+            paused = self._paused
+            changed = [(device_id, self._records.get(device_id)) for device_id in dirty]
+        seq = self._seq
+        texts: dict[int, str | None] = {}
+        try:
+            if events and self._on_batch is not None:
+                self._on_batch(events)
+            events = []  # on disk: not written twice when the state lines fail
+            lines = []
+            for device_id, rec in changed:
+                seq += 1
+                if rec is None:
+                    texts[device_id] = None
+                    lines.append(journal.remove_line(seq, device_id))
+                else:
+                    texts[device_id] = text = record_to_json(rec)
+                    lines.append(journal.put_line(seq, device_id, text))
+            if paused_dirty:
+                seq += 1
+                lines.append(journal.paused_line(seq, paused))
+            size = self._journal.append(lines) if lines else 0
+        except Exception as exc:
+            # OSError: disk full, read-only... Anything else is a bug; either way the writer
+            # lives on, /health turns 503, waiters get StateWriteError, and the batch is retried.
+            self._failed(version, exc, dirty, paused_dirty, events)
+            return False
+        self._seq = seq
+        if texts or paused_dirty:
+            self._checkpoint.changed(texts, paused, seq)
+        took = time.monotonic() - started
+        with self._lock:
+            recovered = self._failed_version > self._durable
+            self._last_batch = version - self._durable
+            self._durable = version
+            self._written.notify_all()
+        if recovered:
+            log.warning("step=state-write file=%s writable again", self._journal.path)
+        if self._on_write is not None:
+            self._on_write(took, size)
+        return True
+
+    def _failed(
+        self,
+        version: int,
+        exc: Exception,
+        dirty: set[int],
+        paused_dirty: bool,
+        events: list[str],
+    ) -> None:
+        """A batch could not be made durable: put it back and wake its waiters with the error."""
+        reason = exc.strerror if isinstance(exc, OSError) else None
+        with self._lock:
+            self._dirty |= dirty
+            self._paused_dirty |= paused_dirty
+            self._events[:0] = events
+            first = self._failed_version <= self._durable
+            self._failed_version = version
+            self._last_error = reason or f"{type(exc).__name__}: {exc}"
+            self._written.notify_all()
+        if self._on_error is not None:
+            self._on_error(reason or f"{type(exc).__name__}: {exc}")
+        if first:
+            log.error(
+                "step=state-write file=%s failed: %s",
+                self._journal.path,
+                reason or exc,
+                exc_info=None if isinstance(exc, OSError) else exc,
+            )
+
+    def _finish(self) -> None:
+        """At close: the last checkpoint, including anything the journal could not take; the
+        journal is removed once the state file holds everything."""
+        with self._lock:
+            dirty = [(device_id, self._records.get(device_id)) for device_id in self._dirty]
+            paused = self._paused
+        texts: dict[int, str | None] = {}
+        complete = True
+        for device_id, rec in dirty:
+            try:
+                texts[device_id] = None if rec is None else record_to_json(rec)
+            except ValueError:
+                complete = False  # a bug elsewhere (logged when its write failed)
+        if not self._checkpoint.close(texts, paused, self._seq, timeout=5.0):
+            self._journal.close()
+            return
+        try:
+            if complete:
+                self._journal.remove()
+            else:
+                self._journal.close()
+        except OSError as exc:
+            log.warning("step=checkpoint cannot remove the journal: %s", exc.strerror)

@@ -25,6 +25,7 @@ from typing import Any
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.events.ids import IdSource
+from alert_handler.store.journal import append_durably
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +191,8 @@ class EventJournal:
             assert self._fd is not None
             if self._size and self._size + len(data) > self.max_bytes:
                 self._rotate_locked()
-            fd, start = self._fd, self._size
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fdatasync(fd)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, start)
-                raise
+            start = self._size
+            append_durably(self._fd, data, start)
             self._size = start + len(data)
             self.appended += len(lines)
         if self._listeners:

@@ -398,12 +398,14 @@ def _list_alerts(db: Database, alert_id: str, params: dict[str, str]) -> Reply:
     return _ok(alerts=[alert_json(db, a) for a in rows], count=len(rows))
 
 
-def _ack_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Reply:
-    if not re.fullmatch(r"\d+", alert_id):
-        return _error(400, "Invalid alert has been provided")
+def _noted_alert(
+    db: Database, alert_id: str, body: bytes, now: datetime
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The alert an ack or unmute names (None: no such alert) with the note of the body appended
+    as LibreNMS writes it ("Ack (admin)" for both), and the body's fields."""
     alert = db.alerts.get(int(alert_id))
     if alert is None:
-        return _ok(message="No Alert by that ID")
+        return None, {}
     try:
         data = json.loads(body)
     except ValueError:
@@ -414,6 +416,15 @@ def _ack_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Reply
         note
         + f"{now.astimezone(db.zone):%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
     )
+    return alert, data
+
+
+def _ack_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Reply:
+    if not re.fullmatch(r"\d+", alert_id):
+        return _error(400, "Invalid alert has been provided")
+    alert, data = _noted_alert(db, alert_id, body, now)
+    if alert is None:
+        return _ok(message="No Alert by that ID")
     alert["info"] = json.dumps({"until_clear": data.get("until_clear")})
     alert["state"] = 2
     return _ok(message="Alert has been acknowledged")
@@ -424,18 +435,8 @@ def _unmute_alert(db: Database, alert_id: str, body: bytes, now: datetime) -> Re
     "Ack" there too)."""
     if not re.fullmatch(r"\d+", alert_id):
         return _error(400, "Invalid alert has been provided")
-    alert = db.alerts.get(int(alert_id))
+    alert, _ = _noted_alert(db, alert_id, body, now)
     if alert is None:
         return _ok(message="No alert by that ID")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    data = data if isinstance(data, dict) else {}
-    note = alert["note"] + "\n" if alert["note"] else ""
-    alert["note"] = (
-        note
-        + f"{now.astimezone(db.zone):%d/%m/%Y %H:%M:%S} - Ack (admin) {php_str(data.get('note'))}"
-    )
     alert["state"] = 1
     return _ok(message="Alert has been unmuted")

@@ -43,6 +43,20 @@ _PUT = re.compile(rb'\{"seq": ([0-9]{1,18}), "put": ([0-9]{1,18}), "record": (\{
 _REMOVE = re.compile(rb'\{"seq": ([0-9]{1,18}), "remove": ([0-9]{1,18})\}')
 
 
+def append_durably(fd: int, data: bytes, start: int) -> None:
+    """Append `data` at the end of an O_APPEND file of `start` bytes and fdatasync it; on any
+    failure cut the file back to `start` (no torn line stays) and re-raise."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fdatasync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
+
+
 def journal_path(state_path: Path) -> Path:
     """Where the journal of `state_path` lives."""
     return state_path.with_name(state_path.name + ".journal")
@@ -274,13 +288,8 @@ class JournalFile:
         fd = self._open()
         data = b"".join(lines)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fdatasync(fd)
+            append_durably(fd, data, self._size)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, self._size)
             self.close()  # reopened (and its tail checked again) at the next append
             raise
         self._size += len(data)

@@ -182,7 +182,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         pytest.fail(f"cannot run the unit under systemd: {reason}")
     deps = dependency_paths()
     python = venv_python()
-    binds = {SOURCE: SRC_INSIDE, **{p: f"{DEPS_INSIDE}/{n}" for n, p in enumerate(deps)}}
+    # The package folder itself is bound, not the checkout: a checkout in a folder only root may
+    # enter (mktemp -d makes 0700) would hide it from the unit's user, who walks the mount.
+    package = {SOURCE / "alert_handler": f"{SRC_INSIDE}/alert_handler"}
+    binds = {**package, **{p: f"{DEPS_INSIDE}/{n}" for n, p in enumerate(deps)}}
     container = Container(tmp_path_factory.mktemp("nspawn"), binds, f"ah-test-{os.getpid()}")
     sim = Simulator()
     sim.start()

@@ -13,8 +13,8 @@ from typing import Any
 
 from alert_handler.cli.control import cmd_pause, cmd_release, cmd_resume, cmd_status, cmd_track
 from alert_handler.cli.events import add_event_commands
+from alert_handler.cli.output import device_id_arg
 from alert_handler.cli.steer import add_steer_commands
-from alert_handler.core.alerts import MAX_DEVICE_ID, BadPayload, parse_device_id
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -44,16 +44,6 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return simulator_command(args)
 
 
-def _device_id(text: str) -> int:
-    try:
-        return parse_device_id(text)
-    except BadPayload:
-        raise argparse.ArgumentTypeError(
-            f"a device id is a LibreNMS device_id, a whole number from 1 to {MAX_DEVICE_ID}; "
-            f"got {text!r}"
-        ) from None
-
-
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     """Register the commands on the `alert-handler` parser; returns their names."""
     p = sub.add_parser(
@@ -62,7 +52,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         help="test the config, state file, API token, SSH and the poll command",
         description="One line per check, \u2714 or \u2718; exit 0 when all pass.",
     )
-    p.add_argument("device_id", nargs="?", type=_device_id, help="also poll this device")
+    p.add_argument("device_id", nargs="?", type=device_id_arg, help="also poll this device")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser(
         "status",
@@ -78,7 +68,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         help="restore a device's original overwrite_ip now and forget it",
         description="Asks the running daemon (POST /devices/<id>/release) and waits for it.",
     )
-    p.add_argument("device_id", type=_device_id)
+    p.add_argument("device_id", type=device_id_arg)
     p.add_argument(
         "--wait", type=float, default=30.0, help="seconds to wait for it (0: do not wait)"
     )
@@ -90,7 +80,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         description="Checks that LibreNMS has the device, then asks the running daemon "
         "(POST /devices/<id>/track).",
     )
-    p.add_argument("device_id", type=_device_id)
+    p.add_argument("device_id", type=device_id_arg)
     p.add_argument(
         "--force",
         action="store_true",

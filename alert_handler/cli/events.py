@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from alert_handler.cli.env import load_config
-from alert_handler.core.alerts import BadPayload, log_safe, parse_device_id
+from alert_handler.cli.output import device_id_arg
+from alert_handler.core.alerts import log_safe
 from alert_handler.core.times import from_iso, span
 from alert_handler.events.history import Episode, episodes
 from alert_handler.events.journal import Event, EventType
@@ -23,13 +24,6 @@ from alert_handler.events.signing import new_secret
 _SINCE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _FOLLOW_EVERY = 0.5
-
-
-def _device_id(text: str) -> int:
-    try:
-        return parse_device_id(text)
-    except BadPayload as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_since(text: str, now: float) -> float:
@@ -174,7 +168,7 @@ def add_event_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         help="forced-down episodes from the event journal",
         description="Start, end, duration, attempts and outcome of each episode.",
     )
-    p.add_argument("--device", type=_device_id, help="only this device")
+    p.add_argument("--device", type=device_id_arg, help="only this device")
     p.add_argument("--since", help="only episodes ending after this: 7d, 12h, 30m, ISO time")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_history)
@@ -185,7 +179,7 @@ def add_event_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         description="One event a line; --json prints the journal's own lines.",
     )
     p.add_argument("-n", "--lines", type=int, default=20, help="how many (0: all)")
-    p.add_argument("--device", type=_device_id, help="only this device")
+    p.add_argument("--device", type=device_id_arg, help="only this device")
     p.add_argument("--follow", "-f", action="store_true", help="go on printing new events")
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.set_defaults(func=cmd_events)

@@ -3,10 +3,13 @@ reads the output stops reading (`alert-handler status | head -3`)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
 from typing import Any, NoReturn
+
+from alert_handler.core.alerts import MAX_DEVICE_ID, BadPayload, parse_device_id
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
@@ -56,3 +59,14 @@ def reader_left() -> NoReturn:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGPIPE)
     raise SystemExit(128 + signal.SIGPIPE)  # not reached: the signal ends the process first
+
+
+def device_id_arg(text: str) -> int:
+    """argparse type for a device id, with the limit in the message."""
+    try:
+        return parse_device_id(text)
+    except BadPayload:
+        raise argparse.ArgumentTypeError(
+            f"a device id is a LibreNMS device_id, a whole number from 1 to {MAX_DEVICE_ID}; "
+            f"got {text!r}"
+        ) from None

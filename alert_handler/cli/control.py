@@ -50,6 +50,20 @@ def _refused(code: int, body: dict[str, Any]) -> int:
     return _error(f"the daemon answered {code}: {body.get('error')}{_HINTS.get(code, '')}")
 
 
+def request(
+    link: DaemonLink, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any] | int:
+    """The running daemon's answer (2xx), or the exit status after one line on stderr saying
+    why there is none: no daemon answers, or it refused (with what to look at)."""
+    try:
+        code, answer = link.call(method, path, body)
+    except DaemonDown:
+        return _no_daemon(link)
+    if code >= 400:
+        return _refused(code, answer)
+    return answer
+
+
 def _no_daemon(link: DaemonLink) -> int:
     return _error(f"no daemon answers at {link.where()}; start it first (alert-handler serve)")
 
@@ -146,22 +160,16 @@ def cmd_release(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     link = DaemonLink(cfg)
     device_id: int = args.device_id
-    try:
-        code, listing = link.call("GET", "/devices")
-    except DaemonDown:
-        return _no_daemon(link)
-    if code != 200:
-        return _refused(code, listing)
+    listing = request(link, "GET", "/devices")
+    if isinstance(listing, int):
+        return listing
     if not any(r.get("device_id") == device_id for r in listing.get("devices", [])):
         refusal = _untracked_refusal(cfg, device_id)
         if refusal is not None:
             return _error(refusal)
-    try:
-        code, body = link.call("POST", f"/devices/{device_id}/release")
-    except DaemonDown:
-        return _no_daemon(link)
-    if code >= 400:
-        return _refused(code, body)
+    body = request(link, "POST", f"/devices/{device_id}/release")
+    if isinstance(body, int):
+        return body
     if args.wait <= 0:
         print(f"device {device_id}: release requested")
         return 0
@@ -256,13 +264,9 @@ def cmd_track(args: argparse.Namespace) -> int:
                 f"device {device_id}: cannot ask LibreNMS whether it exists ({found.error}); "
                 f"not tracked (`alert-handler track --force {device_id}` tracks it anyway)"
             )
-    link = DaemonLink(cfg)
-    try:
-        code, body = link.call("POST", f"/devices/{device_id}/track")
-    except DaemonDown:
-        return _no_daemon(link)
-    if code >= 400:
-        return _refused(code, body)
+    body = request(DaemonLink(cfg), "POST", f"/devices/{device_id}/track")
+    if isinstance(body, int):
+        return body
     if not body.get("new"):
         print(f"device {device_id}: already tracked")
         return 0

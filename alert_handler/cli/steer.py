@@ -6,19 +6,18 @@ import argparse
 import json
 from typing import Any
 
-from alert_handler.cli.control import _error, _no_daemon, _refused
+from alert_handler.cli.control import _error, request
 from alert_handler.cli.env import load_config
-from alert_handler.cli.link import DaemonDown, DaemonLink
+from alert_handler.cli.link import DaemonLink
 from alert_handler.cli.lookup import lookup
 from alert_handler.core.controls import ControlError, parse_duration, parse_target
 
 
-def _ask(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    link = DaemonLink(load_config(args))
-    try:
-        return link.call(method, path, body)
-    except DaemonDown:
-        return -1, _no_daemon(link)
+def _ask(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any] | int:
+    """`control.request` to the daemon the settings point at."""
+    return request(DaemonLink(load_config(args)), method, path, body)
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
@@ -35,11 +34,9 @@ def cmd_silence(args: argparse.Namespace) -> int:
         if problem:
             return _error(f"{problem} (--force silences it anyway)")
     body = {"target": str(target), "for": args.duration, "reason": args.reason, "all": args.all}
-    code, reply = _ask(args, "POST", "/silences", body)
-    if code < 0:
-        return int(reply)
-    if code >= 400:
-        return _refused(code, reply)
+    reply = _ask(args, "POST", "/silences", body)
+    if isinstance(reply, int):
+        return reply
     silence = reply.get("silence", {})
     print(f"silenced {silence.get('target')} until {silence.get('until')}")
     released = reply.get("released") or []
@@ -59,22 +56,18 @@ def _unknown_device(args: argparse.Namespace, device_id: int) -> str | None:
 
 def cmd_unsilence(args: argparse.Namespace) -> int:
     """End a silence now."""
-    code, reply = _ask(args, "POST", "/unsilence", {"target": args.target})
-    if code < 0:
-        return int(reply)
-    if code >= 400:
-        return _refused(code, reply)
+    reply = _ask(args, "POST", "/unsilence", {"target": args.target})
+    if isinstance(reply, int):
+        return reply
     print(f"unsilenced {reply.get('silence', {}).get('target')}")
     return 0
 
 
 def cmd_silences(args: argparse.Namespace) -> int:
     """List the active silences."""
-    code, reply = _ask(args, "GET", "/silences")
-    if code < 0:
-        return int(reply)
-    if code >= 400:
-        return _refused(code, reply)
+    reply = _ask(args, "GET", "/silences")
+    if isinstance(reply, int):
+        return reply
     silences = reply.get("silences") or []
     if args.json:
         print(json.dumps(silences, indent=2))
@@ -88,11 +81,9 @@ def cmd_silences(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, verb: str, done: str) -> int:
-    code, reply = _ask(args, "POST", f"/{verb}")
-    if code < 0:
-        return int(reply)
-    if code >= 400:
-        return _refused(code, reply)
+    reply = _ask(args, "POST", f"/{verb}")
+    if isinstance(reply, int):
+        return reply
     devices = reply.get("devices") or []
     if not devices:
         print("no device is held")

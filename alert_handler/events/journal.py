@@ -25,7 +25,7 @@ from typing import Any
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.events.ids import IdSource
-from alert_handler.store.journal import append_durably
+from alert_handler.store.journal import append_durably, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class EventJournal:
             os.close(fd)
             raise
         self._fd, self._size = fd, size
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         event = parse_line(last) if last else None
         return event.id if event is not None else None
 
@@ -252,11 +252,3 @@ def _repair_tail(fd: int) -> tuple[int, bytes]:
         os.ftruncate(fd, 0)  # one torn line and nothing else
         os.fsync(fd)
     return 0, b""
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -58,11 +58,7 @@ def write_atomic(path: Path, text: str | bytes | Sequence[bytes]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    journal.fsync_dir(path.parent)
 
 
 def _write_all(fd: int, parts: Sequence[bytes]) -> None:

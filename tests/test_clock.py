@@ -62,6 +62,24 @@ def _require_faketime() -> str:
     return LIBFAKETIME
 
 
+def _daemon_under_faketime(
+    sim: Simulator, tmp_path: Path, *, interval: str
+) -> tuple[DaemonProcess, Path]:
+    """`alert-handler serve` under libfaketime: its wall clock is offset by what the returned
+    file says (rewritten to step it), its monotonic clock is the real one."""
+    spec = tmp_path / "faketime"
+    spec.write_text("+0\n")
+    port = free_port()
+    env = base_env(sim, tmp_path, LISTEN_PORT=str(port), RECOVERY_INTERVAL_SEC=interval)
+    process_env = {
+        "LD_PRELOAD": _require_faketime(),
+        "FAKETIME_TIMESTAMP_FILE": str(spec),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    return DaemonProcess(tmp_path, env, port, process_env=process_env), spec
+
+
 @pytest.mark.parametrize("step", ["-3600", "+3600"])
 def test_the_daemon_under_faketime_recovers_on_schedule_after_a_wall_clock_step(
     sim: Simulator, tmp_path: Path, step: str
@@ -72,19 +90,8 @@ def test_the_daemon_under_faketime_recovers_on_schedule_after_a_wall_clock_step(
     3. The wall clock steps an hour back (or forward); the port comes back.
     4. The device recovers within seconds, not an hour later (or at once); the log says the
        clock stepped; the state file's times follow the new wall clock."""
-    lib = _require_faketime()
-    spec = tmp_path / "faketime"
-    spec.write_text("+0\n")
     sim.add_device(601, "cpe-601", overwrite_ip="198.51.100.61", ports={"port2": "down"})
-    port = free_port()
-    env = base_env(sim, tmp_path, LISTEN_PORT=str(port), RECOVERY_INTERVAL_SEC="2")
-    process_env = {
-        "LD_PRELOAD": lib,
-        "FAKETIME_TIMESTAMP_FILE": str(spec),
-        "FAKETIME_NO_CACHE": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
-    daemon = DaemonProcess(tmp_path, env, port, process_env=process_env)
+    daemon, spec = _daemon_under_faketime(sim, tmp_path, interval="2")
     try:
         auth = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
         assert sim.send_alert(daemon.url + "/alert", 601, headers=auth) == 202
@@ -109,19 +116,8 @@ def test_the_daemon_under_faketime_recovers_on_schedule_after_a_wall_clock_step(
 def test_stored_times_follow_the_wall_clock_after_a_step(sim: Simulator, tmp_path: Path) -> None:
     """A device still forced down when the clock steps back: its next attempt in the state
     file moves with the wall clock, so a restart keeps the same distance to it."""
-    lib = _require_faketime()
-    spec = tmp_path / "faketime"
-    spec.write_text("+0\n")
     sim.add_device(602, "cpe-602", ports={"port2": "down"})
-    port = free_port()
-    env = base_env(sim, tmp_path, LISTEN_PORT=str(port), RECOVERY_INTERVAL_SEC="600")
-    process_env = {
-        "LD_PRELOAD": lib,
-        "FAKETIME_TIMESTAMP_FILE": str(spec),
-        "FAKETIME_NO_CACHE": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
-    daemon = DaemonProcess(tmp_path, env, port, process_env=process_env)
+    daemon, spec = _daemon_under_faketime(sim, tmp_path, interval="600")
     state = tmp_path / "device_state.json"
 
     def next_attempt() -> float | None:

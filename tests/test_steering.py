@@ -213,9 +213,13 @@ def test_a_burst_past_confirm_above_is_held_until_confirmed_or_discarded(
     reply = call(d, "POST", "/confirm")
     assert reply.status_code == 200 and reply.json()["devices"] == still
     wait_for(lambda: all(overwrite(sim, i) == UNSUP for i in still), what="confirmed forced down")
-    for rec_id in [*down, *still]:
-        rec = d.daemon.store.get(rec_id)
-        assert rec is not None and rec.phase is Phase.DOWN
+
+    def phase_of(device_id: int) -> Phase | None:
+        rec = d.daemon.store.get(device_id)
+        return None if rec is None else rec.phase
+
+    # The PATCH lands before the step's discover and its persisted decision: wait for both.
+    wait_for(lambda: all(phase_of(i) is Phase.DOWN for i in [*down, *still]), what="all down")
     for device_id in range(406, 409):
         assert d.post(alert_body(device_id)).status_code == 202
     wait_for(lambda: len(held()) == 1, what="the next burst's third held")

@@ -22,6 +22,7 @@ from alert_handler.core.alerts import (
     parse_alert,
     parse_device_id,
 )
+from alert_handler.core.controls import blocks
 from alert_handler.core.machine import Decision, Reason, Rules, forced_count
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
@@ -102,23 +103,10 @@ class App(SteeringEndpoints):
             return 400, {"error": str(exc)}
         self.scheduler.alert_arrived()  # recovery yields to acks while alerts arrive
         steer = self.controls.verdict(alert.device_id, alert.host) if self.controls else None
-        if steer is not None:
-            # Excluded or silenced: answered, logged, counted; nothing is stored or changed.
-            self.metrics.alerts.labels("ignored").inc()
-            log.info(
-                "device=%s step=webhook state=%s rule=%s client=%s -> %s (%s)",
-                alert.device_id,
-                alert.state,
-                _safe(alert.rule),
-                client,
-                Reason.EXCLUDED.value,
-                steer,
-            )
-            return 200, {"status": "ignored", "device_id": alert.device_id, "reason": str(steer)}
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
-            decision = intake.on_alert(current, alert, self.clock(), self.rules)
+            decision = intake.on_alert(current, alert, self.clock(), self.rules, steer)
             holder.append(decision)
             return self._known(decision)
 
@@ -137,6 +125,12 @@ class App(SteeringEndpoints):
                 )
             return 503, {"error": "state file cannot be written: the alert is not on disk yet"}
         self._log_alert(alert, decision, client)
+        if decision.reason in (Reason.EXCLUDED, Reason.LET_GO):
+            # Excluded or silenced: answered, logged, counted; a tracked device is let go.
+            self.metrics.alerts.labels("ignored").inc()
+            if decision.reason is Reason.LET_GO:
+                self.scheduler.wake()
+            return 200, {"status": "ignored", "device_id": alert.device_id, "reason": str(steer)}
         if decision.new and self.store.paused:
             log.warning(
                 "device=%s step=webhook paused: recorded, not handled until `alert-handler resume`",
@@ -196,7 +190,7 @@ class App(SteeringEndpoints):
             _safe(alert.host),
             _safe(alert.ip),
             client,
-            decision.reason.value,
+            decision.reason.value + (f" ({decision.detail})" if decision.detail else ""),
         )
 
     # -- operator endpoints ------------------------------------------------------------------
@@ -288,12 +282,18 @@ class App(SteeringEndpoints):
         return self._commit(version, body)
 
     def track(self, raw_id: str, client: str = "-") -> Reply:
-        """POST /devices/<id>/track: handle a device as if an alert had arrived."""
+        """POST /devices/<id>/track: handle a device as if an alert had arrived. An excluded or
+        silenced device is refused, 409 with the reason, and nothing changes (`alert-handler
+        track` prints it and exits 1)."""
         device_id = parse_device_id(raw_id)
+        steer = None
+        if self.controls is not None:
+            current = self.store.get(device_id)
+            steer = self.controls.verdict(device_id, current.hostname if current else None)
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
-            decision = intake.track(current, device_id, self.clock())
+            decision = intake.track(current, device_id, self.clock(), steer)
             holder.append(decision)
             return self._known(decision)
 
@@ -302,6 +302,19 @@ class App(SteeringEndpoints):
         def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
             return self._operator("track", client, device_id) + tracked(current, new)
 
+        if blocks(steer):
+            log.info(
+                "device=%s step=track by hand (client %s) -> %s (%s): nothing changed",
+                device_id,
+                client,
+                Reason.EXCLUDED.value,
+                steer,
+            )
+            return 409, {
+                "error": f"device {device_id} is left alone: {steer}; nothing changed",
+                "device_id": device_id,
+                "reason": str(steer),
+            }
         _, version = self.store.update(device_id, change, lines)
         new = holder[0].new
         body = {"status": "tracked", "device_id": device_id, "paused": self.store.paused}

@@ -10,14 +10,12 @@ from __future__ import annotations
 from alert_handler.core.controls import NOT_YET, Verdict
 from alert_handler.core.facts import DeviceInfo
 from alert_handler.core.machine import Decision, LeaveAlone, Reason
+from alert_handler.core.outcomes import meaning
 from alert_handler.core.records import DeviceRecord
 
 SUPPRESSED = frozenset(
     {Reason.SUPPRESSED_MAINTENANCE, Reason.SUPPRESSED_DISABLED, Reason.SUPPRESSED_IGNORED}
 )
-# Ends after which LibreNMS's own alerting takes over again: the acks are taken back. Not a
-# recovery (the alert clears itself) and not a deleted device (its alerts went with it).
-_KEEP_ACKS = frozenset({Reason.RECOVERED, Reason.DEVICE_GONE})
 
 
 def suppression(info: DeviceInfo, maintenance: bool) -> Reason | None:
@@ -80,6 +78,6 @@ def to_unmute(rec: DeviceRecord, decision: Decision) -> tuple[int, ...]:
     """The alerts the daemon acknowledged (ACK_ALERTS) to unmute now: when it stops handling
     the device for any reason but recovery (gave up, released, a foreign change, LibreNMS's
     own suppression), so that LibreNMS notifies people about it again."""
-    if not decision.forget or decision.reason in _KEEP_ACKS:
+    if not decision.forget or not meaning(decision.reason).unmute:
         return ()
     return rec.acked_ids

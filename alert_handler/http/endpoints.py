@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alert_handler.controls import Controls, silence_row
@@ -22,8 +22,8 @@ from alert_handler.core.alerts import (
     parse_alert,
     parse_device_id,
 )
-from alert_handler.core.controls import blocks
 from alert_handler.core.machine import Decision, Reason, Rules, forced_count
+from alert_handler.core.outcomes import IGNORED, meaning
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.events.emit import Emitter
@@ -125,35 +125,21 @@ class App(SteeringEndpoints):
                 )
             return 503, {"error": "state file cannot be written: the alert is not on disk yet"}
         self._log_alert(alert, decision, client)
-        if decision.reason in (Reason.EXCLUDED, Reason.LET_GO):
-            # Excluded or silenced: answered, logged, counted; a tracked device is let go.
-            self.metrics.alerts.labels("ignored").inc()
-            if decision.reason is Reason.LET_GO:
-                self.scheduler.wake()
-            return 200, {"status": "ignored", "device_id": alert.device_id, "reason": str(steer)}
         if decision.new and self.store.paused:
             log.warning(
                 "device=%s step=webhook paused: recorded, not handled until `alert-handler resume`",
                 alert.device_id,
             )
-        if decision.reason in (Reason.NEW_DEVICE, Reason.RECHECK):
+        if decision.reason in (Reason.NEW_DEVICE, Reason.RECHECK, Reason.LET_GO):
             self.scheduler.wake()
-        if decision.new:
-            self.metrics.alerts.labels("accepted").inc()
-            return 202, {"status": "accepted", "device_id": alert.device_id, "new": True}
-        if decision.reason is Reason.REPEAT or decision.reason is Reason.RECHECK:
-            self.metrics.alerts.labels("repeat").inc()
-            return 200, {
-                "status": "repeat" if decision.reason is Reason.REPEAT else "recheck",
-                "device_id": alert.device_id,
-                "new": False,
-            }
-        self.metrics.alerts.labels("ignored").inc()
-        return 200, {
-            "status": "ignored",
-            "device_id": alert.device_id,
-            "reason": decision.reason.value,
-        }
+        reply = meaning(decision.reason).reply or IGNORED
+        self.metrics.alerts.labels(reply.counted).inc()
+        answer: dict[str, Any] = {"status": reply.status, "device_id": alert.device_id}
+        if reply.status == "ignored":
+            answer["reason"] = decision.detail or decision.reason.value
+        else:
+            answer["new"] = decision.new
+        return reply.code, answer
 
     # -- events ------------------------------------------------------------------------------
     def _known(self, decision: Decision) -> DeviceRecord | None:
@@ -166,12 +152,15 @@ class App(SteeringEndpoints):
     def _tracked(
         self, holder: list[Decision], detail: str
     ) -> Callable[[DeviceRecord | None, DeviceRecord | None], list[str]]:
-        """The events of a change (run under the store's lock): `tracked` for a new device."""
+        """The events of a change (run under the store's lock): `tracked` for a new device,
+        the closing event of one it forgets (`outcomes.MEANINGS`)."""
 
-        def lines(_current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
-            if self.events is None or not holder[0].new or new is None:
+        def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
+            if self.events is None or not holder:
                 return []
-            return [self.events.line(EventType.TRACKED, new, detail=detail)]
+            # The record as stored (with the journal's last original), not as decided.
+            decision = holder[0] if new is None else replace(holder[0], record=new)
+            return self.events.intake_lines(current, decision, detail)
 
         return lines
 
@@ -302,18 +291,19 @@ class App(SteeringEndpoints):
         def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
             return self._operator("track", client, device_id) + tracked(current, new)
 
-        if blocks(steer):
+        refused = intake.track(self.store.get(device_id), device_id, self.clock(), steer)
+        if meaning(refused.reason).refuses:
             log.info(
                 "device=%s step=track by hand (client %s) -> %s (%s): nothing changed",
                 device_id,
                 client,
-                Reason.EXCLUDED.value,
-                steer,
+                refused.reason.value,
+                refused.detail,
             )
             return 409, {
-                "error": f"device {device_id} is left alone: {steer}; nothing changed",
+                "error": f"device {device_id} is left alone: {refused.detail}; nothing changed",
                 "device_id": device_id,
-                "reason": str(steer),
+                "reason": refused.detail,
             }
         _, version = self.store.update(device_id, change, lines)
         new = holder[0].new

@@ -234,7 +234,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             rules,
             cfg.reconcile_interval_sec,
             clock,
-            lambda: dict(scheduler.dismissed),
+            lambda: _let_go(events.originals.ended(), scheduler.dismissed),
             scheduler.wake,
             events.emitter,
             controls.verdict,
@@ -335,6 +335,15 @@ def _follow_clock_step(daemon: Daemon, step: float) -> None:
         daemon.store.update(device_id, lambda cur: None if cur is None else shifted(cur, step))
     daemon.scheduler.shift_times(step)
     daemon.scheduler.wake()
+
+
+def _let_go(journal: dict[int, float], dismissed: dict[int, float]) -> dict[int, float]:
+    """When each device was last let go: the journal's closing events (across restarts) and
+    the scheduler's own record (any forget), the later of the two."""
+    merged = dict(journal)
+    for device_id, at in list(dismissed.items()):
+        merged[device_id] = max(at, merged.get(device_id, at))
+    return merged
 
 
 def _loop_problem(state: Liveness) -> str | None:

@@ -169,6 +169,7 @@ class Reconciler:
         self._steer = steer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
+        self.passes = 0  # passes ended (successful or not): tests wait on it
 
     def start(self) -> None:
         """Start the thread (the first pass runs `first_delay` seconds later)."""
@@ -199,4 +200,5 @@ class Reconciler:
                 log.warning("step=reconcile failed: %s", exc)  # tried again next interval
             except Exception:
                 log.exception("step=reconcile unexpected error")
+            self.passes += 1
             self._stop.wait(self.interval)

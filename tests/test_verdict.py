@@ -5,8 +5,11 @@ the daemon's tests run it in-process against the simulator; one runs it as a sub
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from alert_handler.core import controls, intake
 from alert_handler.core.alerts import Alert
@@ -314,3 +317,180 @@ def d_status(daemon: DaemonProcess) -> list[object]:
 
 
 _ = Silence  # silences share the verdict with EXCLUDE (tests/test_steering.py)
+
+
+def test_a_discarded_device_stays_discarded_for_the_alert_it_came_from(
+    sim: Simulator, start_daemon: StartDaemon
+) -> None:
+    """Bug 7: three open alerts never reached the daemon; CONFIRM_ABOVE=1: reconciliation picks
+    them up, one is forced down, two are held. `discard`: they are forgotten untouched, and the
+    next passes, and a restarted daemon's, do not take them on again on the same open alerts."""
+    ids = (801, 802, 803)
+    for device_id in ids:
+        sim.add_device(
+            device_id, f"cpe-{device_id}", overwrite_ip="198.51.100.8", ports={"port2": "down"}
+        )
+        sim.add_alert(device_id)
+    d = start_daemon(CONFIRM_ABOVE="1", RECONCILE_INTERVAL_SEC="0.2")
+
+    def held() -> list[int]:
+        return sorted(i for i, rec in d.daemon.store.records().items() if rec.held)
+
+    wait_for(lambda: len(held()) == 2, what="two held")
+    discarded = held()
+    import requests
+
+    reply = requests.post(d.url + "/discard", headers=AUTH, timeout=10)
+    assert reply.json() == {"status": "discarded", "devices": discarded}
+    wait_for(lambda: all(d.daemon.store.get(i) is None for i in discarded), what="forgotten")
+    passes = d.daemon.reconciler.passes
+    wait_for(lambda: d.daemon.reconciler.passes >= passes + 3, what="three more passes")
+    assert all(d.daemon.store.get(i) is None and sim.patches(i) == [] for i in discarded)
+    assert d.stop() == 0
+    d = start_daemon(CONFIRM_ABOVE="1", RECONCILE_INTERVAL_SEC="0.2")
+    wait_for(lambda: d.daemon.reconciler.passes >= 3, what="three passes after the restart")
+    assert all(d.daemon.store.get(i) is None and sim.patches(i) == [] for i in discarded)
+
+
+# -- EXCLUDE=group:NAME fails closed (bug 8) -----------------------------------------------------
+def test_group_members_are_kept_on_disk_and_unknown_groups_fail_closed(tmp_path: Path) -> None:
+    from alert_handler.controls import Controls, groups_path
+
+    path = groups_path(tmp_path / "state.json")
+    exclusions = (Target(group="VIP"),)
+
+    def fresh() -> Controls:
+        return Controls(exclusions, tmp_path / "silences.json", lambda: NOW, groups_file=path)
+
+    first = fresh()
+    found = first.verdict(5, "cpe-5")
+    assert found is not None and found.waits and not first.groups_known
+    first.set_groups({"VIP": {5}})
+    assert first.verdict(6, "cpe-6") is None
+    again = fresh()  # a restart while LibreNMS cannot be asked: the last members read count
+    assert again.groups_known and again.verdict(6, "cpe-6") is None
+    found = again.verdict(5, "cpe-5")
+    assert found is not None and found.kind == controls.EXCLUDED
+    path.write_text("not json")
+    assert not fresh().groups_known  # unreadable: fails closed until the next read
+
+
+def test_no_first_force_down_before_the_exclusion_groups_are_read(
+    sim: Simulator, start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1. EXCLUDE=group:VIP and LibreNMS answers 500 for the group: 901 (not a member) and 902
+       (a member) alert; both are tracked, neither is forced down ("not read yet").
+    2. The group is read: 901 is forced down, 902 is let go untouched."""
+    caplog.set_level(logging.INFO, logger="alert_handler.scheduler")
+    sim.set_group("VIP", {902})
+    for device_id in (901, 902):
+        sim.add_device(
+            device_id, f"cpe-{device_id}", overwrite_ip="198.51.100.9", ports={"port2": "down"}
+        )
+    sim.inject("GET", r"^/devicegroups/", status=500, times=10_000)
+    d = start_daemon(EXCLUDE="group:VIP", EXCLUDE_REFRESH_SEC="0.2")
+    for device_id in (901, 902):
+        assert d.post(alert_body(device_id)).status_code == 202
+    wait_for(
+        lambda: (
+            "device=901 step=inspect exclusion groups not read yet" in caplog.text
+            and "device=902 step=inspect exclusion groups not read yet" in caplog.text
+        ),
+        what="both inspected and kept waiting",
+    )
+    assert sim.patches(901) == [] and sim.patches(902) == []
+    sim.clear_faults()
+    wait_for(lambda: overwrite(sim, 901) == UNSUP, what="901 forced down once the group is read")
+    wait_for(lambda: d.daemon.store.get(902) is None, what="902 let go")
+    assert sim.patches(902) == []
+
+
+# -- one lock around the gate's state (bug 4) ----------------------------------------------------
+class _PausingStore:
+    """The store's calls Admission makes, over a dict; a hold (an update from the scheduler's
+    thread) can be paused half-way so that a request thread's confirm runs in between."""
+
+    def __init__(self, records: dict[int, DeviceRecord]) -> None:
+        import threading
+
+        self._records = dict(records)
+        self.in_hold = threading.Event()
+        self.go_on = threading.Event()
+        self.confirm_looked = threading.Event()
+        self.hold_thread: object = None
+
+    def records(self) -> dict[int, DeviceRecord]:
+        import threading
+
+        if threading.current_thread() is not self.hold_thread:
+            self.confirm_looked.set()
+        return dict(self._records)
+
+    def update(self, device_id: int, change: object, events: object = ()) -> tuple[object, int]:
+        import threading
+
+        if threading.current_thread() is self.hold_thread:
+            self.in_hold.set()
+            self.go_on.wait(10)
+        new = change(self._records.get(device_id))  # type: ignore[operator]
+        if callable(events):
+            events(None, new)
+        if new is None:
+            self._records.pop(device_id, None)
+        else:
+            self._records[device_id] = new
+        return new, 1
+
+    def add_events(self, lines: object) -> int:
+        return 1
+
+
+def test_a_confirm_during_a_scheduling_pass_is_never_lost() -> None:
+    """CONFIRM_ABOVE=1, two new devices: the scheduler's pass lets one through and is about to
+    hold the other when a person confirms. The confirm waits for the pass (one lock), then
+    confirms the held device: nothing stays held, the gate does not hold."""
+    import threading
+
+    from alert_handler.admission import Admission
+    from alert_handler.metrics import Metrics
+
+    records = {d: DeviceRecord(device_id=d, next_attempt_at=NOW) for d in (1, 2)}
+    store = _PausingStore(records)
+    gate = ConfirmGate(above=1, window=300.0)
+    admission = Admission(store, Metrics(), gate=gate)  # type: ignore[arg-type]
+    passing = threading.Thread(
+        target=admission.admit, args=(records, [(NOW, 1), (NOW, 2)], set(), NOW, 0)
+    )
+    store.hold_thread = passing
+    passing.start()
+    assert store.in_hold.wait(10)
+    confirming = threading.Thread(
+        target=admission.decide_held,
+        args=(lambda rec: controls.confirm(rec, NOW), lambda _d: []),
+    )
+    confirming.start()
+    store.confirm_looked.wait(0.5)  # without the lock, the confirm looks now (and finds none)
+    store.go_on.set()
+    passing.join(10)
+    confirming.join(10)
+    assert not any(rec.held for rec in store.records().values())
+    assert store.records()[2].confirmed and not gate.holding
+
+
+def test_holding_since_before_does_not_claim_the_limit_was_passed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bug 2: restarted with CONFIRM_ABOVE raised to 50 and devices still held, the log does
+    not say "more than CONFIRM_ABOVE=50 new devices": it says the gate holds until a person
+    decides, with the current limit."""
+    from alert_handler.admission import Admission
+    from alert_handler.metrics import Metrics
+
+    caplog.set_level(logging.WARNING, logger="alert_handler.scheduler")
+    records = {d: DeviceRecord(device_id=d, held=d < 3, next_attempt_at=NOW) for d in (1, 2, 3)}
+    store = _PausingStore(records)
+    gate = ConfirmGate(above=50, window=300.0)
+    gate.holding = True  # as daemon.build sets it when held devices are on disk
+    Admission(store, Metrics(), gate=gate).admit(records, [(NOW, 3)], set(), NOW, 2)  # type: ignore[arg-type]
+    assert "more than CONFIRM_ABOVE" not in caplog.text
+    assert "holds every new device until a person decides (CONFIRM_ABOVE=50): 3 held" in caplog.text

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,8 @@ from alert_handler.core.records import DeviceRecord
 from alert_handler.core.seen import to_unmute
 from alert_handler.events.decisions import intake_events, step_events
 from alert_handler.events.journal import EventMaker
+from alert_handler.sim.simulator import Simulator
+from tests.conftest import StartDaemon, alert_body, overwrite, wait_for
 from tests.test_steps import NOW, RULES, UNSUP
 
 NEW = DeviceRecord(device_id=42, hostname="cpe-42", next_attempt_at=NOW)
@@ -93,3 +97,34 @@ def test_acks_are_taken_back_unless_it_recovered_or_is_gone() -> None:
     assert to_unmute(acked, Decision(None, Reason.RECOVERED)) == ()
     assert to_unmute(acked, Decision(None, Reason.DEVICE_GONE)) == ()
     assert to_unmute(acked, Decision(acked, Reason.GAVE_UP)) == ()
+
+
+def test_every_tracked_device_closes_exactly_once_in_the_journal(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """The daemon in-process: a stale alert (port up), a device under maintenance in LibreNMS
+    (bug 3: it used to get `tracked` and nothing else), one without the port, and one that is
+    forced down and recovers: each gets one `tracked` and exactly one closing event."""
+    sim.add_device(1001, "cpe-1001", ports={"port2": "up"})
+    sim.add_device(1002, "cpe-1002", ports={"port2": "down"})
+    sim.set_maintenance(1002)
+    sim.add_device(1003, "cpe-1003", ports={"eth0": "down"})
+    sim.add_device(1004, "cpe-1004", overwrite_ip="198.51.100.4", ports={"port2": "down"})
+    d = start_daemon()
+    for device_id in (1001, 1002, 1003, 1004):
+        assert d.post(alert_body(device_id)).status_code == 202
+    wait_for(lambda: overwrite(sim, 1004) == UNSUP, what="1004 forced down")
+    sim.set_link(1004, "port2", "up")
+    wait_for(lambda: not d.daemon.store.records(), what="all let go")
+    assert d.stop() == 0
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    ends = {t.value for t in EPISODE_ENDS}
+    for device_id, closing in (
+        (1001, "dismissed"),
+        (1002, "dismissed"),
+        (1003, "dismissed"),
+        (1004, "recovered"),
+    ):
+        mine = [e["type"] for e in events if e["device_id"] == device_id]
+        assert mine.count("tracked") == 1, (device_id, mine)
+        assert [t for t in mine if t in ends] == [closing], (device_id, mine)

@@ -164,6 +164,8 @@ def _legacy_record(device_id: int, obj: Any, now: float) -> DeviceRecord:
     The old `ip` came from the alert, which after a poll is UNSUPERVISED_IP: it is kept only as
     `last_ip`, never as the original. The device restarts at NEW, so the original is read from
     LibreNMS before anything changes (and adopted as null if the old script had forced it down).
+    The old script was handling it already: the confirmation gate does not hold it
+    (`found_unsupervised`), so an upgrade with many devices down needs no `confirm`.
     """
     if not isinstance(obj, dict):
         raise ValueError(f"device {device_id}: not an object")
@@ -183,6 +185,7 @@ def _legacy_record(device_id: int, obj: Any, now: float) -> DeviceRecord:
         next_attempt_at=now,
         last_alert=first_seen,
         last_ip=_opt_str(obj.get("ip"), "ip"),
+        found_unsupervised=True,
     )
 
 

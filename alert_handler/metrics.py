@@ -40,22 +40,6 @@ ALERT_RESULTS = (
     "forbidden",  # client not in ALLOWED_CLIENTS
     "unavailable",  # the state file could not be written (503)
 )
-# Everything but alert deliveries (POST /alert and /): an operator's command, a scrape, a probe.
-OPERATOR_ENDPOINTS = (
-    "index",
-    "health",
-    "metrics",
-    "devices",
-    "release",
-    "track",
-    "pause",
-    "resume",
-    "silences",
-    "unsilence",
-    "confirm",
-    "discard",
-    "other",  # no such endpoint, or a request too malformed to have one
-)
 OPERATOR_RESULTS = ("ok", "rejected", "unauthorized", "forbidden", "unavailable", "error")
 ATTEMPT_OUTCOMES = tuple(o.value for o in _OUTCOMES)
 STEPS = (
@@ -221,9 +205,6 @@ class Metrics:
             self.events.labels(kind.value)
         for result in ALERT_RESULTS:
             self.alerts.labels(result)
-        for endpoint in OPERATOR_ENDPOINTS:
-            for result in OPERATOR_RESULTS:
-                self.operator_requests.labels(endpoint, result)
         for outcome in ATTEMPT_OUTCOMES:
             self.attempts.labels(outcome)
         for step in STEPS:
@@ -244,6 +225,12 @@ class Metrics:
     def observe_api(self, endpoint: str, status: str, seconds: float) -> None:
         """Hook for the LibreNMS client."""
         self.api_requests.labels(endpoint, status).inc()
+
+    def declare_endpoints(self, endpoints: tuple[str, ...]) -> None:
+        """Export every operator endpoint's counters at 0 (the labels of http/routes.py)."""
+        for endpoint in endpoints:
+            for result in OPERATOR_RESULTS:
+                self.operator_requests.labels(endpoint, result)
 
     def operator_request(self, endpoint: str, status: int) -> None:
         """Count one answer of an operator endpoint by its HTTP status."""

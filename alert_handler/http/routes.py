@@ -65,6 +65,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/confirm", ("POST",), Answer.CONFIRM, True, "force down held devices", "confirm"),
     Route("/discard", ("POST",), Answer.DISCARD, True, "forget held devices", "discard"),
 )
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT")
 OTHER = "other"  # the label of a request no route answers
 _COMPILED = tuple((route, route.pattern) for route in ROUTES)
 
@@ -86,24 +87,26 @@ class Match:
 
 
 def match(method: str, path: str) -> Match:
-    """The route for `method` on `path` (HEAD as GET), and the path's Allow list."""
-    wanted = "GET" if method == "HEAD" else method
-    allow: list[str] = []
+    """The route for `method` on `path` (HEAD where GET, but for an alert), and the path's Allow
+    list."""
+    allow: set[str] = set()
     found: tuple[Route, str | None] | None = None
     for route, pattern in _COMPILED:
         hit = pattern.match(path)
         if hit is None:
             continue
-        allow += [m for m in route.methods if m not in allow]
-        if found is None and wanted in route.methods:
+        methods = set(route.methods)
+        if "GET" in methods and route.answer is not Answer.ALERT:  # no HEAD of a delivery
+            methods.add("HEAD")
+        allow |= methods
+        if found is None and method in methods:
             found = (route, hit.group(1) if hit.groups() else None)
-    if "GET" in allow:
-        allow.insert(allow.index("GET") + 1, "HEAD")
+    allow_list = tuple(m for m in _METHOD_ORDER if m in allow)
     if found is None:
         label = next((r.label for r, p in _COMPILED if p.match(path) and r.label), OTHER)
-        return Match(None, None, tuple(allow), label)
+        return Match(None, None, allow_list, label)
     route, raw_id = found
-    return Match(route, raw_id, tuple(allow), route.label)
+    return Match(route, raw_id, allow_list, route.label)
 
 
 def listing() -> list[dict[str, object]]:

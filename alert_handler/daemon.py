@@ -161,7 +161,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         events.open()
 
         def written(seconds: float, size: int) -> None:
-            metrics.observe_state_write(seconds, size)
+            metrics.observe_state_write(seconds)
             health.record_success(STATE_FILE)
 
         store = StateStore(

@@ -254,7 +254,7 @@ class Metrics:
         """Hook for the poller: one poll run on `poller` ended with `status`."""
         self.poller_polls.labels(poller, status if status in POLL_STATUSES else "other").inc()
 
-    def observe_state_write(self, seconds: float, size: int) -> None:
+    def observe_state_write(self, seconds: float) -> None:
         """Hook for the state store."""
         self.state_write_seconds.observe(seconds)
 

@@ -155,7 +155,6 @@ class EventJournal:
         self._fd: int | None = None
         self._size = 0
         self._listeners: list[Listener] = []
-        self.appended = 0  # events written since start
 
     def listen(self, listener: Listener) -> None:
         """Call `listener` with the events of every batch once they are durable (in the
@@ -194,7 +193,6 @@ class EventJournal:
             start = self._size
             append_durably(self._fd, data, start)
             self._size = start + len(data)
-            self.appended += len(lines)
         if self._listeners:
             events = [e for e in (parse_line(line) for line in lines) if e is not None]
             for listener in self._listeners:

@@ -263,7 +263,6 @@ class JournalFile:
         self.old_path = old_journal_path(state_path)
         self._fd: int | None = None
         self._size = 0
-        self.appended = 0  # lines appended since the last rotation
 
     def _open(self) -> int:
         if self._fd is None:
@@ -293,7 +292,6 @@ class JournalFile:
             self.close()  # reopened (and its tail checked again) at the next append
             raise
         self._size += len(data)
-        self.appended += len(lines)
         return len(data)
 
     def rotate(self) -> None:
@@ -305,7 +303,6 @@ class JournalFile:
             if not self.path.is_file():  # something in the way: not ours to move
                 raise OSError(errno.EISDIR, f"{self.path} is not a regular file")
             os.rename(self.path, self.old_path)
-        self.appended = 0
         self._open()
         fsync_dir(self.path.parent)
 

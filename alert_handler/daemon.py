@@ -75,9 +75,7 @@ def make_api(cfg: Config, metrics: Metrics | None = None, health: Health | None 
         for observer in observers:
             observer(endpoint, status, seconds)
 
-    verify: bool | str = cfg.librenms_verify_tls
-    if cfg.librenms_verify_tls and cfg.librenms_ca_bundle:
-        verify = cfg.librenms_ca_bundle
+    verify: bool = cfg.librenms_verify_tls  # True: requests reads REQUESTS_CA_BUNDLE itself
     return LibreNMS(
         cfg.librenms_url,
         cfg.librenms_api_token,

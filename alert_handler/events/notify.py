@@ -25,6 +25,8 @@ from alert_handler.settings import ConfigError
 log = logging.getLogger(__name__)
 
 MIN_GAP = 1.0  # seconds between two messages to one target
+NOTIFY_LIMIT = 5  # messages one target gets per window; the rest are summed up in one digest
+NOTIFY_WINDOW = 300.0  # the rate limit's window, in seconds
 _QUEUE_MAX = 10_000  # events waiting per target; beyond it they are counted as dropped
 
 
@@ -159,8 +161,8 @@ class Notifier:
         urls: Sequence[str],
         types: Iterable[str],
         *,
-        limit: int,
-        window: float,
+        limit: int = NOTIFY_LIMIT,
+        window: float = NOTIFY_WINDOW,
         metrics: Metrics | None = None,
     ) -> None:
         self.types = frozenset(types)

@@ -31,7 +31,7 @@ from alert_handler.metrics import Metrics
 from alert_handler.poll import Poller, make_poller
 from alert_handler.reconcile import Reconciler
 from alert_handler.scheduler import Liveness, Scheduler
-from alert_handler.sdnotify import Notifier
+from alert_handler.sdnotify import SystemdNotifier
 from alert_handler.store.files import StateLock, load_state
 from alert_handler.store.state import StateStore
 
@@ -112,7 +112,7 @@ class Daemon:
     refresher: GroupRefresher
     metrics: Metrics
     health: Health
-    notifier: Notifier = field(default_factory=Notifier)
+    notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     on_hup: Callable[[], None] | None = None
     steady: SteadyClock | None = None  # the clock, when it is the daemon's own
     events: EventHub | None = None

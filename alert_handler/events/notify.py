@@ -69,7 +69,7 @@ def send(client: Any, msg: Message) -> tuple[bool, str]:
     return ok, "" if ok else (lines[-1] if lines else "not sent")
 
 
-class Target:
+class NotifyTarget:
     """One Apprise URL, its rate limit and the thread that sends to it."""
 
     def __init__(
@@ -93,7 +93,7 @@ class Target:
         self._thread = threading.Thread(target=self._run, name=f"notify-{number}", daemon=True)
 
     def __repr__(self) -> str:
-        return f"Target({self.name!r})"
+        return f"NotifyTarget({self.name!r})"
 
     def start(self) -> None:
         """Start the sending thread."""
@@ -167,7 +167,7 @@ class Notifier:
     ) -> None:
         self.types = frozenset(types)
         self.targets = [
-            Target(n, url, RateLimit(limit, window), metrics) for n, url in enumerate(urls, 1)
+            NotifyTarget(n, url, RateLimit(limit, window), metrics) for n, url in enumerate(urls, 1)
         ]
 
     def consume(self, events: list[Event]) -> None:

@@ -372,3 +372,32 @@ def test_reading_while_the_daemon_rotates_and_checkpoints(
         reads += 1
     thread.join(WAIT)
     assert store.checkpoint_seq > 0
+
+
+@pytest.mark.parametrize("chunk", [3, 5, 65536])
+@pytest.mark.parametrize(
+    ("data", "kept", "last"),
+    [
+        (b"", 0, b""),
+        (b"abc", 0, b""),
+        (b"a\n", 2, b"a"),
+        (b"a\nbc", 2, b"a"),
+        (b"one\ntwo\n", 8, b"two"),
+        (b"one\ntwo\nthr", 8, b"two"),
+        (b"x" * 20 + b"\n" + b"y" * 30 + b"\nz", 52, b"y" * 30),
+        (b"\n\n", 2, b""),
+    ],
+)
+def test_a_torn_tail_is_cut_and_the_last_line_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, data: bytes, kept: int, last: bytes
+) -> None:
+    """The one tail repair both journals open their file with, whatever the read chunk size."""
+    monkeypatch.setattr(journal, "_TAIL_CHUNK", chunk)
+    path = tmp_path / "lines"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert journal.cut_torn_tail(fd) == (kept, last)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data[:kept]

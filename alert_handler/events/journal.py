@@ -25,7 +25,7 @@ from typing import Any
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.events.ids import IdSource
-from alert_handler.store.journal import append_durably, fsync_dir
+from alert_handler.store.journal import append_durably, cut_torn_tail, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class EventJournal:
     def _open_locked(self) -> str | None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            size, last = _repair_tail(fd)
+            size, last = cut_torn_tail(fd)
         except BaseException:
             os.close(fd)
             raise
@@ -223,30 +223,3 @@ class EventJournal:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-
-
-def _repair_tail(fd: int) -> tuple[int, bytes]:
-    """Cut the file after its last newline (a line torn by a crash was never acknowledged);
-    returns (size, last complete line)."""
-    size = os.fstat(fd).st_size
-    end = size
-    chunk = 65536
-    tail = b""
-    while end > 0:
-        start = max(0, end - chunk)
-        tail = os.pread(fd, end - start, start) + tail
-        end = start
-        cut = tail.rfind(b"\n")
-        if cut >= 0:
-            keep = end + cut + 1
-            previous = tail.rfind(b"\n", 0, cut)
-            if previous < 0 and end > 0:
-                continue  # the last line starts further back
-            if keep != size:
-                os.ftruncate(fd, keep)
-                os.fsync(fd)
-            return keep, tail[previous + 1 : cut]
-    if size:
-        os.ftruncate(fd, 0)  # one torn line and nothing else
-        os.fsync(fd)
-    return 0, b""

@@ -83,7 +83,8 @@ class EventHub:
         )
 
     def consume(self, consumer: Callable[[list[Event]], None]) -> None:
-        """Feed `consumer` every durable batch (in the state writer's thread: be quick)."""
+        """Feed `consumer` every durable batch, on whichever thread leads that group commit (the
+        state writer, or a request or recovery thread waiting for its line): be quick."""
         self._consumers.append(consumer)
 
     def _learn(self, events: list[Event]) -> None:

@@ -171,7 +171,8 @@ class Notifier:
         ]
 
     def consume(self, events: list[Event]) -> None:
-        """Queue the wanted events for every target (in the journal writer's thread: quick)."""
+        """Queue the wanted events for every target (on the thread leading the group commit:
+        quick)."""
         for event in events:
             if event.type in self.types:
                 for target in self.targets:

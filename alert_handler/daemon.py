@@ -222,6 +222,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             tls_cert_file=cfg.tls_cert_file,
             tls_key_file=cfg.tls_key_file,
         )
+        metrics.connections.set_function(lambda: server.active_connections)
         refresher = GroupRefresher(controls, api, store, cfg.exclude_refresh_sec, scheduler.wake)
         lock.announce(listen_url(server))  # how the commands find it, whatever the env file says
         reconciler = Reconciler(

@@ -196,6 +196,12 @@ class Metrics:
             "Events not yet delivered to EVENT_WEBHOOK_URL",
             registry=r,
         )
+        self.connections = Gauge(
+            "alert_handler_http_connections",
+            "Connections to the listener open right now (reading, answered, lingering); "
+            "MAX_CONNECTIONS is the limit",
+            registry=r,
+        )
         self.outbox_age = Gauge(
             "alert_handler_event_outbox_oldest_age_seconds",
             "Age of the oldest event not yet delivered to EVENT_WEBHOOK_URL (0: none)",

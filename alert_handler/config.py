@@ -59,8 +59,6 @@ class Config:
         problem="is required (an admin API token)", aliases=("API_TOKEN",)))
     librenms_verify_tls: bool = setting(
         s.BOOL, True, API, "https only: verify the LibreNMS certificate.")
-    librenms_ca_bundle: str | None = setting(
-        s.PATH, None, API, "https only: the CA bundle that signed the LibreNMS certificate.")
     api_timeout_sec: float = setting(s.SECONDS, 10.0, API, "Seconds per API call.")
     api_retries: int = setting(
         s.COUNT, 2, API, "How many times a timeout, 5xx or 429 is retried within a step.")
@@ -132,9 +130,6 @@ class Config:
         "accept-new: trust on first use and refuse changes; strict: only known keys.")
     ssh_connect_timeout_sec: float = setting(
         s.SECONDS, 10.0, POLL, "Seconds to connect and log in over SSH.")
-    ssh_max_channels: int = setting(
-        s.POSITIVE, 8, POLL, "Concurrent poll channels on the one SSH connection (OpenSSH's "
-        "MaxSessions is 10).")
     poller_group_hosts: tuple[s.PollTarget, ...] = setting(
         s.POLL_TARGETS, (), POLL, "Where each LibreNMS poller group's devices are polled, e.g. "
         "`2=poller-east,3=librenms@10.0.3.5:2222,4=local`: `lnms device:poll` polls from the "
@@ -179,30 +174,17 @@ class Config:
     events_file: str | None = setting(
         s.PATH, None, EVENTS, "The event journal (JSON lines); unset: events.jsonl next to "
         "STATE_FILE.")
-    events_max_bytes: int = setting(
-        s.integer(4096, None, "a size in bytes of 4096 or more"), 10_000_000, EVENTS,
-        "Size at which the journal is rotated (events.jsonl.1 is the newest old file).")
-    events_keep_files: int = setting(
-        s.integer(1, 100, "a whole number from 1 to 100"), 4, EVENTS,
-        "Rotated journal files kept.")
     event_webhook_url: str | None = setting(
         ek.WEBHOOK_URL, None, EVENTS, "POST every event here, signed (Standard Webhooks), at "
         "least once and in order; needs EVENT_WEBHOOK_SECRET.")
     event_webhook_secret: str | None = setting(
         ek.WEBHOOK_SECRET, None, EVENTS, "The signing secret; `alert-handler webhook-secret` "
         "makes one.", secret=True)
-    event_webhook_timeout_sec: float = setting(
-        s.SECONDS, 10.0, EVENTS, "Seconds the webhook receiver has to answer one delivery.")
     notify_urls: tuple[str, ...] = setting(
         ek.APPRISE_URLS, (), EVENTS, "Apprise URLs that people are notified at (mailto://, "
         "slack://, tgram://, rsyslog://, ...).", secret=True)
     notify_events: tuple[str, ...] = setting(
         ek.EVENT_TYPES, DEFAULT_NOTIFY_EVENTS, EVENTS, "The event types sent to NOTIFY_URLS.")
-    notify_max_per_window: int = setting(
-        s.POSITIVE, 5, EVENTS, "Messages one target gets per NOTIFY_WINDOW_SEC; the rest of "
-        "the window is summed up in one digest.")
-    notify_window_sec: float = setting(
-        s.SECONDS, 300.0, EVENTS, "The rate limit's window, in seconds.")
     # fmt: on
 
     def secrets(self) -> list[str]:
@@ -298,6 +280,18 @@ def _named(key: str) -> str:
     return key if key.replace("_", "").replace("-", "").replace(".", "").isalnum() else repr(key)
 
 
+# Settings that became constants: a key of these in an existing .env is warned about, never refused.
+REMOVED = {
+    "LIBRENMS_CA_BUNDLE": "set REQUESTS_CA_BUNDLE in the environment instead (requests reads it)",
+    "SSH_MAX_CHANNELS": "now fixed at 8 polls at once per SSH connection",
+    "EVENTS_MAX_BYTES": "the event journal now rotates at 10 MB",
+    "EVENTS_KEEP_FILES": "the event journal now keeps 4 rotated files",
+    "EVENT_WEBHOOK_TIMEOUT_SEC": "the event webhook's receiver now has 10 s per delivery",
+    "NOTIFY_MAX_PER_WINDOW": "now fixed at 5 messages per target per 5 minutes, then a digest",
+    "NOTIFY_WINDOW_SEC": "now fixed at 5 minutes",
+}
+
+
 def unknown_key_warnings(
     file_keys: Iterable[str], environ_keys: Iterable[str] = (), *, source: str = ".env"
 ) -> list[str]:
@@ -305,6 +299,10 @@ def unknown_key_warnings(
     # The environment also holds PATH, HOME and the like: only a near miss is worth a line.
     lines: list[str] = []
     seen = set(_BY_KEY)
+    for key in (*file_keys, *environ_keys):
+        if key in REMOVED and key not in seen:
+            seen.add(key)
+            lines.append(f"setting {key} is no longer read: {REMOVED[key]}")
     for key in file_keys:
         if key not in seen:
             seen.add(key)

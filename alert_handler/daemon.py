@@ -31,7 +31,7 @@ from alert_handler.metrics import Metrics
 from alert_handler.poll import Poller, make_poller
 from alert_handler.reconcile import Reconciler
 from alert_handler.scheduler import Liveness, Scheduler
-from alert_handler.sdnotify import Notifier
+from alert_handler.sdnotify import SystemdNotifier
 from alert_handler.store.files import StateLock, load_state
 from alert_handler.store.state import StateStore
 
@@ -75,9 +75,7 @@ def make_api(cfg: Config, metrics: Metrics | None = None, health: Health | None 
         for observer in observers:
             observer(endpoint, status, seconds)
 
-    verify: bool | str = cfg.librenms_verify_tls
-    if cfg.librenms_verify_tls and cfg.librenms_ca_bundle:
-        verify = cfg.librenms_ca_bundle
+    verify: bool = cfg.librenms_verify_tls  # True: requests reads REQUESTS_CA_BUNDLE itself
     return LibreNMS(
         cfg.librenms_url,
         cfg.librenms_api_token,
@@ -114,7 +112,7 @@ class Daemon:
     refresher: GroupRefresher
     metrics: Metrics
     health: Health
-    notifier: Notifier = field(default_factory=Notifier)
+    notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     on_hup: Callable[[], None] | None = None
     steady: SteadyClock | None = None  # the clock, when it is the daemon's own
     events: EventHub | None = None
@@ -161,7 +159,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         events.open()
 
         def written(seconds: float, size: int) -> None:
-            metrics.observe_state_write(seconds, size)
+            metrics.observe_state_write(seconds)
             health.record_success(STATE_FILE)
 
         store = StateStore(
@@ -226,6 +224,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             tls_cert_file=cfg.tls_cert_file,
             tls_key_file=cfg.tls_key_file,
         )
+        metrics.connections.set_function(lambda: server.active_connections)
         refresher = GroupRefresher(controls, api, store, cfg.exclude_refresh_sec, scheduler.wake)
         lock.announce(listen_url(server))  # how the commands find it, whatever the env file says
         reconciler = Reconciler(

@@ -40,22 +40,6 @@ ALERT_RESULTS = (
     "forbidden",  # client not in ALLOWED_CLIENTS
     "unavailable",  # the state file could not be written (503)
 )
-# Everything but alert deliveries (POST /alert and /): an operator's command, a scrape, a probe.
-OPERATOR_ENDPOINTS = (
-    "index",
-    "health",
-    "metrics",
-    "devices",
-    "release",
-    "track",
-    "pause",
-    "resume",
-    "silences",
-    "unsilence",
-    "confirm",
-    "discard",
-    "other",  # no such endpoint, or a request too malformed to have one
-)
 OPERATOR_RESULTS = ("ok", "rejected", "unauthorized", "forbidden", "unavailable", "error")
 ATTEMPT_OUTCOMES = tuple(o.value for o in _OUTCOMES)
 STEPS = (
@@ -212,6 +196,12 @@ class Metrics:
             "Events not yet delivered to EVENT_WEBHOOK_URL",
             registry=r,
         )
+        self.connections = Gauge(
+            "alert_handler_http_connections",
+            "Connections to the listener open right now (reading, answered, lingering); "
+            "MAX_CONNECTIONS is the limit",
+            registry=r,
+        )
         self.outbox_age = Gauge(
             "alert_handler_event_outbox_oldest_age_seconds",
             "Age of the oldest event not yet delivered to EVENT_WEBHOOK_URL (0: none)",
@@ -221,9 +211,6 @@ class Metrics:
             self.events.labels(kind.value)
         for result in ALERT_RESULTS:
             self.alerts.labels(result)
-        for endpoint in OPERATOR_ENDPOINTS:
-            for result in OPERATOR_RESULTS:
-                self.operator_requests.labels(endpoint, result)
         for outcome in ATTEMPT_OUTCOMES:
             self.attempts.labels(outcome)
         for step in STEPS:
@@ -244,6 +231,12 @@ class Metrics:
     def observe_api(self, endpoint: str, status: str, seconds: float) -> None:
         """Hook for the LibreNMS client."""
         self.api_requests.labels(endpoint, status).inc()
+
+    def declare_endpoints(self, endpoints: tuple[str, ...]) -> None:
+        """Export every operator endpoint's counters at 0 (the labels of http/routes.py)."""
+        for endpoint in endpoints:
+            for result in OPERATOR_RESULTS:
+                self.operator_requests.labels(endpoint, result)
 
     def operator_request(self, endpoint: str, status: int) -> None:
         """Count one answer of an operator endpoint by its HTTP status."""
@@ -267,7 +260,7 @@ class Metrics:
         """Hook for the poller: one poll run on `poller` ended with `status`."""
         self.poller_polls.labels(poller, status if status in POLL_STATUSES else "other").inc()
 
-    def observe_state_write(self, seconds: float, size: int) -> None:
+    def observe_state_write(self, seconds: float) -> None:
         """Hook for the state store."""
         self.state_write_seconds.observe(seconds)
 

@@ -147,11 +147,6 @@ class Scheduler:
             return Liveness.STUCK
         return Liveness.ALIVE
 
-    def alive(self) -> bool:
-        """Whether the recovery loop runs and makes progress (what /health and the systemd
-        watchdog report)."""
-        return self.thread_state() is Liveness.ALIVE
-
     def ensure_running(self) -> bool:
         """Restart the scheduler thread if it died; True if it had to."""
         thread = self._thread

@@ -6,7 +6,7 @@ import os
 import socket
 
 
-class Notifier:
+class SystemdNotifier:
     """Sends READY=1, WATCHDOG=1, STOPPING=1 when running under systemd Type=notify."""
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:

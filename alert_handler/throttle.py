@@ -29,9 +29,3 @@ class Throttle:
             self._used += 1
             held, self._held = self._held, 0
             return held
-
-    def take_held(self) -> int:
-        """How many were held back since the last one let through; the count starts again."""
-        with self._lock:
-            held, self._held = self._held, 0
-            return held

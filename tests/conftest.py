@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import shlex
@@ -223,3 +224,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def checkpoint_seq(state_file: Path) -> int:
+    """The last journal line the state file on disk includes (0: no checkpoint yet)."""
+    try:
+        return int(json.loads(state_file.read_text())["seq"] or 0)
+    except FileNotFoundError:
+        return 0

@@ -39,7 +39,6 @@ FLOAT_KEYS = {
     "STOP_TIMEOUT_SEC": "stop_timeout_sec",
 }
 POSITIVE_INT_KEYS = {
-    "SSH_MAX_CHANNELS": "ssh_max_channels",
     "MAX_PARALLEL": "max_parallel",
     "MAX_CONNECTIONS": "max_connections",
 }
@@ -620,3 +619,17 @@ def test_serve_logs_a_misspelt_key(sim: Simulator, tmp_path: Path) -> None:
         "step=config unknown setting RECOVERY_INTERVALL_SEC in .env: "
         "did you mean RECOVERY_INTERVAL_SEC?"
     ]
+
+
+def test_a_removed_setting_is_warned_about_with_what_replaced_it() -> None:
+    """A key of a setting that became a constant starts the daemon anyway, with one line each."""
+    lines = unknown_key_warnings(["LIBRENMS_CA_BUNDLE", "NOTIFY_WINDOW_SEC"], ["SSH_MAX_CHANNELS"])
+    assert lines == [
+        "setting LIBRENMS_CA_BUNDLE is no longer read: set REQUESTS_CA_BUNDLE in the environment "
+        "instead (requests reads it)",
+        "setting NOTIFY_WINDOW_SEC is no longer read: now fixed at 5 minutes",
+        "setting SSH_MAX_CHANNELS is no longer read: now fixed at 8 polls at once per SSH "
+        "connection",
+    ]
+    env = {"LIBRENMS_URL": "http://127.0.0.1/", "LIBRENMS_API_TOKEN": "a" * 32}
+    parse({**env, "POLL_METHOD": "local", "EVENTS_KEEP_FILES": "9"})  # no refusal

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from alert_handler.cli.main import main
+from alert_handler.events import webhook
 from alert_handler.events.journal import EventJournal, EventMaker, EventType
 from alert_handler.events.kinds import secret_key
 from alert_handler.events.reader import read_events
@@ -229,11 +230,15 @@ def test_kill_9_mid_delivery_loses_nothing(
 
 
 def test_a_hanging_receiver_delays_neither_acks_nor_recovery(
-    sim: Simulator, start_daemon: StartDaemon, receivers: list[Receiver]
+    sim: Simulator,
+    start_daemon: StartDaemon,
+    receivers: list[Receiver],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """1. The receiver takes the first delivery and never answers (timeout 60 s).
     2. Meanwhile alerts are acknowledged and a device is forced down, checked and recovered:
        the whole episode is journaled while that one delivery still hangs."""
+    monkeypatch.setattr(webhook, "DELIVERY_TIMEOUT", 60.0)
     receiver = Receiver(SECRET, answer=lambda _event: None)
     receivers.append(receiver)
     sim.add_device(5, "cpe-5", ports={"port2": "down"})
@@ -242,7 +247,6 @@ def test_a_hanging_receiver_delays_neither_acks_nor_recovery(
         RECOVERY_INTERVAL_SEC="0.5",
         EVENT_WEBHOOK_URL=receiver.url,
         EVENT_WEBHOOK_SECRET=SECRET,
-        EVENT_WEBHOOK_TIMEOUT_SEC="60",
     )
     assert d.post(alert_body(5)).status_code == 202
     wait_for(lambda: receiver.hanging == 1, what="the first delivery to hang")

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import requests
 
-from alert_handler.sdnotify import Notifier
+from alert_handler.sdnotify import SystemdNotifier
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 from alert_handler.store.codec import record_to_dict
 from alert_handler.store.files import read_state
@@ -708,18 +708,18 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path: Path, launch: Launch) -> No
 def test_notifier_without_socket_and_with_abstract_socket() -> None:
     """No NOTIFY_SOCKET: sending is a no-op. An abstract socket ("@name") is reached. The ping
     interval is half of WATCHDOG_USEC, and none when the watchdog is another process's."""
-    quiet = Notifier({})
+    quiet = SystemdNotifier({})
     assert not quiet.enabled and quiet.watchdog_interval is None
     quiet.send("READY=1")
     name = f"alert-handler-test-{os.getpid()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind("\0" + name)
         sock.settimeout(5)
-        Notifier({"NOTIFY_SOCKET": "@" + name}).send("READY=1")
+        SystemdNotifier({"NOTIFY_SOCKET": "@" + name}).send("READY=1")
         assert sock.recv(64) == b"READY=1"
-    assert Notifier({"WATCHDOG_USEC": "3000000"}).watchdog_interval == 1.5
+    assert SystemdNotifier({"WATCHDOG_USEC": "3000000"}).watchdog_interval == 1.5
     other = {"WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid() + 1)}
-    assert Notifier(other).watchdog_interval is None
+    assert SystemdNotifier(other).watchdog_interval is None
 
 
 # -- 6. disk full -----------------------------------------------------------------------------

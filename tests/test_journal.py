@@ -20,7 +20,7 @@ from alert_handler.store import journal
 from alert_handler.store.codec import Snapshot, record_to_json, snapshot_to_json
 from alert_handler.store.files import load_state, read_state
 from alert_handler.store.state import CHECKPOINT_DELAY, StateStore, StateWriteError
-from tests.conftest import wait_for
+from tests.conftest import checkpoint_seq, wait_for
 
 NOW = 1_700_000_000.0
 WAIT = 10.0
@@ -181,13 +181,13 @@ def test_checkpoints_follow_within_a_second_and_rotate_the_journal(
     for device_id in range(1, 4):
         store.wait_durable(store.put(rec(device_id)), WAIT)
     assert read_state(path, NOW).devices.keys() == {1, 2, 3}
-    wait_for(lambda: store.checkpoint_seq == 3, WAIT, "the checkpoint")
+    wait_for(lambda: checkpoint_seq(path) == 3, WAIT, "the checkpoint")
     assert json.loads(path.read_text())["seq"] == 3
     store.wait_durable(store.put(rec(4)), WAIT)
     wait_for(lambda: not journal.old_journal_path(path).exists(), WAIT, "the old journal gone")
     entries = journal.read_journal(journal.journal_path(path)).entries
     assert [e.seq for e in entries] in ([4], [])  # [] once 4 is in a checkpoint too
-    wait_for(lambda: store.checkpoint_seq == 4, WAIT, "the second checkpoint")
+    wait_for(lambda: checkpoint_seq(path) == 4, WAIT, "the second checkpoint")
     assert load_state(path, NOW).snapshot.devices == {i: rec(i) for i in range(1, 5)}
     assert CHECKPOINT_DELAY <= 1.0
 
@@ -371,4 +371,33 @@ def test_reading_while_the_daemon_rotates_and_checkpoints(
         assert known <= read_state(path, NOW).devices.keys()
         reads += 1
     thread.join(WAIT)
-    assert store.checkpoint_seq > 0
+    assert checkpoint_seq(path) > 0
+
+
+@pytest.mark.parametrize("chunk", [3, 5, 65536])
+@pytest.mark.parametrize(
+    ("data", "kept", "last"),
+    [
+        (b"", 0, b""),
+        (b"abc", 0, b""),
+        (b"a\n", 2, b"a"),
+        (b"a\nbc", 2, b"a"),
+        (b"one\ntwo\n", 8, b"two"),
+        (b"one\ntwo\nthr", 8, b"two"),
+        (b"x" * 20 + b"\n" + b"y" * 30 + b"\nz", 52, b"y" * 30),
+        (b"\n\n", 2, b""),
+    ],
+)
+def test_a_torn_tail_is_cut_and_the_last_line_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, data: bytes, kept: int, last: bytes
+) -> None:
+    """The one tail repair both journals open their file with, whatever the read chunk size."""
+    monkeypatch.setattr(journal, "_TAIL_CHUNK", chunk)
+    path = tmp_path / "lines"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert journal.cut_torn_tail(fd) == (kept, last)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data[:kept]

@@ -84,7 +84,6 @@ def ssh_config(server: SSHD, **kw: Any) -> Config:
         "ssh_key_file": str(server.client_key),
         "ssh_known_hosts": str(server.dir / "known_hosts"),
         "ssh_connect_timeout_sec": 5.0,
-        "ssh_max_channels": 4,
         "poll_timeout_sec": 10.0,
     }
     return base_config(**{**defaults, **kw})
@@ -307,7 +306,7 @@ def test_concurrent_polls_share_one_connection(server: SSHD) -> None:
     2. All succeed over one SSH connection, never more than 4 commands at once."""
     devices = list(range(100, 112))
     with (
-        closing(SSHPoller(ssh_config(server, ssh_max_channels=4))) as poller,
+        closing(SSHPoller(ssh_config(server), max_channels=4)) as poller,
         ThreadPoolExecutor(max_workers=len(devices)) as pool,
     ):
         results = list(pool.map(poller.poll, devices))

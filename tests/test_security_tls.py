@@ -154,7 +154,8 @@ def test_librenms_certificate_is_verified_by_default(
 ) -> None:
     """1. LIBRENMS_URL is https with a certificate the system does not trust: the call fails
        before any request is sent, and the error names neither the token nor the device row.
-    2. LIBRENMS_CA_BUNDLE naming the CA: the call succeeds.
+    2. REQUESTS_CA_BUNDLE (the environment variable requests reads) naming the CA: the call
+       succeeds.
     3. LIBRENMS_VERIFY_TLS=false: the call succeeds (the daemon warns at start, see
        test_security_process)."""
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
@@ -174,7 +175,9 @@ def test_librenms_certificate_is_verified_by_default(
     message = str(caught.value)
     assert DEFAULT_TOKEN not in message and "snmp-community-secret" not in message
     assert https_librenms.paths == []
-    assert getattr(api_with(LIBRENMS_CA_BUNDLE=str(certs.ca)), "device_id", None) == 42
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs.ca))
+    assert getattr(api_with(), "device_id", None) == 42
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     with pytest.warns(InsecureRequestWarning):
         assert getattr(api_with(LIBRENMS_VERIFY_TLS="false"), "device_id", None) == 42
     assert https_librenms.paths == ["/api/v0/devices/42", "/api/v0/devices/42"]

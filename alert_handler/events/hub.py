@@ -30,7 +30,7 @@ class EventHub:
     def __init__(self, cfg: Config, metrics: Metrics, clock: Callable[[], float]) -> None:
         self.path = Path(cfg.events_path())
         self.metrics = metrics
-        self.journal = EventJournal(self.path, cfg.events_max_bytes, cfg.events_keep_files)
+        self.journal = EventJournal(self.path)
         self.originals = LastOriginals()
         self.episodes = EpisodeBook()
         self.emitter = Emitter(clock, self.originals, self.episodes)
@@ -41,7 +41,6 @@ class EventHub:
                 self.path,
                 cfg.event_webhook_url,
                 cfg.event_webhook_secret,
-                timeout=cfg.event_webhook_timeout_sec,
                 metrics=metrics,
                 clock=clock,
             )
@@ -52,8 +51,6 @@ class EventHub:
             self.notifier = Notifier(
                 cfg.notify_urls,
                 cfg.notify_events,
-                limit=cfg.notify_max_per_window,
-                window=cfg.notify_window_sec,
                 metrics=metrics,
             )
             self.consume(self.notifier.consume)
@@ -86,7 +83,8 @@ class EventHub:
         )
 
     def consume(self, consumer: Callable[[list[Event]], None]) -> None:
-        """Feed `consumer` every durable batch (in the state writer's thread: be quick)."""
+        """Feed `consumer` every durable batch, on whichever thread leads that group commit (the
+        state writer, or a request or recovery thread waiting for its line): be quick."""
         self._consumers.append(consumer)
 
     def _learn(self, events: list[Event]) -> None:

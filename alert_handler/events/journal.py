@@ -26,7 +26,7 @@ from alert_handler.core.event_types import EventType as EventType
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.events.ids import IdSource
-from alert_handler.store.journal import append_durably, fsync_dir
+from alert_handler.store.journal import append_durably, cut_torn_tail, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,6 @@ class EventJournal:
         self._fd: int | None = None
         self._size = 0
         self._listeners: list[Listener] = []
-        self.appended = 0  # events written since start
 
     def listen(self, listener: Listener) -> None:
         """Call `listener` with the events of every batch once they are durable (in the
@@ -137,7 +136,7 @@ class EventJournal:
     def _open_locked(self) -> str | None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            size, last = _repair_tail(fd)
+            size, last = cut_torn_tail(fd)
         except BaseException:
             os.close(fd)
             raise
@@ -161,7 +160,6 @@ class EventJournal:
             start = self._size
             append_durably(self._fd, data, start)
             self._size = start + len(data)
-            self.appended += len(lines)
         if self._listeners:
             events = [e for e in (parse_line(line) for line in lines) if e is not None]
             for listener in self._listeners:
@@ -192,30 +190,3 @@ class EventJournal:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-
-
-def _repair_tail(fd: int) -> tuple[int, bytes]:
-    """Cut the file after its last newline (a line torn by a crash was never acknowledged);
-    returns (size, last complete line)."""
-    size = os.fstat(fd).st_size
-    end = size
-    chunk = 65536
-    tail = b""
-    while end > 0:
-        start = max(0, end - chunk)
-        tail = os.pread(fd, end - start, start) + tail
-        end = start
-        cut = tail.rfind(b"\n")
-        if cut >= 0:
-            keep = end + cut + 1
-            previous = tail.rfind(b"\n", 0, cut)
-            if previous < 0 and end > 0:
-                continue  # the last line starts further back
-            if keep != size:
-                os.ftruncate(fd, keep)
-                os.fsync(fd)
-            return keep, tail[previous + 1 : cut]
-    if size:
-        os.ftruncate(fd, 0)  # one torn line and nothing else
-        os.fsync(fd)
-    return 0, b""

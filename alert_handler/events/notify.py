@@ -25,6 +25,8 @@ from alert_handler.settings import ConfigError
 log = logging.getLogger(__name__)
 
 MIN_GAP = 1.0  # seconds between two messages to one target
+NOTIFY_LIMIT = 5  # messages one target gets per window; the rest are summed up in one digest
+NOTIFY_WINDOW = 300.0  # the rate limit's window, in seconds
 _QUEUE_MAX = 10_000  # events waiting per target; beyond it they are counted as dropped
 
 
@@ -67,7 +69,7 @@ def send(client: Any, msg: Message) -> tuple[bool, str]:
     return ok, "" if ok else (lines[-1] if lines else "not sent")
 
 
-class Target:
+class NotifyTarget:
     """One Apprise URL, its rate limit and the thread that sends to it."""
 
     def __init__(
@@ -91,7 +93,7 @@ class Target:
         self._thread = threading.Thread(target=self._run, name=f"notify-{number}", daemon=True)
 
     def __repr__(self) -> str:
-        return f"Target({self.name!r})"
+        return f"NotifyTarget({self.name!r})"
 
     def start(self) -> None:
         """Start the sending thread."""
@@ -159,17 +161,18 @@ class Notifier:
         urls: Sequence[str],
         types: Iterable[str],
         *,
-        limit: int,
-        window: float,
+        limit: int = NOTIFY_LIMIT,
+        window: float = NOTIFY_WINDOW,
         metrics: Metrics | None = None,
     ) -> None:
         self.types = frozenset(types)
         self.targets = [
-            Target(n, url, RateLimit(limit, window), metrics) for n, url in enumerate(urls, 1)
+            NotifyTarget(n, url, RateLimit(limit, window), metrics) for n, url in enumerate(urls, 1)
         ]
 
     def consume(self, events: list[Event]) -> None:
-        """Queue the wanted events for every target (in the journal writer's thread: quick)."""
+        """Queue the wanted events for every target (on the thread leading the group commit:
+        quick)."""
         for event in events:
             if event.type in self.types:
                 for target in self.targets:

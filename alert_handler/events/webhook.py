@@ -30,6 +30,7 @@ from alert_handler.store.files import write_atomic
 
 log = logging.getLogger(__name__)
 
+DELIVERY_TIMEOUT = 10.0  # seconds the receiver has to answer one delivery
 SAVE_EVERY = 1.0  # seconds between saves of the delivered position while busy
 IDLE_WAIT = 1.0  # the thread looks at the journal at least this often
 _BATCH = 100
@@ -51,7 +52,7 @@ class WebhookOutbox:
         url: str,
         secret: str,
         *,
-        timeout: float = 10.0,
+        timeout: float | None = None,
         metrics: Metrics | None = None,
         first_backoff: float = 1.0,
         max_backoff: float = 300.0,
@@ -60,7 +61,7 @@ class WebhookOutbox:
         self.url = url
         self.position_path = journal_path.with_name(journal_path.name + ".webhook-position")
         self._secret = secret
-        self._timeout = timeout
+        self._timeout = DELIVERY_TIMEOUT if timeout is None else timeout
         self._metrics = metrics
         self._first_backoff = first_backoff
         self._max_backoff = max_backoff

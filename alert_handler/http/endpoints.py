@@ -30,6 +30,7 @@ from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.events.page import PageData, render_page
 from alert_handler.health import Health, Level
+from alert_handler.http import routes
 from alert_handler.http.steering import DURABLE_TIMEOUT, Reply, SteeringEndpoints
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
@@ -38,26 +39,6 @@ from alert_handler.store.state import StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
-
-_INDEX: dict[str, Any] = {  # GET /: what this port answers (docs/operations.md has more)
-    "service": "alert-handler",
-    "endpoints": [
-        {"method": "POST", "path": "/alert", "token": True, "what": "an alert from LibreNMS"},
-        {"method": "POST", "path": "/", "token": True, "what": "the same as POST /alert"},
-        {"method": "GET", "path": "/health", "token": False, "what": "the daemon's health"},
-        {"method": "GET", "path": "/metrics", "token": False, "what": "Prometheus metrics"},
-        {"method": "GET", "path": "/devices", "token": True, "what": "the tracked devices"},
-        {"method": "POST", "path": "/devices/<id>/release", "token": True, "what": "release"},
-        {"method": "POST", "path": "/devices/<id>/track", "token": True, "what": "track"},
-        {"method": "POST", "path": "/pause", "token": True, "what": "maintenance mode on"},
-        {"method": "POST", "path": "/resume", "token": True, "what": "maintenance mode off"},
-        {"method": "GET", "path": "/silences", "token": True, "what": "the active silences"},
-        {"method": "POST", "path": "/silences", "token": True, "what": "silence a device"},
-        {"method": "POST", "path": "/unsilence", "token": True, "what": "end a silence"},
-        {"method": "POST", "path": "/confirm", "token": True, "what": "force down held devices"},
-        {"method": "POST", "path": "/discard", "token": True, "what": "forget held devices"},
-    ],
-}
 
 
 def _safe(text: str | None) -> str:
@@ -85,6 +66,7 @@ class App(SteeringEndpoints):
 
     def __post_init__(self) -> None:
         self.metrics.paused.set(1 if self.store.paused else 0)
+        self.metrics.declare_endpoints(routes.endpoint_labels())
 
     # -- webhook -----------------------------------------------------------------------------
     def receive(self, body: bytes, query: str, client: str) -> Reply:
@@ -183,10 +165,6 @@ class App(SteeringEndpoints):
         )
 
     # -- operator endpoints ------------------------------------------------------------------
-    def index(self) -> Reply:
-        """GET /: what this port answers."""
-        return 200, _INDEX
-
     def health(self) -> Reply:
         """GET /health: `ok`; `degraded` (200) when LibreNMS or the poller keep failing or are
         misconfigured; `critical` (503) when the recovery loop is dead or stuck or the state

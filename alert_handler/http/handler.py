@@ -30,9 +30,11 @@ from io import BufferedIOBase
 from typing import Any, cast
 
 from alert_handler.core.alerts import MAX_BODY, BadPayload, log_safe
+from alert_handler.http import routes
 from alert_handler.http.auth import CHALLENGE, WebhookAuth
 from alert_handler.http.endpoints import App
 from alert_handler.http.replies import ERRORS, head, raw_reply
+from alert_handler.http.routes import Answer
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -40,31 +42,11 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_LINE = 8 * 1024
 MAX_HEADER_BYTES = 32 * 1024
-MAX_HEADER_LINES = 100  # http.client's own limit, which the parser enforces (431)
 LINGER_SECONDS = 2.0  # after a reply to a request whose body was not read
 LINGER_BYTES = 1024 * 1024  # ... drain at most this much of it, then close anyway
 
-_RELEASE_RE = re.compile(r"^/devices/([^/]+)/(release|track)$")
 _CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
 _HUGE = 2**62
-_ALERT_PATHS = ("/", "/alert")  # LibreNMS's API transport may also PUT, or GET /alert?fields
-_GET_PATHS = (
-    "/",
-    "/health",
-    "/metrics",
-    "/devices",
-    "/silences",
-)  # HEAD too: the same, without the body
-_POST_PATHS = (
-    "/",
-    "/alert",
-    "/pause",
-    "/resume",
-    "/silences",
-    "/unsilence",
-    "/confirm",
-    "/discard",
-)
 _PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
 
 
@@ -252,17 +234,9 @@ class Handler(BaseHTTPRequestHandler):
         return int(digits or "0") if len(digits) <= 15 else _HUGE  # no int() of 8 KiB of digits
 
     def _endpoint(self) -> str | None:
-        """The operator endpoint this request is for (a `metrics.OPERATOR_ENDPOINTS` label), or
-        None for an alert delivery (POST /alert or /)."""
-        path = self.path.partition("?")[0]
-        if self.command == "POST" and path in _ALERT_PATHS:
-            return None
-        if path == "/":
-            return "index"  # GET or HEAD /
-        if path in _GET_PATHS or path in _POST_PATHS:
-            return path[1:]
-        match = _RELEASE_RE.match(path)
-        return match.group(2) if match else "other"
+        """The operator endpoint this request is for (a label of `routes`), or None for an
+        alert delivery."""
+        return routes.match(self.command, self.path.partition("?")[0]).label
 
     def _refused(self, result: str) -> None:
         """A 401, 403 or 413 to an alert delivery is a delivery LibreNMS lost: counted in
@@ -320,70 +294,61 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(403, {"error": "client not allowed"})
             return
         path, _, query = self.path.partition("?")
-        if self.command == "GET" and path == "/alert":
-            self._post(path, query)  # the fields are in the query string; there is no body
-        elif self.command in ("GET", "HEAD") and path in _GET_PATHS:
-            self._get(path)
-        elif (self.command == "POST" and (path in _POST_PATHS or _RELEASE_RE.match(path))) or (
-            self.command == "PUT" and path in _ALERT_PATHS
-        ):
-            self._post(path, query)
-        elif path in _GET_PATHS or path in _POST_PATHS or _RELEASE_RE.match(path):
-            allow = ["GET, HEAD"] if path in _GET_PATHS else []
-            allow += ["POST"] if path in _POST_PATHS or _RELEASE_RE.match(path) else []
-            allow += ["PUT"] if path in _ALERT_PATHS else []  # the transport's API Method
-            error = {"error": f"method {self._where()} not allowed"}
-            self._answer(405, error, {"Allow": ", ".join(allow)})
-        else:
-            self._answer(404, {"error": "no such endpoint"})
-
-    def _get(self, path: str) -> None:
-        app = self.shared.app
-        if path == "/health":
-            self._answer(*app.health())
-        elif path == "/metrics":
-            self._answer_metrics(app.metrics.render())
-        elif not self._token_ok():
+        found = routes.match(self.command, path)
+        route = found.route
+        if route is None:
+            if found.allow:
+                error = {"error": f"method {self._where()} not allowed"}
+                self._answer(405, error, {"Allow": ", ".join(found.allow)})
+            else:
+                self._answer(404, {"error": "no such endpoint", "endpoints": routes.listing()})
             return
-        elif path == "/":  # the status page (a browser answers the 401 with Basic auth)
-            page = app.status_page().encode()
-            self._send(head(200, "text/html; charset=utf-8", len(page), _PAGE_HEADERS) + page)
-        else:
-            self._answer(*(app.silences() if path == "/silences" else app.devices()))
-
-    def _answer_metrics(self, payload: bytes) -> None:
-        content_type = "text/plain; version=0.0.4; charset=utf-8"
-        self._send(head(200, content_type, len(payload), None) + payload)
-        self._count(200)
-
-    def _post(self, path: str, query: str) -> None:
-        if not self._token_ok():
+        if route.token and not self._token_ok():
             return
-        body = self._read_body()
-        if body is None:
-            return
-        app = self.shared.app
-        handlers: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
-            "/": lambda: app.receive(body, query, self.conn.peer),
-            "/alert": lambda: app.receive(body, query, self.conn.peer),
-            "/pause": lambda: app.set_paused(True, self.conn.peer),
-            "/resume": lambda: app.set_paused(False, self.conn.peer),
-            "/silences": lambda: app.silence(body, self.conn.peer),
-            "/unsilence": lambda: app.unsilence(body, self.conn.peer),
-            "/confirm": lambda: app.confirm(self.conn.peer),
-            "/discard": lambda: app.discard(self.conn.peer),
-        }
-        try:
-            if path in handlers:
-                self._reply(*handlers[path]())
+        body = b""
+        if self.command in ("POST", "PUT"):
+            read = self._read_body()
+            if read is None:
                 return
-            match = _RELEASE_RE.match(path)
-            assert match is not None
-            raw_id, verb = match.groups()
-            action = app.release if verb == "release" else app.track
-            self._reply(*action(raw_id, self.conn.peer))
+            body = read
+        try:
+            self._dispatch(route.answer, body, query, found.device_id)
         except BadPayload as exc:
             self._reply(400, {"error": str(exc)})
+
+    def _dispatch(self, answer: Answer, body: bytes, query: str, raw_id: str | None) -> None:
+        """Answer one routed request (token and body already checked)."""
+        app, client = self.shared.app, self.conn.peer
+        if answer is Answer.PAGE:  # a browser answers the token's 401 with Basic auth
+            page = app.status_page().encode()
+            self._send(head(200, "text/html; charset=utf-8", len(page), _PAGE_HEADERS) + page)
+            self._count(200)
+            return
+        if answer is Answer.METRICS:
+            payload = app.metrics.render()
+            content_type = "text/plain; version=0.0.4; charset=utf-8"
+            self._send(head(200, content_type, len(payload), None) + payload)
+            self._count(200)
+            return
+        calls: dict[Answer, Callable[[], tuple[int, dict[str, Any]]]] = {
+            Answer.ALERT: lambda: app.receive(body, query, client),
+            Answer.HEALTH: app.health,
+            Answer.DEVICES: app.devices,
+            Answer.SILENCES: app.silences,
+            Answer.SILENCE: lambda: app.silence(body, client),
+            Answer.UNSILENCE: lambda: app.unsilence(body, client),
+            Answer.PAUSE: lambda: app.set_paused(True, client),
+            Answer.RESUME: lambda: app.set_paused(False, client),
+            Answer.CONFIRM: lambda: app.confirm(client),
+            Answer.DISCARD: lambda: app.discard(client),
+            Answer.RELEASE: lambda: app.release(raw_id or "", client),
+            Answer.TRACK: lambda: app.track(raw_id or "", client),
+        }
+        status, reply = calls[answer]()
+        if self.command in ("POST", "PUT"):
+            self._reply(status, reply)
+        else:
+            self._answer(status, reply)
 
 
 def _safe_line(text: str) -> str:

@@ -54,12 +54,6 @@ class Reaper(Generic[C]):
         self.reaped += len(late)
         return late
 
-    def next_deadline(self) -> float | None:
-        """The earliest deadline (monotonic), or None."""
-        for deadline in self._pending.values():
-            return deadline
-        return None
-
     def pending(self) -> list[C]:
         """Every watched connection, oldest first."""
         return list(self._pending)

@@ -27,7 +27,7 @@ PollObserver = Callable[[str, str], None]  # (poller label, exit status or "erro
 DEFAULT = "default"
 
 
-class Target(Protocol):
+class PollSite(Protocol):
     """One place polls run: the local command or one SSH host."""
 
     def poll(self, device_id: int) -> PollResult: ...
@@ -36,12 +36,12 @@ class Target(Protocol):
 
 
 @dataclass(frozen=True)
-class Route:
+class GroupRoute:
     """Where one poller group's polls go; `label` is the metrics label (from the config)."""
 
     label: str
     groups: tuple[int, ...]  # () for the default: every group not listed
-    target: Target
+    target: PollSite
 
 
 def _key(cfg: Config, target: PollTarget | None) -> tuple[str, str | None, int]:
@@ -63,7 +63,7 @@ def _label(key: tuple[str, str | None, int]) -> str:
     return f"{user}@{where}:{port}"
 
 
-def _make(cfg: Config, key: tuple[str, str | None, int]) -> Target:
+def _make(cfg: Config, key: tuple[str, str | None, int]) -> PollSite:
     user, host, port = key
     if host is None:
         return LocalPoller(cfg)
@@ -75,31 +75,32 @@ class GroupPoller:
 
     def __init__(self, cfg: Config, observe: PollObserver | None = None) -> None:
         self._observe = observe
-        made: dict[tuple[str, str | None, int], Target] = {}
+        made: dict[tuple[str, str | None, int], PollSite] = {}
 
-        def target_for(key: tuple[str, str | None, int]) -> Target:
+        def target_for(key: tuple[str, str | None, int]) -> PollSite:
             if key not in made:
                 made[key] = _make(cfg, key)
             return made[key]
 
         default_key = _key(cfg, None)
-        self._default = Route(_label(default_key), (), target_for(default_key))
+        self._default = GroupRoute(_label(default_key), (), target_for(default_key))
         grouped: dict[tuple[str, str | None, int], list[int]] = {}
         for target in cfg.poller_group_hosts:
             grouped.setdefault(_key(cfg, target), []).append(target.group)
         self._routes = [
-            Route(_label(key), tuple(groups), target_for(key)) for key, groups in grouped.items()
+            GroupRoute(_label(key), tuple(groups), target_for(key))
+            for key, groups in grouped.items()
         ]
         self._by_group = {group: route for route in self._routes for group in route.groups}
         self._targets = list(made.values())
         self._lock = threading.Lock()
         self._closed = False
 
-    def route(self, poller_group: int) -> Route:
+    def route(self, poller_group: int) -> GroupRoute:
         """Where a device of `poller_group` is polled."""
         return self._by_group.get(poller_group, self._default)
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[GroupRoute]:
         """The default route first, then one per mapped target, in config order."""
         return [self._default, *self._routes]
 

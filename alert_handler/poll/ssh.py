@@ -29,13 +29,14 @@ from alert_handler.poll.result import log_result, output_tail
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SEC = 30
+MAX_CHANNELS = 8  # concurrent polls on one connection, under OpenSSH's MaxSessions (10)
 _TAIL_BYTES = 64 * 1024  # only the end of the output is kept: lnms prints a lot when verbose
 
 
 class SSHPoller:
     """Polls over one reused SSH connection, one channel per poll, shared by threads."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, max_channels: int = MAX_CHANNELS) -> None:
         if not cfg.ssh_host or not cfg.ssh_user:
             raise ValueError("SSHPoller needs ssh_host and ssh_user")
         self._host, self._port, self._user = cfg.ssh_host, cfg.ssh_port, cfg.ssh_user
@@ -47,7 +48,7 @@ class SSHPoller:
         self._connect_timeout = cfg.ssh_connect_timeout_sec
         self._timeout = cfg.poll_timeout_sec
         self._template = cfg.poll_command
-        self._channels = threading.BoundedSemaphore(cfg.ssh_max_channels)
+        self._channels = threading.BoundedSemaphore(max_channels)
         # Guards _client. Connecting happens under it on purpose: threads that find no
         # connection wait for the one being opened instead of each opening their own.
         self._lock = threading.Lock()

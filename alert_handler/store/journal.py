@@ -236,18 +236,30 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _complete_length(fd: int) -> int:
-    """The length of the file up to and including its last newline."""
+def cut_torn_tail(fd: int) -> tuple[int, bytes]:
+    """Cut the file after its last newline (a line torn by a crash was never acknowledged) and
+    make the cut durable; returns the length kept and the last complete line (without its
+    newline). The state journal and the event journal both open their file with it."""
     end = os.lseek(fd, 0, os.SEEK_END)
-    pos = end
+    tail, pos, keep = b"", end, -1
     while pos > 0:
         start = max(0, pos - _TAIL_CHUNK)
-        chunk = os.pread(fd, pos - start, start)
-        newline = chunk.rfind(b"\n")
-        if newline >= 0:
-            return start + newline + 1
+        tail = os.pread(fd, pos - start, start) + tail
         pos = start
-    return 0
+        if keep < 0:
+            newline = tail.rfind(b"\n")
+            if newline < 0:
+                continue
+            keep = pos + newline + 1
+        if tail.rfind(b"\n", 0, keep - pos - 1) >= 0 or pos == 0:
+            break  # the last complete line starts within `tail`
+    if keep < 0:
+        keep = 0
+    if keep != end:
+        os.ftruncate(fd, keep)
+        os.fdatasync(fd)
+    previous = tail.rfind(b"\n", 0, max(0, keep - pos - 1))
+    return keep, tail[previous + 1 : keep - pos - 1] if keep else b""
 
 
 class JournalFile:
@@ -263,17 +275,13 @@ class JournalFile:
         self.old_path = old_journal_path(state_path)
         self._fd: int | None = None
         self._size = 0
-        self.appended = 0  # lines appended since the last rotation
 
     def _open(self) -> int:
         if self._fd is None:
             created = not self.path.exists()
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             try:
-                size = _complete_length(fd)
-                if size != os.fstat(fd).st_size:
-                    os.ftruncate(fd, size)  # an incomplete last line: never acknowledged
-                    os.fdatasync(fd)
+                size, _ = cut_torn_tail(fd)  # an incomplete last line: never acknowledged
                 if created:
                     fsync_dir(self.path.parent)
             except BaseException:
@@ -293,7 +301,6 @@ class JournalFile:
             self.close()  # reopened (and its tail checked again) at the next append
             raise
         self._size += len(data)
-        self.appended += len(lines)
         return len(data)
 
     def rotate(self) -> None:
@@ -305,7 +312,6 @@ class JournalFile:
             if not self.path.is_file():  # something in the way: not ours to move
                 raise OSError(errno.EISDIR, f"{self.path} is not a regular file")
             os.rename(self.path, self.old_path)
-        self.appended = 0
         self._open()
         fsync_dir(self.path.parent)
 

@@ -135,11 +135,6 @@ class StateStore:
         with self._lock:
             return self._last_error if self._failed_version > self._durable else None
 
-    @property
-    def checkpoint_seq(self) -> int:
-        """The last journal line the state file on disk includes."""
-        return self._checkpoint.written_seq
-
     # -- changing ----------------------------------------------------------------------------
     def put(self, record: DeviceRecord, events: Sequence[str] = ()) -> int:
         """Store one record; returns the version to wait for."""

@@ -134,4 +134,31 @@ def add_simulator(sub: Any) -> None:
         metavar=("ID", "IFNAME", "STATUS"),
         help="set a port of the running simulator up or down (LibreNMS sees it at the next poll)",
     )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=5.0,
+        help="seconds between its polls of every device, each followed by its alert rules "
+        "(LibreNMS: 300; 0: never poll on its own) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--alert-delay",
+        type=float,
+        default=0.0,
+        help="its rules' delay: seconds an alert is active before it is sent "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--alert-interval",
+        type=float,
+        default=0.0,
+        help="its rules' interval: seconds between repeats (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-alerts",
+        type=int,
+        default=1,
+        help="its rules' max alerts: how often an alert is sent (-1: no limit) "
+        "(default: %(default)s)",
+    )
     p.set_defaults(func=cmd_simulator)

@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import TracebackType
@@ -147,7 +149,6 @@ class Simulator:
         self._requests: list[RequestRecord] = []
         self._in_flight: list[tuple[str, str]] = []
         self._next_port_id = 1
-        self._next_alert_id = 1
         self._next_uid = 1
         self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
@@ -430,8 +431,7 @@ class Simulator:
                 raise KeyError(device_id)
             alerted = 0 if self._db.silenced(device_id) else 1
             self._db.rules[rule_id] = rule_name
-            alert_id = self._next_alert_id
-            self._next_alert_id += 1
+            alert_id = self._db.new_alert_id()
             self._db.alerts[alert_id] = {
                 "id": alert_id,
                 "device_id": device_id,
@@ -444,6 +444,12 @@ class Simulator:
                 "info": "{}",
             }
         return alert_id
+
+    @contextmanager
+    def tables(self) -> Iterator[Database]:
+        """The tables under the simulator's lock (the alert runner's rules); no I/O inside."""
+        with self._lock:
+            yield self._db
 
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert, in id order, as `GET /alerts` rows."""

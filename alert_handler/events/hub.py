@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alert_handler.config import Config
+from alert_handler.events.chart import DownTimeline
 from alert_handler.events.emit import Emitter
 from alert_handler.events.history import EpisodeBook
 from alert_handler.events.journal import Event, EventJournal
@@ -33,7 +34,8 @@ class EventHub:
         self.journal = EventJournal(self.path, cfg.events_max_bytes, cfg.events_keep_files)
         self.originals = LastOriginals()
         self.episodes = EpisodeBook()
-        self.emitter = Emitter(clock, self.originals, self.episodes)
+        self.timeline = DownTimeline()
+        self.emitter = Emitter(clock, self.originals, self.episodes, self.timeline)
         self._consumers: list[Callable[[list[Event]], None]] = []
         self.outbox: WebhookOutbox | None = None
         if cfg.event_webhook_url and cfg.event_webhook_secret:
@@ -92,6 +94,7 @@ class EventHub:
     def _learn(self, events: list[Event]) -> None:
         self.originals.add(events)
         self.episodes.add(events)
+        self.timeline.add(events)
 
     def _on_events(self, events: list[Event]) -> None:
         self._learn(events)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from alert_handler.config import Config
 from alert_handler.events.chart import DownTimeline
+from alert_handler.events.daily import DailyReport
 from alert_handler.events.emit import Emitter
 from alert_handler.events.history import EpisodeBook
 from alert_handler.events.journal import Event, EventJournal
@@ -59,6 +60,9 @@ class EventHub:
                 metrics=metrics,
             )
             self.consume(self.notifier.consume)
+        self.daily: DailyReport | None = None
+        if cfg.report_at and self.notifier is not None:
+            self.daily = DailyReport(self.path, cfg.report_at, self.notifier.broadcast, clock=clock)
 
     def open(self) -> None:
         """Open the journal (cutting off a line torn by a crash) and build the in-memory views
@@ -109,9 +113,13 @@ class EventHub:
             self.outbox.start()
         if self.notifier is not None:
             self.notifier.start()
+        if self.daily is not None:
+            self.daily.start()
 
     def stop(self) -> None:
         """Stop the delivery threads (what is undelivered waits in the journal)."""
+        if self.daily is not None:
+            self.daily.stop()
         if self.outbox is not None:
             self.outbox.stop()
         if self.notifier is not None:

@@ -109,7 +109,7 @@ def test_report_counts_the_window_only() -> None:
     assert report.attention[2].text == "health degraded: LibreNMS unreachable"
 
     text = report_text(report)
-    assert "Forced down:  7 devices" in text
+    assert "Forced down:  7 devices (devices 3, 4, 5, 6, 7)" in text
     assert "Recovered:    4 devices (outage median 2m30s, 95th percentile 10m00s)" in text
     assert "device 5 cpe-5 after 1h00m" in text
     assert "device 3 cpe-3: forced down 3 times" in text
@@ -145,7 +145,7 @@ def test_report_command_reads_the_journal(
     )
     assert main(["--env-file", str(env), "report", "--since", "10000d"]) == 0
     out = capsys.readouterr().out
-    assert "Forced down:  2 devices" in out
+    assert "Forced down:  2 devices (device 3)" in out
     assert "Recovered:    1 device (outage median 1m30s" in out
     assert "device 3 cpe-3: forced down 2 times" in out
     assert main(["--env-file", str(env), "report", "--since", "10000d", "--json"]) == 0

@@ -22,6 +22,7 @@ from alert_handler.events.journal import Event, EventType
 
 DAY = 86400.0
 TOP_FLAPPING = 5
+LIST_IDS = 10  # device ids listed after the number forced down
 # Events that a person caused or must act on.
 ATTENTION = frozenset(
     {
@@ -46,12 +47,12 @@ class DeviceLine:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form."""
-        return {
-            "device_id": self.device_id,
-            "hostname": self.hostname,
-            "seconds": None if self.seconds is None else round(self.seconds, 3),
-            "count": self.count,
-        }
+        out: dict[str, Any] = {"device_id": self.device_id, "hostname": self.hostname}
+        if self.seconds is not None:
+            out["seconds"] = round(self.seconds, 3)
+        if self.count:
+            out["count"] = self.count
+        return out
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,13 @@ def report_title(report: Report) -> str:
 def report_text(report: Report) -> str:
     """The report as plain text for a person (the command and the notification's body)."""
     out = [f"alert-handler report from {iso(report.since)} to {iso(report.until)}", ""]
-    out.append(f"Forced down:  {_plural(len(report.forced_down), 'device')}")
+    line = f"Forced down:  {_plural(len(report.forced_down), 'device')}"
+    ids = sorted({d.device_id for d in report.forced_down if d.device_id is not None})
+    if ids:
+        shown = ", ".join(str(i) for i in ids[:LIST_IDS])
+        word = "device" if len(ids) == 1 else "devices"
+        line += f" ({word} {shown}{', ...' if len(ids) > LIST_IDS else ''})"
+    out.append(line)
     line = f"Recovered:    {_plural(len(report.recovered), 'device')}"
     if report.recovered:
         line += (

@@ -276,3 +276,36 @@ def test_the_simulator_command_polls_on_its_own(tmp_path: Path) -> None:
         assert sim_proc.wait(30) == 0
         if sim_proc.stdout is not None:
             sim_proc.stdout.close()
+
+
+def test_the_daemons_own_poll_runs_the_rules_too(
+    sim: Simulator, start_daemon: StartDaemon, runner: list[AlertRunner]
+) -> None:
+    """A port that flaps faster than LibreNMS polls: as in LibreNMS, `lnms device:poll` (the
+    daemon's check) ends with the alert rules, so the alert clears when the daemon's poll finds
+    the port up, and the next round alerts again when it is down again.
+    1. Rounds by hand (the runner's own interval is an hour): 103 alerted and forced down.
+    2. port2 up: the daemon's check poll recovers it and clears the alert (state 0).
+    3. port2 down again: the next round sends a new alert; 103 is forced down again."""
+    sim.add_device(103, "cpe-103.example.net", ports={"ether1": "up", "port2": "up"})
+    d = start_daemon()
+    loop = AlertRunner(sim, Transport(d.url + "/alert", dict(AUTH)), interval=3600)
+    runner.append(loop)
+    loop.start()
+    wait_for(lambda: loop.rounds >= 1, what="the first round")
+
+    def port_alert() -> dict[str, object]:
+        rows = [a for a in sim.alerts() if a["device_id"] == 103 and a["name"] == PORT2]
+        return {k: rows[-1][k] for k in ("state", "alerted", "open")} if rows else {}
+
+    sim.set_link(103, "port2", "down")
+    assert [(n.rule, n.state) for n, _ in loop.run_once()] == [(PORT2, 1)]
+    wait_for(lambda: overwrite(sim, 103) == UNSUP, 20, "103 forced down")
+    sim.set_link(103, "port2", "up")
+    wait_for(lambda: d.daemon.store.get(103) is None, 20, "103 recovered and forgotten")
+    assert port_alert()["state"] == CLEAR  # the daemon's poll ran the rules
+    sim.set_link(103, "port2", "down")
+    sent = [(n.rule, n.state) for n, _ in loop.run_once()]
+    assert (PORT2, 1) in sent
+    wait_for(lambda: overwrite(sim, 103) == UNSUP, 20, "103 forced down again")
+    assert port_alert() == {"state": 1, "alerted": 1, "open": 1}

@@ -295,8 +295,7 @@ class AlertRunner:
         """One round: poll every device, run its rules, send the notifications due."""
         for device_id, poller in self._pollers():
             self.sim.poll(device_id, poller)
-            with self.sim.tables() as db:
-                self.rules.run_device(db, device_id, self.clock())
+            self.after_poll(device_id)
         with self.sim.tables() as db:
             notices = self.rules.run_alerts(db, self.clock())
         results = [(n, self._send(n)) for n in notices]
@@ -339,16 +338,26 @@ class AlertRunner:
         )
         return status
 
+    def after_poll(self, device_id: int) -> None:
+        """The rules of a device that `lnms device:poll` polled (the daemon's own polls): as in
+        LibreNMS, every poll ends with them; the next round notifies."""
+        with self.sim.tables() as db:
+            self.rules.run_device(db, device_id, self.clock())
+
     def start(self) -> None:
-        """Run rounds in a thread, the first now, then every `interval` seconds."""
+        """Run rounds in a thread, the first now, then every `interval` seconds; the rules
+        also run after every `lnms device:poll`."""
         if self._thread is not None:
             raise RuntimeError("alert runner already started")
+        self.sim.after_poll = self.after_poll
         self._thread = threading.Thread(target=self._run, name="librenms-poller", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Stop the thread (a round under way finishes first)."""
         self._stop.set()
+        if self.sim.after_poll == self.after_poll:
+            self.sim.after_poll = None
         if self._thread is not None:
             self._thread.join()
             self._thread = None

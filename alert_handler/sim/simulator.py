@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -152,6 +152,9 @@ class Simulator:
         self._next_uid = 1
         self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
+        # Called with the device id after `lnms device:poll` (POST /_sim/poll) polled it: the
+        # alert runner's rules, run at the end of every poll as LibreNMS does (sim/runner.py).
+        self.after_poll: Callable[[int], None] | None = None
 
     # ---- lifecycle ----
 
@@ -646,6 +649,8 @@ class Simulator:
                 if row
                 else (1, _NO_DEVICES)
             )
+            if row and code in (0, 6) and self.after_poll is not None:
+                self.after_poll(row["device_id"])
             return json_reply(200, {"exit": code, "output": output})
         if segments[1] == "link" and len(segments) == 4 and segments[2].isdigit():
             status = body.decode("utf-8", "replace").strip()

@@ -90,6 +90,9 @@ def test_report_counts_the_window_only() -> None:
     book.episode(7, "ep_new", start + 20000, None)
     book.add(start + 30000, EventType.STORM_ENGAGED, detail="4 devices forced down, MAX 3")
     book.add(start + 30100, EventType.OPERATOR, detail="confirm 2 held devices", client="10.0.0.9")
+    book.add(
+        start + 30150, EventType.PAUSED, detail="by the operator at 10.0.0.9", client="10.0.0.9"
+    )
     book.add(start + 30200, EventType.HEALTH, detail="LibreNMS unreachable", level="degraded")
     book.episode(8, "ep_after", 3 * DAY, 3 * DAY + 5)  # after the window: ignored
 
@@ -104,16 +107,17 @@ def test_report_counts_the_window_only() -> None:
     assert [d.device_id for d in report.still_down] == [2, 7]  # longest first
     assert report.still_down[0].seconds == pytest.approx(2 * DAY - 100)
     assert [(d.device_id, d.count) for d in report.flapping] == [(3, 3)]
-    assert [a.type for a in report.attention] == ["storm_engaged", "operator", "health"]
+    assert [a.type for a in report.attention] == ["storm_engaged", "operator", "paused", "health"]
     assert report.attention[1].text == "confirm 2 held devices (by 10.0.0.9)"
-    assert report.attention[2].text == "health degraded: LibreNMS unreachable"
+    assert report.attention[2].text == "by the operator at 10.0.0.9"  # not the client twice
+    assert report.attention[3].text == "health degraded: LibreNMS unreachable"
 
     text = report_text(report)
-    assert "Forced down:  7 devices (devices 3, 4, 5, 6, 7)" in text
-    assert "Recovered:    4 devices (outage median 2m30s, 95th percentile 10m00s)" in text
+    assert "Forced down:  7 times, 5 devices (3, 4, 5, 6, 7)" in text
+    assert "Recovered:    4 times (outage median 2m30s, 95th percentile 10m00s)" in text
     assert "device 5 cpe-5 after 1h00m" in text
     assert "device 3 cpe-3: forced down 3 times" in text
-    assert "Needed a person: 3 events" in text
+    assert "Needed a person: 4 events" in text
     assert report_title(report).endswith("7 forced down, 4 recovered, 2 still down")
     body = report.as_dict()
     assert body["forced_down"] == 7 and body["p95_outage_seconds"] == 600.0
@@ -123,8 +127,8 @@ def test_report_counts_the_window_only() -> None:
 def test_an_empty_window_says_so() -> None:
     report = build_report([], T0, T0 + DAY)
     text = report_text(report)
-    assert "Forced down:  0 devices" in text
-    assert "Recovered:    0 devices\n" in text  # no median of nothing
+    assert "Forced down:  0 times, 0 devices\n" in text
+    assert "Recovered:    0 times\n" in text  # no median of nothing
     assert "Needed a person: nothing" in text
     assert report.median_outage is None
 
@@ -145,11 +149,11 @@ def test_report_command_reads_the_journal(
     )
     assert main(["--env-file", str(env), "report", "--since", "10000d"]) == 0
     out = capsys.readouterr().out
-    assert "Forced down:  2 devices (device 3)" in out
-    assert "Recovered:    1 device (outage median 1m30s" in out
+    assert "Forced down:  2 times, 1 device (3)" in out
+    assert "Recovered:    1 time (outage median 1m30s" in out
     assert "device 3 cpe-3: forced down 2 times" in out
     assert main(["--env-file", str(env), "report", "--since", "10000d", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["recovered"] == 1 and [d["device_id"] for d in body["still_down"]] == [3]
     assert main(["--env-file", str(env), "report"]) == 0  # the default window: the last day
-    assert "Forced down:  0 devices" in capsys.readouterr().out
+    assert "Forced down:  0 times, 0 devices" in capsys.readouterr().out

@@ -147,7 +147,7 @@ def _attention(event: Event) -> Attention:
     text = event.detail
     if event.type == EventType.HEALTH.value:
         text = f"health {event.level or '?'}: {event.detail}"
-    elif event.client:
+    elif event.client and event.client not in text:
         text = f"{event.detail} (by {event.client})"
     elif not text:
         text = event.type.replace("_", " ")
@@ -238,14 +238,15 @@ def report_title(report: Report) -> str:
 def report_text(report: Report) -> str:
     """The report as plain text for a person (the command and the notification's body)."""
     out = [f"alert-handler report from {iso(report.since)} to {iso(report.until)}", ""]
-    line = f"Forced down:  {_plural(len(report.forced_down), 'device')}"
     ids = sorted({d.device_id for d in report.forced_down if d.device_id is not None})
+    line = (
+        f"Forced down:  {_plural(len(report.forced_down), 'time')}, {_plural(len(ids), 'device')}"
+    )
     if ids:
         shown = ", ".join(str(i) for i in ids[:LIST_IDS])
-        word = "device" if len(ids) == 1 else "devices"
-        line += f" ({word} {shown}{', ...' if len(ids) > LIST_IDS else ''})"
+        line += f" ({shown}{', ...' if len(ids) > LIST_IDS else ''})"
     out.append(line)
-    line = f"Recovered:    {_plural(len(report.recovered), 'device')}"
+    line = f"Recovered:    {_plural(len(report.recovered), 'time')}"
     if report.recovered:
         line += (
             f" (outage median {_span(report.median_outage)}, "

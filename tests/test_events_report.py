@@ -157,3 +157,16 @@ def test_report_command_reads_the_journal(
     assert body["recovered"] == 1 and [d["device_id"] for d in body["still_down"]] == [3]
     assert main(["--env-file", str(env), "report"]) == 0  # the default window: the last day
     assert "Forced down:  0 times, 0 devices" in capsys.readouterr().out
+
+
+def test_report_refuses_a_bad_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --since that is not a duration or a time: one line, exit 2, no traceback."""
+    env = tmp_path / "test.env"
+    env.write_text(
+        "LIBRENMS_URL=http://127.0.0.1:9/api/v0\nLIBRENMS_API_TOKEN=abcdefgh1234\n"
+        f"POLL_METHOD=local\nSTATE_FILE={tmp_path / 'device_state.json'}\n"
+    )
+    for bad in ("yesterday", "2026-13-45"):
+        assert main(["--env-file", str(env), "report", "--since", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("alert-handler report: --since: ") and err.count("\n") == 1

@@ -309,3 +309,15 @@ def test_the_daemons_own_poll_runs_the_rules_too(
     assert (PORT2, 1) in sent
     wait_for(lambda: overwrite(sim, 103) == UNSUP, 20, "103 forced down again")
     assert port_alert() == {"state": 1, "alerted": 1, "open": 1}
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--poll-interval", "-1"), ("--alert-delay", "soon"), ("--max-alerts", "-2")],
+)
+def test_the_simulator_refuses_bad_alert_settings(tmp_path: Path, flag: str, value: str) -> None:
+    """A negative interval, a delay that is not a number, max alerts below -1: exit 2 naming
+    the flag, nothing served."""
+    done = _sim_cli(tmp_path, "simulator", "--port", "0", flag, value)
+    assert done.returncode == 2 and f"argument {flag}:" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""

@@ -112,6 +112,28 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     return names | add_steer_commands(sub, common) | add_event_commands(sub, common)
 
 
+def _seconds_arg(text: str) -> float:
+    """argparse type: seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds, 0 or more; got {text!r}")
+    return value
+
+
+def _max_alerts_arg(text: str) -> int:
+    """argparse type: how many alerts, -1 for no limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"a whole number, -1 for no limit; got {text!r}")
+    return value
+
+
 def add_simulator(sub: Any) -> None:
     """`alert-handler simulator`: a LibreNMS stand-in to try every command against."""
     p = sub.add_parser(
@@ -136,27 +158,27 @@ def add_simulator(sub: Any) -> None:
     )
     p.add_argument(
         "--poll-interval",
-        type=float,
+        type=_seconds_arg,
         default=5.0,
         help="seconds between its polls of every device, each followed by its alert rules "
         "(LibreNMS: 300; 0: never poll on its own) (default: %(default)s)",
     )
     p.add_argument(
         "--alert-delay",
-        type=float,
+        type=_seconds_arg,
         default=0.0,
         help="its rules' delay: seconds an alert is active before it is sent "
         "(default: %(default)s)",
     )
     p.add_argument(
         "--alert-interval",
-        type=float,
+        type=_seconds_arg,
         default=0.0,
         help="its rules' interval: seconds between repeats (default: %(default)s)",
     )
     p.add_argument(
         "--max-alerts",
-        type=int,
+        type=_max_alerts_arg,
         default=1,
         help="its rules' max alerts: how often an alert is sent (-1: no limit) "
         "(default: %(default)s)",

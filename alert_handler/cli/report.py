@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Print the report of the window from --since (default 1d) until now."""
     path = Path(load_config(args).events_path())
     now = time.time()
-    since = parse_since(args.since, now)
+    try:
+        since = parse_since(args.since, now)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        print(f"alert-handler report: --since: {exc}", file=sys.stderr)
+        return 2
     report = build_report(read_events(path), since, now)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))

@@ -12,7 +12,10 @@ operation segments that replaced them keep the same meaning), read in RunAlerts.
 `alerted` takes the state notified before the transport is called (a failed delivery is never
 retried, as in LibreNMS); ignored, disabled and muted devices are not notified; acknowledged
 alerts are skipped. `AlertRules` is pure over the tables (the caller holds the simulator's lock
-and passes the time); `AlertRunner` is the thread.
+and passes the time); `AlertRunner` is the thread. It is opt-in: `alert-handler simulator` starts
+one (`--poll-interval`), the tests' in-process simulator has none unless a test makes one. While
+it runs, every `lnms device:poll` (the daemon's own polls, POST /_sim/poll) also ends with the
+rules, as in LibreNMS; it polls through `Simulator.poll`, the one poll function of the simulator.
 """
 
 from __future__ import annotations

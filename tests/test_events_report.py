@@ -76,8 +76,9 @@ def test_percentiles_are_nearest_rank_and_median_interpolates() -> None:
 
 def test_report_counts_the_window_only() -> None:
     """1. Episodes that ended before the window are left out; one that began before it and is
-    still open is `still down` but not `forced down` in the window.
-    2. Recovered outages 60, 120, 180, 600 s: median 150, p95 600.
+    still open is `still down` but not `forced down` in the window; a device released while
+    new was never forced down; an adopted one was.
+    2. Recovered outages 60, 120, 180, 600, 100 s: median 120, p95 600.
     3. A device forced down three times in the window flapped; one gave up."""
     book = Book()
     book.episode(1, "ep_old", 0, 300)  # before the window
@@ -88,6 +89,9 @@ def test_report_counts_the_window_only() -> None:
     book.episode(5, "ep_gave", start + 9000, start + 9000 + 3600, EventType.GAVE_UP)
     book.episode(6, "ep_rel", start + 9500, start + 9600, EventType.RELEASED)
     book.episode(7, "ep_new", start + 20000, None)
+    book.add(start + 20500, EventType.RELEASED, 9, "ep_never_down")  # released while new
+    book.add(start + 20600, EventType.ADOPTED, 10, "ep_adopted")
+    book.add(start + 20700, EventType.RECOVERED, 10, "ep_adopted")
     book.add(start + 30000, EventType.STORM_ENGAGED, detail="4 devices forced down, MAX 3")
     book.add(start + 30100, EventType.OPERATOR, detail="confirm 2 held devices", client="10.0.0.9")
     book.add(
@@ -98,9 +102,9 @@ def test_report_counts_the_window_only() -> None:
 
     report = build_report(book.events, T0 + DAY, T0 + 2 * DAY)
 
-    assert [d.device_id for d in report.forced_down] == [3, 3, 3, 4, 5, 6, 7]
-    assert [d.seconds for d in report.recovered] == [60.0, 120.0, 180.0, 600.0]
-    assert report.median_outage == 150.0
+    assert [d.device_id for d in report.forced_down] == [3, 3, 3, 4, 5, 6, 7, 10]
+    assert [d.seconds for d in report.recovered] == [60.0, 120.0, 180.0, 600.0, 100.0]
+    assert report.median_outage == 120.0
     assert report.p95_outage == 600.0
     assert [(d.device_id, d.seconds) for d in report.gave_up] == [(5, 3600.0)]
     assert report.released == 1
@@ -113,14 +117,14 @@ def test_report_counts_the_window_only() -> None:
     assert report.attention[3].text == "health degraded: LibreNMS unreachable"
 
     text = report_text(report)
-    assert "Forced down:  7 times, 5 devices (3, 4, 5, 6, 7)" in text
-    assert "Recovered:    4 times (outage median 2m30s, 95th percentile 10m00s)" in text
+    assert "Forced down:  8 times, 6 devices (3, 4, 5, 6, 7, 10)" in text
+    assert "Recovered:    5 times (outage median 2m00s, 95th percentile 10m00s)" in text
     assert "device 5 cpe-5 after 1h00m" in text
     assert "device 3 cpe-3: forced down 3 times" in text
     assert "Needed a person: 4 events" in text
-    assert report_title(report).endswith("7 forced down, 4 recovered, 2 still down")
+    assert report_title(report).endswith("8 forced down, 5 recovered, 2 still down")
     body = report.as_dict()
-    assert body["forced_down"] == 7 and body["p95_outage_seconds"] == 600.0
+    assert body["forced_down"] == 8 and body["p95_outage_seconds"] == 600.0
     json.dumps(body)
 
 

@@ -21,6 +21,7 @@ from alert_handler.events.history import ONGOING, Episode, episodes
 from alert_handler.events.journal import Event, EventType
 
 DAY = 86400.0
+_OPENS = frozenset({EventType.FORCED_DOWN.value, EventType.ADOPTED.value})
 TOP_FLAPPING = 5
 LIST_IDS = 10  # device ids listed after the number forced down
 # Events that a person caused or must act on.
@@ -173,9 +174,12 @@ def build_report(events: Iterable[Event], since: float, until: float) -> Report:
     released = 0
     per_device: Counter[int] = Counter()
     names: dict[int, str | None] = {}
+    # An episode counts from its force-down (or adoption); a device released while still new
+    # gets an episode id too, but was never forced down.
+    opened = {e.episode for e in kept if e.type in _OPENS}
     for ep in episodes(kept):
         start, end = _time(ep.start), _time(ep.end)
-        if start is None:
+        if start is None or ep.episode not in opened:
             continue
         if since <= start:
             forced.append(_line(ep, None))

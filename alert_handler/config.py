@@ -185,6 +185,10 @@ class Config:
         "slack://, tgram://, rsyslog://, ...).", secret=True)
     notify_events: tuple[str, ...] = setting(
         ek.EVENT_TYPES, DEFAULT_NOTIFY_EVENTS, EVENTS, "The event types sent to NOTIFY_URLS.")
+    report_at: str | None = setting(
+        ek.TIME_OF_DAY, None, EVENTS, "Send the daily report (`alert-handler report`: the last "
+        "24 hours) to NOTIFY_URLS at this time of day, HH:MM in this host's time zone; once a "
+        "day, also across restarts (unset: never).")
     # fmt: on
 
     def secrets(self) -> list[str]:
@@ -258,6 +262,8 @@ def _check_together(cfg: Config) -> None:
             raise ConfigError(
                 "POLLER_GROUP_HOSTS", f"group {target.group}: {target} needs USER@ or SSH_USER"
             )
+    if cfg.report_at and not cfg.notify_urls:
+        raise ConfigError("REPORT_AT", "needs NOTIFY_URLS: the report goes to those targets")
     if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
         missing = "TLS_CERT_FILE" if cfg.tls_cert_file is None else "TLS_KEY_FILE"
         raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE go together")

@@ -62,6 +62,14 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
                 "RESULT ingest with 20 tracked:",
             ),
         ),
+        (
+            "sim_story.py",
+            (
+                "RESULT flip down -> forced down:",
+                "RESULT flip up -> restored and forgotten:",
+                "RESULT alerts sent by the simulator:",
+            ),
+        ),
     ],
 )
 def test_bench_script_runs(script: str, figures: tuple[str, ...]) -> None:

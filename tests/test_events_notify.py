@@ -213,3 +213,26 @@ def test_no_notification_secret_reaches_the_log(sim: Simulator, tmp_path: Path) 
     text = log_file.read_text() + daemon.output()
     assert token not in text and secret not in text
     assert "step=webhook-out" in text
+
+
+def test_report_at_mails_the_daily_report_once_a_day(
+    sim: Simulator, start_daemon: StartDaemon, smtp: tuple[Mailbox, str], tmp_path: Path
+) -> None:
+    """REPORT_AT=00:00 (always past): the daemon mails the day's report when it starts, past
+    the rate limit, and remembers the day in <EVENTS_FILE>.report-sent; a second daemon on the
+    same files the same day finds it sent (its `run_once` sends nothing)."""
+    box, mail_url = smtp
+    sim.add_device(7, "cpe-7", ports={"port2": "down"})
+    d = start_daemon(RECOVERY_INTERVAL_SEC="30", NOTIFY_URLS=mail_url, REPORT_AT="00:00")
+    wait_for(lambda: any("daily report" in s for s, _ in box.messages), what="the report mail")
+    subject, body = next(m for m in box.messages if "daily report" in m[0])
+    assert subject.startswith("alert-handler daily report: 0 forced down")
+    words = " ".join(body.split())  # the mail's text part is Apprise's rendering of the text
+    assert "Forced down: 0 times, 0 devices" in words and "Needed a person: nothing" in words
+    sent = (tmp_path / "events.jsonl.report-sent").read_text().strip()
+    assert d.daemon.events is not None and d.daemon.events.daily is not None
+    assert d.daemon.events.daily.last_sent() == sent
+    d.stop()
+    again = start_daemon(RECOVERY_INTERVAL_SEC="30", NOTIFY_URLS=mail_url, REPORT_AT="00:00")
+    assert again.daemon.events is not None and again.daemon.events.daily is not None
+    assert again.daemon.events.daily.run_once() is None

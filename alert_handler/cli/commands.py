@@ -14,6 +14,7 @@ from typing import Any
 from alert_handler.cli.control import cmd_pause, cmd_release, cmd_resume, cmd_status, cmd_track
 from alert_handler.cli.events import add_event_commands
 from alert_handler.cli.output import device_id_arg
+from alert_handler.cli.report import add_report_command
 from alert_handler.cli.steer import add_steer_commands
 
 
@@ -107,7 +108,30 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     p.set_defaults(func=cmd_demo)
     add_simulator(sub)
     names = {"check", "status", "release", "track", "pause", "resume", "demo", "simulator"}
+    names |= add_report_command(sub, common)
     return names | add_steer_commands(sub, common) | add_event_commands(sub, common)
+
+
+def _seconds_arg(text: str) -> float:
+    """argparse type: seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds, 0 or more; got {text!r}")
+    return value
+
+
+def _max_alerts_arg(text: str) -> int:
+    """argparse type: how many alerts, -1 for no limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"a whole number, -1 for no limit; got {text!r}")
+    return value
 
 
 def add_simulator(sub: Any) -> None:
@@ -131,5 +155,32 @@ def add_simulator(sub: Any) -> None:
         nargs=3,
         metavar=("ID", "IFNAME", "STATUS"),
         help="set a port of the running simulator up or down (LibreNMS sees it at the next poll)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=_seconds_arg,
+        default=5.0,
+        help="seconds between its polls of every device, each followed by its alert rules "
+        "(LibreNMS: 300; 0: never poll on its own) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--alert-delay",
+        type=_seconds_arg,
+        default=0.0,
+        help="its rules' delay: seconds an alert is active before it is sent "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--alert-interval",
+        type=_seconds_arg,
+        default=0.0,
+        help="its rules' interval: seconds between repeats (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-alerts",
+        type=_max_alerts_arg,
+        default=1,
+        help="its rules' max alerts: how often an alert is sent (-1: no limit) "
+        "(default: %(default)s)",
     )
     p.set_defaults(func=cmd_simulator)

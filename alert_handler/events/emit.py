@@ -9,6 +9,7 @@ from typing import Any
 
 from alert_handler.core.machine import Action, Decision
 from alert_handler.core.records import DeviceRecord
+from alert_handler.events.chart import DownTimeline
 from alert_handler.events.decisions import intake_events, step_events, with_episode
 from alert_handler.events.history import EpisodeBook
 from alert_handler.events.ids import IdSource
@@ -24,12 +25,14 @@ class Emitter:
         clock: Callable[[], float],
         originals: LastOriginals | None = None,
         book: EpisodeBook | None = None,
+        timeline: DownTimeline | None = None,
     ) -> None:
         self.maker = EventMaker(clock, IdSource("evt"))
         self.episodes = IdSource("ep")
         # `is None`, not `or`: an empty LastOriginals is falsy (it has a length).
         self.originals = LastOriginals() if originals is None else originals
         self.book = EpisodeBook() if book is None else book  # recent episodes, for the page
+        self.timeline = DownTimeline() if timeline is None else timeline  # the page's chart
 
     def line(self, kind: EventType, rec: DeviceRecord | None = None, **more: Any) -> str:
         """One event as its journal line."""

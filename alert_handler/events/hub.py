@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alert_handler.config import Config
+from alert_handler.events.chart import DownTimeline
+from alert_handler.events.daily import DailyReport
 from alert_handler.events.emit import Emitter
 from alert_handler.events.history import EpisodeBook
 from alert_handler.events.journal import Event, EventJournal
@@ -33,7 +35,8 @@ class EventHub:
         self.journal = EventJournal(self.path)
         self.originals = LastOriginals()
         self.episodes = EpisodeBook()
-        self.emitter = Emitter(clock, self.originals, self.episodes)
+        self.timeline = DownTimeline()
+        self.emitter = Emitter(clock, self.originals, self.episodes, self.timeline)
         self._consumers: list[Callable[[list[Event]], None]] = []
         self.outbox: WebhookOutbox | None = None
         if cfg.event_webhook_url and cfg.event_webhook_secret:
@@ -54,6 +57,9 @@ class EventHub:
                 metrics=metrics,
             )
             self.consume(self.notifier.consume)
+        self.daily: DailyReport | None = None
+        if cfg.report_at and self.notifier is not None:
+            self.daily = DailyReport(self.path, cfg.report_at, self.notifier.broadcast, clock=clock)
 
     def open(self) -> None:
         """Open the journal (cutting off a line torn by a crash) and build the in-memory views
@@ -90,6 +96,7 @@ class EventHub:
     def _learn(self, events: list[Event]) -> None:
         self.originals.add(events)
         self.episodes.add(events)
+        self.timeline.add(events)
 
     def _on_events(self, events: list[Event]) -> None:
         self._learn(events)
@@ -104,9 +111,13 @@ class EventHub:
             self.outbox.start()
         if self.notifier is not None:
             self.notifier.start()
+        if self.daily is not None:
+            self.daily.start()
 
     def stop(self) -> None:
         """Stop the delivery threads (what is undelivered waits in the journal)."""
+        if self.daily is not None:
+            self.daily.stop()
         if self.outbox is not None:
             self.outbox.stop()
         if self.notifier is not None:

@@ -87,6 +87,19 @@ def _event_types(key: str, raw: str) -> tuple[str, ...]:
 EVENT_TYPES = Kind("list", "comma-separated event types (docs/events.md)", _event_types)
 
 
+_TIME_RE = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _time_of_day(key: str, raw: str) -> str:
+    match = _TIME_RE.match(raw)
+    if match is None:
+        raise ConfigError(key, f"must be a time of day HH:MM (00:00 to 23:59), got {raw!r}")
+    return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+
+TIME_OF_DAY = Kind("time of day", "HH:MM, 00:00 to 23:59, in this host's time zone", _time_of_day)
+
+
 def target_name(n: int, url: str) -> str:
     """How a notification target is shown: its number and service, never its secrets."""
     scheme = url.partition("://")[0].lower() if "://" in url else "?"

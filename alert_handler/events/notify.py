@@ -89,7 +89,7 @@ class NotifyTarget:
         self._limit = limit
         self._metrics = metrics
         self._clock = clock
-        self._queue: queue.Queue[Event | None] = queue.Queue(_QUEUE_MAX)
+        self._queue: queue.Queue[Event | Message | None] = queue.Queue(_QUEUE_MAX)
         self._thread = threading.Thread(target=self._run, name=f"notify-{number}", daemon=True)
 
     def __repr__(self) -> str:
@@ -107,8 +107,9 @@ class NotifyTarget:
             pass
         self._thread.join(timeout)
 
-    def offer(self, event: Event) -> None:
-        """Queue an event (never blocks: a full queue drops it, counted)."""
+    def offer(self, event: Event | Message) -> None:
+        """Queue an event, or a message that goes as it is past the rate limit (the daily
+        report); never blocks: a full queue drops it, counted."""
         try:
             self._queue.put_nowait(event)
         except queue.Full:
@@ -129,7 +130,9 @@ class NotifyTarget:
                 stopping = False
             else:
                 stopping = event is None
-            if event is not None:
+            if isinstance(event, Message):
+                self._deliver(event)
+            elif event is not None:
                 # The window counts from when events happened, not from when this thread got to
                 # them: sending takes time, and a storm's events all fall in one window.
                 msg = self._limit.offer(event, from_iso(event.time) or self._clock())
@@ -177,6 +180,11 @@ class Notifier:
             if event.type in self.types:
                 for target in self.targets:
                     target.offer(event)
+
+    def broadcast(self, msg: Message) -> None:
+        """Queue one message for every target, past the rate limit (the daily report)."""
+        for target in self.targets:
+            target.offer(msg)
 
     def start(self) -> None:
         """Start every target's thread."""

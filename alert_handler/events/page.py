@@ -7,12 +7,13 @@ value is escaped: hostnames and errors come from LibreNMS and alerts.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.times import iso, span
+from alert_handler.events.chart import DAY, chart_end, svg_chart
 from alert_handler.events.history import Episode
 
 REFRESH = 10  # seconds
@@ -29,6 +30,8 @@ th{background:#eee} td.num{text-align:right} .muted{color:#777}
 .error{background:#f8d7da;color:#842029}
 .phase-down,.phase-forcing_down{color:#842029} .phase-restoring{color:#7a5a00}
 .outcome-recovered{color:#1d5e1a} .outcome-gave_up,.outcome-device_gone{color:#842029}
+h3{font-size:1em;margin:1em 0 .3em} ul.summary{list-style:none;padding:0;margin:.4em 0}
+.label{font-weight:600} figure.chart{margin:0} svg.chart{max-width:100%;height:auto;background:#fff}
 """
 
 
@@ -44,6 +47,8 @@ class PageData:
     storm_engaged: bool = False
     max_forced_down: int = 0
     forced_down: int = 0
+    down_series: Sequence[int] = ()  # devices forced down, the most at once in each hour
+    silences: Sequence[Mapping[str, Any]] = ()  # the active silences (controls.silence_row)
 
 
 def _e(value: object) -> str:
@@ -111,11 +116,100 @@ def _banners(data: PageData) -> str:
     return "".join(out)
 
 
-def render_page(data: PageData) -> str:
-    """The whole page."""
-    health_rows = [
-        f"<tr><th>{_e(key)}</th><td>{_e(value)}</td></tr>" for key, value in data.health.items()
+def human(value: object) -> str:
+    """A value as a person reads it: "none" for an empty list, "yes"/"no", "—" for nothing."""
+    if value is None or value == "":
+        return "\u2014"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return "; ".join(human(v) for v in value) if value else "none"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {human(v)}" for k, v in value.items()) if value else "none"
+    return str(value)
+
+
+_DEPENDENCY_COLUMNS = {
+    "status": "status",
+    "consecutive_failures": "failures in a row",
+    "last_success": "last success",
+    "last_failure": "last failure",
+    "last_error": "last error",
+}
+
+
+def _health(data: PageData) -> str:
+    """The health values, then a row per dependency."""
+    rows = [
+        f"<tr><th>{_e(key.replace('_', ' '))}</th><td>{_e(human(value))}</td></tr>"
+        for key, value in data.health.items()
+        if key != "dependencies"
     ]
+    out = f"<h2>Health</h2><table><tbody>{''.join(rows)}</tbody></table>"
+    deps = data.health.get("dependencies")
+    if isinstance(deps, Mapping) and deps:
+        dep_rows = []
+        for name, state in deps.items():
+            state = state if isinstance(state, Mapping) else {"status": state}
+            cells = "".join(f"<td>{_e(human(state.get(key)))}</td>" for key in _DEPENDENCY_COLUMNS)
+            dep_rows.append(f"<tr><th>{_e(name)}</th>{cells}</tr>")
+        out += "<h3>Dependencies</h3>" + _table(
+            ["dependency", *_DEPENDENCY_COLUMNS.values()], dep_rows, ""
+        )
+    return out
+
+
+def _chart(data: PageData) -> str:
+    """The last 24 hours as a bar chart, with its peak in words."""
+    series = list(data.down_series) or [0] * 24
+    peak = max(series)
+    words = (
+        "no device was forced down in the last 24 hours"
+        if peak == 0
+        else f"at most {peak} at once; now {data.forced_down}"
+    )
+    return (
+        "<h2>Devices forced down, last 24 hours</h2>"
+        f'<figure class="chart">{svg_chart(series, chart_end(data.now), DAY)}'
+        f'<figcaption class="muted">each bar is one hour (UTC; the last one is under way): the '
+        f"most devices forced down at once in it; {_e(words)}</figcaption></figure>"
+    )
+
+
+def _storm(data: PageData) -> str:
+    """The storm guard in one line."""
+    if not data.max_forced_down:
+        return "off (MAX_FORCED_DOWN=0: no limit)"
+    state = "ENGAGED, new devices are held" if data.storm_engaged else "armed"
+    return f"{state}: {data.forced_down} of MAX_FORCED_DOWN={data.max_forced_down} forced down"
+
+
+def _silences(data: PageData) -> str:
+    rows = [
+        "<tr>"
+        f"<td>{_e(s.get('target'))}</td><td>{_e(s.get('until'))}</td>"
+        f"<td>{_e(s.get('reason'))}</td><td>{_e(s.get('by'))}</td>"
+        "</tr>"
+        for s in data.silences
+    ]
+    table = _table(["target", "until", "reason", "by"], rows, "No active silence.")
+    return f"<h2>Active silences ({len(data.silences)})</h2>{table}"
+
+
+def summary_lines(data: PageData) -> list[tuple[str, str]]:
+    """The (label, text) lines under the title: one fact each, easy to add to."""
+    return [
+        ("storm guard", _storm(data)),
+        ("silences", f"{len(data.silences)} active"),
+    ]
+
+
+def render_page(data: PageData) -> str:
+    """The whole page: the sections in order."""
+    summary = "".join(
+        f'<li><span class="label">{_e(label)}:</span> {_e(text)}</li>'
+        for label, text in summary_lines(data)
+    )
     devices = _table(
         [
             "device",
@@ -134,23 +228,29 @@ def render_page(data: PageData) -> str:
         _episode_rows(data),
         "No episode in the event journal yet.",
     )
+    more = (
+        f'<p class="muted">the first {MAX_DEVICES} by device id; '
+        "<code>alert-handler status</code> lists them all</p>"
+        if len(data.devices) > MAX_DEVICES
+        else ""
+    )
+    sections = [
+        "<h1>alert-handler</h1>",
+        f'<p class="muted">as of {_e(iso(data.now))}; this page reloads every {REFRESH} s</p>',
+        _banners(data),
+        f'<ul class="summary">{summary}</ul>',
+        _chart(data),
+        f"<h2>Tracked devices ({len(data.devices)})</h2>{devices}{more}",
+        _silences(data),
+        f"<h2>Recent episodes</h2>{episodes}",
+        _health(data),
+    ]
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="{REFRESH}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>alert-handler</title><style>{_CSS}</style></head><body>"
-        f"<h1>alert-handler</h1>"
-        f'<p class="muted">as of {_e(iso(data.now))}; this page reloads every {REFRESH} s</p>'
-        f"{_banners(data)}"
-        f"<h2>Tracked devices ({len(data.devices)})</h2>{devices}"
-        + (
-            f'<p class="muted">the first {MAX_DEVICES} by device id; '
-            "<code>alert-handler status</code> lists them all</p>"
-            if len(data.devices) > MAX_DEVICES
-            else ""
-        )
-        + f"<h2>Recent episodes</h2>{episodes}"
-        f"<h2>Health</h2><table><tbody>{''.join(health_rows)}</tbody></table>"
-        "</body></html>\n"
+        + "".join(sections)
+        + "</body></html>\n"
     )

@@ -190,8 +190,9 @@ class App(SteeringEndpoints):
     def status_page(self) -> str:
         """GET /: the read-only status page (HTML)."""
         records = self.store.records()
+        now = self.clock()
         data = PageData(
-            now=self.clock(),
+            now=now,
             health=self.health()[1],
             devices=list(records.values()),
             episodes=self.events.book.recent() if self.events is not None else [],
@@ -199,6 +200,8 @@ class App(SteeringEndpoints):
             storm_engaged=self.scheduler.admission.storm_engaged,
             max_forced_down=self.scheduler.admission.max_forced_down,
             forced_down=forced_count(records),
+            down_series=self.events.timeline.series(now) if self.events is not None else (),
+            silences=[silence_row(x) for x in self.controls.silences()] if self.controls else (),
         )
         return render_page(data)
 

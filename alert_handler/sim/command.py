@@ -20,6 +20,13 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import quote, urlencode
 
+from alert_handler.sim.runner import (
+    DEFAULT_POLL_INTERVAL,
+    AlertRunner,
+    RuleExtra,
+    Transport,
+    default_rules,
+)
 from alert_handler.sim.simulator import API_PREFIX, DEFAULT_TOKEN, Simulator, demo_fleet
 from alert_handler.sim.transport import post
 
@@ -125,6 +132,8 @@ def _guide(sim: Simulator, args: argparse.Namespace, token: str, env: dict[str, 
         f"Settings for a daemon on this host, {saved}:",
         *(f"  {k}={v}" for k, v in env.items()),
         "",
+        *_polling_lines(args, here),
+        "",
         "Then, each in its own terminal:",
         f"  {ah}                    # the daemon",
         f"  {ah} track 101          # take device 101 as an alert would",
@@ -142,6 +151,25 @@ def _guide(sim: Simulator, args: argparse.Namespace, token: str, env: dict[str, 
         "Ctrl-C stops the simulator.",
     ]
     return "\n".join(lines)
+
+
+def _polling_lines(args: argparse.Namespace, here: str) -> list[str]:
+    """What the guide says of the simulator's own polling and alerts."""
+    interval = getattr(args, "poll_interval", DEFAULT_POLL_INTERVAL)
+    if not interval or interval <= 0:
+        return ["It polls only when asked (--poll-interval 0): post the alerts yourself."]
+    delay, count = getattr(args, "alert_delay", 0.0), getattr(args, "max_alerts", 1)
+    return [
+        f"It polls every device every {interval:g} s (LibreNMS: every 300 s), runs its alert "
+        "rules after each poll",
+        f"(Port2 down, Device Down, SNMP not responding; delay {delay:g} s, max alerts {count}) "
+        "and sends alerts",
+        "and recovery notices to the daemon at LISTEN_PORT, never retried. 101 and 104 have "
+        "port2 down:",
+        "a daemon started with these settings picks them up. A flip alone drives the story:",
+        f"  alert-handler simulator{here} --flip 103 port2 down   # polled, alerted, forced down",
+        f"  alert-handler simulator{here} --flip 103 port2 up     # restored at the next attempt",
+    ]
 
 
 def simulator_command(args: argparse.Namespace) -> int:
@@ -168,8 +196,35 @@ def simulator_command(args: argparse.Namespace) -> int:
             sim.stop()
             print(f"alert-handler: cannot write {args.write_env}: {exc}", file=sys.stderr)
             return 1
+    runner = _alert_runner(sim, args, env)
     print(_guide(sim, args, token, env), flush=True)
-    return _wait_for_signal(sim)
+    if runner is not None:
+        runner.start()
+    try:
+        return _wait_for_signal(sim)
+    finally:
+        if runner is not None:
+            runner.stop()
+
+
+def _alert_runner(
+    sim: Simulator, args: argparse.Namespace, env: dict[str, str]
+) -> AlertRunner | None:
+    """LibreNMS's poller and alert runner, posting to the daemon the settings describe (None
+    with --poll-interval 0)."""
+    interval = getattr(args, "poll_interval", DEFAULT_POLL_INTERVAL)
+    if not interval or interval <= 0:
+        return None
+    extra = RuleExtra(
+        delay=getattr(args, "alert_delay", 0.0),
+        interval=getattr(args, "alert_interval", 0.0),
+        count=getattr(args, "max_alerts", 1),
+    )
+    transport = Transport(
+        f"http://127.0.0.1:{env['LISTEN_PORT']}/alert",
+        {"Authorization": f"Bearer {env['WEBHOOK_TOKEN']}", "Content-Type": "application/json"},
+    )
+    return AlertRunner(sim, transport, interval=interval, rules=default_rules(extra))
 
 
 def flip_command(args: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import TracebackType
@@ -147,10 +149,12 @@ class Simulator:
         self._requests: list[RequestRecord] = []
         self._in_flight: list[tuple[str, str]] = []
         self._next_port_id = 1
-        self._next_alert_id = 1
         self._next_uid = 1
         self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
+        # Called with the device id after `lnms device:poll` (POST /_sim/poll) polled it: the
+        # alert runner's rules, run at the end of every poll as LibreNMS does (sim/runner.py).
+        self.after_poll: Callable[[int], None] | None = None
 
     # ---- lifecycle ----
 
@@ -430,8 +434,7 @@ class Simulator:
                 raise KeyError(device_id)
             alerted = 0 if self._db.silenced(device_id) else 1
             self._db.rules[rule_id] = rule_name
-            alert_id = self._next_alert_id
-            self._next_alert_id += 1
+            alert_id = self._db.new_alert_id()
             self._db.alerts[alert_id] = {
                 "id": alert_id,
                 "device_id": device_id,
@@ -444,6 +447,12 @@ class Simulator:
                 "info": "{}",
             }
         return alert_id
+
+    @contextmanager
+    def tables(self) -> Iterator[Database]:
+        """The tables under the simulator's lock (the alert runner's rules); no I/O inside."""
+        with self._lock:
+            yield self._db
 
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert, in id order, as `GET /alerts` rows."""
@@ -640,6 +649,8 @@ class Simulator:
                 if row
                 else (1, _NO_DEVICES)
             )
+            if row and code in (0, 6) and self.after_poll is not None:
+                self.after_poll(row["device_id"])
             return json_reply(200, {"exit": code, "output": output})
         if segments[1] == "link" and len(segments) == 4 and segments[2].isdigit():
             status = body.decode("utf-8", "replace").strip()

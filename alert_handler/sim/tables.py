@@ -163,6 +163,10 @@ class Database:
         behaviour = self.maintenance.get(device_id)
         return bool(row["ignore"] or row["disabled"]) or behaviour in ("skip", "mute")
 
+    def new_alert_id(self) -> int:
+        """The id of a new `alerts` row (rows are never deleted here)."""
+        return max(self.alerts, default=0) + 1
+
     def find_device(self, spec: str) -> dict[str, Any] | None:
         """All digits is a device_id, anything else an exact case-insensitive hostname."""
         if spec.isascii() and spec.isdigit():

@@ -445,6 +445,21 @@ class Simulator:
             }
         return alert_id
 
+    def components(self, device_id: int | None = None) -> dict[int, dict[str, Any]]:
+        """Every component (of one device), id -> the row as GET .../components shows it plus
+        its `device_id`."""
+        with self._lock:
+            return {
+                cid: {**comp.shown(), "device_id": comp.device_id}
+                for cid, comp in sorted(self._db.components.items())
+                if device_id is None or comp.device_id == device_id
+            }
+
+    def eventlog(self, device_id: int | None = None) -> list[str]:
+        """The Eventlog lines the component routes wrote (for one device), oldest first."""
+        with self._lock:
+            return [m for d, m in self._db.eventlog if device_id is None or d == device_id]
+
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert, in id order, as `GET /alerts` rows."""
         with self._lock:

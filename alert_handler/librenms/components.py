@@ -256,3 +256,50 @@ class Components:
             if self.drop(device_id) is None:
                 done.append(device_id)
         return done
+
+
+PROBE_TYPE = "alert-handler-check"
+
+
+@dataclass(frozen=True)
+class Right:
+    """Whether the token may do one thing to components: `allowed` None when it could not be
+    told (the error is in `detail`)."""
+
+    action: str  # "create", "edit", "delete"
+    allowed: bool | None
+    detail: str = ""
+
+
+def probe_rights(api: LibreNMS, device_id: int) -> list[Right]:
+    """Create a probe component on the device, edit it and delete it (what the daemon does to
+    each device it forces down). An edit or delete the token may not do after a refused
+    create is probed on id 0, which no component has: LibreNMS answers 200 to the edit and 500
+    "could not be deleted" to the delete once the permission check let the call through."""
+    rights = []
+    created: int | None = None
+    try:
+        created = api.add_component(device_id, PROBE_TYPE)
+        rights.append(Right("create", True))
+    except LibreNMSError as exc:
+        rights.append(_refused("create", exc))
+    try:
+        api.edit_component(device_id, created or 0, {"probe": "alert-handler check"})
+        rights.append(Right("edit", True))
+    except LibreNMSError as exc:
+        rights.append(_refused("edit", exc))
+    try:
+        api.delete_component(device_id, created or 0)
+        rights.append(Right("delete", True))
+    except LibreNMSError as exc:
+        if created is None and exc.status == 500:
+            rights.append(Right("delete", True))  # past the permission check: no id 0
+        else:
+            left = f"; probe component {created} left on device {device_id}" if created else ""
+            right = _refused("delete", exc)
+            rights.append(Right("delete", right.allowed, right.detail + left))
+    return rights
+
+
+def _refused(action: str, exc: LibreNMSError) -> Right:
+    return Right(action, False if exc.status == 403 else None, str(exc))

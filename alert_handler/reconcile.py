@@ -106,7 +106,8 @@ def reconcile_once(
                 )
     if components is not None:
         unsupervised = {d.device_id for d in devices if d.overwrite_ip == rules.unsupervised_ip}
-        for device_id in components.sweep(store.records().keys(), unsupervised):
+        tracked = lambda device_id: store.get(device_id) is not None  # noqa: E731
+        for device_id in components.sweep(tracked, unsupervised):
             log.info("device=%s step=reconcile its leftover component removed", device_id)
     for alert in api.open_alerts():
         if not alert.alerted:

@@ -212,13 +212,13 @@ def test_a_failed_removal_is_swept_later(sim: Simulator) -> None:
     sim.inject("DELETE", r"/components/", status=500, times=10)
     error = comps.drop(5)
     assert error is not None and "500" in error and comps.pending() == {5}
-    assert comps.sweep(tracked={5}, unsupervised=set()) == []  # tracked again: the steps' own
+    assert comps.sweep(lambda d: d == 5, unsupervised=set()) == []  # tracked: the steps' own
     assert comps.pending() == set() and len(sim.components(5)) == 1
     sim.inject("DELETE", r"/components/", status=500, times=10)
     comps.drop(5)
-    assert comps.sweep(tracked=set(), unsupervised={5}) == []  # adoption will read it
+    assert comps.sweep(lambda d: False, unsupervised={5}) == []  # adoption will read it
     sim.clear_faults()
-    assert comps.sweep(tracked=set(), unsupervised=set()) == [5]
+    assert comps.sweep(lambda d: False, unsupervised=set()) == [5]
     assert sim.components() == {} and comps.pending() == set()
 
 

@@ -170,6 +170,7 @@ def run_step(
         report.decision = machine.after_failure(
             rec, action, str(exc), ports.clock.time(), rules, gone=True
         )
+        _drop_component(rec, action, ports, laps, report)  # LibreNMS makes one for any id
     except (LibreNMSError, PollError) as exc:
         _failed(report, rec, action, laps.step, str(exc), ports, rules)
     except Exception as exc:
@@ -242,8 +243,7 @@ def _drop_component(
 ) -> None:
     """The device was let go (after its restore, if any): its component goes. A failure is
     reported and retried later (`Components.sweep`), never a failed step."""
-    decision = report.decision
-    if ports.components is None or not decision.forget or decision.reason is Reason.DEVICE_GONE:
+    if ports.components is None or not report.decision.forget:
         return
     if rec.phase is Phase.NEW and action is not Action.RELEASE:
         return  # inspected and left alone: nothing was written

@@ -25,7 +25,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +114,8 @@ class Components:
         self.kind = kind
         self._lock = threading.Lock()
         self._pending: set[int] = set()  # devices whose component could not be removed
+        # One per device while in use: a sweep never deletes what a force-down is writing.
+        self._devices: dict[int, threading.Lock] = {}
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, device_id: int) -> dict[int, Held | None]:
@@ -139,7 +141,12 @@ class Components:
         if not rec.original_recorded:
             raise LibreNMSError(f"device {rec.device_id}: no original recorded to keep")
         at = rec.forced_down_at if rec.forced_down_at is not None else now
-        self.write(rec.device_id, rec.original_overwrite_ip, rec.episode, at)
+        with self._device(rec.device_id):
+            self.write(rec.device_id, rec.original_overwrite_ip, rec.episode, at)
+
+    def _device(self, device_id: int) -> threading.Lock:
+        with self._lock:
+            return self._devices.setdefault(device_id, threading.Lock())
 
     def write(
         self, device_id: int, original: str | None, episode: str | None, forced_down_at: float
@@ -241,20 +248,25 @@ class Components:
         with self._lock:
             return set(self._pending)
 
-    def sweep(self, tracked: Collection[int], unsupervised: Collection[int]) -> list[int]:
-        """Retry the removals that failed: a device tracked again is the steps' business (the
+    def sweep(self, tracked: Callable[[int], bool], unsupervised: Collection[int]) -> list[int]:
+        """Retry the removals that failed: a device `tracked` again is the steps' business (the
         next force-down rewrites the component), one on UNSUPERVISED_IP keeps it (adoption
-        reads it); any other loses it. The devices cleaned up."""
+        reads it); any other loses it. The devices cleaned up. Each is decided under the
+        device's lock, which a force-down holds while it writes: a device tracked meanwhile
+        is either seen tracked here or writes its component after this removal."""
         done = []
         for device_id in sorted(self.pending()):
-            if device_id in tracked:
-                with self._lock:
-                    self._pending.discard(device_id)
-                continue
-            if device_id in unsupervised:
-                continue
-            if self.drop(device_id) is None:
-                done.append(device_id)
+            with self._device(device_id):
+                if tracked(device_id):
+                    with self._lock:
+                        self._pending.discard(device_id)
+                    continue
+                if device_id in unsupervised:
+                    continue
+                if self.drop(device_id) is None:
+                    done.append(device_id)
+                    with self._lock:
+                        self._devices.pop(device_id, None)
         return done
 
 

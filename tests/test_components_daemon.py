@@ -8,7 +8,15 @@ import shutil
 from pathlib import Path
 
 from alert_handler.sim.simulator import Simulator
-from tests.conftest import UNSUP, DaemonProcess, alert_body, base_env, free_port, wait_for
+from tests.conftest import (
+    UNSUP,
+    DaemonProcess,
+    StartDaemon,
+    alert_body,
+    base_env,
+    free_port,
+    wait_for,
+)
 
 IDS = list(range(301, 311))
 ORIGINALS = {i: None if i % 2 else f"198.51.100.{i - 300}" for i in IDS}
@@ -73,3 +81,26 @@ def test_a_daemon_whose_state_was_deleted_restores_exact_originals(
     for i in IDS:
         shown = "null" if ORIGINALS[i] is None else ORIGINALS[i]
         assert f"device={i} step=inspect original from LibreNMS component: {shown}" in log
+
+
+def test_a_component_whose_removal_failed_is_swept_by_reconciliation(
+    sim: Simulator, start_daemon: StartDaemon
+) -> None:
+    """1. A device is forced down (its component written) and its port comes back, but every
+       DELETE of a component fails: the device is restored and let go all the same.
+    2. Once LibreNMS takes DELETEs again, the next reconciliation removes the component."""
+    sim.add_device(7, "cpe-7", overwrite_ip="10.0.0.7", ports={"port2": "down"})
+    sim.inject("DELETE", r"/components/", status=500, times=10_000)
+    running = start_daemon(RECONCILE_INTERVAL_SEC="1")
+    assert running.post(alert_body(7)).status_code == 202
+    wait_for(lambda: sim.device(7)["overwrite_ip"] == UNSUP, 20, "device 7 forced down")
+    assert len(sim.components(7)) == 1
+    sim.set_link(7, "port2", "up")
+    wait_for(
+        lambda: running.daemon.store.get(7) is None and sim.device(7)["overwrite_ip"] == "10.0.0.7",
+        30,
+        "device 7 recovered and let go",
+    )
+    assert len(sim.components(7)) == 1  # the removal failed; the device was not held back
+    sim.clear_faults()
+    wait_for(lambda: sim.components() == {}, 30, "the leftover component swept")

@@ -96,7 +96,7 @@ def reconcile_once(
                     shown = "null" if rec.known_original is None else rec.known_original
                     known = f"else the event journal's last ({shown})"
                 else:
-                    known = "else unknown: null"
+                    known = "else unknown and restored to null"
                 log.warning(
                     "device=%s step=reconcile found on UNSUPERVISED_IP but not tracked: "
                     "adopted; its original: from its LibreNMS component if it has one, %s "

@@ -108,7 +108,7 @@ def run_check(args: argparse.Namespace) -> int:
             except LibreNMSError as exc:
                 line(False, f"cannot tell the API token's rights: {exc}")
             probe_on = args.device_id or (devices[0].device_id if devices else None)
-            check_components(api, probe_on, line, warn)
+            check_components(api, probe_on, line)
     except LibreNMSError as exc:
         line(False, f"LibreNMS API: {exc}")
     poller = make_poller(cfg)

@@ -85,12 +85,11 @@ _ROUTES = {
 }
 
 
-def check_components(api: LibreNMS, device_id: int | None, line: Line, warn: Warn) -> None:
+def check_components(api: LibreNMS, device_id: int | None, line: Line) -> None:
     """One line each: may the token create, edit and delete device components (the original
     of each forced-down device is kept in one; without them nothing is forced down)."""
     if device_id is None:
-        warn("component rights not probed: LibreNMS has no device to probe on")
-        return
+        return  # LibreNMS has no device: none to probe on, and none to force down
     for right in probe_rights(api, device_id):
         route = _ROUTES[right.action]
         if right.allowed:

@@ -177,7 +177,7 @@ def after_inspect(
         return Decision(None, leave_alone, "not forced down")
     if on_unsupervised:
         # Already pointed away (state lost, a crash, or the old script): the original is unknown
-        # unless the event journal remembers the last one (a late PATCH of a killed daemon).
+        # unless LibreNMS's component holds it or the event journal remembers the last one.
         adopted = not rec.original_recorded
         known, value, source = adopted_original(rec, held)
         new = replace(rec.with_original(value, adopted=not known), hostname=hostname)

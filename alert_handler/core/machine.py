@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from alert_handler.core.facts import DeviceInfo, PortInfo
-from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase
+from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase, adopted_original
 from alert_handler.core.times import span
 
 
@@ -218,23 +218,6 @@ def after_inspect(
         Reason.FORCE_DOWN,
         f"{rules.target_ifname} is {port.oper_status}, original overwrite_ip {shown(original)}",
     )
-
-
-def adopted_original(
-    rec: DeviceRecord, held: tuple[str | None] | None
-) -> tuple[bool, str | None, str]:
-    """The original of a device found on UNSUPERVISED_IP with none of its own: the one its
-    LibreNMS component holds (`held`), else the event journal's last, else unknown (null);
-    as (known, value, the words the log uses)."""
-    if held is not None:
-        return True, held[0], f"original from LibreNMS component: {shown(held[0])}"
-    if rec.knows_original:
-        return (
-            True,
-            rec.known_original,
-            f"original from the event journal: {shown(rec.known_original)}",
-        )
-    return False, None, "original unknown: null"
 
 
 def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:

@@ -33,6 +33,7 @@ from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import from_iso, iso
 from alert_handler.librenms.client import LibreNMS
+from alert_handler.librenms.component_api import ComponentRoutes
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Components:
 
     def __init__(self, api: LibreNMS, daemon: str | None = None, kind: str = COMPONENT_TYPE):
         self.api = api
+        self.routes = ComponentRoutes(api)
         self.daemon = daemon or daemon_name()
         self.kind = kind
         self._lock = threading.Lock()
@@ -120,7 +122,7 @@ class Components:
     # -- reading ---------------------------------------------------------------------------
     def read(self, device_id: int) -> dict[int, Held | None]:
         """Every component of our type on the device: id -> what it holds (None: incomplete)."""
-        rows = self.api.components(device_id, self.kind)
+        rows = self.routes.list(device_id, self.kind)
         return {cid: decode(cid, row) for cid, row in sorted(rows.items())}
 
     def lookup(self, device_id: int) -> Held | None:
@@ -168,11 +170,11 @@ class Components:
             # A stale one (an earlier episode, a failed removal) or an incomplete one: rewritten
             # whole. Its id was just read from this device, so the PUT edits this device's.
             keep = min(found)
-            self.api.edit_component(device_id, keep, fields)
+            self.routes.edit(device_id, keep, fields)
             log.info("device=%s step=component rewrote component %s", device_id, keep)
         else:
             keep, found = self._create(device_id)
-            self.api.edit_component(device_id, keep, fields)
+            self.routes.edit(device_id, keep, fields)
             log.info(
                 "device=%s step=component recorded the original in component %s", device_id, keep
             )
@@ -183,7 +185,7 @@ class Components:
         """POST one, tried once; if it fails, read again: a POST whose answer was lost made one.
         Returns its id and what a re-read found (duplicates to clean up), if one was needed."""
         try:
-            return self.api.add_component(device_id, self.kind), {}
+            return self.routes.add(device_id, self.kind), {}
         except LibreNMSError as exc:
             again = self.read(device_id)
             if not again:
@@ -220,7 +222,7 @@ class Components:
 
     def _delete(self, device_id: int, component_id: int) -> None:
         try:
-            self.api.delete_component(device_id, component_id)
+            self.routes.delete(device_id, component_id)
         except LibreNMSError:
             # DELETE is not idempotent: a first try that landed but lost its answer makes a
             # retry answer 500. Gone is gone.
@@ -288,20 +290,21 @@ def probe_rights(api: LibreNMS, device_id: int) -> list[Right]:
     each device it forces down). An edit or delete the token may not do after a refused
     create is probed on id 0, which no component has: LibreNMS answers 200 to the edit and 500
     "could not be deleted" to the delete once the permission check let the call through."""
+    routes = ComponentRoutes(api)
     rights = []
     created: int | None = None
     try:
-        created = api.add_component(device_id, PROBE_TYPE)
+        created = routes.add(device_id, PROBE_TYPE)
         rights.append(Right("create", True))
     except LibreNMSError as exc:
         rights.append(_refused("create", exc))
     try:
-        api.edit_component(device_id, created or 0, {"probe": "alert-handler check"})
+        routes.edit(device_id, created or 0, {"probe": "alert-handler check"})
         rights.append(Right("edit", True))
     except LibreNMSError as exc:
         rights.append(_refused("edit", exc))
     try:
-        api.delete_component(device_id, created or 0)
+        routes.delete(device_id, created or 0)
         rights.append(Right("delete", True))
     except LibreNMSError as exc:
         if created is None and exc.status == 500:

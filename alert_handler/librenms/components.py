@@ -107,7 +107,8 @@ def newest(found: Collection[Held]) -> Held | None:
 
 class Components:
     """The daemon's components in LibreNMS: read, written once per episode, removed when the
-    daemon lets the device go. Thread-safe (one job per device; the pending set has a lock)."""
+    daemon lets the device go. Thread-safe: one job per device, a lock per device that a
+    force-down and a sweep share, and one for the pending set."""
 
     def __init__(self, api: LibreNMS, daemon: str | None = None, kind: str = COMPONENT_TYPE):
         self.api = api

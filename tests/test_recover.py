@@ -105,3 +105,38 @@ def test_release_of_an_untracked_device_takes_the_original_librenms_holds(
     assert sim.patches(9)[-1] == (9, "10.0.0.9") and sim.components() == {}
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("device=9 step=")]
     assert any("(original from LibreNMS component: 10.0.0.9)" in line for line in said), said
+
+
+def test_check_says_when_the_token_may_not_keep_originals_in_librenms(tmp_path: Path) -> None:
+    """1. A token that may PATCH devices but not touch components (LibreNMS 26.7 permissions):
+       `check` says so in one line each for create, edit and delete (✘, exit 1), nothing made.
+    2. A token that may create but not delete: its probe component stays, and the delete line
+       names it, to be removed by hand."""
+    limited = "abcdef0123456789abcdef0123456789"
+    creates = "0123456789abcdef0123456789abcdee"
+    base = {"device.viewAny", "device.update", "alert.viewAny"}
+    tokens = {limited: frozenset(base), creates: frozenset(base | {"component.create"})}
+    with Simulator(tokens=tokens) as sim:
+        sim.add_device(5, "cpe-5")
+        write_env(tmp_path, base_env(sim, tmp_path, LIBRENMS_API_TOKEN=limited))
+        result = cli(tmp_path, "check")
+        lines = result.stdout.splitlines()
+        assert result.returncode == 1
+        for action, route, perm in (
+            ("create", "POST /devices/{id}/components/{type}", "create"),
+            ("edit", "PUT /devices/{id}/components", "update"),
+            ("delete", "DELETE /devices/{id}/components/{id}", "delete"),
+        ):
+            assert any(
+                line.startswith(
+                    f"\u2718 API token may not {action} device components ({route}: 403)"
+                )
+                and f"component.{perm}" in line
+                for line in lines
+            ), result.stdout
+        assert sim.components() == {}
+        write_env(tmp_path, base_env(sim, tmp_path, LIBRENMS_API_TOKEN=creates))
+        half = cli(tmp_path, "check").stdout
+        assert "\u2714 API token may create device components" in half
+        assert "probe component 1 left on device 5" in half
+        assert list(sim.components(5)) == [1]

@@ -284,6 +284,7 @@ class Right:
     action: str  # "create", "edit", "delete"
     allowed: bool | None
     detail: str = ""
+    left: str = ""  # a probe component the token could not delete: to remove by hand
 
 
 def probe_rights(api: LibreNMS, device_id: int) -> list[Right]:
@@ -311,9 +312,9 @@ def probe_rights(api: LibreNMS, device_id: int) -> list[Right]:
         if created is None and exc.status == 500:
             rights.append(Right("delete", True))  # past the permission check: no id 0
         else:
-            left = f"; probe component {created} left on device {device_id}" if created else ""
+            left = f"probe component {created} left on device {device_id}" if created else ""
             right = _refused("delete", exc)
-            rights.append(Right("delete", right.allowed, right.detail + left))
+            rights.append(Right("delete", right.allowed, right.detail, left))
     return rights
 
 

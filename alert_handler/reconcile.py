@@ -1,7 +1,17 @@
 """Reconciliation with LibreNMS, at start and every RECONCILE_INTERVAL_SEC: reads the devices
-and open alerts and applies the core's rules (`core.reconciling.plan_pass`): adoption of devices
-left on UNSUPERVISED_IP, pick-up of open alerts that never reached the daemon. A tracked device
-whose overwrite_ip someone else changed is handled by the worker's verify step.
+and open alerts and applies the core's rules (`core.reconciling.plan_pass`).
+
+- A device on UNSUPERVISED_IP that the state does not track is adopted: it gets back the
+  original its LibreNMS component holds, else the last one the event journal knows, else (its
+  original unknown) null; the inspect step reads the component and its log line says which.
+- Components whose removal failed when the daemon let their device go are removed now
+  (`Components.sweep`), unless the device is tracked again or back on UNSUPERVISED_IP.
+- Open alerts of the trigger rules that never reached the daemon are picked up: LibreNMS never
+  re-sends a failed webhook. Only alerts LibreNMS really notified (`alerted`), of devices it does
+  not suppress itself (maintenance, disabled, ignored): its own silence is respected. Alerts
+  older than the moment the daemon last let the device go are skipped, so a recovered device is
+  not picked up again by its own stale alert.
+A tracked device whose overwrite_ip someone else changed is handled by the worker's verify step.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from alert_handler.core.records import DeviceRecord
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.librenms.client import LibreNMS
+from alert_handler.librenms.components import Components
 from alert_handler.store.state import StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
@@ -49,6 +60,7 @@ def reconcile_once(
     dismissed: dict[int, float],
     events: Emitter | None = None,
     steer: Steer | None = None,
+    components: Components | None = None,
 ) -> ReconcileResult:
     """One pass; raises LibreNMSError if LibreNMS cannot be asked. A device taken on carries
     the journal's last original of it (restored instead of null if it is on UNSUPERVISED_IP)."""
@@ -87,6 +99,10 @@ def reconcile_once(
                 take.alert_id,
                 plain(take.rule),
             )
+    if components is not None:
+        unsupervised = {d.device_id for d in devices if d.overwrite_ip == rules.unsupervised_ip}
+        for device_id in components.sweep(lambda i: store.get(i) is not None, unsupervised):
+            log.info("device=%s step=reconcile its leftover component removed", device_id)
     return ReconcileResult(tuple(adopted), tuple(picked))
 
 
@@ -124,9 +140,15 @@ def _log_adopted(take: TakeOn, rec: DeviceRecord) -> None:
     if take.release:
         known = "its original will be restored at once, and it is forgotten"
     elif rec.knows_original:
-        known = f"the journal's last original ({shown(rec.known_original)}) will be restored"
+        known = (
+            "its original: from its LibreNMS component if it has one, else the event journal's "
+            f"last ({shown(rec.known_original)}) (the inspect step says which)"
+        )
     else:
-        known = "its original overwrite_ip is unknown and will be restored to null"
+        known = (
+            "its original: from its LibreNMS component if it has one, else unknown and restored "
+            "to null (the inspect step says which)"
+        )
     log.warning(
         "device=%s step=reconcile found on UNSUPERVISED_IP but not tracked: adopted; %s%s",
         take.device_id,
@@ -156,6 +178,7 @@ class Reconciler:
         events: Emitter | None = None,
         steer: Steer | None = None,
         first_delay: float = FIRST_PASS_DELAY,
+        components: Components | None = None,
     ) -> None:
         self.api = api
         self.first_delay = first_delay
@@ -167,6 +190,7 @@ class Reconciler:
         self._wake = wake
         self._events = events
         self._steer = steer
+        self._components = components
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
         self.passes = 0  # passes ended (successful or not): tests wait on it
@@ -193,6 +217,7 @@ class Reconciler:
                         self._dismissed(),
                         self._events,
                         self._steer,
+                        self._components,
                     )
                     if result.adopted or result.picked_up:
                         self._wake()

@@ -22,6 +22,7 @@ from alert_handler.core import machine, steps
 from alert_handler.core.controls import ConfirmGate
 from alert_handler.core.machine import Action, Rules
 from alert_handler.core.outcomes import CYCLE_OUTCOMES, Outcome
+from alert_handler.core.ports import ComponentPort
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.events.emit import Emitter
 from alert_handler.health import Health
@@ -97,6 +98,8 @@ class Scheduler:
         self.api = api
         self.poller = poller
         self.rules = rules
+        # The originals kept in LibreNMS (librenms/components.py); None: on this host only.
+        self.components: ComponentPort | None = None
         self.max_parallel = max_parallel
         self.metrics = metrics or Metrics()
         self.admission = Admission(store, self.metrics, max_forced_down, gate, events)
@@ -307,7 +310,9 @@ class Scheduler:
 
     def _run_device(self, device_id: int) -> Outcome:
         """One job: the device's due steps, run by the core's step runner."""
-        ports = steps.Ports(api=self.api, poller=self.poller, clock=self._clock, steer=self.steer)
+        ports = steps.Ports(
+            self.api, self.poller, self._clock, steer=self.steer, components=self.components
+        )
         return steps.run_device(device_id, self, ports, self.rules)
 
     # -- JobHost: the step runner's view of the store --------------------------------------

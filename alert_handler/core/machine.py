@@ -21,7 +21,7 @@ from alert_handler.core.decision import Reason as Reason
 from alert_handler.core.decision import Rules as Rules
 from alert_handler.core.decision import leave_alone_of
 from alert_handler.core.facts import DeviceInfo, PortInfo
-from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase
+from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase, adopted_original
 from alert_handler.core.times import span
 
 
@@ -101,11 +101,13 @@ def after_inspect(
     rules: Rules,
     *,
     leave_alone: Reason | LeaveAlone | None = None,
+    held: tuple[str | None] | None = None,
 ) -> Decision:
     """Record the original once, find the port, and decide whether to force the device down.
     A device to `leave_alone` (why: `seen.leave_alone`) is never forced down, and one found on
     UNSUPERVISED_IP all the same is restored; a "not yet" keeps a device that is not forced down
-    waiting (one on UNSUPERVISED_IP is handled as usual: restoring is always allowed)."""
+    waiting (one on UNSUPERVISED_IP is handled as usual: restoring is always allowed). `held`:
+    `(original,)` LibreNMS's component holds (see `adopted_original`)."""
     hostname = rec.hostname or info.hostname
     port = find_port(ports, rules.target_ifname, rec.port_id)
     on_unsupervised = info.overwrite_ip == rules.unsupervised_ip
@@ -120,18 +122,16 @@ def after_inspect(
         return Decision(None, alone.reason, alone.detail or "not forced down", final=seen)
     if on_unsupervised:
         # Already pointed away (state lost, a crash, or the old script): the original is unknown
-        # unless the event journal remembers the last one (a late PATCH of a killed daemon).
+        # unless LibreNMS's component holds it or the event journal remembers the last one.
         adopted = not rec.original_recorded
-        if rec.knows_original:
-            new = replace(rec.with_original(rec.known_original), hostname=hostname)
-        else:
-            new = replace(rec.with_original(None, adopted=True), hostname=hostname)
+        known, value, source = adopted_original(rec, held)
+        new = replace(rec.with_original(value, adopted=not known), hostname=hostname)
         if port is None or alone is not None:
             why = f"{alone.detail}: " if alone is not None and alone.detail else ""
             return Decision(
                 replace(new, phase=Phase.RELEASING, next_attempt_at=now),
                 alone.reason if alone is not None else Reason.NO_TARGET_PORT,
-                f"{why}on UNSUPERVISED_IP: restoring it",
+                f"{why}on UNSUPERVISED_IP: restoring it" + (f" ({source})" if adopted else ""),
             )
         new = replace(
             new,
@@ -144,9 +144,7 @@ def after_inspect(
         )
         if not adopted:
             return Decision(new, Reason.ALREADY_DOWN)
-        if rec.knows_original:
-            return Decision(new, Reason.ADOPTED_KNOWN, f"original {shown(rec.known_original)}")
-        return Decision(new, Reason.ADOPTED)
+        return Decision(new, Reason.ADOPTED_KNOWN if known else Reason.ADOPTED, source)
     if port is None:
         detail = f"no port named {rules.target_ifname}"
         return Decision(None, Reason.NO_TARGET_PORT, detail, final=seen)
@@ -311,21 +309,29 @@ class ReleasePlan:
     value: str | None
     unknown_original: bool = False  # on UNSUPERVISED_IP with no known original: null
     dry_run: bool = False
+    source: str = ""  # where the original of a device found on UNSUPERVISED_IP came from
 
 
-def plan_release(rec: DeviceRecord, info: DeviceInfo | None, rules: Rules) -> ReleasePlan:
+def plan_release(
+    rec: DeviceRecord,
+    info: DeviceInfo | None,
+    rules: Rules,
+    *,
+    held: tuple[str | None] | None = None,
+) -> ReleasePlan:
     """A NEW record was never changed by us, unless it came forced down already (the old
     script's file, a reconcile adoption): `info` (read for NEW records only) tells; its original
-    is then the journal's last known one, else unknown and null (the hostname) is restored.
-    Others restore their original."""
+    is then LibreNMS's component's (`held`), else the journal's last known one, else unknown and
+    null (the hostname) is restored. Others restore their original."""
     dry = rules.dry_run
     if rec.phase is not Phase.NEW:
         return ReleasePlan(restore=True, value=rec.original_overwrite_ip, dry_run=dry)
     if info is None or info.overwrite_ip != rules.unsupervised_ip:
         return ReleasePlan(restore=False, value=rec.original_overwrite_ip, dry_run=dry)
-    if rec.knows_original:
-        return ReleasePlan(restore=True, value=rec.known_original, dry_run=dry)
-    return ReleasePlan(restore=True, value=None, unknown_original=True, dry_run=dry)
+    known, value, source = adopted_original(rec, held)
+    return ReleasePlan(
+        restore=True, value=value, unknown_original=not known, dry_run=dry, source=source
+    )
 
 
 def after_release(rec: DeviceRecord, plan: ReleasePlan | None = None) -> Decision:
@@ -337,6 +343,8 @@ def after_release(rec: DeviceRecord, plan: ReleasePlan | None = None) -> Decisio
     detail = _written(Rules(dry_run=dry), value, restore=True)
     if plan is not None and plan.unknown_original:
         detail += " (it was on UNSUPERVISED_IP with no known original)"
+    elif plan is not None and plan.source:
+        detail += f" ({plan.source})"
     return Decision(None, Reason.RELEASED, detail)
 
 

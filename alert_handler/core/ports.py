@@ -47,6 +47,22 @@ class SteerPort(Protocol):
     def verdict(self, device_id: int, hostname: str | None) -> Verdict | None: ...
 
 
+class ComponentPort(Protocol):
+    """The daemon's components in LibreNMS; failures raise LibreNMSError."""
+
+    def keep(self, rec: DeviceRecord, now: float) -> None:
+        """Before a force-down: one component holds this episode's original (written once)."""
+        ...
+
+    def held(self, device_id: int) -> tuple[str | None] | None:
+        """`(original,)` LibreNMS holds for the device, None if it holds none."""
+        ...
+
+    def drop(self, device_id: int) -> str | None:
+        """The device was let go: remove its component; never raises, returns why it failed."""
+        ...
+
+
 @dataclass(frozen=True)
 class Ports:
     """Everything outside the core that a step talks to; `steer` None: nothing is excluded."""
@@ -55,6 +71,7 @@ class Ports:
     poller: PollPort
     clock: Clock
     steer: SteerPort | None = None
+    components: ComponentPort | None = None  # None: originals are kept on this host only
 
     def verdict(self, rec: DeviceRecord, hostname: str | None = None) -> Verdict | None:
         """The controls' verdict on the device now."""

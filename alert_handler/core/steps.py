@@ -15,6 +15,7 @@ from typing import Protocol
 
 from alert_handler.core import machine, seen
 from alert_handler.core.facts import (
+    DeviceInfo,
     DeviceNotFound,
     LibreNMSError,
     PollError,
@@ -22,6 +23,7 @@ from alert_handler.core.facts import (
 from alert_handler.core.machine import Action, Decision, Reason, Rules
 from alert_handler.core.outcomes import Outcome, job_outcome
 from alert_handler.core.ports import Clock as Clock
+from alert_handler.core.ports import ComponentPort as ComponentPort
 from alert_handler.core.ports import LibreNMSPort as LibreNMSPort
 from alert_handler.core.ports import PollPort as PollPort
 from alert_handler.core.ports import Ports as Ports
@@ -64,6 +66,7 @@ class StepReport:
     unmute_error: str | None = None
     config_error: str | None = None  # the poll showed the daemon is set up wrong (and the fix)
     answers: bool = False  # UNSUPERVISED_IP seems to answer (`seen.answers_while_down`)
+    component_error: str | None = None  # the component of a device let go is still there
 
 
 class _Laps:
@@ -99,20 +102,25 @@ def run_step(
     if first is None and action is Action.RELEASE and rec.phase is not Phase.NEW:
         first = "restore"  # a release reads the device only for a NEW record
     laps = _Laps(ports.clock, first or _FIRST_STEP[action])
+    comps = ports.components
     try:
         if first == "verify":
             changed = machine.foreign_change(rec, ports.api.get_device(rec.device_id), rules)
             if changed is not None:
                 report.decision = changed
                 _unmute(rec, ports, laps, report)
+                report.component_error = drop_component(rec, action, changed, comps, laps.next)
                 return report
             laps.next(_FIRST_STEP[action])
         report.decision = _RUNNERS[action](rec, ports, rules, laps, report)
         _unmute(rec, ports, laps, report)
+        report.component_error = drop_component(rec, action, report.decision, comps, laps.next)
     except DeviceNotFound as exc:
         report.decision = machine.after_failure(
             rec, action, str(exc), ports.clock.time(), rules, gone=True
         )
+        # LibreNMS makes a component for any id, the id of a device deleted meanwhile too.
+        report.component_error = drop_component(rec, action, report.decision, comps, laps.next)
     except (LibreNMSError, PollError) as exc:
         _failed(report, rec, action, laps.step, str(exc), ports, rules)
     except Exception as exc:
@@ -152,8 +160,9 @@ def _inspect(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: Step
     maintenance = ports.api.under_maintenance(rec.device_id)
     hold = seen.leave_alone(info, maintenance, ports.verdict(rec, info.hostname))
     device_ports = ports.api.device_ports(rec.device_id)
+    held = held_original(rec, info, ports.components, rules.unsupervised_ip, laps.next)
     return machine.after_inspect(
-        rec, info, device_ports, ports.clock.time(), rules, leave_alone=hold
+        rec, info, device_ports, ports.clock.time(), rules, leave_alone=hold, held=held
     )
 
 
@@ -165,6 +174,10 @@ def _force_down(
     )
     if kept is not None:
         return kept
+    if ports.components is not None:  # the original into LibreNMS first: no component, no PATCH
+        laps.step = "component"
+        ports.components.keep(rec, ports.clock.time())
+        laps.next("force_down")
     ports.api.set_overwrite_ip(rec.device_id, rules.unsupervised_ip)
     report.forced_down = True
     laps.next("discover")
@@ -266,10 +279,11 @@ def _check(
 
 
 def _release(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
-    info = None
+    info = held = None
     if rec.phase is Phase.NEW:
         info = ports.api.get_device(rec.device_id)
-    plan = machine.plan_release(rec, info, rules)
+        held = held_original(rec, info, ports.components, rules.unsupervised_ip, laps.next)
+    plan = machine.plan_release(rec, info, rules, held=held)
     if plan.restore:
         if info is not None:
             laps.next("restore")
@@ -355,3 +369,37 @@ def run_device(device_id: int, host: JobHost, ports: Ports, rules: Rules) -> Out
         if decision.forget:
             return outcome
     return outcome
+
+
+# -- the original kept in LibreNMS (librenms/components.py) --------------------------------------
+def held_original(
+    rec: DeviceRecord,
+    info: DeviceInfo,
+    components: ComponentPort | None,
+    unsupervised_ip: str,
+    mark: Callable[[str], None],
+) -> tuple[str | None] | None:
+    """The original LibreNMS holds for a device found on UNSUPERVISED_IP with no original of
+    ours (adoption, `release` of an untracked device): it wins over the event journal's.
+    `mark` names the sub-step before the read."""
+    if components is None or rec.original_recorded or info.overwrite_ip != unsupervised_ip:
+        return None
+    mark("component")
+    return components.held(rec.device_id)
+
+
+def drop_component(
+    rec: DeviceRecord,
+    action: Action,
+    decision: Decision,
+    components: ComponentPort | None,
+    mark: Callable[[str], None],
+) -> str | None:
+    """The device was let go (after its restore, if any): its component goes. Why it could not
+    be removed, or None; never a failed step (`Components.sweep` tries again)."""
+    if components is None or not decision.forget:
+        return None
+    if rec.phase is Phase.NEW and action is not Action.RELEASE:
+        return None  # inspected and left alone: nothing was written
+    mark("component")
+    return components.drop(rec.device_id)

@@ -142,8 +142,11 @@ class LibreNMS:
     def _call(
         self, method: str, path: str, endpoint: str, *, body: Any = None, params: Any = None
     ) -> tuple[int, dict[str, Any]]:
-        """One API call with retries; returns (status, decoded JSON) for 2xx and 404."""
+        """One API call with retries, but a POST or DELETE (not idempotent: a retry of one that
+        landed makes a second component, or answers 500) is tried once; returns (status,
+        decoded JSON) for 2xx and 404."""
         data = None if body is None else json.dumps(body)
+        retries = 0 if method in ("POST", "DELETE") else self.retries
         attempt = 0
         while True:
             started = time.monotonic()
@@ -162,7 +165,7 @@ class LibreNMS:
                 if error is None:
                     return resp.status_code, _json(resp)
             assert error is not None
-            if not error.retryable or attempt >= self.retries:
+            if not error.retryable or attempt >= retries:
                 raise error
             attempt += 1
             delay = self.backoff * (2 ** (attempt - 1))

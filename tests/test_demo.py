@@ -16,7 +16,9 @@ def test_demo_succeeds_and_shows_the_cycle(tmp_path: Path) -> None:
     3. Its output shows a device forced down, the self-inflicted alert as a repeat, a device
        forced down again, and recoveries with what was restored and how long they took.
     4. Every log line starts with an ISO 8601 UTC time and holds no Python repr (None, 'x').
-    5. It leaves nothing behind: its temporary folder is removed."""
+    5. It leaves nothing behind: its temporary folder is removed.
+    6. Its first line says in plain words what runs; each "port2 of CPE N comes back" is
+       followed by N's recovery, never by a line about a check made before it (issue 22)."""
     temp = tmp_path / "tmp"
     temp.mkdir()
     workdir = tmp_path / "work"
@@ -56,6 +58,15 @@ def test_demo_succeeds_and_shows_the_cycle(tmp_path: Path) -> None:
     assert list(workdir.iterdir()) == []  # the demo keeps its files out of the user's directory
     assert list(temp.iterdir()) == []  # ... and removes its temporary folder
     assert "its files are removed (--keep keeps them)" in out
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("=== alert-handler demo: a stand-in LibreNMS with four CPEs"), first
+    assert "step=" not in first
+    lines = result.stderr.splitlines()
+    for device_id in (101, 102, 104):  # no line about an older check after "comes back"
+        said = lines.index(f"=== port2 of CPE {device_id} comes back")
+        later = [x for x in lines[said:] if f"device={device_id} " in x and "->" in x]
+        assert later and all("forcing down again" not in x for x in later), later
+        assert any("-> port up: recovered" in x for x in later), later
     result_lines = [line for line in out.splitlines() if line.startswith("  device ")]
     assert len(result_lines) == 4
     assert not any("None" in line or "'" in line for line in result_lines)  # null, bare strings

@@ -70,7 +70,8 @@ def phase(d: RunningDaemon, device_id: int) -> str | None:
 
 def test_help_on_every_command_and_usage_errors_exit_2(tmp_path: Path) -> None:
     """1. `alert-handler <command> --help` prints that command's usage, exit 0.
-    2. A missing or malformed argument is a usage error: exit 2, nothing else runs."""
+    2. A missing or malformed argument is a usage error: one line naming the command's help,
+    exit 2, nothing else runs."""
     for command in COMMANDS:
         result = cli(tmp_path, command, "--help")
         assert result.returncode == 0, result.stderr
@@ -78,7 +79,9 @@ def test_help_on_every_command_and_usage_errors_exit_2(tmp_path: Path) -> None:
     for args in (["release"], ["release", "0"], ["track", "42; rm -rf /"], ["status", "--x"]):
         result = cli(tmp_path, *args)
         assert result.returncode == 2, args
-        assert "usage: alert-handler" in result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith(f"alert-handler {args[0]}: "), result.stderr
+        assert result.stderr.rstrip().endswith(f"see `alert-handler {args[0]} --help`")
     assert not (tmp_path / "device_state.json").exists()
 
 

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -22,6 +23,7 @@ from tests.conftest import (
     UNSUP,
     DaemonProcess,
     StartDaemon,
+    alert_body,
     base_env,
     free_port,
     installed_cli,
@@ -456,3 +458,189 @@ def test_the_simulator_command_lets_a_user_try_every_command(tmp_path: Path) -> 
         assert sim_proc.wait(30) == 0
         if sim_proc.stdout is not None:
             sim_proc.stdout.close()
+
+
+# -- every command, bad inputs (issue 22, item 12) ----------------------------------------------
+# (arguments, exit status, a part of the one stderr line). Exit 2: a usage mistake, said by the
+# command's parser ("alert-handler <command>: ...; see `alert-handler <command> --help`").
+# Exit 1: a refusal (here: no daemon answers), "alert-handler: ...".
+USAGE_MISTAKES: list[tuple[list[str], str]] = [
+    (["stauts"], "unknown command 'stauts' (did you mean status?)"),
+    (["stats", "--json"], "unknown command 'stats' (did you mean status?)"),
+    (["status", "--jsn"], "unrecognized arguments: --jsn (did you mean --json?)"),
+    (["status", "extra"], "unrecognized arguments: extra"),
+    (["serve", "now"], "unrecognized arguments: now"),
+    (["check", "0"], "a device id is a LibreNMS device_id"),
+    (["check", "--verbse"], "(did you mean --verbose?)"),
+    (["history", "--since", "yesterday"], "'yesterday': give 7d, 12h, 30m or an ISO 8601 time"),
+    (["history", "--since=-5m"], "'-5m': give 7d"),
+    (["history", "--since", "2026-13-45"], "'2026-13-45': give 7d"),
+    (["history", "--device", "0"], "a device id is a LibreNMS device_id"),
+    (["events", "-n", "-3"], "-n/--lines: must be a whole number, 0 or more, got '-3'"),
+    (["events", "--lines", "x"], "-n/--lines: must be a whole number, 0 or more, got 'x'"),
+    (["events", "--folow"], "(did you mean --follow?)"),
+    (["demo", "--interval", "0"], "--interval: must be a number of seconds above 0, got '0'"),
+    (["demo", "--interval", "-1"], "--interval: must be a number of seconds above 0"),
+    (["demo", "--seconds", "1"], "--seconds 1 is too short to show a recovery"),
+    (["demo", "--seconds", "nan"], "--seconds: must be a number of seconds above 0"),
+    (["release"], "the following arguments are required: device_id"),
+    (["release", "101", "--wait", "-1"], "--wait: must be a number of seconds, 0 or more"),
+    (["release", "101", "--wiat", "3"], "(did you mean --wait?)"),
+    (["track", "2147483648"], "a device id is a LibreNMS device_id"),
+    (["track", "42; rm -rf /"], "a device id is a LibreNMS device_id"),
+    (["pause", "now"], "unrecognized arguments: now"),
+    (["resume", "--force"], "unrecognized arguments: --force"),
+    (["silence", "99999999999", "--for", "1h"], "a device id is a LibreNMS device_id"),
+    (["silence", "104", "--for=-5m"], "duration -5m is not like 30m, 2h or 1d"),
+    (["silence", "104", "--for", "0h"], "a duration must be positive"),
+    (["silence", "104"], "the following arguments are required: --for"),
+    (["silence", "*", "--for", "1h"], "* matches every device: add --all to mean it"),
+    (["silence", "group:x", "--for", "1h"], "a silence takes a device id or a hostname glob"),
+    (["unsilence"], "the following arguments are required: target"),
+    (["silences", "--jason"], "(did you mean --json?)"),
+    (["confirm", "101"], "unrecognized arguments: 101"),
+    (["discard", "--all"], "unrecognized arguments: --all"),
+    (["notify-test", "--event", "forced-down"], "invalid choice: 'forced-down' (did you mean"),
+    (["webhook-secret", "x"], "unrecognized arguments: x"),
+    (["simulator", "--port", "70000"], "--port: must be a port number, 0 to 65535"),
+    (["simulator", "--daemon-port", "-1"], "--daemon-port: must be a port number"),
+]
+REFUSALS: list[tuple[list[str], str]] = [
+    (["release", "101"], "no daemon answers at"),
+    (["track", "--force", "101"], "no daemon answers at"),
+    (["confirm"], "no daemon answers at"),
+    (["discard"], "no daemon answers at"),
+    (["unsilence", "101"], "no daemon answers at"),
+    (["silence", "101", "--for", "1h", "--force"], "no daemon answers at"),
+]
+
+
+def _run_all(
+    workdir: Path, table: list[tuple[list[str], str]], **env: str
+) -> list[tuple[list[str], str, subprocess.CompletedProcess[str]]]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda row: cli(workdir, *row[0], **env), table))
+    return [(args, part, result) for (args, part), result in zip(table, results, strict=True)]
+
+
+def test_every_command_answers_a_mistake_in_one_line(sim: Simulator, tmp_path: Path) -> None:
+    """1. Each usage mistake (misspelt command or option, a bad value, a negative count or
+    wait, a missing argument) is one line on stderr naming it, with "did you mean" for a close
+    misspelling and where the usage is: exit 2, no traceback, nothing on stdout.
+    2. Each refusal (no daemon answers) is one line on stderr: exit 1.
+    3. Nothing was written: no state file appears."""
+    write_env(tmp_path, base_env(sim, tmp_path))
+    for args, part, result in _run_all(tmp_path, USAGE_MISTAKES):
+        lines = result.stderr.splitlines()
+        assert result.returncode == 2, (args, result.returncode, result.stderr)
+        assert len(lines) == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout, args
+        assert part in lines[0], (args, lines[0])
+        assert lines[0].startswith("alert-handler"), (args, lines[0])
+        assert lines[0].endswith(" --help`"), (args, lines[0])
+        assert result.stdout == "", (args, result.stdout)
+    for args, part, result in _run_all(tmp_path, REFUSALS):
+        lines = result.stderr.splitlines()
+        assert result.returncode == 1, (args, result.returncode, result.stderr)
+        assert len(lines) == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout, args
+        assert lines[0].startswith("alert-handler: ") and part in lines[0], (args, lines[0])
+    assert not (tmp_path / "device_state.json").exists()
+    assert sim.patches() == []
+
+
+def test_help_shows_the_defaults(tmp_path: Path) -> None:
+    """`--help` says what a count or wait is when it is not given."""
+    for args, shown in (
+        (["release", "--help"], "default: 30)"),
+        (["events", "--help"], "default: 20)"),
+        (["demo", "--help"], "default: 90)"),
+        (["demo", "--help"], "default: 5)"),
+        (["simulator", "--help"], "default: 8000)"),
+        (["history", "--help"], "default: all)"),
+    ):
+        result = cli(tmp_path, *args)
+        assert result.returncode == 0, result.stderr
+        assert shown in " ".join(result.stdout.split()), (args, result.stdout)
+
+
+def test_silences_without_a_daemon_reads_the_silences_file(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """1. A silence set through the running daemon; the daemon stops.
+    2. `silences` (and `status`) without a daemon read the silences file beside the state
+    file, saying so; --json prints the same rows. The file is left as it was.
+    3. A silences file that cannot be read is refused in one line (exit 1), left as it is."""
+    sim.add_device(104, "cpe-104", ports={"port2": "up"})
+    d = start_with_env(start_daemon, sim, tmp_path, RECOVERY_INTERVAL_SEC="60")
+    done = cli(tmp_path, "silence", "104", "--for", "2h", "--reason", "lab work")
+    assert done.returncode == 0, done.stderr
+    live = cli(tmp_path, "silences")
+    assert live.returncode == 0, live.stderr
+    assert d.stop() == 0
+    silences_file = tmp_path / "device_state.json.silences.json"
+    before = silences_file.read_bytes()
+    offline = cli(tmp_path, "silences")
+    assert offline.returncode == 0, offline.stderr
+    lines = offline.stdout.splitlines()
+    assert lines[0] == f"1 active silence (from {silences_file}: no daemon runs)"
+    assert lines[1:] == live.stdout.splitlines()
+    as_json = json.loads(cli(tmp_path, "silences", "--json").stdout)
+    assert [s["target"] for s in as_json] == ["104"] and as_json[0]["reason"] == "lab work"
+    status = cli(tmp_path, "status")
+    assert status.returncode == 0, status.stderr
+    assert any(x.startswith("silenced: 104 until ") for x in status.stdout.splitlines())
+    assert silences_file.read_bytes() == before
+
+    silences_file.write_text("{not json")
+    for command in ("silences", "status"):
+        bad = cli(tmp_path, command)
+        assert bad.returncode == 1, bad.stdout
+        assert len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
+        assert f"the silences file {silences_file} is not JSON" in bad.stderr
+    assert silences_file.read_text() == "{not json"
+
+
+def test_status_shows_the_storm_guard(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """1. MAX_FORCED_DOWN=1, alerts for two devices whose port is down: one is forced down,
+    the other waits. `status` has a storm-guard line saying it is engaged, and shows the
+    waiting device as `new (storm guard)`, not plain `new`; --json says the same.
+    2. With the daemon stopped, `status` works it out from the state file alike.
+    3. MAX_FORCED_DOWN unset: the line says the guard is off."""
+    for device_id in (201, 202):
+        sim.add_device(device_id, f"cpe-{device_id}", ports={"port2": "down"})
+    d = start_with_env(start_daemon, sim, tmp_path, RECOVERY_INTERVAL_SEC="60", MAX_FORCED_DOWN="1")
+    for device_id in (201, 202):
+        assert d.post(alert_body(device_id)).status_code == 202
+    engaged = "storm guard: 1 of MAX_FORCED_DOWN=1 forced down; ENGAGED: 1 new device waits"
+
+    def status() -> str:
+        return cli(tmp_path, "status").stdout
+
+    def engaged_status() -> str | None:
+        text = status()
+        return text if engaged in text else None
+
+    text = wait_for(engaged_status, what="the storm guard engaged")
+    lines = text.splitlines()
+    assert f"{engaged} until fewer are forced down" in lines
+    forced = 201 if phase(d, 201) == "down" else 202
+    other = 403 - forced
+    row = next(x for x in lines if x.startswith(f"{other} "))
+    assert " new (storm guard) " in row, row
+    as_json = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert as_json["storm_guard"] == {
+        "max_forced_down": 1,
+        "forced_down": 1,
+        "engaged": True,
+        "held": 1,
+    }
+    assert d.stop() == 0
+    offline = status().splitlines()
+    assert f"{engaged} until fewer are forced down" in offline
+    assert " new (storm guard) " in next(x for x in offline if x.startswith(f"{other} "))
+    off = cli(tmp_path, "status", MAX_FORCED_DOWN="0").stdout.splitlines()
+    assert "storm guard: off (MAX_FORCED_DOWN=0)" in off
+    assert next(x for x in off if x.startswith(f"{other} ")).split()[2] == "new"

@@ -247,10 +247,10 @@ def test_the_commands_steer_a_running_daemon(sim: Simulator, tmp_path: Path) -> 
         listed = cli("silences")
         assert "cpe-lab-* until" in listed.stdout and "(lab rack)" in listed.stdout
         assert "silenced: cpe-lab-* until" in cli("status").stdout
-        refused = cli("silence", "*", "--for", "1h")
-        assert refused.returncode == 1 and "add --all" in refused.stderr
+        refused = cli("silence", "*", "--for", "1h")  # usage mistakes: exit 2
+        assert refused.returncode == 2 and "add --all" in refused.stderr
         refused = cli("silence", "7", "--for=-5m")
-        assert refused.returncode == 1 and "is not like 30m" in refused.stderr
+        assert refused.returncode == 2 and "is not like 30m" in refused.stderr
         refused = cli("silence", "555", "--for", "1h")
         assert refused.returncode == 1 and "LibreNMS has no device 555" in refused.stderr
         assert cli("silences").stdout.count(" until ") == 1  # the refusals changed nothing

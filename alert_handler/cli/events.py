@@ -14,8 +14,9 @@ from typing import Any
 
 from alert_handler.cli.env import load_config
 from alert_handler.cli.output import device_id_arg
+from alert_handler.cli.usage import non_negative_int
 from alert_handler.core.alerts import log_safe
-from alert_handler.core.times import from_iso, span
+from alert_handler.core.times import from_iso, iso, span
 from alert_handler.events.history import Episode, episodes
 from alert_handler.events.journal import Event, EventType
 from alert_handler.events.reader import Follower, read_events
@@ -38,6 +39,11 @@ def parse_since(text: str, now: float) -> float:
     if when is None:
         raise argparse.ArgumentTypeError(f"{text!r}: give 7d, 12h, 30m or an ISO 8601 time")
     return when
+
+
+def since_arg(text: str) -> float:
+    """argparse type for `--since`: a bad value is a usage mistake (exit 2)."""
+    return parse_since(text, time.time())
 
 
 def duration_text(seconds: float | None) -> str:
@@ -82,14 +88,14 @@ def history_table(found: list[Episode]) -> str:
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the episodes in the journal: start, end, duration, attempts, outcome."""
     path = _journal(args)
-    since = parse_since(args.since, time.time()) if args.since else None
+    since: float | None = args.since
     events = (e for e in read_events(path) if args.device is None or e.device_id == args.device)
     found = [e for e in episodes(events) if _in_window(e, since)]
     if args.json:
         print(json.dumps([e.as_dict() for e in found], indent=2))
         return 0
     if not found:
-        print(f"no episodes in {path}" + (f" since {args.since}" if args.since else ""))
+        print(f"no episodes in {path}" + (f" since {iso(since)}" if since else ""))
         return 0
     print(history_table(found))
     return 0
@@ -169,7 +175,11 @@ def add_event_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         description="Start, end, duration, attempts and outcome of each episode.",
     )
     p.add_argument("--device", type=device_id_arg, help="only this device")
-    p.add_argument("--since", help="only episodes ending after this: 7d, 12h, 30m, ISO time")
+    p.add_argument(
+        "--since",
+        type=since_arg,
+        help="only episodes ending after this: 7d, 12h, 30m, ISO time (default: all)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_history)
     p = sub.add_parser(
@@ -178,7 +188,9 @@ def add_event_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         help="the event journal's last events (--follow: and new ones)",
         description="One event a line; --json prints the journal's own lines.",
     )
-    p.add_argument("-n", "--lines", type=int, default=20, help="how many (0: all)")
+    p.add_argument(
+        "-n", "--lines", type=non_negative_int, default=20, help="how many (0: all; default: 20)"
+    )
     p.add_argument("--device", type=device_id_arg, help="only this device")
     p.add_argument("--follow", "-f", action="store_true", help="go on printing new events")
     p.add_argument("--json", action="store_true", help="print JSON lines")

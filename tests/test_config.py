@@ -620,3 +620,24 @@ def test_serve_logs_a_misspelt_key(sim: Simulator, tmp_path: Path) -> None:
         "step=config unknown setting RECOVERY_INTERVALL_SEC in .env: "
         "did you mean RECOVERY_INTERVAL_SEC?"
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("short", "got 5 characters"),
+        ("a" * 129, "got 129 characters"),
+        ("abcd-efgh", "it holds a character that is neither"),
+    ],
+)
+def test_a_bad_api_token_says_the_rule(value: str, says: str) -> None:
+    """The message states LibreNMS's rule, 8 to 128 letters and digits, and what is wrong
+    with the value, never the value itself (issue 22, item 8)."""
+    mapping = env()
+    mapping["LIBRENMS_API_TOKEN"] = value
+    text = str(error_of(mapping))
+    assert "8 to 128 characters, letters and digits only" in text and says in text
+    assert value not in text
+    for ok in ("a" * 8, "Z9" * 64):
+        mapping["LIBRENMS_API_TOKEN"] = ok
+        assert parse(mapping).librenms_api_token == ok

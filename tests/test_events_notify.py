@@ -4,6 +4,7 @@ that turns a storm into a digest; notify-test and check; no secret in logs or ou
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -171,12 +172,19 @@ def test_notify_test_sends_a_sample_to_every_target_and_says_how_it_went(
     2. check validates the same URLs and sends nothing; no line shows a token."""
     box, url = smtp
     token = "NotifyToken0123456789"
-    env = write_env(tmp_path, NOTIFY_URLS=f"{url} nosuchservice://{token}/x")
+    closed = f"json://127.0.0.1:{free_port()}/hook"
+    env = write_env(tmp_path, NOTIFY_URLS=f"{url} nosuchservice://{token}/x {closed}")
     assert main(["notify-test", "--env-file", env, "--event", "gave_up"]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "\u2714 #1 mailto: sent 'cpe-42.example (device 42): gave up'"
+    assert out[0] == "\u2714 #1 mailto: sent '[TEST] cpe-42.example (device 42): gave up'"
     assert out[1] == "\u2718 #2 nosuchservice: not a URL Apprise supports"
+    # A failure shows Apprise's own words, without its time and level prefix.
+    assert out[2].startswith("\u2718 #3 json: not sent: "), out[2]
+    assert not re.search(r"\d\d:\d\d:\d\d|WARNING|ERROR", out[2]), out[2]
     assert len(box.messages) == 1 and "gave up" in box.messages[0][0]
+    subject, body = box.messages[0]
+    assert subject.startswith("[TEST] ")  # the reader sees it is a test (issue 22, item 10)
+    assert body.lstrip().startswith("[TEST] a sample sent by `alert-handler notify-test`")
     assert main(["check", "--env-file", env]) == 1  # LibreNMS is not there
     checked = capsys.readouterr().out
     assert "\u2714 notification target #1 mailto: valid (nothing sent)" in checked

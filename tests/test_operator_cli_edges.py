@@ -644,3 +644,89 @@ def test_status_shows_the_storm_guard(
     off = cli(tmp_path, "status", MAX_FORCED_DOWN="0").stdout.splitlines()
     assert "storm guard: off (MAX_FORCED_DOWN=0)" in off
     assert next(x for x in off if x.startswith(f"{other} ")).split()[2] == "new"
+
+
+def test_a_second_daemon_on_the_same_state_file_is_refused_in_one_line(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """`serve` beside a running daemon on the same state file (another LISTEN_PORT): exit 1,
+    one line naming the holder's pid and address, the lock file's newline kept out of it; in
+    JSON logs one object whose message has no newline (issue 22, item 3)."""
+    port = free_port()
+    daemon = DaemonProcess(tmp_path, base_env(sim, tmp_path, LISTEN_PORT=str(port)), port)
+    try:
+        holder = f"(pid {daemon.proc.pid}, listening at {daemon.url})"
+        second = cli(tmp_path, "serve", LISTEN_PORT=str(free_port()))
+        assert second.returncode == 1, second.stderr
+        lines = second.stderr.splitlines()  # start warnings (UNSUPERVISED_IP), then the error
+        assert all(re.match(r"\d{4}-\d\d-\d\dT\S+Z [A-Z]+ step=", x) for x in lines), lines
+        (error,) = [x for x in lines if " ERROR " in x]
+        assert error.endswith(f"is in use by another alert-handler {holder}"), error
+        as_json = cli(tmp_path, "serve", LISTEN_PORT=str(free_port()), LOG_FORMAT="json")
+        assert as_json.returncode == 1, as_json.stderr
+        logged = [json.loads(x) for x in as_json.stderr.splitlines()]  # each line one object
+        (message,) = [x["message"] for x in logged if x["level"] == "ERROR"]
+        assert "\n" not in message and message.endswith(holder), message
+    finally:
+        daemon.kill()
+
+
+def _simulator(workdir: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """`alert-handler simulator --port 0 ARGS` and its guide, up to "Ctrl-C"."""
+    proc = subprocess.Popen(
+        [*installed_cli(), "simulator", "--port", "0", *args],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    guide: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        guide.append(line.rstrip("\n"))
+        if line.startswith("(the old") or (line.startswith("Ctrl-C") and "--force" not in args):
+            break
+    return proc, guide
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_write_env_never_overwrites_silently(tmp_path: Path) -> None:
+    """1. `simulator --write-env .env` where .env exists: refused in one line (exit 1), the
+    file untouched.
+    2. With --force: the old file is kept as `.env.bak-<UTC time>` (mode 0600), the new one is
+    written with mode 0600 although the old one was 0644; the guide says where the copy is.
+    3. A new file is written with mode 0600 (issue 22, item 4)."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("LIBRENMS_URL=http://mine.example/api/v0\n")
+    env_file.chmod(0o644)
+    refused = cli(tmp_path, "simulator", "--port", "0", "--write-env", ".env")
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.splitlines() == [
+        "alert-handler: .env exists; not overwritten (--force replaces it and keeps a copy as "
+        "<name>.bak-<UTC time>)"
+    ]
+    assert env_file.read_text() == "LIBRENMS_URL=http://mine.example/api/v0\n"
+    assert env_file.stat().st_mode & 0o777 == 0o644
+
+    proc, guide = _simulator(tmp_path, "--write-env", ".env", "--force")
+    try:
+        (backup,) = [p for p in tmp_path.iterdir() if p.name.startswith(".env.bak-")]
+        assert re.fullmatch(r"\.env\.bak-\d{8}T\d{6}Z", backup.name)
+        assert guide[-1] == f"(the old .env is kept as {backup.name})"
+        assert backup.read_text() == "LIBRENMS_URL=http://mine.example/api/v0\n"
+        assert backup.stat().st_mode & 0o777 == 0o600
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        assert "LIBRENMS_URL=http://127.0.0.1:" in env_file.read_text()
+    finally:
+        _stop(proc)
+    proc, _ = _simulator(tmp_path, "--write-env", "new.env")
+    try:
+        assert (tmp_path / "new.env").stat().st_mode & 0o777 == 0o600
+    finally:
+        _stop(proc)

@@ -161,7 +161,16 @@ def add_simulator(sub: Any) -> None:
         default=5000,
         help="LISTEN_PORT in the printed settings (default: %(default)s)",
     )
-    p.add_argument("--write-env", metavar="FILE", help="also write those settings to FILE")
+    p.add_argument(
+        "--write-env",
+        metavar="FILE",
+        help="also write those settings to FILE (mode 0600); an existing FILE is refused",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --write-env: replace an existing FILE, keeping a copy as FILE.bak-<UTC time>",
+    )
     p.add_argument(
         "--flip",
         nargs=3,

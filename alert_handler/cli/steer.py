@@ -6,8 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from alert_handler.cli.control import _error, _refused, offline_silences, request
+from alert_handler.cli.control import _error, _refused, request
 from alert_handler.cli.env import load_config
+from alert_handler.cli.guards import offline_silences
 from alert_handler.cli.link import DaemonDown, DaemonLink
 from alert_handler.cli.lookup import lookup
 from alert_handler.cli.output import plural

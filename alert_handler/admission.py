@@ -91,6 +91,13 @@ class Admission:
             self.store.update(
                 device_id, lambda cur: None if cur is None else controls.hold(cur).record
             )
+            log.info(
+                "device=%d step=confirm held: more than CONFIRM_ABOVE=%d new devices within "
+                "%.0fs; nothing changed in LibreNMS until `alert-handler confirm`",
+                device_id,
+                gate.above,
+                gate.window,
+            )
         held += len(fresh) - allowed
         self.metrics.held.set(held)
         if len(fresh) > allowed and time.monotonic() - self._held_warned >= 60.0:

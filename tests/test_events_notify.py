@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +92,13 @@ def test_messages_are_short_and_human() -> None:
     assert held.due(299.0) is None
     text = held.due(300.0)
     assert text is not None
-    assert text.body == "37 more devices forced down, 1 more devices given up in the last 5 minutes"
-    assert digest.__name__ == "digest"
+    assert text.body == "37 more devices forced down, 1 more device given up in the last 5 minutes"
+    assert text.title == "alert-handler: 38 more events"
+    one = digest(Counter({EventType.FORCED_DOWN.value: 1}), 300.0)  # one is singular
+    assert (one.title, one.body) == (
+        "alert-handler: 1 more event",
+        "1 more device forced down in the last 5 minutes",
+    )
 
 
 def test_a_device_forced_down_reaches_mail_and_syslog(

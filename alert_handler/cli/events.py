@@ -112,8 +112,8 @@ def event_text(event: Event) -> str:
         parts.append(f"attempt={event.attempt}")
     if event.down_seconds is not None:
         parts.append(f"down={duration_text(event.down_seconds)}")
-    if event.client:
-        parts.append(f"client={event.client}")
+    if event.client and not (event.detail and event.detail.endswith(f" at {event.client}")):
+        parts.append(f"client={event.client}")  # unless the detail names it already
     if event.level:
         parts.append(f"level={event.level}")
     if event.detail:

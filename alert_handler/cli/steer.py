@@ -42,7 +42,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     released = reply.get("released") or []
     if released:
         listed = ", ".join(str(d) for d in released)
-        print(f"restoring and forgetting {len(released)} tracked device(s): {listed}")
+        print(f"restoring and forgetting {plural(len(released), 'tracked device')}: {listed}")
     return 0
 
 
@@ -99,7 +99,7 @@ def _decide(args: argparse.Namespace, verb: str, done: str) -> int:
     if not devices:
         print("no device is held")
         return 0
-    print(f"{len(devices)} held device(s) {done}: {', '.join(str(d) for d in devices)}")
+    print(f"{plural(len(devices), 'held device')} {done}: {', '.join(str(d) for d in devices)}")
     return 0
 
 

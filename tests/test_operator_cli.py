@@ -363,7 +363,7 @@ def test_check_with_a_wrong_token_and_an_unknown_device(
     assert result.returncode == 1
     lines = check_lines(result)
     assert any(
-        line.startswith("\u2718 LibreNMS API: GET /devices: HTTP 401")
+        line.startswith(f"\u2718 LibreNMS API at {sim.url}: GET /devices: HTTP 401")
         and "check LIBRENMS_API_TOKEN" in line
         for line in lines
     ), lines

@@ -730,3 +730,41 @@ def test_write_env_never_overwrites_silently(tmp_path: Path) -> None:
         assert (tmp_path / "new.env").stat().st_mode & 0o777 == 0o600
     finally:
         _stop(proc)
+
+
+def test_a_malformed_env_line_is_named_and_refused(sim: Simulator, tmp_path: Path) -> None:
+    """1. A line of .env python-dotenv cannot read: `check` fails (exit 2) on one ✘ line naming
+    the file and the line number, not dotenv's own message followed by "configuration is
+    valid"; `status` and `serve` refuse it the same way (exit 2, one line). The line's text is
+    not printed (it may hold a secret).
+    2. LibreNMS down: `check`'s API line names the URL it tried (never the token)."""
+    settings = base_env(sim, tmp_path)
+    env_file = tmp_path / ".env"
+    text = "".join(f"{k}={v}\n" for k, v in settings.items()) + "WEBHOOK_SECRET 'hunter2\n"
+    env_file.write_text(text)
+    env_file.chmod(0o600)
+    bad_line = len(settings) + 1
+    said = f"{env_file} line {bad_line} cannot be read: each line is NAME=value"
+    check = cli(tmp_path, "check")
+    assert check.returncode == 2, check.stdout
+    assert check.stdout.splitlines() == [
+        f"{FAIL} configuration: .env: {said}, a comment (#) or empty"
+    ]
+    assert "could not parse" not in check.stdout + check.stderr
+    assert "configuration is valid" not in check.stdout
+    for command in ("status", "serve"):
+        result = cli(tmp_path, command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.splitlines() == [
+            f"alert-handler: configuration error: .env: {said}, a comment (#) or empty"
+        ], command
+    for result in (check, cli(tmp_path, "status")):
+        assert "hunter2" not in result.stdout + result.stderr
+
+    write_env(tmp_path, settings)
+    nowhere = f"http://127.0.0.1:{free_port()}/api/v0"
+    down = cli(tmp_path, "check", LIBRENMS_URL=nowhere)
+    assert down.returncode == 1
+    (api,) = [x for x in down.stdout.splitlines() if "LibreNMS API" in x]
+    assert api.startswith(f"{FAIL} LibreNMS API at {nowhere}: "), api
+    assert "connection failed" in api and DEFAULT_TOKEN not in down.stdout + down.stderr

@@ -108,7 +108,7 @@ def run_check(args: argparse.Namespace) -> int:
             except LibreNMSError as exc:
                 line(False, f"cannot tell the API token's rights: {exc}")
     except LibreNMSError as exc:
-        line(False, f"LibreNMS API: {exc}")
+        line(False, f"LibreNMS API at {cfg.librenms_url}: {exc}")  # the URL, never the token
     poller = make_poller(cfg)
     try:
         try:

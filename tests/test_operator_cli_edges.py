@@ -7,6 +7,7 @@ against the simulator and the daemon over real sockets."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
@@ -349,8 +351,8 @@ def test_release_of_an_untracked_device(
     released = cli(tmp_path, "release", "9")
     assert released.returncode == 0, released.stderr
     assert released.stdout.strip() == (
-        "device 9: was not tracked; overwrite_ip restored to null: its original was unknown, "
-        "so LibreNMS reaches it by its hostname again"
+        f"device 9: was not tracked; restored overwrite_ip null (was {UNSUP}): its original "
+        "was unknown, so LibreNMS reaches it by its hostname again"
     )
     assert sim.patches(9) == [(9, UNSUP), (9, None)]
     assert d.daemon.store.get(9) is None
@@ -768,3 +770,39 @@ def test_a_malformed_env_line_is_named_and_refused(sim: Simulator, tmp_path: Pat
     (api,) = [x for x in down.stdout.splitlines() if "LibreNMS API" in x]
     assert api.startswith(f"{FAIL} LibreNMS API at {nowhere}: "), api
     assert "connection failed" in api and DEFAULT_TOKEN not in down.stdout + down.stderr
+
+
+def test_releasing_an_untracked_device_says_what_was_restored(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Device 102 (overwrite_ip 198.51.100.7) was forced down and released, so the event journal
+    holds its original; then someone puts it on UNSUPERVISED_IP by hand. `release 102` restores
+    198.51.100.7 and says so, as the log does: "restored overwrite_ip 198.51.100.7 (was
+    127.0.0.50)", not "left as it was" (issue 18, item 6)."""
+    caplog.set_level(logging.INFO)
+    sim.add_device(102, "cpe-102", overwrite_ip="198.51.100.7", ports={"port2": "down"})
+    d = start_with_env(start_daemon, sim, tmp_path, RECOVERY_INTERVAL_SEC="60")
+    wait_for(lambda: any(r.path == "/devices" for r in sim.requests), what="reconcile pass")
+    assert cli(tmp_path, "track", "102").returncode == 0
+    wait_for(lambda: phase(d, 102) == "down", what="102 forced down")
+    first = cli(tmp_path, "release", "102")
+    assert first.returncode == 0, first.stderr
+    assert sim.device(102)["overwrite_ip"] == "198.51.100.7"
+    patch = requests.patch(
+        f"{sim.url}/devices/102",
+        json={"field": "overwrite_ip", "data": UNSUP},
+        headers={"X-Auth-Token": DEFAULT_TOKEN},
+        timeout=5,
+    )
+    assert patch.status_code == 200
+    caplog.clear()
+    released = cli(tmp_path, "release", "102")
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.strip() == (
+        f"device 102: was not tracked; restored overwrite_ip 198.51.100.7 (was {UNSUP}), its "
+        "original from the event journal"
+    )
+    assert sim.device(102)["overwrite_ip"] == "198.51.100.7"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("device=102 ")]
+    assert any("step=release restored overwrite_ip 198.51.100.7 " in x for x in said), said
+    assert d.daemon.store.get(102) is None

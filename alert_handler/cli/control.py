@@ -172,8 +172,10 @@ def cmd_release(args: argparse.Namespace) -> int:
     listing = request(link, "GET", "/devices")
     if isinstance(listing, int):
         return listing
+    before: Lookup | None = None  # LibreNMS's record of an untracked device, before
     if not any(r.get("device_id") == device_id for r in listing.get("devices", [])):
-        refusal = _untracked_refusal(cfg, device_id)
+        before = lookup(cfg, device_id)
+        refusal = _untracked_refusal(cfg, device_id, before)
         if refusal is not None:
             return _error(refusal)
     body = request(link, "POST", f"/devices/{device_id}/release")
@@ -191,13 +193,14 @@ def cmd_release(args: argparse.Namespace) -> int:
             restored = f", overwrite_ip restored to {_null(body.get('original_overwrite_ip'))}"
         print(f"device {device_id}: released{restored}; no longer tracked")
         return 0
-    print(f"device {device_id}: {_untracked_outcome(cfg, lookup(cfg, device_id))}")
+    after = lookup(cfg, device_id)
+    known = bool(body.get("original_recorded") or body.get("journal_original"))
+    print(f"device {device_id}: {_untracked_outcome(cfg, before, after, known)}")
     return 0
 
 
-def _untracked_refusal(cfg: Config, device_id: int) -> str | None:
+def _untracked_refusal(cfg: Config, device_id: int, found: Lookup) -> str | None:
     """Why releasing an untracked device makes no sense, or None to go ahead."""
-    found = lookup(cfg, device_id)
     if found.exists is False:
         return f"device {device_id} is not tracked, and LibreNMS has no such device"
     if found.exists is None:
@@ -216,8 +219,10 @@ def _untracked_refusal(cfg: Config, device_id: int) -> str | None:
     return None
 
 
-def _untracked_outcome(cfg: Config, after: Lookup) -> str:
-    """What releasing an untracked device did, from LibreNMS as it is now."""
+def _untracked_outcome(cfg: Config, before: Lookup | None, after: Lookup, known: bool) -> str:
+    """What releasing an untracked device did, from LibreNMS before and after, as the log says
+    it: "restored overwrite_ip 198.51.100.7 (was 127.0.0.50)". `known`: the daemon had its
+    original (the event journal's last one); else null is restored."""
     if after.exists is None:
         return f"released (LibreNMS cannot be asked what it holds now: {after.error})"
     if after.exists is False:
@@ -225,12 +230,17 @@ def _untracked_outcome(cfg: Config, after: Lookup) -> str:
     if after.overwrite_ip == cfg.unsupervised_ip:
         why = " (DRY_RUN: nothing is written)" if cfg.dry_run else ""
         return f"released, but it is still on UNSUPERVISED_IP {cfg.unsupervised_ip}{why}"
-    if after.overwrite_ip is None:
-        return (
-            "was not tracked; overwrite_ip restored to null: its original was unknown, "
-            "so LibreNMS reaches it by its hostname again"
-        )
-    return f"was not tracked; its overwrite_ip is {after.overwrite_ip}, left as it was"
+    was = before.overwrite_ip if before is not None and before.exists else None
+    if was != cfg.unsupervised_ip:  # LibreNMS could not be asked before: say what it holds
+        return f"was not tracked; its overwrite_ip is now {_null(after.overwrite_ip)}"
+    done = f"was not tracked; restored overwrite_ip {_null(after.overwrite_ip)} (was {was})"
+    if known:
+        return f"{done}, its original from the event journal"
+    return (
+        f"{done}: its original was unknown, so LibreNMS reaches it by its hostname again"
+        if after.overwrite_ip is None
+        else done
+    )
 
 
 def _wait_until_forgotten(

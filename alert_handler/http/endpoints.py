@@ -285,6 +285,7 @@ class App(SteeringEndpoints):
             "original_recorded": rec.original_recorded,
             "first_seen": iso(rec.first_seen),
             "original_overwrite_ip": rec.original_overwrite_ip,
+            "journal_original": rec.knows_original,  # an untracked device's, from the journal
         }
         return self._commit(version, body)
 

@@ -22,6 +22,7 @@ from alert_handler.core.machine import Rules
 from alert_handler.core.records import shifted
 from alert_handler.events.hub import EventHub
 from alert_handler.events.journal import EventType
+from alert_handler.events.place import adopt_legacy_journal
 from alert_handler.health import LIBRENMS, RECOVERY_LOOP, STATE_FILE, Health
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
@@ -157,6 +158,9 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         metrics = Metrics()
         metrics.dry_run.set(1 if cfg.dry_run else 0)
         health = Health(clock)
+        renamed = adopt_legacy_journal(cfg)  # an earlier version's events.jsonl (under the lock)
+        if renamed:
+            log.warning("step=events %s", renamed)
         events = EventHub(cfg, metrics, clock)
         events.open()
 

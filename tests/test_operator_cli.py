@@ -306,7 +306,7 @@ def test_check_with_an_admin_token_and_a_device(
     lines = [line for line in lines if not line.endswith("(warning only)")]
     assert lines[0].startswith("\u2714 configuration is valid")
     assert lines[1] == f"\u2714 state file {state_file}: none yet (created at the first alert)"
-    journal = tmp_path / "events.jsonl"
+    journal = tmp_path / "device_state.events.jsonl"  # named after STATE_FILE
     assert lines.pop(2) == f"\u2714 event journal {journal}: writable"  # issue 13
     assert lines[2] == f"\u2714 LibreNMS API at {sim.url} answers: 2 devices"
     assert lines[3] == "\u2714 API token has admin rights"

@@ -19,6 +19,7 @@ from alert_handler.core.alerts import log_safe
 from alert_handler.core.times import from_iso, iso, span
 from alert_handler.events.history import Episode, episodes
 from alert_handler.events.journal import Event, EventType
+from alert_handler.events.place import journal_path
 from alert_handler.events.reader import Follower, read_events
 from alert_handler.events.signing import new_secret
 
@@ -52,7 +53,7 @@ def duration_text(seconds: float | None) -> str:
 
 
 def _journal(args: argparse.Namespace) -> Path:
-    return Path(load_config(args).events_path())
+    return journal_path(load_config(args))
 
 
 def _in_window(episode: Episode, since: float | None) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 from alert_handler.cli.env import load_config
 from alert_handler.config import Config, redact
@@ -14,6 +13,7 @@ from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.events.digest import Message, message
 from alert_handler.events.journal import EventMaker, EventType
 from alert_handler.events.kinds import target_name
+from alert_handler.events.place import journal_path
 
 OK, FAIL = "\u2714", "\u2718"
 
@@ -75,7 +75,7 @@ def events_checks(cfg: Config) -> list[tuple[bool, str]]:
     from alert_handler.events.notify import valid_url
     from alert_handler.events.webhook import shown_url
 
-    path = Path(cfg.events_path())
+    path = journal_path(cfg)
     folder = path.parent
     ok = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
     lines = [(ok, f"event journal {path}: " + ("writable" if ok else f"cannot write in {folder}"))]

@@ -17,6 +17,7 @@ import logging
 import time
 
 from alert_handler.core import controls, machine
+from alert_handler.core.alerts import counted
 from alert_handler.core.controls import ConfirmGate
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.events.emit import Emitter
@@ -129,7 +130,9 @@ class Admission:
             return
         kind = EventType.STORM_ENGAGED if engaged else EventType.STORM_CLEARED
         detail = f"MAX_FORCED_DOWN={self.max_forced_down}"
-        detail += f" reached: {held} new devices held" if engaged else ": no device is held"
+        detail += (
+            f" reached: {counted(held, 'new device')} held" if engaged else ": no device is held"
+        )
         self.store.add_events([self._events.line(kind, detail=detail)])
 
     def _storm_hold(self, held: int) -> None:
@@ -139,8 +142,8 @@ class Admission:
         if now - self._storm_warned >= 60.0:
             self._storm_warned = now
             log.warning(
-                "step=storm-guard MAX_FORCED_DOWN=%d reached: %d new devices recorded but not "
+                "step=storm-guard MAX_FORCED_DOWN=%d reached: %s recorded but not "
                 "forced down (this line repeats at most once a minute)",
                 self.max_forced_down,
-                held,
+                counted(held, "new device"),
             )

@@ -506,6 +506,8 @@ USAGE_MISTAKES: list[tuple[list[str], str]] = [
     (["webhook-secret", "x"], "unrecognized arguments: x"),
     (["simulator", "--port", "70000"], "--port: must be a port number, 0 to 65535"),
     (["simulator", "--daemon-port", "-1"], "--daemon-port: must be a port number"),
+    (["simulator", "--flip", "x", "port2", "up"], "--flip: the device id must be a number"),
+    (["simulator", "--flip", "101"], "--flip: expected 3 arguments"),
 ]
 REFUSALS: list[tuple[list[str], str]] = [
     (["release", "101"], "no daemon answers at"),

@@ -10,7 +10,7 @@ from typing import Any
 
 from alert_handler.controls import Controls, silence_row
 from alert_handler.core import controls as controls_mod
-from alert_handler.core.alerts import BadPayload, log_safe
+from alert_handler.core.alerts import BadPayload, counted, log_safe
 from alert_handler.core.controls import ControlError, parse_duration, parse_target
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
@@ -62,12 +62,12 @@ class SteeringEndpoints:
         let_go = controls.sweep(self.store)
         self._journal(f"silence {target} for {fields.get('for')}", client)
         log.warning(
-            "step=silence %s silenced until %s by %s%s; %d tracked devices let go",
+            "step=silence %s silenced until %s by %s%s; %s let go",
             target,
             iso(silence.until),
             client,
             f" ({reason})" if reason else "",
-            len(let_go),
+            counted(len(let_go), "tracked device"),
         )
         if let_go:
             self.scheduler.wake()

@@ -219,7 +219,11 @@ def flip_command(args: argparse.Namespace) -> int:
     simulator; 0 when it took the change."""
     raw_id, ifname, status = args.flip
     if not raw_id.isdigit():
-        print(f"alert-handler: --flip: device id must be a number, got {raw_id!r}", file=sys.stderr)
+        print(
+            f"alert-handler simulator: --flip: the device id must be a number, got {raw_id!r}; "
+            "see `alert-handler simulator --help`",
+            file=sys.stderr,
+        )
         return 2
     host = f"[{args.host}]" if ":" in args.host else args.host
     root = f"http://{host}:{args.port}"

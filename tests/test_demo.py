@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import installed_cli
@@ -87,3 +88,37 @@ def test_demo_keep_leaves_its_files(tmp_path: Path) -> None:
     assert folder.name.startswith("alert-handler-demo-")
     assert (folder / "alert_handler.log").stat().st_size > 0
     assert f"log: {folder / 'alert_handler.log'}" in result.stderr
+
+
+def test_demo_ends_when_its_seconds_are_up(tmp_path: Path) -> None:
+    """1. `demo --seconds 1` is refused in one line as too short to show a recovery (exit 2).
+    2. Given a time too short to finish (2 s: the last CPE needs a third attempt, 3 intervals
+       of 1 s after its force-down), the demo stops when it is up: it says so, marks the CPEs
+       still down and exits 1 (issue 22, item 11: it used to run on and report success)."""
+    short = subprocess.run(
+        [*installed_cli(), "demo", "--seconds", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert short.returncode == 2
+    assert short.stderr.splitlines() == [
+        "alert-handler demo: --seconds 1 is too short to show a recovery with --interval 5: "
+        "give at least 25 (4 recovery intervals and 5 s to start); see `alert-handler demo "
+        "--help`"
+    ]
+    code = "from alert_handler.sim.demo import run_demo; raise SystemExit(run_demo(2, 1))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert "=== Result: time is up after 2 s (--seconds), not every CPE is back" in lines
+    assert any(x.startswith("  device 104: ") and x.endswith(" still down") for x in lines)
+    assert lines[-1] == "=== demo FAILED"

@@ -180,9 +180,10 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
             final = sim.device(device_id)["overwrite_ip"]
             good = final == original
             ok &= good
+            verdict = "OK" if good else ("still down" if final == unsup else "WRONG")
             print(
                 f"  device {device_id}: original overwrite_ip {_null(original):14} "
-                f"now {_null(final):14} {'OK' if good else 'WRONG'}",
+                f"now {_null(final):14} {verdict}",
                 file=sys.stderr,
             )
         count = len(sim.patches())

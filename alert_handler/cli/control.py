@@ -143,7 +143,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if health.get("state_file") != "ok":
             facts.append(f"state file {health.get('state_file')}")
         print("; ".join(facts))
-    print(storm_line(storm))
+    if storm["max_forced_down"]:  # MAX_FORCED_DOWN=0: no guard, no line
+        print(storm_line(storm))
     held = sum(1 for r in rows if r.get("held"))
     if held:
         print(

@@ -74,7 +74,6 @@ def _number(
             raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
         return value
 
-    parse.__name__ = what  # argparse names the type in some messages
     return parse
 
 

@@ -94,7 +94,8 @@ def test_demo_ends_when_its_seconds_are_up(tmp_path: Path) -> None:
     """1. `demo --seconds 1` is refused in one line as too short to show a recovery (exit 2).
     2. Given a time too short to finish (2 s: the last CPE needs a third attempt, 3 intervals
        of 1 s after its force-down), the demo stops when it is up: it says so, marks the CPEs
-       still down and exits 1 (issue 22, item 11: it used to run on and report success)."""
+       not back as still down and exits 1 (issue 22, item 11: it used to run on and report
+       success)."""
     short = subprocess.run(
         [*installed_cli(), "demo", "--seconds", "1"],
         cwd=tmp_path,
@@ -120,5 +121,7 @@ def test_demo_ends_when_its_seconds_are_up(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert "=== Result: time is up after 2 s (--seconds), not every CPE is back" in lines
-    assert any(x.startswith("  device 104: ") and x.endswith(" still down") for x in lines)
+    # 104 is "still down" (or, on a machine too busy to force it down in 2 s, untouched).
+    (line,) = [x for x in lines if x.startswith("  device 104: ")]
+    assert line.endswith((" still down", " null           OK")), line
     assert lines[-1] == "=== demo FAILED"

@@ -39,22 +39,45 @@ def shortest(interval: float) -> float:
 
 
 class _ForcedDown(logging.Handler):
-    """Counts each device's "-> forced down" log lines as they are written, so that the demo
-    flips a port just after a force-down (the next check is RECOVERY_INTERVAL_SEC away) and
-    its narration never comes before a line about the check that preceded it."""
+    """Brings a CPE's port back at the right moment of the story: just after the log line of
+    its Nth force-down, in the thread that wrote it, before that thread goes on. Its next
+    check is then RECOVERY_INTERVAL_SEC away and certain to see the port up, and the narration
+    ("port2 of CPE 104 comes back") is written between that line and the check's, never
+    before a line about an earlier check, however busy the machine."""
 
-    def __init__(self) -> None:
+    def __init__(self, sim: Simulator) -> None:
         super().__init__(logging.INFO)
+        self.sim = sim
         self.counts: dict[int, int] = {}
+        self.plan: dict[int, int] = {}  # device -> the force-down after which its port is up
+        self.flipped: set[int] = set()
+        self._guard = threading.Lock()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """As logging.Handler.handle, without holding the handler's lock around `emit`: the
+        simulator may log while it holds its own lock, which `emit` takes to flip a port."""
+        if self.filter(record):
+            self.emit(record)
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
-        if text.startswith("device=") and "-> forced down " in text:
-            device = int(text.split(" ", 1)[0].removeprefix("device="))
+        if not (text.startswith("device=") and "-> forced down " in text):
+            return
+        device = int(text.split(" ", 1)[0].removeprefix("device="))
+        with self._guard:
             self.counts[device] = self.counts.get(device, 0) + 1
+            due = self.plan.get(device) == self.counts[device]
+            if due:
+                self.flipped.add(device)
+        if due:
+            self.sim.set_link(device, "port2", "up")
+            _say(f"port2 of CPE {device} comes back")
 
-    def count(self, device_id: int) -> int:
-        return self.counts.get(device_id, 0)
+    def bring_back(self, device_id: int, after: int | None = None) -> None:
+        """Bring the port up after the device's `after`th force-down (None: its next one)."""
+        with self._guard:
+            self.plan[device_id] = self.counts.get(device_id, 0) + 1 if after is None else after
 
 
 class _Clock:
@@ -135,7 +158,9 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
         print(f"alert-handler demo: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg)
-    forced = _ForcedDown()
+    forced = _ForcedDown(sim)
+    for device_id in (101, 102):  # each just after its first attempt forced it down again
+        forced.bring_back(device_id, after=2)
     logging.getLogger().addHandler(forced)  # after the writers: it sees a line once written
     originals = {d: sim.device(d)["overwrite_ip"] for d in (101, 102, 103, 104)}
     daemon = daemon_mod.build(cfg)
@@ -161,15 +186,8 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
                 webhook, device_id, rule="Device Down! Due to no ICMP response.", headers=auth
             )
         _say("the CPEs are still down: the first recovery attempt forces them down again")
-        for device_id in (101, 102):  # each just after its first attempt forced it down again
-            if clock.wait(lambda d=device_id: forced.count(d) >= 2):  # type: ignore[misc]
-                sim.set_link(device_id, "port2", "up")
-                _say(f"port2 of CPE {device_id} comes back")
         clock.wait(lambda: daemon.store.get(101) is None and daemon.store.get(102) is None)
-        before = forced.count(104)
-        if clock.wait(lambda: forced.count(104) > before):
-            sim.set_link(104, "port2", "up")
-            _say("port2 of CPE 104 comes back")
+        forced.bring_back(104)  # one round later
         clock.wait(lambda: daemon.store.count() == 0)
         ok = daemon.store.count() == 0
         if ok:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 from alert_handler.core import controls, machine
+from alert_handler.core.alerts import counted
 from alert_handler.core.controls import ConfirmGate, gate_pass, gate_reset
 from alert_handler.core.machine import Decision
 from alert_handler.core.records import DeviceRecord
@@ -112,9 +113,16 @@ class Admission:
         result = gate_pass(gate.state, gate.above, gate.window, new, records, now)
         gate.state = result.state
         for device_id in result.held:
-            self.store.update(
+            rec, _ = self.store.update(
                 device_id, lambda cur: None if cur is None else controls.hold(cur).record
             )
+            if rec is not None and rec.held:
+                log.info(
+                    "device=%d step=confirm held (CONFIRM_ABOVE=%d): nothing changed in "
+                    "LibreNMS until `alert-handler confirm`",
+                    device_id,
+                    gate.above,
+                )
         held += len(result.held)
         self.metrics.held.set(held)
         if result.held and time.monotonic() - self._held_warned >= 60.0:
@@ -127,11 +135,11 @@ class Admission:
                     f"(CONFIRM_ABOVE={gate.above})"
                 )
             log.warning(
-                "step=confirm %s: %d held, nothing changed in LibreNMS; `alert-handler confirm` "
+                "step=confirm %s: %s held, nothing changed in LibreNMS; `alert-handler confirm` "
                 "forces them down, `alert-handler discard` forgets them (this line repeats at "
                 "most once a minute)",
                 why,
-                held,
+                counted(held, "device"),
             )
         timed = dict((d, t) for t, d in new)
         return [(timed[d], d) for d in result.passed]
@@ -145,7 +153,9 @@ class Admission:
             return
         kind = EventType.STORM_ENGAGED if engaged else EventType.STORM_CLEARED
         detail = f"MAX_FORCED_DOWN={self.max_forced_down}"
-        detail += f" reached: {held} new devices held" if engaged else ": no device is held"
+        detail += (
+            f" reached: {counted(held, 'new device')} held" if engaged else ": no device is held"
+        )
         self.store.add_events([self._events.line(kind, detail=detail)])
 
     def _storm_hold(self, held: int) -> None:
@@ -155,10 +165,10 @@ class Admission:
         if now - self._storm_warned >= 60.0:
             self._storm_warned = now
             log.warning(
-                "step=storm-guard MAX_FORCED_DOWN=%d reached: %d new devices recorded but not "
+                "step=storm-guard MAX_FORCED_DOWN=%d reached: %s recorded but not "
                 "forced down (this line repeats at most once a minute)",
                 self.max_forced_down,
-                held,
+                counted(held, "new device"),
             )
 
 

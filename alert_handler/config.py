@@ -172,8 +172,8 @@ class Config:
         s.SECONDS, 20.0, FILES, "Seconds running steps get to finish on SIGTERM.")
 
     events_file: str | None = setting(
-        s.PATH, None, EVENTS, "The event journal (JSON lines); unset: events.jsonl next to "
-        "STATE_FILE.")
+        s.PATH, None, EVENTS, "The event journal (JSON lines); unset: <STATE_FILE without "
+        ".json>.events.jsonl next to STATE_FILE (device_state.events.jsonl), one per state file.")
     event_webhook_url: str | None = setting(
         ek.WEBHOOK_URL, None, EVENTS, "POST every event here, signed (Standard Webhooks), at "
         "least once and in order; needs EVENT_WEBHOOK_SECRET.")
@@ -201,11 +201,13 @@ class Config:
         return found
 
     def events_path(self) -> str:
-        """EVENTS_FILE, or events.jsonl in STATE_FILE's directory."""
+        """EVENTS_FILE, or `<STATE_FILE stem>.events.jsonl` beside the state file (one journal
+        per state file: see events/place.py for the earlier `events.jsonl`)."""
         if self.events_file:
             return self.events_file
-        folder = os.path.dirname(self.state_file)
-        return os.path.join(folder, "events.jsonl") if folder else "events.jsonl"
+        folder, name = os.path.split(self.state_file)
+        stem = os.path.splitext(name)[0] or name
+        return os.path.join(folder, f"{stem}.events.jsonl")
 
 
 SETTINGS: tuple[Setting[object], ...] = tuple(s.declared(f) for f in fields(Config))

@@ -22,6 +22,7 @@ from alert_handler.core.machine import Rules
 from alert_handler.core.records import shifted
 from alert_handler.events.hub import EventHub
 from alert_handler.events.journal import EventType
+from alert_handler.events.place import adopt_legacy_journal
 from alert_handler.health import LIBRENMS, RECOVERY_LOOP, STATE_FILE, Health
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
@@ -148,14 +149,17 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             )
         if loaded.snapshot.migrated_from_legacy:
             log.warning(
-                "step=load state file %s is in the old single-script format: migrated %d devices "
+                "step=load state file %s is in the old single-script format: migrated %s "
                 "(each is re-inspected; its original overwrite_ip is read from LibreNMS)",
                 path,
-                len(loaded.snapshot.devices),
+                _devices(len(loaded.snapshot.devices)),
             )
         metrics = Metrics()
         metrics.dry_run.set(1 if cfg.dry_run else 0)
         health = Health(clock)
+        renamed = adopt_legacy_journal(cfg)  # an earlier version's events.jsonl (under the lock)
+        if renamed:
+            log.warning("step=events %s", renamed)
         events = EventHub(cfg, metrics, clock)
         events.open()
 
@@ -276,10 +280,10 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     serving.start()
     host, port = daemon.address
     log.info(
-        "step=start listening on %s:%d; %d devices tracked; LibreNMS %s; poll via %s%s",
+        "step=start listening on %s:%d; %s tracked; LibreNMS %s; poll via %s%s",
         host,
         port,
-        store.count(),
+        _devices(store.count()),
         daemon.cfg.librenms_url,
         daemon.cfg.poll_method,
         " (DRY_RUN: no PATCH is sent)" if daemon.cfg.dry_run else "",
@@ -392,6 +396,11 @@ def shutdown(daemon: Daemon) -> None:
     daemon.poller.close()
     daemon.api.close()
     log.info(
-        "step=stop state saved to %s; %d devices tracked", daemon.store.path, daemon.store.count()
+        "step=stop state saved to %s; %s tracked", daemon.store.path, _devices(daemon.store.count())
     )
     daemon.lock.release()
+
+
+def _devices(count: int) -> str:
+    """ "1 device", "2 devices" (for the log lines)."""
+    return f"{count} device{'' if count == 1 else 's'}"

@@ -8,6 +8,7 @@ import threading
 from dataclasses import replace
 
 from alert_handler.core import steps
+from alert_handler.core.alerts import counted
 from alert_handler.core.machine import Action, Decision, Rules
 from alert_handler.core.outcomes import meaning
 from alert_handler.core.records import DeviceRecord, merge_alert_fields
@@ -68,7 +69,9 @@ class _TroubleLog:
             self._reported = False
             failures, self._since_report = self._since_report, 0
             self._throttles.clear()
-        log.warning("step=recovery steps succeed again (%d failures since then)", failures)
+        log.warning(
+            "step=recovery steps succeed again (%s since then)", counted(failures, "failure")
+        )
 
 
 class Recorder:

@@ -67,6 +67,7 @@ class _Cycle:
     started: float
     members: set[int]
     counts: dict[Outcome, int] = field(default_factory=dict)
+    failing: list[int] = field(default_factory=list)  # devices whose step failed, named
 
 
 class Scheduler:
@@ -356,6 +357,8 @@ class Scheduler:
             return
         cycle.members.discard(device_id)
         cycle.counts[outcome] = cycle.counts.get(outcome, 0) + 1
+        if outcome is Outcome.FAILED:
+            cycle.failing.append(device_id)
         if cycle.members:
             return
         now = self.clock()
@@ -364,4 +367,16 @@ class Scheduler:
         self.metrics.last_cycle.set(now)
         counts = " ".join(f"{o.value}={cycle.counts.get(o, 0)}" for o in CYCLE_OUTCOMES)
         due = sum(cycle.counts.values())
-        log.info("step=cycle due=%d %s took=%.1fs", due, counts, now - cycle.started)
+        log.info(
+            "step=cycle due=%d %s took=%.1fs%s", due, counts, now - cycle.started, _named(cycle)
+        )
+
+
+def _named(cycle: _Cycle, most: int = 20) -> str:
+    """ " failed_devices=101,102" (the first `most`, then "+N more"): the per-device failure
+    lines are throttled, the cycle line still names every device that failed."""
+    if not cycle.failing:
+        return ""
+    ids = sorted(cycle.failing)
+    more = f",+{len(ids) - most} more" if len(ids) > most else ""
+    return " failed_devices=" + ",".join(str(d) for d in ids[:most]) + more

@@ -306,8 +306,11 @@ URL = Kind("URL", "http:// or https:// and a host; /api/v0 is appended when miss
 
 
 def _api_token(key: str, raw: str) -> str:
-    if not _TOKEN_RE.match(raw):  # the value is never echoed: it is a secret
-        raise ConfigError(key, "must be the API token's letters and digits only")
+    if not _TOKEN_RE.match(raw):  # the value is never echoed (a secret): only its length
+        what = "8 to 128 characters, letters and digits only (as LibreNMS makes API tokens)"
+        if 8 <= len(raw) <= 128:
+            raise ConfigError(key, f"must be {what}; it holds a character that is neither")
+        raise ConfigError(key, f"must be {what}; got {len(raw)} characters")
     return raw
 
 

@@ -633,3 +633,24 @@ def test_a_removed_setting_is_warned_about_with_what_replaced_it() -> None:
     ]
     env = {"LIBRENMS_URL": "http://127.0.0.1/", "LIBRENMS_API_TOKEN": "a" * 32}
     parse({**env, "POLL_METHOD": "local", "EVENTS_KEEP_FILES": "9"})  # no refusal
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("short", "got 5 characters"),
+        ("a" * 129, "got 129 characters"),
+        ("abcd-efgh", "it holds a character that is neither"),
+    ],
+)
+def test_a_bad_api_token_says_the_rule(value: str, says: str) -> None:
+    """The message states LibreNMS's rule, 8 to 128 letters and digits, and what is wrong
+    with the value, never the value itself (issue 22, item 8)."""
+    mapping = env()
+    mapping["LIBRENMS_API_TOKEN"] = value
+    text = str(error_of(mapping))
+    assert "8 to 128 characters, letters and digits only" in text and says in text
+    assert value not in text
+    for ok in ("a" * 8, "Z9" * 64):
+        mapping["LIBRENMS_API_TOKEN"] = ok
+        assert parse(mapping).librenms_api_token == ok

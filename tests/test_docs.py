@@ -211,3 +211,25 @@ def test_the_architecture_page_names_every_module() -> None:
         if path.name not in ("__init__.py", "__main__.py") and path.name not in layout
     ]
     assert missing == [], f"add to docs/architecture.md's layout: {missing}"
+
+
+def test_metrics_md_lists_every_metric_and_operations_md_each_endpoint_once() -> None:
+    """1. Every metric the daemon registers has a row in metrics.md (issue 22: the step
+    failures counter was left out), and `GET /` is called the status page there.
+    2. operations.md's endpoint table has one row per request, and `GET /` is the status page
+    behind the token, not "a small JSON index"."""
+    from alert_handler.metrics import Metrics
+
+    families = [m for m in Metrics().registry.collect() if m.name.startswith("alert_handler_")]
+    wanted = {f"{m.name}_total" if m.type == "counter" else m.name for m in families}
+    text = (DOCS / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(alert_handler_[a-z_]+)` \|", text, re.M))
+    assert len(wanted) > 20 and wanted - documented == set()
+    assert "`index` (`GET /` and `HEAD /`: the [status page]" in text
+
+    ops = (DOCS / "operations.md").read_text()
+    rows = re.findall(r"^\| `((?:GET|POST|PUT|HEAD) [^`]+)` \|", ops, re.M)
+    assert len(rows) == len(set(rows)), rows
+    assert "JSON index" not in ops
+    (index,) = [line for line in ops.splitlines() if line.startswith("| `GET /` |")]
+    assert "| yes " in index and "status page" in index

@@ -41,7 +41,7 @@ def test_kill_9_loses_no_event_and_tears_no_line(sim: Simulator, tmp_path: Path)
     for i in ids:
         sim.add_device(i, f"cpe-{i}", overwrite_ip=originals[i], ports={"port2": "down"})
     port = free_port()
-    journal = tmp_path / "events.jsonl"
+    journal = tmp_path / "device_state.events.jsonl"  # named after STATE_FILE
     acked: set[int] = set()
     order = random.Random(13)
     for kill_after in (10, 30):

@@ -310,7 +310,8 @@ def test_a_whole_episode_is_journaled(sim: Simulator, start_daemon: StartDaemon)
        journal's default place is next to the state file."""
     sim.add_device(42, "cpe-42", overwrite_ip="198.51.100.42", ports={"port2": "down"})
     d = start_daemon(RECOVERY_INTERVAL_SEC="0.5")
-    assert d.cfg.events_path() == str(Path(d.cfg.state_file).with_name("events.jsonl"))
+    state = Path(d.cfg.state_file)
+    assert d.cfg.events_path() == str(state.with_name(f"{state.stem}.events.jsonl"))
     assert d.post(alert_body(42)).status_code == 202
     assert [e.type for e in journal_of(d)][:1] == ["tracked"]
     wait_for(lambda: overwrite(sim, 42) == UNSUP, what="forced down")

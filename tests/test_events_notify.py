@@ -4,8 +4,10 @@ that turns a storm into a digest; notify-test and check; no secret in logs or ou
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,8 +92,13 @@ def test_messages_are_short_and_human() -> None:
     assert held.due(299.0) is None
     text = held.due(300.0)
     assert text is not None
-    assert text.body == "37 more devices forced down, 1 more devices given up in the last 5 minutes"
-    assert digest.__name__ == "digest"
+    assert text.body == "37 more devices forced down, 1 more device given up in the last 5 minutes"
+    assert text.title == "alert-handler: 38 more events"
+    one = digest(Counter({EventType.FORCED_DOWN.value: 1}), 300.0)  # one is singular
+    assert (one.title, one.body) == (
+        "alert-handler: 1 more event",
+        "1 more device forced down in the last 5 minutes",
+    )
 
 
 def test_a_device_forced_down_reaches_mail_and_syslog(
@@ -171,12 +178,19 @@ def test_notify_test_sends_a_sample_to_every_target_and_says_how_it_went(
     2. check validates the same URLs and sends nothing; no line shows a token."""
     box, url = smtp
     token = "NotifyToken0123456789"
-    env = write_env(tmp_path, NOTIFY_URLS=f"{url} nosuchservice://{token}/x")
+    closed = f"json://127.0.0.1:{free_port()}/hook"
+    env = write_env(tmp_path, NOTIFY_URLS=f"{url} nosuchservice://{token}/x {closed}")
     assert main(["notify-test", "--env-file", env, "--event", "gave_up"]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "\u2714 #1 mailto: sent 'cpe-42.example (device 42): gave up'"
+    assert out[0] == "\u2714 #1 mailto: sent '[TEST] cpe-42.example (device 42): gave up'"
     assert out[1] == "\u2718 #2 nosuchservice: not a URL Apprise supports"
+    # A failure shows Apprise's own words, without its time and level prefix.
+    assert out[2].startswith("\u2718 #3 json: not sent: "), out[2]
+    assert not re.search(r"\d\d:\d\d:\d\d|WARNING|ERROR", out[2]), out[2]
     assert len(box.messages) == 1 and "gave up" in box.messages[0][0]
+    subject, body = box.messages[0]
+    assert subject.startswith("[TEST] ")  # the reader sees it is a test (issue 22, item 10)
+    assert body.lstrip().startswith("[TEST] a sample sent by `alert-handler notify-test`")
     assert main(["check", "--env-file", env]) == 1  # LibreNMS is not there
     checked = capsys.readouterr().out
     assert "\u2714 notification target #1 mailto: valid (nothing sent)" in checked

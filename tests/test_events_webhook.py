@@ -209,7 +209,7 @@ def test_kill_9_mid_delivery_loses_nothing(
         assert daemon.post(alert_body(i)).status_code == 202
     wait_for(lambda: len(receiver.ids()) >= 10, 30, "deliveries under way")
     daemon.kill()
-    journal = tmp_path / "events.jsonl"
+    journal = tmp_path / "device_state.events.jsonl"  # named after STATE_FILE
     assert len(journal_ids(journal)) > len(receiver.unique_ids())  # some still undelivered
     for i in ids:
         sim.set_link(i, "port2", "up")

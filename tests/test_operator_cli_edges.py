@@ -7,13 +7,16 @@ against the simulator and the daemon over real sockets."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
@@ -22,6 +25,7 @@ from tests.conftest import (
     UNSUP,
     DaemonProcess,
     StartDaemon,
+    alert_body,
     base_env,
     free_port,
     installed_cli,
@@ -348,8 +352,8 @@ def test_release_of_an_untracked_device(
     released = cli(tmp_path, "release", "9")
     assert released.returncode == 0, released.stderr
     assert released.stdout.strip() == (
-        "device 9: was not tracked; overwrite_ip restored to null: its original was unknown, "
-        "so LibreNMS reaches it by its hostname again"
+        f"device 9: was not tracked; restored overwrite_ip null (was {UNSUP}): its original "
+        "was unknown, so LibreNMS reaches it by its hostname again"
     )
     assert sim.patches(9) == [(9, UNSUP), (9, None)]
     assert d.daemon.store.get(9) is None
@@ -457,3 +461,351 @@ def test_the_simulator_command_lets_a_user_try_every_command(tmp_path: Path) -> 
         assert sim_proc.wait(30) == 0
         if sim_proc.stdout is not None:
             sim_proc.stdout.close()
+
+
+# -- every command, bad inputs (issue 22, item 12) ----------------------------------------------
+# (arguments, exit status, a part of the one stderr line). Exit 2: a usage mistake, said by the
+# command's parser ("alert-handler <command>: ...; see `alert-handler <command> --help`").
+# Exit 1: a refusal (here: no daemon answers), "alert-handler: ...".
+USAGE_MISTAKES: list[tuple[list[str], str]] = [
+    (["stauts"], "unknown command 'stauts' (did you mean status?)"),
+    (["stats", "--json"], "unknown command 'stats' (did you mean status?)"),
+    (["status", "--jsn"], "unrecognized arguments: --jsn (did you mean --json?)"),
+    (["status", "extra"], "unrecognized arguments: extra"),
+    (["serve", "now"], "unrecognized arguments: now"),
+    (["check", "0"], "a device id is a LibreNMS device_id"),
+    (["check", "--verbse"], "(did you mean --verbose?)"),
+    (["history", "--since", "yesterday"], "'yesterday': give 7d, 12h, 30m or an ISO 8601 time"),
+    (["history", "--since=-5m"], "'-5m': give 7d"),
+    (["history", "--since", "2026-13-45"], "'2026-13-45': give 7d"),
+    (["history", "--device", "0"], "a device id is a LibreNMS device_id"),
+    (["events", "-n", "-3"], "-n/--lines: must be a whole number, 0 or more, got '-3'"),
+    (["events", "--lines", "x"], "-n/--lines: must be a whole number, 0 or more, got 'x'"),
+    (["events", "--folow"], "(did you mean --follow?)"),
+    (["demo", "--interval", "0"], "--interval: must be a number of seconds above 0, got '0'"),
+    (["demo", "--interval", "-1"], "--interval: must be a number of seconds above 0"),
+    (["demo", "--seconds", "1"], "--seconds 1 is too short to show a recovery"),
+    (["demo", "--seconds", "nan"], "--seconds: must be a number of seconds above 0"),
+    (["release"], "the following arguments are required: device_id"),
+    (["release", "101", "--wait", "-1"], "--wait: must be a number of seconds, 0 or more"),
+    (["release", "101", "--wiat", "3"], "(did you mean --wait?)"),
+    (["track", "2147483648"], "a device id is a LibreNMS device_id"),
+    (["track", "42; rm -rf /"], "a device id is a LibreNMS device_id"),
+    (["pause", "now"], "unrecognized arguments: now"),
+    (["resume", "--force"], "unrecognized arguments: --force"),
+    (["silence", "99999999999", "--for", "1h"], "a device id is a LibreNMS device_id"),
+    (["silence", "104", "--for=-5m"], "duration -5m is not like 30m, 2h or 1d"),
+    (["silence", "104", "--for", "0h"], "a duration must be positive"),
+    (["silence", "104"], "the following arguments are required: --for"),
+    (["silence", "*", "--for", "1h"], "* matches every device: add --all to mean it"),
+    (["silence", "group:x", "--for", "1h"], "a silence takes a device id or a hostname glob"),
+    (["unsilence"], "the following arguments are required: target"),
+    (["silences", "--jason"], "(did you mean --json?)"),
+    (["confirm", "101"], "unrecognized arguments: 101"),
+    (["discard", "--all"], "unrecognized arguments: --all"),
+    (["notify-test", "--event", "forced-down"], "invalid choice: 'forced-down' (did you mean"),
+    (["webhook-secret", "x"], "unrecognized arguments: x"),
+    (["simulator", "--port", "70000"], "--port: must be a port number, 0 to 65535"),
+    (["simulator", "--daemon-port", "-1"], "--daemon-port: must be a port number"),
+    (["simulator", "--flip", "x", "port2", "up"], "--flip: the device id must be a number"),
+    (["simulator", "--flip", "101"], "--flip: expected 3 arguments"),
+]
+REFUSALS: list[tuple[list[str], str]] = [
+    (["release", "101"], "no daemon answers at"),
+    (["track", "--force", "101"], "no daemon answers at"),
+    (["confirm"], "no daemon answers at"),
+    (["discard"], "no daemon answers at"),
+    (["unsilence", "101"], "no daemon answers at"),
+    (["silence", "101", "--for", "1h", "--force"], "no daemon answers at"),
+]
+
+
+def _run_all(
+    workdir: Path, table: list[tuple[list[str], str]], **env: str
+) -> list[tuple[list[str], str, subprocess.CompletedProcess[str]]]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda row: cli(workdir, *row[0], **env), table))
+    return [(args, part, result) for (args, part), result in zip(table, results, strict=True)]
+
+
+def test_every_command_answers_a_mistake_in_one_line(sim: Simulator, tmp_path: Path) -> None:
+    """1. Each usage mistake (misspelt command or option, a bad value, a negative count or
+    wait, a missing argument) is one line on stderr naming it, with "did you mean" for a close
+    misspelling and where the usage is: exit 2, no traceback, nothing on stdout.
+    2. Each refusal (no daemon answers) is one line on stderr: exit 1.
+    3. Nothing was written: no state file appears."""
+    write_env(tmp_path, base_env(sim, tmp_path))
+    for args, part, result in _run_all(tmp_path, USAGE_MISTAKES):
+        lines = result.stderr.splitlines()
+        assert result.returncode == 2, (args, result.returncode, result.stderr)
+        assert len(lines) == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout, args
+        assert part in lines[0], (args, lines[0])
+        assert lines[0].startswith("alert-handler"), (args, lines[0])
+        assert lines[0].endswith(" --help`"), (args, lines[0])
+        assert result.stdout == "", (args, result.stdout)
+    for args, part, result in _run_all(tmp_path, REFUSALS):
+        lines = result.stderr.splitlines()
+        assert result.returncode == 1, (args, result.returncode, result.stderr)
+        assert len(lines) == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout, args
+        assert lines[0].startswith("alert-handler: ") and part in lines[0], (args, lines[0])
+    assert not (tmp_path / "device_state.json").exists()
+    assert sim.patches() == []
+
+
+def test_help_shows_the_defaults(tmp_path: Path) -> None:
+    """`--help` says what a count or wait is when it is not given."""
+    for args, shown in (
+        (["release", "--help"], "default: 30)"),
+        (["events", "--help"], "default: 20)"),
+        (["demo", "--help"], "default: 90)"),
+        (["demo", "--help"], "default: 5)"),
+        (["simulator", "--help"], "default: 8000)"),
+        (["history", "--help"], "default: all)"),
+    ):
+        result = cli(tmp_path, *args)
+        assert result.returncode == 0, result.stderr
+        assert shown in " ".join(result.stdout.split()), (args, result.stdout)
+
+
+def test_silences_without_a_daemon_reads_the_silences_file(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """1. A silence set through the running daemon; the daemon stops.
+    2. `silences` (and `status`) without a daemon read the silences file beside the state
+    file, saying so; --json prints the same rows. The file is left as it was.
+    3. A silences file that cannot be read is refused in one line (exit 1), left as it is."""
+    sim.add_device(104, "cpe-104", ports={"port2": "up"})
+    d = start_with_env(start_daemon, sim, tmp_path, RECOVERY_INTERVAL_SEC="60")
+    done = cli(tmp_path, "silence", "104", "--for", "2h", "--reason", "lab work")
+    assert done.returncode == 0, done.stderr
+    live = cli(tmp_path, "silences")
+    assert live.returncode == 0, live.stderr
+    assert d.stop() == 0
+    silences_file = tmp_path / "device_state.json.silences.json"
+    before = silences_file.read_bytes()
+    offline = cli(tmp_path, "silences")
+    assert offline.returncode == 0, offline.stderr
+    lines = offline.stdout.splitlines()
+    assert lines[0] == f"1 active silence (from {silences_file}: no daemon runs)"
+    assert lines[1:] == live.stdout.splitlines()
+    as_json = json.loads(cli(tmp_path, "silences", "--json").stdout)
+    assert [s["target"] for s in as_json] == ["104"] and as_json[0]["reason"] == "lab work"
+    status = cli(tmp_path, "status")
+    assert status.returncode == 0, status.stderr
+    assert any(x.startswith("silenced: 104 until ") for x in status.stdout.splitlines())
+    assert silences_file.read_bytes() == before
+
+    silences_file.write_text("{not json")
+    for command in ("silences", "status"):
+        bad = cli(tmp_path, command)
+        assert bad.returncode == 1, bad.stdout
+        assert len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
+        assert f"the silences file {silences_file} is not JSON" in bad.stderr
+    assert silences_file.read_text() == "{not json"
+
+
+def test_status_shows_the_storm_guard(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """1. MAX_FORCED_DOWN=1, alerts for two devices whose port is down: one is forced down,
+    the other waits. `status` has a storm-guard line saying it is engaged, and shows the
+    waiting device as `new (storm guard)`, not plain `new`; --json says the same.
+    2. With the daemon stopped, `status` works it out from the state file alike.
+    3. MAX_FORCED_DOWN=0 (no guard): no such line, the device is plain `new`."""
+    for device_id in (201, 202):
+        sim.add_device(device_id, f"cpe-{device_id}", ports={"port2": "down"})
+    d = start_with_env(start_daemon, sim, tmp_path, RECOVERY_INTERVAL_SEC="60", MAX_FORCED_DOWN="1")
+    for device_id in (201, 202):
+        assert d.post(alert_body(device_id)).status_code == 202
+    engaged = "storm guard: 1 of MAX_FORCED_DOWN=1 forced down; ENGAGED: 1 new device waits"
+
+    def status() -> str:
+        return cli(tmp_path, "status").stdout
+
+    def engaged_status() -> str | None:
+        text = status()
+        return text if engaged in text else None
+
+    text = wait_for(engaged_status, what="the storm guard engaged")
+    lines = text.splitlines()
+    assert f"{engaged} until fewer are forced down" in lines
+    forced = 201 if phase(d, 201) == "down" else 202
+    other = 403 - forced
+    row = next(x for x in lines if x.startswith(f"{other} "))
+    assert " new (storm guard) " in row, row
+    as_json = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert as_json["storm_guard"] == {
+        "max_forced_down": 1,
+        "forced_down": 1,
+        "engaged": True,
+        "held": 1,
+    }
+    assert d.stop() == 0
+    offline = status().splitlines()
+    assert f"{engaged} until fewer are forced down" in offline
+    assert " new (storm guard) " in next(x for x in offline if x.startswith(f"{other} "))
+    off = cli(tmp_path, "status", MAX_FORCED_DOWN="0").stdout.splitlines()
+    assert not any("storm guard" in x for x in off)  # no guard, no line
+    assert next(x for x in off if x.startswith(f"{other} ")).split()[2] == "new"
+
+
+def test_a_second_daemon_on_the_same_state_file_is_refused_in_one_line(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """`serve` beside a running daemon on the same state file (another LISTEN_PORT): exit 1,
+    one line naming the holder's pid and address, the lock file's newline kept out of it; in
+    JSON logs one object whose message has no newline (issue 22, item 3)."""
+    port = free_port()
+    daemon = DaemonProcess(tmp_path, base_env(sim, tmp_path, LISTEN_PORT=str(port)), port)
+    try:
+        holder = f"(pid {daemon.proc.pid}, listening at {daemon.url})"
+        second = cli(tmp_path, "serve", LISTEN_PORT=str(free_port()))
+        assert second.returncode == 1, second.stderr
+        lines = second.stderr.splitlines()  # start warnings (UNSUPERVISED_IP), then the error
+        assert all(re.match(r"\d{4}-\d\d-\d\dT\S+Z [A-Z]+ step=", x) for x in lines), lines
+        (error,) = [x for x in lines if " ERROR " in x]
+        assert error.endswith(f"is in use by another alert-handler {holder}"), error
+        as_json = cli(tmp_path, "serve", LISTEN_PORT=str(free_port()), LOG_FORMAT="json")
+        assert as_json.returncode == 1, as_json.stderr
+        logged = [json.loads(x) for x in as_json.stderr.splitlines()]  # each line one object
+        (message,) = [x["message"] for x in logged if x["level"] == "ERROR"]
+        assert "\n" not in message and message.endswith(holder), message
+    finally:
+        daemon.kill()
+
+
+def _simulator(workdir: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """`alert-handler simulator --port 0 ARGS` and its guide, up to "Ctrl-C"."""
+    proc = subprocess.Popen(
+        [*installed_cli(), "simulator", "--port", "0", *args],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    guide: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        guide.append(line.rstrip("\n"))
+        if line.startswith("(the old") or (line.startswith("Ctrl-C") and "--force" not in args):
+            break
+    return proc, guide
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_write_env_never_overwrites_silently(tmp_path: Path) -> None:
+    """1. `simulator --write-env .env` where .env exists: refused in one line (exit 1), the
+    file untouched.
+    2. With --force: the old file is kept as `.env.bak-<UTC time>` (mode 0600), the new one is
+    written with mode 0600 although the old one was 0644; the guide says where the copy is.
+    3. A new file is written with mode 0600 (issue 22, item 4)."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("LIBRENMS_URL=http://mine.example/api/v0\n")
+    env_file.chmod(0o644)
+    refused = cli(tmp_path, "simulator", "--port", "0", "--write-env", ".env")
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.splitlines() == [
+        "alert-handler: .env exists; not overwritten (--force replaces it and keeps a copy as "
+        "<name>.bak-<UTC time>)"
+    ]
+    assert env_file.read_text() == "LIBRENMS_URL=http://mine.example/api/v0\n"
+    assert env_file.stat().st_mode & 0o777 == 0o644
+
+    proc, guide = _simulator(tmp_path, "--write-env", ".env", "--force")
+    try:
+        (backup,) = [p for p in tmp_path.iterdir() if p.name.startswith(".env.bak-")]
+        assert re.fullmatch(r"\.env\.bak-\d{8}T\d{6}Z", backup.name)
+        assert guide[-1] == f"(the old .env is kept as {backup.name})"
+        assert backup.read_text() == "LIBRENMS_URL=http://mine.example/api/v0\n"
+        assert backup.stat().st_mode & 0o777 == 0o600
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        assert "LIBRENMS_URL=http://127.0.0.1:" in env_file.read_text()
+    finally:
+        _stop(proc)
+    proc, _ = _simulator(tmp_path, "--write-env", "new.env")
+    try:
+        assert (tmp_path / "new.env").stat().st_mode & 0o777 == 0o600
+    finally:
+        _stop(proc)
+
+
+def test_a_malformed_env_line_is_named_and_refused(sim: Simulator, tmp_path: Path) -> None:
+    """1. A line of .env python-dotenv cannot read: `check` fails (exit 2) on one ✘ line naming
+    the file and the line number, not dotenv's own message followed by "configuration is
+    valid"; `status` and `serve` refuse it the same way (exit 2, one line). The line's text is
+    not printed (it may hold a secret).
+    2. LibreNMS down: `check`'s API line names the URL it tried (never the token)."""
+    settings = base_env(sim, tmp_path)
+    env_file = tmp_path / ".env"
+    text = "".join(f"{k}={v}\n" for k, v in settings.items()) + "WEBHOOK_SECRET 'hunter2\n"
+    env_file.write_text(text)
+    env_file.chmod(0o600)
+    bad_line = len(settings) + 1
+    said = f"{env_file} line {bad_line} cannot be read: each line is NAME=value"
+    check = cli(tmp_path, "check")
+    assert check.returncode == 2, check.stdout
+    assert check.stdout.splitlines() == [
+        f"{FAIL} configuration: .env: {said}, a comment (#) or empty"
+    ]
+    assert "could not parse" not in check.stdout + check.stderr
+    assert "configuration is valid" not in check.stdout
+    for command in ("status", "serve"):
+        result = cli(tmp_path, command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.splitlines() == [
+            f"alert-handler: configuration error: .env: {said}, a comment (#) or empty"
+        ], command
+    for result in (check, cli(tmp_path, "status")):
+        assert "hunter2" not in result.stdout + result.stderr
+
+    write_env(tmp_path, settings)
+    nowhere = f"http://127.0.0.1:{free_port()}/api/v0"
+    down = cli(tmp_path, "check", LIBRENMS_URL=nowhere)
+    assert down.returncode == 1
+    (api,) = [x for x in down.stdout.splitlines() if "LibreNMS API" in x]
+    assert api.startswith(f"{FAIL} LibreNMS API at {nowhere}: "), api
+    assert "connection failed" in api and DEFAULT_TOKEN not in down.stdout + down.stderr
+
+
+def test_releasing_an_untracked_device_says_what_was_restored(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Device 102 (overwrite_ip 198.51.100.7) was forced down and released, so the event journal
+    holds its original; then someone puts it on UNSUPERVISED_IP by hand. `release 102` restores
+    198.51.100.7 and says so, as the log does: "restored overwrite_ip 198.51.100.7 (was
+    127.0.0.50)", not "left as it was" (issue 18, item 6)."""
+    caplog.set_level(logging.INFO)
+    sim.add_device(102, "cpe-102", overwrite_ip="198.51.100.7", ports={"port2": "down"})
+    d = start_with_env(start_daemon, sim, tmp_path, RECOVERY_INTERVAL_SEC="60")
+    wait_for(lambda: any(r.path == "/devices" for r in sim.requests), what="reconcile pass")
+    assert cli(tmp_path, "track", "102").returncode == 0
+    wait_for(lambda: phase(d, 102) == "down", what="102 forced down")
+    first = cli(tmp_path, "release", "102")
+    assert first.returncode == 0, first.stderr
+    assert sim.device(102)["overwrite_ip"] == "198.51.100.7"
+    patch = requests.patch(
+        f"{sim.url}/devices/102",
+        json={"field": "overwrite_ip", "data": UNSUP},
+        headers={"X-Auth-Token": DEFAULT_TOKEN},
+        timeout=5,
+    )
+    assert patch.status_code == 200
+    caplog.clear()
+    released = cli(tmp_path, "release", "102")
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.strip() == (
+        f"device 102: was not tracked; restored overwrite_ip 198.51.100.7 (was {UNSUP}), its "
+        "original from the event journal"
+    )
+    assert sim.device(102)["overwrite_ip"] == "198.51.100.7"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("device=102 ")]
+    assert any("step=release restored overwrite_ip 198.51.100.7 " in x for x in said), said
+    assert d.daemon.store.get(102) is None

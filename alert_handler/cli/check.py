@@ -110,7 +110,7 @@ def run_check(args: argparse.Namespace) -> int:
             probe_on = args.device_id or (devices[0].device_id if devices else None)
             check_components(api, probe_on, line)
     except LibreNMSError as exc:
-        line(False, f"LibreNMS API: {exc}")
+        line(False, f"LibreNMS API at {cfg.librenms_url}: {exc}")  # the URL, never the token
     poller = make_poller(cfg)
     try:
         try:

@@ -17,6 +17,12 @@ from alert_handler.cli.output import device_id_arg
 from alert_handler.cli.recover import add_recover_command
 from alert_handler.cli.report import add_report_command
 from alert_handler.cli.steer import add_steer_commands
+from alert_handler.cli.usage import (
+    non_negative_seconds,
+    port_number,
+    positive_seconds,
+    usage,
+)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -31,8 +37,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the daemon against the built-in simulator and show a device recovered."""
     # Imported when run, for the reason given in cmd_check.
-    from alert_handler.sim.demo import run_demo
+    from alert_handler.sim.demo import run_demo, shortest
 
+    if args.seconds < shortest(args.interval):
+        return usage(
+            args,
+            f"--seconds {args.seconds:g} is too short to show a recovery with --interval "
+            f"{args.interval:g}: give at least {shortest(args.interval):g} (4 recovery "
+            "intervals and 5 s to start)",
+        )
     return run_demo(seconds=args.seconds, interval=args.interval, keep=args.keep)
 
 
@@ -72,7 +85,10 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     )
     p.add_argument("device_id", type=device_id_arg)
     p.add_argument(
-        "--wait", type=float, default=30.0, help="seconds to wait for it (0: do not wait)"
+        "--wait",
+        type=non_negative_seconds,
+        default=30.0,
+        help="seconds to wait for it (0: do not wait; default: %(default)g)",
     )
     p.set_defaults(func=cmd_release)
     p = sub.add_parser(
@@ -103,8 +119,18 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         help="run against the built-in LibreNMS simulator (start here)",
         description="Needs no LibreNMS: everything runs on loopback.",
     )
-    p.add_argument("--seconds", type=float, default=90.0, help="give up after this long")
-    p.add_argument("--interval", type=float, default=5.0, help="RECOVERY_INTERVAL_SEC to use")
+    p.add_argument(
+        "--seconds",
+        type=positive_seconds,
+        default=90.0,
+        help="give up after this long (default: %(default)g)",
+    )
+    p.add_argument(
+        "--interval",
+        type=positive_seconds,
+        default=5.0,
+        help="RECOVERY_INTERVAL_SEC to use (default: %(default)g)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the demo's state and log files")
     p.set_defaults(func=cmd_demo)
     add_simulator(sub)
@@ -145,13 +171,32 @@ def add_simulator(sub: Any) -> None:
         "its URL, its API token, the settings that point a daemon at it and how to flip a "
         "port. `--flip ID IFNAME up|down` changes a port of the simulator that runs.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--port",
+        type=port_number,
+        default=8000,
+        help="port to listen on (0: any free one; default: %(default)s)",
+    )
     p.add_argument("--token", default=None, help="its API token (default: the built-in one)")
     p.add_argument(
-        "--daemon-port", type=int, default=5000, help="LISTEN_PORT in the printed settings"
+        "--daemon-port",
+        type=port_number,
+        default=5000,
+        help="LISTEN_PORT in the printed settings (default: %(default)s)",
     )
-    p.add_argument("--write-env", metavar="FILE", help="also write those settings to FILE")
+    p.add_argument(
+        "--write-env",
+        metavar="FILE",
+        help="also write those settings to FILE (mode 0600); an existing FILE is refused",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --write-env: replace an existing FILE, keeping a copy as FILE.bak-<UTC time>",
+    )
     p.add_argument(
         "--flip",
         nargs=3,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alert_handler.cli.env import load_config
+from alert_handler.cli.guards import offline_silences, storm_guard, storm_line
 from alert_handler.cli.link import DaemonDown, DaemonLink
 from alert_handler.cli.lookup import Lookup, lookup
 from alert_handler.cli.output import format_table, plural
@@ -102,19 +103,26 @@ def cmd_status(args: argparse.Namespace) -> int:
         source = f"from the running daemon at {link.url}"
         rows, paused = list(body.get("devices", [])), bool(body.get("paused"))
         silences = list(body.get("silences") or [])
+        engaged = body.get("storm_engaged")
     except DaemonDown:
-        silences = []
         snap = _read_snapshot(cfg)
         if snap is None:
             return 1
+        offline = offline_silences(cfg)
+        if isinstance(offline, str):
+            return _error(offline)
+        silences = offline
         rows = [device_row(r) for _, r in sorted(snap.devices.items())]
         paused = snap.paused
         source = f"from the state file {cfg.state_file} (the daemon is not running)"
+        engaged = None
+    storm = storm_guard(cfg.max_forced_down, rows, engaged)
     if args.json:
         out = {
             "source": source,
             "paused": paused,
             "daemon": health,
+            "storm_guard": storm,
             "devices": rows,
             "silences": silences,
         }
@@ -135,11 +143,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         if health.get("state_file") != "ok":
             facts.append(f"state file {health.get('state_file')}")
         print("; ".join(facts))
+    if storm["max_forced_down"]:  # MAX_FORCED_DOWN=0: no guard, no line
+        print(storm_line(storm))
     held = sum(1 for r in rows if r.get("held"))
     if held:
         print(
-            f"HELD: {held} new devices wait for a person: `alert-handler confirm` forces them "
-            "down, `alert-handler discard` forgets them"
+            f"HELD: {plural(held, 'new device waits', 'new devices wait')} for a person: "
+            "`alert-handler confirm` forces them down, `alert-handler discard` forgets them"
         )
     for s in silences:
         why = f" ({s.get('reason')})" if s.get("reason") else ""
@@ -163,10 +173,10 @@ def cmd_release(args: argparse.Namespace) -> int:
     listing = request(link, "GET", "/devices")
     if isinstance(listing, int):
         return listing
-    held = None  # the original LibreNMS holds for an untracked device (its component)
+    before: Lookup | None = None  # LibreNMS's record of an untracked device, before
     if not any(r.get("device_id") == device_id for r in listing.get("devices", [])):
-        found = lookup(cfg, device_id)
-        refusal, held = _untracked_refusal(cfg, device_id, found), found.held
+        before = lookup(cfg, device_id)
+        refusal = _untracked_refusal(cfg, device_id, before)
         if refusal is not None:
             return _error(refusal)
     body = request(link, "POST", f"/devices/{device_id}/release")
@@ -184,7 +194,9 @@ def cmd_release(args: argparse.Namespace) -> int:
             restored = f", overwrite_ip restored to {_null(body.get('original_overwrite_ip'))}"
         print(f"device {device_id}: released{restored}; no longer tracked")
         return 0
-    print(f"device {device_id}: {_untracked_outcome(cfg, lookup(cfg, device_id), held)}")
+    after = lookup(cfg, device_id)
+    known = bool(body.get("original_recorded") or body.get("journal_original"))
+    print(f"device {device_id}: {_untracked_outcome(cfg, before, after, known)}")
     return 0
 
 
@@ -208,9 +220,10 @@ def _untracked_refusal(cfg: Config, device_id: int, found: Lookup) -> str | None
     return None
 
 
-def _untracked_outcome(cfg: Config, after: Lookup, held: tuple[str | None] | None) -> str:
-    """What releasing an untracked device did, from LibreNMS as it is now (`held`: the
-    original its LibreNMS component held before)."""
+def _untracked_outcome(cfg: Config, before: Lookup | None, after: Lookup, known: bool) -> str:
+    """What releasing an untracked device did, from LibreNMS before and after, as the log says
+    it: "restored overwrite_ip 198.51.100.7 (was 127.0.0.50)", and where the original came from:
+    its LibreNMS component (read before), else the event journal's last (`known`), else null."""
     if after.exists is None:
         return f"released (LibreNMS cannot be asked what it holds now: {after.error})"
     if after.exists is False:
@@ -218,15 +231,20 @@ def _untracked_outcome(cfg: Config, after: Lookup, held: tuple[str | None] | Non
     if after.overwrite_ip == cfg.unsupervised_ip:
         why = " (DRY_RUN: nothing is written)" if cfg.dry_run else ""
         return f"released, but it is still on UNSUPERVISED_IP {cfg.unsupervised_ip}{why}"
+    was = before.overwrite_ip if before is not None and before.exists else None
+    if was != cfg.unsupervised_ip:  # LibreNMS could not be asked before: say what it holds
+        return f"was not tracked; its overwrite_ip is now {_null(after.overwrite_ip)}"
+    done = f"was not tracked; restored overwrite_ip {_null(after.overwrite_ip)} (was {was})"
+    held = before.held if before is not None else None
     if held is not None and after.overwrite_ip == held[0]:
-        shown = _null(held[0])
-        return f"was not tracked; overwrite_ip restored to {shown}, from its LibreNMS component"
-    if after.overwrite_ip is None:
-        return (
-            "was not tracked; overwrite_ip restored to null: its original was unknown, "
-            "so LibreNMS reaches it by its hostname again"
-        )
-    return f"was not tracked; its overwrite_ip is {after.overwrite_ip}, left as it was"
+        return f"{done}, its original from its LibreNMS component"
+    if known:
+        return f"{done}, its original from the event journal"
+    return (
+        f"{done}: its original was unknown, so LibreNMS reaches it by its hostname again"
+        if after.overwrite_ip is None
+        else done
+    )
 
 
 def _wait_until_forgotten(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from alert_handler.config import Config, ConfigError, parse, unknown_key_warnings
 from alert_handler.unsupervised import unsupervised_ip_warning
@@ -45,6 +46,14 @@ def _file_values(env_file: str | None) -> dict[str, str | None]:
             raise ConfigError(where, f"{path} is not UTF-8 text") from None
         except OSError as exc:
             raise ConfigError(where, f"{path} cannot be read ({exc.strerror or exc})") from None
+        bad = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
+        if bad:  # refused, not skipped: the line may be a setting someone believes is set
+            lines = ", ".join(str(n) for n in bad)
+            raise ConfigError(
+                where,
+                f"{path} line{'s' if len(bad) > 1 else ''} {lines} cannot be read: each line is "
+                "NAME=value, a comment (#) or empty",
+            )
         _read[key] = dict(dotenv_values(stream=io.StringIO(text)))
     return _read[key]
 

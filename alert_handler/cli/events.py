@@ -14,10 +14,12 @@ from typing import Any
 
 from alert_handler.cli.env import load_config
 from alert_handler.cli.output import device_id_arg
+from alert_handler.cli.usage import non_negative_int
 from alert_handler.core.alerts import log_safe
-from alert_handler.core.times import from_iso, span
+from alert_handler.core.times import from_iso, iso, span
 from alert_handler.events.history import Episode, episodes
 from alert_handler.events.journal import Event, EventType
+from alert_handler.events.place import journal_path
 from alert_handler.events.reader import Follower, read_events
 from alert_handler.events.signing import new_secret
 
@@ -40,13 +42,18 @@ def parse_since(text: str, now: float) -> float:
     return when
 
 
+def since_arg(text: str) -> float:
+    """argparse type for `--since`: a bad value is a usage mistake (exit 2)."""
+    return parse_since(text, time.time())
+
+
 def duration_text(seconds: float | None) -> str:
     """A duration as `core.times.span` shows it; `-` for None."""
     return "-" if seconds is None else span(seconds)
 
 
 def _journal(args: argparse.Namespace) -> Path:
-    return Path(load_config(args).events_path())
+    return journal_path(load_config(args))
 
 
 def _in_window(episode: Episode, since: float | None) -> bool:
@@ -82,14 +89,14 @@ def history_table(found: list[Episode]) -> str:
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the episodes in the journal: start, end, duration, attempts, outcome."""
     path = _journal(args)
-    since = parse_since(args.since, time.time()) if args.since else None
+    since: float | None = args.since
     events = (e for e in read_events(path) if args.device is None or e.device_id == args.device)
     found = [e for e in episodes(events) if _in_window(e, since)]
     if args.json:
         print(json.dumps([e.as_dict() for e in found], indent=2))
         return 0
     if not found:
-        print(f"no episodes in {path}" + (f" since {args.since}" if args.since else ""))
+        print(f"no episodes in {path}" + (f" since {iso(since)}" if since else ""))
         return 0
     print(history_table(found))
     return 0
@@ -106,8 +113,8 @@ def event_text(event: Event) -> str:
         parts.append(f"attempt={event.attempt}")
     if event.down_seconds is not None:
         parts.append(f"down={duration_text(event.down_seconds)}")
-    if event.client:
-        parts.append(f"client={event.client}")
+    if event.client and not (event.detail and event.detail.endswith(f" at {event.client}")):
+        parts.append(f"client={event.client}")  # unless the detail names it already
     if event.level:
         parts.append(f"level={event.level}")
     if event.detail:
@@ -169,7 +176,11 @@ def add_event_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         description="Start, end, duration, attempts and outcome of each episode.",
     )
     p.add_argument("--device", type=device_id_arg, help="only this device")
-    p.add_argument("--since", help="only episodes ending after this: 7d, 12h, 30m, ISO time")
+    p.add_argument(
+        "--since",
+        type=since_arg,
+        help="only episodes ending after this: 7d, 12h, 30m, ISO time (default: all)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_history)
     p = sub.add_parser(
@@ -178,7 +189,9 @@ def add_event_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         help="the event journal's last events (--follow: and new ones)",
         description="One event a line; --json prints the journal's own lines.",
     )
-    p.add_argument("-n", "--lines", type=int, default=20, help="how many (0: all)")
+    p.add_argument(
+        "-n", "--lines", type=non_negative_int, default=20, help="how many (0: all; default: 20)"
+    )
     p.add_argument("--device", type=device_id_arg, help="only this device")
     p.add_argument("--follow", "-f", action="store_true", help="go on printing new events")
     p.add_argument("--json", action="store_true", help="print JSON lines")

@@ -20,6 +20,7 @@ from alert_handler.cli import commands
 from alert_handler.cli.env import load_config, setting_warnings, start_warnings
 from alert_handler.cli.logs import reopen_logs, setup_logging
 from alert_handler.cli.output import reader_left
+from alert_handler.cli.usage import Parser
 from alert_handler.config import Config, ConfigError
 from alert_handler.store.files import StateLocked
 
@@ -81,7 +82,7 @@ def serve(cfg: Config, *, env_file: str | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `alert-handler` console script."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="alert-handler",
         description="Force CPEs whose dialer port is down into 'down' in LibreNMS; recover them.",
     )
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_help = "read settings from this file instead of ./.env"
     parser.add_argument("--env-file", help=env_help)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--env-file", default=argparse.SUPPRESS, help=env_help)
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
@@ -102,9 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     names = commands.add_commands(sub, common) | {"serve"}
     words = list(sys.argv[1:] if argv is None else argv)
-    if not any(w in names or w in ("-h", "--help", "--version") for w in words):
+    guessed = not any(w in names or w in ("-h", "--help", "--version") for w in words)
+    if guessed:
         words.insert(0, "serve")  # `alert-handler [--env-file F]` is `alert-handler serve ...`
-    args = parser.parse_args(words)
+    args, extras = parser.parse_known_args(words)
+    if extras and guessed and not extras[0].startswith("-"):
+        parser.unrecognized(extras, names)  # `alert-handler stauts`: not a command
+    if extras:  # said by the command's own parser, which knows its options
+        command: Parser = sub.choices[args.command]
+        command.unrecognized(extras)
     try:
         status = int(args.func(args))
         sys.stdout.flush()  # here, where a reader that left (EPIPE) can still be handled

@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 from alert_handler.cli.env import load_config
 from alert_handler.config import Config, redact
 from alert_handler.core.records import DeviceRecord, Phase
-from alert_handler.events.digest import message
+from alert_handler.events.digest import Message, message
 from alert_handler.events.journal import EventMaker, EventType
 from alert_handler.events.kinds import target_name
+from alert_handler.events.place import journal_path
 
 OK, FAIL = "\u2714", "\u2718"
 
@@ -35,6 +35,13 @@ def sample(kind: EventType) -> str:
     return EventMaker(lambda: now).make(kind, rec, detail=detail, level="ok").to_line()
 
 
+def test_message(msg: Message) -> Message:
+    """A sample as its reader sees it: "[TEST]" before the title, and a first line of the body
+    saying that nothing happened to any device."""
+    note = "[TEST] a sample sent by `alert-handler notify-test`: no device was changed."
+    return Message(f"[TEST] {msg.title}", f"{note}\n\n{msg.body}")
+
+
 def cmd_notify_test(args: argparse.Namespace) -> int:
     """Send a sample message to every target and print each result."""
     # Imported when run: Apprise takes a second to load, which other commands do without.
@@ -47,7 +54,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
         return 1
     event = parse_line(sample(EventType(args.event)))
     assert event is not None
-    msg = message(event)
+    msg = test_message(message(event))
     failed = False
     for n, url in enumerate(cfg.notify_urls, 1):
         name = target_name(n, url)
@@ -68,7 +75,7 @@ def events_checks(cfg: Config) -> list[tuple[bool, str]]:
     from alert_handler.events.notify import valid_url
     from alert_handler.events.webhook import shown_url
 
-    path = Path(cfg.events_path())
+    path = journal_path(cfg)
     folder = path.parent
     ok = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
     lines = [(ok, f"event journal {path}: " + ("writable" if ok else f"cannot write in {folder}"))]

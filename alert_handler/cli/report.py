@@ -7,18 +7,18 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from alert_handler.cli.env import load_config
 from alert_handler.cli.events import parse_since
+from alert_handler.events.place import journal_path
 from alert_handler.events.reader import read_events
 from alert_handler.events.report import build_report, report_text
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the report of the window from --since (default 1d) until now."""
-    path = Path(load_config(args).events_path())
+    path = journal_path(load_config(args))  # an earlier events.jsonl too, before a restart
     now = time.time()
     try:
         since = parse_since(args.since, now)

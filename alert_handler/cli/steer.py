@@ -6,11 +6,15 @@ import argparse
 import json
 from typing import Any
 
-from alert_handler.cli.control import _error, request
+from alert_handler.cli.control import _error, _refused, request
 from alert_handler.cli.env import load_config
-from alert_handler.cli.link import DaemonLink
+from alert_handler.cli.guards import offline_silences
+from alert_handler.cli.link import DaemonDown, DaemonLink
 from alert_handler.cli.lookup import lookup
-from alert_handler.core.controls import ControlError, parse_duration, parse_target
+from alert_handler.cli.output import plural
+from alert_handler.cli.usage import duration_arg, silence_target_arg, usage
+from alert_handler.controls import silences_path
+from alert_handler.core.controls import parse_target
 
 
 def _ask(
@@ -22,13 +26,9 @@ def _ask(
 
 def cmd_silence(args: argparse.Namespace) -> int:
     """Keep automation away from a device (or hostname glob) for a while."""
-    try:
-        target = parse_target(args.target, allow_group=False)
-        parse_duration(args.duration)  # refused here, before the daemon is asked
-    except ControlError as exc:
-        return _error(str(exc))
+    target = parse_target(args.target, allow_group=False)  # checked by argparse
     if target.matches_everything and not args.all:
-        return _error(f"{target} matches every device: add --all to mean it")
+        return usage(args, f"{target} matches every device: add --all to mean it")
     if target.device_id is not None and not args.force:
         problem = _unknown_device(args, target.device_id)
         if problem:
@@ -42,7 +42,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     released = reply.get("released") or []
     if released:
         listed = ", ".join(str(d) for d in released)
-        print(f"restoring and forgetting {len(released)} tracked device(s): {listed}")
+        print(f"restoring and forgetting {plural(len(released), 'tracked device')}: {listed}")
     return 0
 
 
@@ -65,15 +65,26 @@ def cmd_unsilence(args: argparse.Namespace) -> int:
 
 def cmd_silences(args: argparse.Namespace) -> int:
     """List the active silences."""
-    reply = _ask(args, "GET", "/silences")
-    if isinstance(reply, int):
-        return reply
-    silences = reply.get("silences") or []
+    cfg = load_config(args)
+    link = DaemonLink(cfg)
+    try:
+        code, reply = link.call("GET", "/silences")
+    except DaemonDown:  # as `status` does: the daemon's file, read only
+        offline = offline_silences(cfg)
+        if isinstance(offline, str):
+            return _error(offline)
+        silences, source = offline, f" (from {silences_path(cfg.state_file)}: no daemon runs)"
+    else:
+        if code >= 400:
+            return _refused(code, reply)
+        silences, source = list(reply.get("silences") or []), ""
     if args.json:
         print(json.dumps(silences, indent=2))
         return 0
     if not silences:
-        print("no active silences")
+        print(f"no active silences{source}")
+    elif source:
+        print(f"{plural(len(silences), 'active silence')}{source}")
     for s in silences:
         why = f" ({s.get('reason')})" if s.get("reason") else ""
         print(f"{s.get('target')} until {s.get('until')}, set by {s.get('by')}{why}")
@@ -88,7 +99,7 @@ def _decide(args: argparse.Namespace, verb: str, done: str) -> int:
     if not devices:
         print("no device is held")
         return 0
-    print(f"{len(devices)} held device(s) {done}: {', '.join(str(d) for d in devices)}")
+    print(f"{plural(len(devices), 'held device')} {done}: {', '.join(str(d) for d in devices)}")
     return 0
 
 
@@ -112,8 +123,16 @@ def add_steer_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         description="A silenced device is not forced down; a forced-down one is restored to "
         "its original and forgotten. Persisted; ends by itself.",
     )
-    p.add_argument("target", help="a device id or a hostname glob (cpe-lab-*)")
-    p.add_argument("--for", dest="duration", required=True, help="how long: 30m, 2h, 1d, 1w")
+    p.add_argument(
+        "target", type=silence_target_arg, help="a device id or a hostname glob (cpe-lab-*)"
+    )
+    p.add_argument(
+        "--for",
+        dest="duration",
+        type=duration_arg,
+        required=True,
+        help="how long: 30m, 2h, 1d, 1w (at most 90d)",
+    )
     p.add_argument("--reason", default="", help="why (shown in status and the log)")
     p.add_argument("--all", action="store_true", help="allow a glob that matches every device")
     p.add_argument("--force", action="store_true", help="do not check that LibreNMS has the device")
@@ -121,7 +140,13 @@ def add_steer_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     p = sub.add_parser("unsilence", parents=[common], help="end a silence now")
     p.add_argument("target", help="the silenced device id or glob, as given to `silence`")
     p.set_defaults(func=cmd_unsilence)
-    p = sub.add_parser("silences", parents=[common], help="list the active silences")
+    p = sub.add_parser(
+        "silences",
+        parents=[common],
+        help="list the active silences",
+        description="From the running daemon (GET /silences), else from the silences file "
+        "beside the state file.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_silences)
     sub.add_parser(

@@ -28,6 +28,12 @@ STATE_ALERT = 1
 STATE_ACKNOWLEDGED = 2
 
 
+def counted(count: int, noun: str, nouns: str | None = None) -> str:
+    """ "1 device", "2 devices" (`nouns` when the plural is not `noun` + "s"): log lines and
+    messages say "1 device tracked", never "1 devices"."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
 def log_safe(text: str, limit: int) -> str:
     """Untrusted text made safe for one log line: control characters escaped, cut to `limit`."""
     return text.encode("unicode_escape").decode("ascii")[:limit]

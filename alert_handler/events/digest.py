@@ -62,14 +62,27 @@ def message(event: Event) -> Message:
     )
 
 
-_PHRASES = {
-    EventType.FORCED_DOWN.value: "devices forced down",
-    EventType.RECOVERED.value: "devices recovered",
-    EventType.GAVE_UP.value: "devices given up",
-    EventType.STILL_DOWN.value: "checks found devices still down",
-    EventType.RELEASED.value: "devices released",
-    EventType.ADOPTED.value: "devices adopted",
+_PHRASES = {  # (one, more than one)
+    EventType.FORCED_DOWN.value: ("device forced down", "devices forced down"),
+    EventType.RECOVERED.value: ("device recovered", "devices recovered"),
+    EventType.GAVE_UP.value: ("device given up", "devices given up"),
+    EventType.STILL_DOWN.value: (
+        "check found a device still down",
+        "checks found devices still down",
+    ),
+    EventType.RELEASED.value: ("device released", "devices released"),
+    EventType.ADOPTED.value: ("device adopted", "devices adopted"),
 }
+
+
+def _phrase(kind: str, count: int) -> str:
+    """ "1 more device forced down", "3 more devices forced down", "1 more paused event"."""
+    if kind in _PHRASES:
+        one, more = _PHRASES[kind]
+    else:
+        one = kind.replace("_", " ") + " event"
+        more = one + "s"
+    return f"{count} more {one if count == 1 else more}"
 
 
 def _window(seconds: float) -> str:
@@ -80,12 +93,11 @@ def _window(seconds: float) -> str:
 
 def digest(held: Counter[str], window: float) -> Message:
     """One message for the events held back in a window."""
-    parts = [
-        f"{count} more {_PHRASES.get(kind, kind.replace('_', ' ') + ' events')}"
-        for kind, count in held.most_common()
-    ]
+    parts = [_phrase(kind, count) for kind, count in held.most_common()]
     text = ", ".join(parts) + f" in the last {_window(window)}"
-    return Message(f"alert-handler: {sum(held.values())} more events", text[0].upper() + text[1:])
+    total = sum(held.values())
+    title = f"alert-handler: {total} more event{'' if total == 1 else 's'}"
+    return Message(title, text[0].upper() + text[1:])
 
 
 class RateLimit:

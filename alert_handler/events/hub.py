@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alert_handler.config import Config
+from alert_handler.core.alerts import counted
 from alert_handler.events.chart import DownTimeline
 from alert_handler.events.daily import DailyReport
 from alert_handler.events.emit import Emitter
@@ -81,11 +82,11 @@ class EventHub:
         self._learn(batch)
         self.journal.listen(self._on_events)
         log.info(
-            "step=events journal %s: %d events read in %.2fs, last originals of %d devices",
+            "step=events journal %s: %s read in %.2fs; it knows the original overwrite_ip of %s",
             self.path,
-            count,
+            counted(count, "event"),
             time.monotonic() - started,
-            len(self.originals),
+            counted(len(self.originals), "device"),
         )
 
     def consume(self, consumer: Callable[[list[Event]], None]) -> None:

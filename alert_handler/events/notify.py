@@ -63,7 +63,8 @@ def valid_url(url: str) -> bool:
 def send(client: Any, msg: Message) -> tuple[bool, str]:
     """Send one message; (sent, Apprise's last warning when it was not)."""
     apprise = _apprise()
-    with apprise.LogCapture(level=logging.WARNING) as captured:
+    # Apprise's message alone: the log line (or notify-test) that shows it has its own time.
+    with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
         ok = bool(client.notify(body=msg.body, title=msg.title))
     lines = [line for line in captured.getvalue().splitlines() if line.strip()]
     return ok, "" if ok else (lines[-1] if lines else "not sent")

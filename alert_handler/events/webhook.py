@@ -21,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from alert_handler.core.alerts import counted
 from alert_handler.core.times import from_iso
 from alert_handler.events.journal import Event
 from alert_handler.events.reader import Follower
@@ -257,12 +258,11 @@ class WebhookOutbox:
             return
         self._last_failure_log = now
         log.warning(
-            "step=webhook-out %s: %s for event %s (%d failed tries); retrying in %.0fs, "
-            "%d events waiting",
+            "step=webhook-out %s: %s for event %s (%s); retrying in %.0fs, %s waiting",
             shown_url(self.url),
             why,
             event.id,
-            self._failures,
+            counted(self._failures, "failed try", "failed tries"),
             wait,
-            self.depth(),
+            counted(self.depth(), "event"),
         )

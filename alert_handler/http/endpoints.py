@@ -209,6 +209,7 @@ class App(SteeringEndpoints):
         """GET /devices: the tracked devices."""
         rows = [device_row(rec) for _, rec in sorted(self.store.records().items())]
         body: dict[str, Any] = {"status": "ok", "paused": self.store.paused, "devices": rows}
+        body["storm_engaged"] = self.scheduler.admission.storm_engaged
         if self.controls is not None:
             body["silences"] = [silence_row(s) for s in self.controls.silences()]
             body["held"] = sum(1 for row in rows if row["held"])
@@ -248,6 +249,7 @@ class App(SteeringEndpoints):
             "original_recorded": rec.original_recorded,
             "first_seen": iso(rec.first_seen),
             "original_overwrite_ip": rec.original_overwrite_ip,
+            "journal_original": rec.knows_original,  # an untracked device's, from the journal
         }
         return self._commit(version, body)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from alert_handler.controls import Controls, silence_row
 from alert_handler.core import controls as controls_mod
-from alert_handler.core.alerts import BadPayload, log_safe
+from alert_handler.core.alerts import BadPayload, counted, log_safe
 from alert_handler.core.controls import ControlError, parse_duration, parse_target
 from alert_handler.core.times import iso
 from alert_handler.scheduler import Scheduler
@@ -61,12 +61,12 @@ class SteeringEndpoints:
         let_go = controls.sweep(self.store)
         self._journal(f"silence {target} for {fields.get('for')}", client)
         log.warning(
-            "step=silence %s silenced until %s by %s%s; %d tracked devices let go",
+            "step=silence %s silenced until %s by %s%s; %s let go",
             target,
             iso(silence.until),
             client,
             f" ({reason})" if reason else "",
-            len(let_go),
+            counted(len(let_go), "tracked device"),
         )
         if let_go:
             self.scheduler.wake()
@@ -101,8 +101,8 @@ class SteeringEndpoints:
         ids, version = self.scheduler.admission.decide_held(
             lambda rec: controls_mod.confirm(rec, now), lambda _decision: []
         )
-        self._journal(f"confirm {len(ids)} held devices", client)
-        log.warning("step=confirm %d held devices confirmed by %s: forcing down", len(ids), client)
+        if self._decided("confirm", ids, client):
+            log.warning("step=confirm %s confirmed by %s: forcing down", _held(ids), client)
         return self._commit(version, {"status": "confirmed", "devices": ids})
 
     def discard(self, client: str) -> Reply:
@@ -113,9 +113,21 @@ class SteeringEndpoints:
         ids, version = self.scheduler.admission.decide_held(
             lambda rec: controls_mod.discard(rec, now), lambda _decision: []
         )
-        self._journal(f"discard {len(ids)} held devices", client)
-        log.warning("step=confirm %d held devices discarded by %s", len(ids), client)
+        if self._decided("discard", ids, client):
+            log.warning("step=confirm %s discarded by %s", _held(ids), client)
         return self._commit(version, {"status": "discarded", "devices": ids})
+
+    def _decided(self, verb: str, ids: list[int], client: str) -> bool:
+        """Journal and log a confirm or discard, each device on its own `device=N` line; with
+        nothing held, one INFO line and no event (nothing happened). Whether anything was."""
+        if not ids:
+            log.info("step=confirm %s by %s: no device is held, nothing to do", verb, client)
+            return False
+        self._journal(f"{verb} {_held(ids)}", client)
+        done = "confirmed: forcing down" if verb == "confirm" else "discarded"
+        for device_id in ids:
+            log.info("device=%d step=confirm %s by %s", device_id, done, client)
+        return True
 
     def _journal(self, what: str, client: str) -> None:
         """Record an operator's steering action as an event (durable before the reply)."""
@@ -140,3 +152,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadPayload("the body is not a JSON object")
     return data
+
+
+def _held(ids: list[int]) -> str:
+    """ "1 held device", "3 held devices"."""
+    return f"{len(ids)} held device{'' if len(ids) == 1 else 's'}"

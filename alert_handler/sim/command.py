@@ -6,6 +6,7 @@ them) and its `--flip`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import secrets
 import shlex
 import signal
 import sys
+import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,11 +105,37 @@ def simulator_env(sim_url: str, token: str, daemon_port: int, folder: Path) -> d
     }
 
 
-def _write_env(path: Path, env: dict[str, str]) -> None:
-    """The settings as an env file, mode 0600 (it holds the tokens)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write("".join(f"{k}={v}\n" for k, v in env.items()))
+class EnvFileExists(Exception):
+    """--write-env names a file that exists, and --force was not given."""
+
+
+def _write_env(path: Path, env: dict[str, str], *, force: bool = False) -> Path | None:
+    """The settings as an env file, mode 0600 (it holds the tokens), written whole or not at
+    all. An existing file is refused (EnvFileExists) unless `force`; then it is first copied
+    to `<name>.bak-<UTC time>` (mode 0600 too), which is returned."""
+    backup = None
+    if path.exists() or path.is_symlink():
+        if not force:
+            raise EnvFileExists(path)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        backup = path.with_name(f"{path.name}.bak-{stamp}")
+        with path.open("rb") as old:
+            data = old.read()
+        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask or a leftover file said
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("".join(f"{k}={v}\n" for k, v in env.items()))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return backup
 
 
 def _guide(sim: Simulator, args: argparse.Namespace, token: str, env: dict[str, str]) -> str:
@@ -189,15 +217,29 @@ def simulator_command(args: argparse.Namespace) -> int:
         )
         return 1
     env = simulator_env(sim.url, token, args.daemon_port, Path.cwd())
+    backup = None
     if args.write_env:
         try:
-            _write_env(Path(args.write_env), env)
+            backup = _write_env(Path(args.write_env), env, force=args.force)
+        except EnvFileExists:
+            sim.stop()
+            print(
+                f"alert-handler: {args.write_env} exists; not overwritten (--force replaces it "
+                "and keeps a copy as <name>.bak-<UTC time>)",
+                file=sys.stderr,
+            )
+            return 1
         except OSError as exc:
             sim.stop()
-            print(f"alert-handler: cannot write {args.write_env}: {exc}", file=sys.stderr)
+            print(
+                f"alert-handler: cannot write {args.write_env}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
             return 1
     runner = _alert_runner(sim, args, env)
     print(_guide(sim, args, token, env), flush=True)
+    if backup is not None:
+        print(f"(the old {args.write_env} is kept as {backup})", flush=True)
     if runner is not None:
         runner.start()
     try:
@@ -232,7 +274,11 @@ def flip_command(args: argparse.Namespace) -> int:
     simulator; 0 when it took the change."""
     raw_id, ifname, status = args.flip
     if not raw_id.isdigit():
-        print(f"alert-handler: --flip: device id must be a number, got {raw_id!r}", file=sys.stderr)
+        print(
+            f"alert-handler simulator: --flip: the device id must be a number, got {raw_id!r}; "
+            "see `alert-handler simulator --help`",
+            file=sys.stderr,
+        )
         return 2
     host = f"[{args.host}]" if ":" in args.host else args.host
     root = f"http://{host}:{args.port}"

@@ -24,8 +24,7 @@ from pathlib import Path
 
 from alert_handler import daemon as daemon_mod
 from alert_handler.cli.logs import setup_logging, stop_logging
-from alert_handler.config import parse
-from alert_handler.core.records import Phase
+from alert_handler.config import ConfigError, parse
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator, demo_fleet
 
 
@@ -33,13 +32,67 @@ def _say(text: str) -> None:
     print(f"\n=== {text}", file=sys.stderr, flush=True)
 
 
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+def shortest(interval: float) -> float:
+    """The shortest `--seconds` that can show a recovery: start-up, a force-down and three
+    recovery attempts (the last two bring the CPEs back), with a margin."""
+    return 4 * interval + 5
+
+
+class _ForcedDown(logging.Handler):
+    """Brings a CPE's port back at the right moment of the story: just after the log line of
+    its Nth force-down, in the thread that wrote it, before that thread goes on. Its next
+    check is then RECOVERY_INTERVAL_SEC away and certain to see the port up, and the narration
+    ("port2 of CPE 104 comes back") is written between that line and the check's, never
+    before a line about an earlier check, however busy the machine."""
+
+    def __init__(self, sim: Simulator) -> None:
+        super().__init__(logging.INFO)
+        self.sim = sim
+        self.counts: dict[int, int] = {}
+        self.plan: dict[int, int] = {}  # device -> the force-down after which its port is up
+        self.flipped: set[int] = set()
+        self._guard = threading.Lock()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """As logging.Handler.handle, without holding the handler's lock around `emit`: the
+        simulator may log while it holds its own lock, which `emit` takes to flip a port."""
+        if self.filter(record):
+            self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if not (text.startswith("device=") and "-> forced down " in text):
+            return
+        device = int(text.split(" ", 1)[0].removeprefix("device="))
+        with self._guard:
+            self.counts[device] = self.counts.get(device, 0) + 1
+            due = self.plan.get(device) == self.counts[device]
+            if due:
+                self.flipped.add(device)
+        if due:
+            self.sim.set_link(device, "port2", "up")
+            _say(f"port2 of CPE {device} comes back")
+
+    def bring_back(self, device_id: int, after: int | None = None) -> None:
+        """Bring the port up after the device's `after`th force-down (None: its next one)."""
+        with self._guard:
+            self.plan[device_id] = self.counts.get(device_id, 0) + 1 if after is None else after
+
+
+class _Clock:
+    """The demo's deadline (`--seconds`): every wait ends by then."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def wait(self, condition: Callable[[], bool]) -> bool:
+        while time.monotonic() < self.deadline:
+            if condition():
+                return True
+            time.sleep(0.05)
+        return condition()
 
 
 def _null(value: str | None) -> str:
@@ -50,7 +103,8 @@ def _null(value: str | None) -> str:
 def run_demo(
     seconds: float = 90.0, interval: float = 5.0, workdir: str | None = None, keep: bool = False
 ) -> int:
-    """Run the scripted demo; 0 when every device ends on its original overwrite_ip. The
+    """Run the scripted demo; 0 when every device ends on its original overwrite_ip, 1 when
+    `seconds` ran out first (`shortest(interval)` is enough on an idle machine). The
     temporary folder (not a given `workdir`) is removed at the end unless `keep`."""
     folder = Path(workdir or tempfile.mkdtemp(prefix="alert-handler-demo-"))
     try:
@@ -71,6 +125,13 @@ def _close_log_files() -> None:
 
 
 def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
+    clock = _Clock(seconds)
+    print(
+        "=== alert-handler demo: a stand-in LibreNMS with four CPEs and the daemon, both on this "
+        f"machine; it ends within {seconds:g} s (--seconds)",
+        file=sys.stderr,
+        flush=True,
+    )
     sim = Simulator()
     demo_fleet(sim)
     sim.set_link(102, "port2", "down")
@@ -90,8 +151,17 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
         "LISTEN_PORT": "0",
         "WEBHOOK_TOKEN": token,
     }
-    cfg = parse(env)
+    try:
+        cfg = parse(env)
+    except ConfigError as exc:
+        sim.stop()
+        print(f"alert-handler demo: {exc}", file=sys.stderr)
+        return 2
     setup_logging(cfg)
+    forced = _ForcedDown(sim)
+    for device_id in (101, 102):  # each just after its first attempt forced it down again
+        forced.bring_back(device_id, after=2)
+    logging.getLogger().addHandler(forced)  # after the writers: it sees a line once written
     originals = {d: sim.device(d)["overwrite_ip"] for d in (101, 102, 103, 104)}
     daemon = daemon_mod.build(cfg)
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -108,7 +178,7 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
         _say('LibreNMS posts "Port2 down" alerts for CPEs 101, 102, 103 (stale), 104')
         for device_id in (101, 102, 103, 104):
             sim.send_alert(webhook, device_id, headers=auth)
-        _wait(lambda: all(sim.device(d)["overwrite_ip"] == unsup for d in (101, 102, 104)), 10)
+        clock.wait(lambda: all(sim.device(d)["overwrite_ip"] == unsup for d in (101, 102, 104)))
         _say('LibreNMS polls the forced-down CPEs: they go down and it alerts "Device Down"')
         for device_id in (101, 102, 104):
             sim.poll(device_id)
@@ -116,28 +186,22 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
                 webhook, device_id, rule="Device Down! Due to no ICMP response.", headers=auth
             )
         _say("the CPEs are still down: the first recovery attempt forces them down again")
-        _wait(
-            lambda: all(
-                r.attempts >= 1 and r.phase is Phase.DOWN for r in daemon.store.records().values()
-            ),
-            interval * 3,
-        )
-        _say("port2 of CPEs 101 and 102 comes back")
-        sim.set_link(101, "port2", "up")
-        sim.set_link(102, "port2", "up")
-        _wait(lambda: daemon.store.get(101) is None and daemon.store.get(102) is None, interval * 3)
-        _say("port2 of CPE 104 comes back")
-        sim.set_link(104, "port2", "up")
-        _wait(lambda: daemon.store.count() == 0, max(interval * 3, seconds - interval * 6))
-        _say("Result: every CPE back on its own overwrite_ip")
+        clock.wait(lambda: daemon.store.get(101) is None and daemon.store.get(102) is None)
+        forced.bring_back(104)  # one round later
+        clock.wait(lambda: daemon.store.count() == 0)
         ok = daemon.store.count() == 0
+        if ok:
+            _say("Result: every CPE back on its own overwrite_ip")
+        else:
+            _say(f"Result: time is up after {clock.seconds:g} s (--seconds), not every CPE is back")
         for device_id, original in originals.items():
             final = sim.device(device_id)["overwrite_ip"]
             good = final == original
             ok &= good
+            verdict = "OK" if good else ("still down" if final == unsup else "WRONG")
             print(
                 f"  device {device_id}: original overwrite_ip {_null(original):14} "
-                f"now {_null(final):14} {'OK' if good else 'WRONG'}",
+                f"now {_null(final):14} {verdict}",
                 file=sys.stderr,
             )
         count = len(sim.patches())
@@ -147,6 +211,7 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
     finally:
         signals.put(signal.SIGTERM)
         runner.join(30)
+        logging.getLogger().removeHandler(forced)
         sim.stop()
     _say("demo " + ("succeeded" if ok else "FAILED"))
     return 0 if ok else 1

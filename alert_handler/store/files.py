@@ -248,6 +248,14 @@ def read_lock(state_path: Path) -> LockHolder | None:
     return LockHolder(pid, url)
 
 
+def _holder_text(raw: bytes) -> str:
+    """The lock file's lines as one line of a message: "pid 21312, at http://..."."""
+    lines = [line.strip() for line in raw.decode("ascii", "replace").splitlines()]
+    pid = lines[0] if lines and lines[0].isdigit() else "unknown"
+    url = lines[1] if len(lines) > 1 and lines[1].startswith(("http://", "https://")) else None
+    return f"pid {pid}" + (f", listening at {url}" if url and url.isprintable() else "")
+
+
 class StateLock:
     """An advisory flock on `<state file>.lock`, held for the life of the process.
 
@@ -265,10 +273,10 @@ class StateLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            holder = _holder_text(os.read(fd, 4096))
             os.close(fd)
             raise StateLocked(
-                f"{self.path.with_suffix('')} is in use by another alert-handler (pid {holder})"
+                f"{self.path.with_suffix('')} is in use by another alert-handler ({holder})"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

@@ -100,7 +100,8 @@ def test_release_of_an_untracked_device_takes_the_original_librenms_holds(
     released = cli(tmp_path, "release", "9")
     assert released.returncode == 0, released.stderr
     assert released.stdout.strip() == (
-        "device 9: was not tracked; overwrite_ip restored to 10.0.0.9, from its LibreNMS component"
+        "device 9: was not tracked; restored overwrite_ip 10.0.0.9 (was 127.0.0.50), its "
+        "original from its LibreNMS component"
     )
     assert sim.patches(9)[-1] == (9, "10.0.0.9") and sim.components() == {}
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("device=9 step=")]

@@ -31,6 +31,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Imported when run, for the reason given in cmd_check.
     from alert_handler.sim.demo import run_demo
 
+    if args.lab:
+        from alert_handler.sim.labdemo import run_lab_demo
+
+        return run_lab_demo(
+            seconds=max(args.seconds, 120.0), interval=args.interval, keep=args.keep
+        )
     return run_demo(seconds=args.seconds, interval=args.interval, keep=args.keep)
 
 
@@ -41,6 +47,10 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
     if args.flip:
         return flip_command(args)
+    if args.lab:
+        from alert_handler.sim.labdemo import lab_simulator_command
+
+        return lab_simulator_command(args)
     return simulator_command(args)
 
 
@@ -104,6 +114,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     p.add_argument("--seconds", type=float, default=90.0, help="give up after this long")
     p.add_argument("--interval", type=float, default=5.0, help="RECOVERY_INTERVAL_SEC to use")
     p.add_argument("--keep", action="store_true", help="keep the demo's state and log files")
+    p.add_argument(
+        "--lab", action="store_true", help="poll real CPEs over ICMP and SNMP (root; docs/lab.md)"
+    )
     p.set_defaults(func=cmd_demo)
     add_simulator(sub)
     names = {"check", "status", "release", "track", "pause", "resume", "demo", "simulator"}
@@ -131,5 +144,13 @@ def add_simulator(sub: Any) -> None:
         nargs=3,
         metavar=("ID", "IFNAME", "STATUS"),
         help="set a port of the running simulator up or down (LibreNMS sees it at the next poll)",
+    )
+    p.add_argument(
+        "--lab",
+        type=int,
+        metavar="N",
+        choices=range(1, 251),
+        help="N real CPEs (1-250) in network namespaces, polled over ICMP and SNMP (root; "
+        "docs/lab.md)",
     )
     p.set_defaults(func=cmd_simulator)

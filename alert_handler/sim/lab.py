@@ -275,6 +275,8 @@ class Lab:
                 f"rwcommunity {self.write_community} {self.gateway} {NS_CACHE_TIMEOUT}\n"
                 f"sysName cpe-{cpe.index}\n"
                 "sysDescr alert-handler lab CPE\n"
+                "interface_fadeout 0\n"  # a deleted link leaves the ifTable (default: 300 s)
+                "interface_replace_old yes\n"  # one recreated under its name replaces the old
             )
             env = {
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -351,6 +351,11 @@ class Simulator:
         with self._lock:
             return replace(self._find_port(device_id, ifname))
 
+    def ports(self, device_id: int) -> list[SimPort]:
+        """Copies of the device's current (not deleted) ports, in ifIndex order."""
+        with self._lock:
+            return [replace(p) for p in self._db.device_ports(device_id)]
+
     def _find_port(self, device_id: int, ifname: str) -> SimPort:
         for port in self._db.ports_by_device.get(device_id, ()):
             if port.ifName == ifname and not port.deleted:

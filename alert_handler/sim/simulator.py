@@ -248,11 +248,17 @@ class Simulator:
         self.unsupervised_ip = lab.dark
 
     def add_lab_device(
-        self, device_id: int, cpe_index: int, *, hostname: str | None = None
+        self,
+        device_id: int,
+        cpe_index: int,
+        *,
+        hostname: str | None = None,
+        forced_down: bool = False,
     ) -> None:
         """A device for the lab's CPE `cpe_index`: by default its hostname is its address
         (overwrite_ip null); given a `hostname` (use .invalid names: never resolved), its
-        overwrite_ip is the address. Its ports are what a first real poll finds."""
+        overwrite_ip is the address. Its ports are what a first real poll finds; `forced_down`
+        then points its overwrite_ip at the lab's dark address."""
         if self.lab is None:
             raise RuntimeError("use_lab() first")
         cpe = self.lab.cpe(cpe_index)
@@ -269,6 +275,9 @@ class Simulator:
         code, output = self.poll_device(device_id)
         if code != 0:
             raise RuntimeError(f"lab CPE {cpe_index} does not answer its first poll: {output}")
+        if forced_down:
+            with self._lock:
+                self._db.devices[device_id]["overwrite_ip"] = self.lab.dark
 
     def set_group(self, name: str, device_ids: set[int]) -> None:
         """Create or replace a LibreNMS device group with these members."""

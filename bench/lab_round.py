@@ -34,17 +34,25 @@ from alert_handler.sim.realpoll import RealPoller
 from alert_handler.sim.simulator import Simulator
 
 
-def timed_lab(n: int) -> tuple[float, float]:
-    """(seconds to build, seconds to remove) a lab of `n` CPEs."""
+def timed_lab(n: int) -> tuple[float, float, float]:
+    """(seconds to build, seconds to remove, MiB resident per agent) a lab of `n` CPEs."""
     lab = Lab(n)
     started = time.monotonic()
+    rss: list[float] = []
     try:
         lab.up()
         built = time.monotonic() - started
+        for cpe in lab.cpes:
+            if cpe.agent is not None:
+                status = Path(f"/proc/{cpe.agent.pid}/status").read_text()
+                kib = next(
+                    line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")
+                )
+                rss.append(int(kib) / 1024)
     finally:
         started = time.monotonic()
         lab.down()
-    return built, time.monotonic() - started
+    return built, time.monotonic() - started, statistics.median(rss) if rss else 0.0
 
 
 def poll_costs(repeat: int) -> None:
@@ -155,8 +163,12 @@ def main() -> int:
         flush=True,
     )
     for n in sorted({3, args.cpes}):
-        built, removed = timed_lab(n)
-        print(f"RESULT lab of {n} CPEs: up {built:.2f} s, down {removed:.2f} s", flush=True)
+        built, removed, rss = timed_lab(n)
+        print(
+            f"RESULT lab of {n} CPEs: up {built:.2f} s, down {removed:.2f} s, "
+            f"{rss:.1f} MiB resident per agent",
+            flush=True,
+        )
     poll_costs(3 if args.quick else 10)
     with tempfile.TemporaryDirectory(prefix="bench-lab-round-") as tmp:
         pretend_dir = Path(tmp) / "pretend"

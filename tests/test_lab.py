@@ -24,7 +24,7 @@ from alert_handler.core.machine import Action, Reason
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.steps import Ports, StepReport, run_step
 from alert_handler.poll import make_poller
-from alert_handler.sim.lab import LAB_NET, Lab, host_snapshot
+from alert_handler.sim.lab import LAB_NET, Lab, host_snapshot, without_other_labs
 from alert_handler.sim.realpoll import RealPoller, sendable
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 from tests.conftest import StartDaemon, alert_body, base_env, overwrite, wait_for
@@ -69,6 +69,7 @@ def test_the_lab_builds_real_cpes_and_leaves_nothing_behind(tmp_path: Path) -> N
     lab = Lab(3, workdir=tmp_path)
     try:
         lab.up()
+        subnet = lab.subnet
         during = host_snapshot()
         lab.assert_blackholed()
         assert f"blackhole {LAB_NET} metric {lab.metric} " in "\n".join(during["routes"]) + " "
@@ -82,7 +83,9 @@ def test_the_lab_builds_real_cpes_and_leaves_nothing_behind(tmp_path: Path) -> N
     finally:
         lab.down()
     # Namespace deletion is asynchronous: down() waits for the links; the rest must match too.
-    wait_for(lambda: host_snapshot() == before, 30, "the host to be as before the lab")
+    # Labs of other test workers may come and go meanwhile: what they own is left out.
+    mine = partial(without_other_labs, subnet=subnet)
+    wait_for(lambda: mine(host_snapshot()) == mine(before), 30, "the host as before the lab")
     lab.down()  # twice is harmless
 
 
@@ -321,3 +324,34 @@ def test_simulator_lab_refuses_without_root(capsys: pytest.CaptureFixture[str]) 
                 os.seteuid(0)
         assert "--lab needs root" in capsys.readouterr().err
     assert codes == [2, 2]
+
+
+def test_the_before_and_after_comparison_leaves_out_only_other_labs() -> None:
+    """No root needed: labs of other test workers are left out of the comparison, this lab's
+    leftovers and everything else of the host are not."""
+    snapshot = {
+        "links": ["eth0", "ahl03br", "ahl03u1", "ahl0cu7", "ahl0cbr"],
+        "routes": [
+            "default via 192.0.2.1 dev eth0",
+            "blackhole 198.18.0.0/15 metric 4000000003",
+            "blackhole 198.18.0.0/15 metric 4000000012",
+            "198.18.12.0/24 dev ahl0cbr proto kernel scope link src 198.18.12.1",
+            "fe80::/64 dev ahl0cu7 proto kernel metric 256 pref medium",
+            "blackhole 198.19.3.254",
+        ],
+        "netns": ["ahl-3-1", "ahl-12-lan", "other"],
+        "processes": [
+            "7 /usr/sbin/snmpd -f udp:198.18.12.8:161",
+            "8 /usr/sbin/snmpd udp:198.18.3.2:161",
+        ],
+    }
+    assert without_other_labs(snapshot, 3) == {
+        "links": ["eth0", "ahl03br", "ahl03u1"],
+        "routes": [
+            "default via 192.0.2.1 dev eth0",
+            "blackhole 198.18.0.0/15 metric 4000000003",
+            "blackhole 198.19.3.254",
+        ],
+        "netns": ["ahl-3-1", "other"],
+        "processes": ["8 /usr/sbin/snmpd udp:198.18.3.2:161"],
+    }

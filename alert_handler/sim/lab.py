@@ -459,10 +459,18 @@ def _host_links() -> set[str]:
 
 
 def _free_subnet() -> int:
-    """The lowest X with no route to 198.18.X.0/24 (under the lab lock)."""
+    """The next X after the last one handed out with no route to 198.18.X.0/24 (under the lab
+    lock): a subnet is used again only after every other one, so the names of a lab that just
+    went are not taken at once by the next (tests compare the host before and after)."""
     used = {int(m) for m in _SUBNET_RE.findall(_run(["ip", "-4", "route", "show"]))}
-    for x in range(1, 255):
+    try:
+        last = int(_LOCK_FILE.read_text().strip() or 0)
+    except (OSError, ValueError):
+        last = 0
+    for step in range(1, 255):
+        x = (last + step - 1) % 254 + 1
         if x not in used:
+            _LOCK_FILE.write_text(f"{x}\n")
             return x
     raise LabError("every 198.18.X.0/24 is in use")
 
@@ -476,6 +484,31 @@ def _locked() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_MARKS = (
+    re.compile(r"\bahl([0-9a-f]{2})(?:br|u\d+)\b"),
+    re.compile(r"\bahl-(\d+)-"),
+    re.compile(r"\b198\.1[89]\.(\d+)\."),
+    re.compile(r"\bmetric 4(\d{9})\b"),
+)
+
+
+def _lab_of(entry: str) -> set[int]:
+    """The subnets of the labs an entry of `host_snapshot` names (empty: no lab's)."""
+    found: set[int] = set()
+    for number, mark in enumerate(_MARKS):
+        for value in mark.findall(entry):
+            found.add(int(value, 16) if number == 0 else int(value))
+    return found
+
+
+def without_other_labs(snapshot: dict[str, list[str]], subnet: int) -> dict[str, list[str]]:
+    """`snapshot` without what other labs (built by other processes meanwhile) own."""
+    return {
+        kind: [e for e in entries if not (marks := _lab_of(e)) or subnet in marks]
+        for kind, entries in snapshot.items()
+    }
 
 
 def host_snapshot() -> dict[str, list[str]]:

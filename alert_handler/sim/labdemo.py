@@ -98,7 +98,9 @@ def _guide(
 ) -> str:
     root = sim.url.removesuffix(API_PREFIX)
     here = f" --port {root.rsplit(':', 1)[1]}"
-    ah = f"alert-handler --env-file {shlex.quote(args.write_env or 'simulator.env')}"
+    env_file = args.write_env or "simulator.env"
+    ah = f"alert-handler --env-file {shlex.quote(env_file)}"
+    saved = f"written to {env_file}" if args.write_env else f"to save as {env_file}"
     lines = [
         f"LibreNMS simulator at {sim.url}, polling a lab of {len(ids)} real CPEs",
         f"(lab: 198.18.{lab.subnet}.0/24 on bridge {lab.bridge}; UNSUPERVISED_IP {lab.dark} "
@@ -116,14 +118,17 @@ def _guide(
         )
     lines += [
         "",
-        "Settings for a daemon on this host:",
+        f"Settings for a daemon on this host, {saved}:",
         *(f"  {k}={v}" for k, v in env.items()),
         "",
-        "Pull port2's cable, and plug it back (LibreNMS sees it at the next poll):",
-        f"  alert-handler simulator{here} --flip 101 port2 down",
-        f"  alert-handler simulator{here} --flip 101 port2 up",
-        f"or by hand: ip -n {lab.cpe(1).netns} link set port2 down   (admin down)",
+        "Then, each in its own terminal:",
+        f"  {ah}                    # the daemon",
+        f"  alert-handler simulator{here} --flip 101 port2 down   # pull port2's cable",
         f"  {ah} track 101          # force 101 down as an alert would",
+        f"  {ah} status             # 101 forced down (overwrite_ip {lab.dark})",
+        f"  alert-handler simulator{here} --flip 101 port2 up     # plug it back in",
+        f"  {ah} status             # within RECOVERY_INTERVAL_SEC: 101 restored, forgotten",
+        f"Or by hand, as root: ip -n {lab.cpe(1).netns} link set port2 down   (admin down)",
         "",
         "Ctrl-C stops the simulator and removes the lab.",
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -27,7 +28,14 @@ from alert_handler.poll import make_poller
 from alert_handler.sim.lab import LAB_NET, Lab, host_snapshot, without_other_labs
 from alert_handler.sim.realpoll import RealPoller, sendable
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
-from tests.conftest import StartDaemon, alert_body, base_env, overwrite, wait_for
+from tests.conftest import (
+    StartDaemon,
+    alert_body,
+    base_env,
+    installed_cli,
+    overwrite,
+    wait_for,
+)
 from tests.lab_support import host_snmp_listeners, lab_simulator, require_lab
 
 IF_OPER_PORT2 = ".1.3.6.1.2.1.2.2.1.8.3"  # port2 is ifIndex 3 (lo 1, ether1 2) on a lab CPE
@@ -355,3 +363,53 @@ def test_the_before_and_after_comparison_leaves_out_only_other_labs() -> None:
         "netns": ["ahl-3-1", "other"],
         "processes": ["8 /usr/sbin/snmpd udp:198.18.3.2:161"],
     }
+
+
+def test_demo_lab_shows_a_cpe_forced_down_polled_for_real_and_recovered(tmp_path: Path) -> None:
+    """`alert-handler demo --lab` as a new user runs it (as root): the CPEs forced down on the
+    dark address, LibreNMS's real poll getting no ping reply, the daemon's checks reading port2
+    down over SNMP, then port2 back and both CPEs on exactly their original overwrite_ip; the
+    lab is gone afterwards."""
+    require_lab()
+    before = host_snapshot()
+    done = subprocess.run(
+        [*installed_cli(), "demo", "--lab"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "poll exit 6, status down (icmp)" in out
+    assert "step=check port=port2 status=down poll_exit=0" in out
+    assert "restored overwrite_ip null, port2 is up: recovered" in out
+    assert "=== demo succeeded" in out
+    assert out.count(" OK\n") == 2
+    subnet = int(out.split("198.18.")[1].split(".")[0])
+    mine = partial(without_other_labs, subnet=subnet)
+    wait_for(lambda: mine(host_snapshot()) == mine(before), 30, "the host as before the demo")
+
+
+def test_the_lab_round_benchmark_runs() -> None:
+    """bench/lab_round.py --quick runs and prints each of its figures."""
+    require_lab()
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parent.parent / "bench" / "lab_round.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for figure in (
+        "RESULT lab of 3 CPEs: up ",
+        "RESULT real poll, healthy CPE: ",
+        "RESULT real poll, forced down on the dark address ",
+        "RESULT real poll, forced down on 127.0.0.50: ",
+        "RESULT pretend-poll round P=4 N=3: ",
+        "RESULT real-poll round P=4 N=3: ",
+        "RESULT real ICMP and SNMP cost per attempt: ",
+    ):
+        assert any(line.startswith(figure) for line in done.stdout.splitlines()), done.stdout

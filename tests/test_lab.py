@@ -183,7 +183,8 @@ def test_the_whole_cycle_with_a_blackholed_unsupervised_ip(
     for index, device_id in ((1, 101), (2, 102)):
         lab.set_port(index, "cable_pulled")
         assert sim.poll_device(device_id)[0] == 0 and _oper(sim, device_id) == ("down", "up")
-    daemon = start_daemon(UNSUPERVISED_IP=lab.dark, RECOVERY_INTERVAL_SEC="2")
+    # CHECK_REPOLL_SEC as by default (base_env turns it off for the table simulator).
+    daemon = start_daemon(UNSUPERVISED_IP=lab.dark, RECOVERY_INTERVAL_SEC="2", CHECK_REPOLL_SEC="4")
     for device_id in originals:
         assert daemon.post(alert_body(device_id)).status_code == 202
     # LibreNMS's own poll of a forced-down CPE: its fping gets no reply from the dark address.

@@ -45,6 +45,11 @@ PORT_STATES = ("up", "admin_down", "cable_pulled")
 NS_CACHE_TIMEOUT = ".1.3.6.1.4.1.8072.1.5.3.1.2"  # NET-SNMP-AGENT-MIB::nsCacheTimeout
 CACHE_TIMEOUT_OID = NS_CACHE_TIMEOUT + ".1.3.6.1.2.1.2.2"  # ... of the ifTable
 SYS_OBJECT_ID = ".1.3.6.1.2.1.1.2.0"
+# What a lab agent serves: system, IF-MIB (ifTable, ifXTable), NET-SNMP-AGENT-MIB's cache table,
+# access control; other MIB modules only cost memory.
+AGENT_MODULES = (
+    "system_mib,sysORTable,interfaces,ifTable,ifXTable,nsCache,vacm_vars,vacm_conf,snmp_mib"
+)
 _METRIC_BASE = 4_000_000_000  # + the lab's subnet: below every real route, one per lab
 _LOCK_FILE = Path("/run/alert-handler-lab.lock")
 _SUBNET_RE = re.compile(r"^198\.18\.(\d+)\.0/24\b", re.MULTILINE)
@@ -295,6 +300,8 @@ class Lab:
                     "-C",
                     "-c",
                     str(conf),
+                    "-I",
+                    AGENT_MODULES,
                     "-Lf",
                     str(log),
                     f"udp:{cpe.address}:161",

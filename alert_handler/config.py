@@ -91,6 +91,12 @@ class Config:
     reconcile_interval_sec: float = setting(
         s.SECONDS, 300.0, WORK, "Seconds between reconciliations with LibreNMS (adopt devices "
         "left on UNSUPERVISED_IP, pick up alerts that never arrived).")
+    check_repoll_sec: int = setting(
+        s.integer(0, 600, "a whole number of seconds from 0 to 600", "seconds"), 4, WORK,
+        "When a recovery check reads the port not up, wait this long, poll and read once more "
+        "before forcing the device down again: an SNMP agent may answer from a cache older than "
+        "the port's change (net-snmp's ifTable: 3 s); keep it above the agents' cache age "
+        "(0: decide on the first read).")
 
     exclude: tuple[Target, ...] = setting(
         s.EXCLUSIONS, (), STEER, "Devices never forced down: ids, hostname globs, group:NAME "

@@ -52,6 +52,7 @@ def rules_from(cfg: Config) -> Rules:
         trigger_rules=cfg.trigger_rules,
         ack_alerts=cfg.ack_alerts,
         dry_run=cfg.dry_run,
+        check_repoll=float(cfg.check_repoll_sec),
     )
 
 
@@ -62,7 +63,8 @@ def step_limit(cfg: Config) -> float:
     backoff = 0.75 * ((1 << cfg.api_retries) - 1)  # the client: 0.5 s doubling, jitter <= 1.5
     api_call = (cfg.api_retries + 1) * cfg.api_timeout_sec + backoff
     poll = cfg.poll_timeout_sec + cfg.ssh_connect_timeout_sec
-    return poll + 6 * api_call + 60.0
+    poll = 2 * poll + cfg.check_repoll_sec if cfg.check_repoll_sec else poll  # and its re-poll
+    return poll + 7 * api_call + 60.0
 
 
 def make_api(cfg: Config, metrics: Metrics | None = None, health: Health | None = None) -> LibreNMS:

@@ -265,6 +265,7 @@ def start_daemon(
         "RECONCILE_INTERVAL_SEC": "86400",
         "CONFIRM_ABOVE": "0",  # a storm is the point here: no person to confirm it
         "STOP_TIMEOUT_SEC": "10",
+        "CHECK_REPOLL_SEC": "0",  # the table simulator has no agent cache: one read per check
     }
     env.update(settings)
     # Passed in the environment (which `alert-handler` reads like a .env file) so that no value

@@ -123,20 +123,31 @@ class Round:
         return self.seconds / self.ideal
 
 
-def run_round(workdir: Path, parallel: int, devices: int, poll: float, api_latency: float) -> Round:
+def run_round(
+    workdir: Path,
+    parallel: int,
+    devices: int,
+    poll: float,
+    api_latency: float,
+    sim: Simulator | None = None,
+    **settings: str,
+) -> Round:
     """One configuration: simulator, seeded state, daemon; wait for the round and a second
-    attempt of the first MAX_PARALLEL devices."""
+    attempt of the first MAX_PARALLEL devices. `sim`: a simulator not yet started whose devices
+    1..N are forced down with port2 down (bench/lab_round.py: real CPEs), `poll` then being what
+    one of its polls costs; `settings`: more daemon settings."""
     expected = devices * (poll + 7 * api_latency) / parallel
     interval = round(max(1.15 * expected, 1.0), 1)
-    sim = Simulator(api_latency=api_latency, poll_latency=poll)
-    for device_id in range(1, devices + 1):
-        sim.add_device(
-            device_id,
-            f"cpe-{device_id:05d}.example.net",
-            overwrite_ip=UNSUP,
-            ports={"ether1": "up", "port2": "down"},
-        )
-    assert sim.port(devices, "port2").port_id == 2 * devices  # what seed_state records
+    if sim is None:
+        sim = Simulator(api_latency=api_latency, poll_latency=poll)
+        for device_id in range(1, devices + 1):
+            sim.add_device(
+                device_id,
+                f"cpe-{device_id:05d}.example.net",
+                overwrite_ip=UNSUP,
+                ports={"ether1": "up", "port2": "down"},
+            )
+        assert sim.port(devices, "port2").port_id == 2 * devices  # what seed_state records
     sim.start(HOST, 0)
     with stopping(_SimStopper(sim)):
         now = time.time()
@@ -150,10 +161,12 @@ def run_round(workdir: Path, parallel: int, devices: int, poll: float, api_laten
         daemon = start_daemon(
             workdir,
             sim.url,
+            wait_reconcile=True,
             MAX_PARALLEL=str(parallel),
             RECOVERY_INTERVAL_SEC=str(interval),
             POLL_COMMAND=poll_command(sim.url),
             POLL_TIMEOUT_SEC="60",
+            **settings,
         )
         with stopping(daemon):
             cpu_before = cpu_seconds(daemon.child.pid)

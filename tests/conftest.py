@@ -78,6 +78,7 @@ def base_env(sim: Simulator, tmp: Path, **extra: str) -> dict[str, str]:
         "API_RETRIES": "0",
         "RECONCILE_INTERVAL_SEC": "3600",
         "STOP_TIMEOUT_SEC": "5",
+        "CHECK_REPOLL_SEC": "0",  # the table simulator has no agent cache (tests/test_lab.py has)
     }
     env.update(extra)
     return env

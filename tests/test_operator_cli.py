@@ -284,6 +284,15 @@ def check_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return lines
 
 
+def _dark_failure(line: str) -> bool:
+    """check's ✘ line for UNSUPERVISED_IP 127.0.0.50 pinged from the local poller: it answers
+    (or, without fping on this host, cannot be proven dark); either way with the fix."""
+    return line.startswith(f"\u2718 UNSUPERVISED_IP {UNSUP} ") and (
+        ("ANSWERS ping from poller local" in line and "ip route add blackhole" in line)
+        or "cannot" in line
+    )
+
+
 def test_check_with_an_admin_token_and_a_device(
     sim: Simulator, tmp_path: Path, check_env: dict[str, str]
 ) -> None:
@@ -296,8 +305,11 @@ def test_check_with_an_admin_token_and_a_device(
     sim.add_device(43, "cpe-43", overwrite_ip=UNSUP, ports={"port2": "down"})
     write_env(tmp_path, check_env)
     result = cli(tmp_path, "check", "42")
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = check_lines(result)
+    # The default UNSUPERVISED_IP is loopback: it answers LibreNMS's fping on this host (the
+    # poller here), which fails the check with the fix (issue 21); every other line is ✔.
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in check_lines(result) if not _dark_failure(line)]
+    assert len(lines) == len(check_lines(result)) - 1
     state_file = tmp_path / "device_state.json"
     assert all(line.startswith("\u2714") or line.endswith("(warning only)") for line in lines)
     # The default UNSUPERVISED_IP is loopback: it may answer, which check says (issue 11).
@@ -326,7 +338,9 @@ def test_check_with_an_admin_token_and_a_device(
     assert DEFAULT_TOKEN not in result.stdout + result.stderr
 
     forced = cli(tmp_path, "check", "43")
-    assert forced.returncode == 0, forced.stdout
+    assert [line for line in check_lines(forced) if line.startswith("\u2718")] == [
+        line for line in check_lines(forced) if _dark_failure(line) or "(warning only)" in line
+    ]
     expected = (
         f"\u2714 poll of device 43: exit 6 (device down) (expected: it is forced down on {UNSUP})"
     )
@@ -334,7 +348,7 @@ def test_check_with_an_admin_token_and_a_device(
 
     sim.clear_requests()
     dry = cli(tmp_path, "check", DRY_RUN="true")
-    assert dry.returncode == 0, dry.stdout
+    assert dry.returncode == 1 and sum(map(_dark_failure, check_lines(dry))) == 1, dry.stdout
     assert "\u2714 DRY_RUN=true: token rights not probed (that needs a PATCH)" in check_lines(dry)
     assert not any(r.method in ("PATCH", "POST", "PUT", "DELETE") for r in sim.requests)
 

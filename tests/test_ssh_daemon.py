@@ -17,12 +17,22 @@ from tests.sshd import SSHD, require_sshd, running_sshd
 # The wrapper docs/ssh-polling.md tells operators to install on the LibreNMS host, with the lnms
 # path replaced by a stand-in that polls the simulator.
 DOCUMENTED_WRAPPER = r"""#!/bin/sh
-# /usr/local/bin/alert-handler-poll: the only command alert-handler's SSH key may run.
+# /usr/local/bin/alert-handler-poll: the only commands alert-handler's SSH key may run.
+lnms=/opt/librenms/lnms
+case "$SSH_ORIGINAL_COMMAND" in
+  "lnms config:get fping") exec "$lnms" config:get fping ;;
+  *" -e -q -c 3 -p 500 -t 500 -O 0 "*)  # check: LibreNMS's fping against UNSUPERVISED_IP
+    ip=${SSH_ORIGINAL_COMMAND##* }
+    case "$ip" in
+      ''|*[!0-9a-fA-F.:]*) echo "alert-handler-poll: refused: $SSH_ORIGINAL_COMMAND" >&2; exit 2 ;;
+    esac
+    exec "$("$lnms" config:get fping)" -e -q -c 3 -p 500 -t 500 -O 0 "$ip" ;;
+esac
 id=${SSH_ORIGINAL_COMMAND##* }
 case "$id" in
   ''|*[!0-9]*) echo "alert-handler-poll: refused: $SSH_ORIGINAL_COMMAND" >&2; exit 2 ;;
 esac
-exec /opt/librenms/lnms device:poll "$id"
+exec "$lnms" device:poll "$id"
 """
 
 
@@ -108,7 +118,14 @@ def test_restricted_key_refuses_anything_else(sim: Simulator, server: SSHD) -> N
             look_for_keys=False,
             allow_agent=False,
         )
-        for evil in ("lnms device:poll 42; touch /tmp/pwned", "sh -c id", "lnms device:poll 4 2x"):
+        for evil in (
+            "lnms device:poll 42; touch /tmp/pwned",
+            "sh -c id",
+            "lnms device:poll 4 2x",
+            "lnms config:get fping; id",  # the check's two commands, exactly, and nothing else
+            "fping -e -q -c 3 -p 500 -t 500 -O 0 192.0.2.1;id",
+            "fping -e -q -c 3 -p 500 -t 500 -O 0 $(id)",
+        ):
             _, stdout, stderr = client.exec_command(evil, timeout=10)
             assert stdout.channel.recv_exit_status() == 2, evil
             assert b"refused" in stderr.read()

@@ -355,3 +355,48 @@ def test_one_outcome_map() -> None:
     assert attempt_outcome(Reason.STEP_FAILED, Action.VERIFY) is Outcome.FAILED
     assert attempt_outcome(Reason.STEP_FAILED, Action.INSPECT) is None
     assert job_outcome(Reason.FORCED_DOWN, Outcome.STILL_DOWN) is Outcome.STILL_DOWN
+
+
+def test_a_check_that_reads_the_port_down_polls_and_reads_once_more_after_the_wait() -> None:
+    """An agent may answer from a cache older than the port's change (net-snmp: 3 s): with
+    check_repoll set, a port read not up is polled and read again after that wait, and the
+    second read decides (tests/test_lab.py shows it against a real agent)."""
+
+    class Stale(FakeLibreNMS):
+        def device_ports(self, device_id: int) -> list[PortInfo]:
+            listing = super().device_ports(device_id)
+            self.port = "up"  # the next read is fresh
+            return listing
+
+    waits: list[float] = []
+    api = Stale(port="down")
+    rules = replace(RULES, check_repoll=4.0)
+    report = run_step(record(), Action.CHECK, replace(ports(api), sleep=waits.append), rules)
+    assert waits == [4.0]
+    assert api.calls == ["patch", "discover", "ports", "ports"]
+    assert [name for name, _ in report.laps] == [
+        "restore",
+        "discover",
+        "poll",
+        "check",
+        "repoll",
+        "check",
+    ]
+    assert report.check is not None and report.check.oper_status == "up"
+    assert report.decision.reason is Reason.RECOVERED
+
+
+def test_a_port_still_down_after_the_repoll_is_forced_down_and_zero_decides_at_once() -> None:
+    waits: list[float] = []
+    api = FakeLibreNMS(port="down")
+    rules = replace(RULES, check_repoll=4.0)
+    report = run_step(record(), Action.CHECK, replace(ports(api), sleep=waits.append), rules)
+    assert waits == [4.0] and api.calls.count("ports") == 2
+    assert report.decision.reason is Reason.STILL_DOWN
+    api = FakeLibreNMS(port="down")
+    report = run_step(record(), Action.CHECK, replace(ports(api), sleep=waits.append), RULES)
+    assert waits == [4.0] and api.calls.count("ports") == 1  # RULES: check_repoll 0
+    assert report.decision.reason is Reason.STILL_DOWN
+    api = FakeLibreNMS(port="up")
+    report = run_step(record(), Action.CHECK, replace(ports(api), sleep=waits.append), rules)
+    assert waits == [4.0] and report.decision.reason is Reason.RECOVERED  # up: no wait

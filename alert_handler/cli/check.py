@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+from alert_handler.cli.check_dark import dark_checks
 from alert_handler.cli.check_librenms import check_components, check_librenms
 from alert_handler.cli.env import no_env_file_note, read_env, setting_warnings, start_warnings
 from alert_handler.cli.notify import events_checks
@@ -136,6 +137,8 @@ def run_check(args: argparse.Namespace) -> int:
             except PollError as exc:
                 line(False, f"poll of device {args.device_id}: {exc}")
         check_librenms(cfg, api, poller, line, warn)
+        for ok, text in dark_checks(cfg, poller):  # UNSUPERVISED_IP pinged from every poller
+            line(ok, text)
     finally:
         poller.close()
         api.close()

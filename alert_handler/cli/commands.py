@@ -39,6 +39,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Imported when run, for the reason given in cmd_check.
     from alert_handler.sim.demo import run_demo, shortest
 
+    if args.lab:
+        from alert_handler.sim.labdemo import run_lab_demo
+
+        return run_lab_demo(
+            seconds=max(args.seconds, 120.0), interval=args.interval, keep=args.keep
+        )
     if args.seconds < shortest(args.interval):
         return usage(
             args,
@@ -56,6 +62,10 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
     if args.flip:
         return flip_command(args)
+    if args.lab:
+        from alert_handler.sim.labdemo import lab_simulator_command
+
+        return lab_simulator_command(args)
     return simulator_command(args)
 
 
@@ -132,6 +142,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
         help="RECOVERY_INTERVAL_SEC to use (default: %(default)g)",
     )
     p.add_argument("--keep", action="store_true", help="keep the demo's state and log files")
+    p.add_argument(
+        "--lab", action="store_true", help="poll real CPEs over ICMP and SNMP (root; docs/lab.md)"
+    )
     p.set_defaults(func=cmd_demo)
     add_simulator(sub)
     names = {"check", "status", "release", "track", "pause", "resume", "demo", "simulator"}
@@ -229,5 +242,13 @@ def add_simulator(sub: Any) -> None:
         default=1,
         help="its rules' max alerts: how often an alert is sent (-1: no limit) "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--lab",
+        type=int,
+        metavar="N",
+        choices=range(1, 251),
+        help="N real CPEs (1-250) in network namespaces, polled over ICMP and SNMP (root; "
+        "docs/lab.md)",
     )
     p.set_defaults(func=cmd_simulator)

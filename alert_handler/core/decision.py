@@ -74,6 +74,7 @@ class Rules:
     trigger_rules: tuple[str, ...] = ()
     ack_alerts: bool = False
     dry_run: bool = False  # no PATCH is sent: details say "would set", not "set"
+    check_repoll: float = 0.0  # seconds to wait before polling again when the port reads not up
 
     def triggers(self, rule: str | None) -> bool:
         """The trigger-rule filter, the one place it is written: whether an alert of `rule`

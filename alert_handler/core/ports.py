@@ -4,6 +4,8 @@ controls' verdict; Protocols only (the API client, the pollers and `Controls` im
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,6 +74,7 @@ class Ports:
     clock: Clock
     steer: SteerPort | None = None
     components: ComponentPort | None = None  # None: originals are kept on this host only
+    sleep: Callable[[float], None] = time.sleep  # the wait before a check's re-poll
 
     def verdict(self, rec: DeviceRecord, hostname: str | None = None) -> Verdict | None:
         """The controls' verdict on the device now."""

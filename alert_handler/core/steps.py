@@ -19,6 +19,7 @@ from alert_handler.core.facts import (
     DeviceNotFound,
     LibreNMSError,
     PollError,
+    PollResult,
 )
 from alert_handler.core.machine import Action, Decision, Reason, Rules
 from alert_handler.core.outcomes import Outcome, job_outcome
@@ -251,21 +252,13 @@ def _check(
     laps.next("discover")
     ports.api.discover(rec.device_id)
     laps.next("poll")
-    try:
-        result = ports.poller.poll(rec.device_id, rec.poller_group)
-    except PollError:
-        report.poll_exit = "error"
-        raise
-    report.poll_exit = str(result.exit_status)
-    report.config_error = result.config_error
-    laps.next("check")
-    status = port_id = None
-    if result.exit_status == 0:
-        # The device's current ports, not GET /ports/{id}: that row may be deleted and stale.
-        listing = ports.api.device_ports(rec.device_id)
-        found = machine.find_port(listing, rules.target_ifname, rec.port_id)
-        if found is not None:
-            status, port_id = found.oper_status, found.port_id
+    result, status, port_id = _poll_and_read(rec, ports, rules, laps, report)
+    if status not in (None, "up") and rules.check_repoll > 0:
+        # The agent may have answered from a cache older than the port's change (net-snmp keeps
+        # its ifTable 3 s): read once more past that age before forcing a CPE down again.
+        laps.next("repoll")
+        ports.sleep(rules.check_repoll)
+        result, status, port_id = _poll_and_read(rec, ports, rules, laps, report)
     report.check = CheckFacts(result.exit_status, status, port_id)
     return machine.after_check(
         rec,
@@ -276,6 +269,29 @@ def _check(
         port_id=port_id,
         config_error=result.config_error,
     )
+
+
+def _poll_and_read(
+    rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
+) -> tuple[PollResult, str | None, int | None]:
+    """Poll the device, then read the target port's ifOperStatus and port_id (None, None when
+    the poll did not succeed or the port is not found)."""
+    try:
+        result = ports.poller.poll(rec.device_id, rec.poller_group)
+    except PollError:
+        report.poll_exit = "error"
+        raise
+    report.poll_exit = str(result.exit_status)
+    report.config_error = result.config_error
+    laps.next("check")
+    if result.exit_status != 0:
+        return result, None, None
+    # The device's current ports, not GET /ports/{id}: that row may be deleted and stale.
+    listing = ports.api.device_ports(rec.device_id)
+    found = machine.find_port(listing, rules.target_ifname, rec.port_id)
+    if found is None:
+        return result, None, None
+    return result, found.oper_status, found.port_id
 
 
 def _release(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:

@@ -30,6 +30,14 @@ class LocalPoller:
     def poll(self, device_id: int) -> PollResult:
         """Run the command for `device_id`; PollError if it cannot start or times out."""
         argv = shlex.split(render_poll_command(self._template, device_id))
+        return log_result(self._execute(argv, device_id))
+
+    def run_command(self, command: str) -> PollResult:
+        """Run another command of `check` (split with shlex, no shell) as polls run; its
+        result under device_id 0. PollError if it cannot start or times out."""
+        return self._execute(shlex.split(command), 0)
+
+    def _execute(self, argv: list[str], device_id: int) -> PollResult:
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -53,10 +61,7 @@ class LocalPoller:
                     proc.pid,
                 )
                 raise PollError(f"timed out after {self._timeout:g}s") from None
-        result = PollResult(
-            device_id, proc.returncode, output_tail(out), time.monotonic() - started
-        )
-        return log_result(result)
+        return PollResult(device_id, proc.returncode, output_tail(out), time.monotonic() - started)
 
     def check(self) -> str:
         """Confirm the command's program exists; returns a description."""

@@ -228,6 +228,16 @@ class SSHPoller:
             finally:
                 chan.close()
 
+    def run_command(self, command: str) -> PollResult:
+        """Run another command of `check` on the host, as polls run (quote what you put in
+        it: the remote shell reads it); its result under device_id 0."""
+        with self._channels:
+            chan = self._open_channel(0)
+            try:
+                return self._run(chan, command, 0)
+            finally:
+                chan.close()
+
     def _run(self, chan: paramiko.Channel, command: str, device_id: int) -> PollResult:
         log.debug("device=%d step=poll running %s on %s", device_id, command, self._where)
         timed_out = threading.Event()

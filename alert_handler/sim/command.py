@@ -100,6 +100,7 @@ def simulator_env(sim_url: str, token: str, daemon_port: int, folder: Path) -> d
         "LISTEN_HOST": "127.0.0.1",
         "LISTEN_PORT": str(daemon_port),
         "RECOVERY_INTERVAL_SEC": "10",
+        "CHECK_REPOLL_SEC": "0",  # the table simulator has no agent cache (--lab: see labdemo)
         "STATE_FILE": str(folder / "simulator-state.json"),
         "LOG_FILE": str(folder / "simulator.log"),
     }

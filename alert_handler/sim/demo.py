@@ -150,6 +150,7 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
         "LISTEN_HOST": "127.0.0.1",
         "LISTEN_PORT": "0",
         "WEBHOOK_TOKEN": token,
+        "CHECK_REPOLL_SEC": "0",  # the table simulator has no agent cache: one read is fresh
     }
     try:
         cfg = parse(env)

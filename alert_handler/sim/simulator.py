@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from alert_handler.sim.api import PERMISSIONS, READ_ONLY, Reply, api, error_reply, json_reply
+from alert_handler.sim.lab import Lab
+from alert_handler.sim.realpoll import IfRow, Probe, RealPoller
 from alert_handler.sim.server import SimServer
 from alert_handler.sim.tables import (
     MAIN_POLLER,
@@ -156,6 +158,10 @@ class Simulator:
         # Called with the device id after `lnms device:poll` (POST /_sim/poll) polled it: the
         # alert runner's rules, run at the end of every poll as LibreNMS does (sim/runner.py).
         self.after_poll: Callable[[int], None] | None = None
+        self._real: RealPoller | None = None  # lab mode: polls go over real packets
+        self.lab: Lab | None = None
+        self._lab_cpes: dict[int, int] = {}  # device_id -> the lab CPE's index
+        self.last_probe: dict[int, Probe] = {}  # lab mode: what each device's last poll saw
 
     # ---- lifecycle ----
 
@@ -239,6 +245,45 @@ class Simulator:
                 self._db.ports[port.port_id] = port
                 device_ports.append(port)
 
+    def use_lab(self, lab: Lab, real: RealPoller | None = None) -> None:
+        """Lab mode: every poll goes over real ICMP and SNMP (`real`, LibreNMS's defaults unless
+        given), links flip the lab's ports, and UNSUPERVISED_IP is the lab's dark address."""
+        self.lab = lab
+        self._real = real or RealPoller()
+        self.unsupervised_ip = lab.dark
+
+    def add_lab_device(
+        self,
+        device_id: int,
+        cpe_index: int,
+        *,
+        hostname: str | None = None,
+        forced_down: bool = False,
+    ) -> None:
+        """A device for the lab's CPE `cpe_index`: by default its hostname is its address
+        (overwrite_ip null); given a `hostname` (use .invalid names: never resolved), its
+        overwrite_ip is the address. Its ports are what a first real poll finds; `forced_down`
+        then points its overwrite_ip at the lab's dark address."""
+        if self.lab is None:
+            raise RuntimeError("use_lab() first")
+        cpe = self.lab.cpe(cpe_index)
+        self.add_device(
+            device_id,
+            hostname or cpe.address,
+            overwrite_ip=cpe.address if hostname else None,
+            real_ip=cpe.address,
+            ports={},
+        )
+        with self._lock:
+            self._db.devices[device_id]["community"] = self.lab.community
+            self._lab_cpes[device_id] = cpe_index
+        code, output = self.poll_device(device_id)
+        if code != 0:
+            raise RuntimeError(f"lab CPE {cpe_index} does not answer its first poll: {output}")
+        if forced_down:
+            with self._lock:
+                self._db.devices[device_id]["overwrite_ip"] = self.lab.dark
+
     def set_group(self, name: str, device_ids: set[int]) -> None:
         """Create or replace a LibreNMS device group with these members."""
         with self._lock:
@@ -247,11 +292,21 @@ class Simulator:
     def set_link(self, device_id: int, ifname: str, status: str) -> None:
         """Change the physical state of a port; LibreNMS learns it at the next poll."""
         _check_status(status)
+        cpe = self._lab_cpes.get(device_id)
+        if self.lab is not None and cpe is not None:
+            if ifname != "port2" or status not in ("up", "down"):
+                raise ValueError("a lab CPE flips only port2, up or down (the cable)")
+            self.lab.set_port(cpe, "up" if status == "up" else "cable_pulled")
+            return
         with self._lock:
             self._find_port(device_id, ifname).link = status
 
     def set_reachable(self, device_id: int, reachable: bool) -> None:
         """Make the device itself answer pings or not, whatever its target address."""
+        cpe = self._lab_cpes.get(device_id)
+        if self.lab is not None and cpe is not None:
+            self.lab.set_online(cpe, reachable)
+            return
         with self._lock:
             self._hosts[device_id].reachable = reachable
 
@@ -310,6 +365,11 @@ class Simulator:
         with self._lock:
             return replace(self._find_port(device_id, ifname))
 
+    def ports(self, device_id: int) -> list[SimPort]:
+        """Copies of the device's current (not deleted) ports, in ifIndex order."""
+        with self._lock:
+            return [replace(p) for p in self._db.device_ports(device_id)]
+
     def _find_port(self, device_id: int, ifname: str) -> SimPort:
         for port in self._db.ports_by_device.get(device_id, ()):
             if port.ifName == ifname and not port.deleted:
@@ -350,13 +410,31 @@ class Simulator:
         poller itself answers and is polled under the device's record (OS changed, the device's
         ports marked deleted). Otherwise the device answers only a poller of its poller group,
         when it is reachable and its target is its own address."""
-        started = time.monotonic()
         if run_as == "root":
             return 1, "Error: lnms must not run as root.\n"
         if run_as != "librenms":
             return 1, "Error: lnms must be run as the user librenms.\n"
         if self.poll_latency > 0:
             time.sleep(self.poll_latency)
+        return self.poll_device(device_id, poller)
+
+    def poll_device(self, device_id: int, poller: str | None = None) -> tuple[int, str]:
+        """One poll of the device as LibreNMS's poller runs it, (exit code, output): over real
+        ICMP and SNMP when the simulator polls a lab (`use_lab`), else from the tables. Every
+        poll path (`poll`, `lnms device:poll` over HTTP, periodic polls) goes through here."""
+        if self._real is not None:
+            return self._real_poll(device_id, poller, self._real)
+        return self._table_poll(device_id, poller)
+
+    def _header(self, row: dict[str, Any], ip: str) -> str:
+        return (
+            f"Starting polling run:\n\nHostname:  {row['hostname']} \nID:        "
+            f"{row['device_id']}\nOS:        {row['os']}\nIP:        {ip}\n\n"
+        )
+
+    def _table_poll(self, device_id: int, poller: str | None) -> tuple[int, str]:
+        """The poll decided from the tables: `_Host.reachable`, `SimPort.link`."""
+        started = time.monotonic()
         with self._lock:
             row = self._db.devices.get(device_id)
             if row is None:
@@ -365,10 +443,7 @@ class Simulator:
             target = row["overwrite_ip"] or row["hostname"]
             ip = row["overwrite_ip"] or host.real_ip
             row["ip"] = ip  # every poll sets devices.ip to overwrite_ip when that is set
-            header = (
-                f"Starting polling run:\n\nHostname:  {row['hostname']} \nID:        {device_id}\n"
-                f"OS:        {row['os']}\nIP:        {ip}\n\n"
-            )
+            header = self._header(row, ip)
             serves = self._db.pollers.get(poller or MAIN_POLLER, set())
             if _is_loopback(ip):
                 if not self.snmpd_on_pollers:
@@ -396,6 +471,63 @@ class Simulator:
             row["last_polled_timetaken"] = round(elapsed, 3)
             name = row["display"] or row["hostname"]
         return 0, header + f">>> Polled {name} ({device_id}) in {elapsed:.3f} seconds <<<\n"
+
+    def _real_poll(self, device_id: int, poller: str | None, real: RealPoller) -> tuple[int, str]:
+        """The poll over real packets: fping, then SNMP, against overwrite_ip or hostname; the
+        network I/O runs outside the lock."""
+        started = time.monotonic()
+        with self._lock:
+            row = self._db.devices.get(device_id)
+            if row is None:
+                return 1, _NO_DEVICES
+            target = row["overwrite_ip"] or row["hostname"]
+            row["ip"] = row["overwrite_ip"] or self._hosts[device_id].real_ip
+            community = str(row["community"])
+            served = row["poller_group"] in self._db.pollers.get(poller or MAIN_POLLER, set())
+        probe = real.probe(target, community) if served else Probe(False, False)
+        with self._lock:
+            row = self._db.devices.get(device_id)
+            if row is None:
+                return 1, _NO_DEVICES
+            header = self._header(row, row["ip"])
+            self.last_probe[device_id] = probe
+            if not probe.icmp or not probe.snmp:
+                row.update(status=False, status_reason="snmp" if probe.icmp else "icmp")
+                return 6, header + "Device was down, unable to poll.\n"
+            self._write_interfaces(device_id, probe.interfaces)
+            now = _now()
+            row.update(status=True, status_reason="", last_polled=now, last_ping=now)
+            elapsed = time.monotonic() - started
+            row["last_polled_timetaken"] = round(elapsed, 3)
+            name = row["display"] or row["hostname"]
+        return 0, header + f">>> Polled {name} ({device_id}) in {elapsed:.3f} seconds <<<\n"
+
+    def _write_interfaces(self, device_id: int, interfaces: list[IfRow]) -> None:
+        """Under the lock: the ports rows as LibreNMS's ports module leaves them: each interface
+        updates its row (same ifIndex and ifName) or gets a new one (new port_id); a row whose
+        interface is gone is marked deleted."""
+        ports = self._db.ports_by_device.setdefault(device_id, [])
+        current = {(p.ifIndex, p.ifName): p for p in ports if not p.deleted}
+        for iface in interfaces:
+            port = current.pop((iface.index, iface.name), None)
+            if port is None:
+                port = SimPort(
+                    self._next_port_id,
+                    device_id,
+                    iface.name,
+                    iface.oper,
+                    iface.oper,
+                    ifIndex=iface.index,
+                )
+                self._next_port_id += 1
+                self._db.ports[port.port_id] = port
+                ports.append(port)
+            if port.ifOperStatus != iface.oper:
+                port.ifOperStatus_prev, port.ifOperStatus = port.ifOperStatus, iface.oper
+            port.ifAdminStatus = iface.admin
+            port.link = iface.oper
+        for gone in current.values():
+            gone.deleted = 1
 
     def _found_again(self, row: dict[str, Any], host: _Host) -> None:
         """Under the lock: the CPE answers again after LibreNMS had polled a poller under its

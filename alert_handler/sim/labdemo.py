@@ -1,0 +1,283 @@
+"""`alert-handler simulator --lab N` and `alert-handler demo --lab`: the simulator polling a lab
+of real CPEs (network namespaces, a real port2, snmpd each) over real ICMP and SNMP. Root only.
+
+Everything stays on this machine: the lab uses 198.18.0.0/15 under a blackhole route, and the
+daemon's UNSUPERVISED_IP is the lab's dark address (a blackholed /32), which answers nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import secrets
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from alert_handler import daemon as daemon_mod
+from alert_handler.cli.logs import setup_logging
+from alert_handler.config import parse
+from alert_handler.core.records import Phase
+from alert_handler.sim.command import _wait_for_signal, _write_env, simulator_env
+from alert_handler.sim.demo import _close_log_files, _null, _say
+from alert_handler.sim.lab import Lab, LabError, missing_prerequisite
+from alert_handler.sim.simulator import API_PREFIX, DEFAULT_TOKEN, Simulator
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether `condition` held within `timeout` seconds (looked at every 0.1 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def refusal() -> str | None:
+    """Why --lab cannot run here (one line for stderr), or None."""
+    why = missing_prerequisite()
+    if why is None:
+        return None
+    if os.geteuid() != 0:
+        return (
+            "alert-handler: --lab needs root (it builds network namespaces, veths, routes and "
+            "an snmpd per CPE); run it with sudo"
+        )
+    return f"alert-handler: --lab cannot run: {why}"
+
+
+def lab_fleet(sim: Simulator, lab: Lab) -> list[int]:
+    """Device 100+i for CPE i: odd ones have their address as hostname (overwrite_ip null), even
+    ones a name (cpe-N.lab.invalid, never resolved) and overwrite_ip their address."""
+    ids = []
+    for cpe in lab.cpes:
+        device_id = 100 + cpe.index
+        name = None if cpe.index % 2 else f"cpe-{device_id}.lab.invalid"
+        sim.add_lab_device(device_id, cpe.index, hostname=name)
+        ids.append(device_id)
+    return ids
+
+
+def lab_simulator_command(args: argparse.Namespace) -> int:
+    """`alert-handler simulator --lab N`: the lab, the simulator polling it, a guide; until
+    Ctrl-C or SIGTERM, then everything is removed."""
+    why = refusal()
+    if why is not None:
+        print(why, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    token = args.token or DEFAULT_TOKEN
+    lab = Lab(args.lab)
+    try:
+        lab.up()
+    except LabError as exc:
+        print(f"alert-handler: cannot build the lab: {exc}", file=sys.stderr)
+        return 1
+    try:
+        sim = Simulator(token)
+        sim.use_lab(lab)
+        ids = lab_fleet(sim, lab)
+        try:
+            sim.start(args.host, args.port)
+        except OSError as exc:
+            print(
+                f"alert-handler: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+            )
+            return 1
+        env = simulator_env(sim.url, token, args.daemon_port, Path.cwd())
+        env["UNSUPERVISED_IP"] = lab.dark
+        del env["CHECK_REPOLL_SEC"]  # real agents cache their ifTable: the default applies
+        if args.write_env:
+            _write_env(Path(args.write_env), env)
+        print(_guide(sim, lab, ids, args, env), flush=True)
+        return _wait_for_signal(sim)
+    finally:
+        lab.down()
+
+
+def _guide(
+    sim: Simulator, lab: Lab, ids: list[int], args: argparse.Namespace, env: dict[str, str]
+) -> str:
+    root = sim.url.removesuffix(API_PREFIX)
+    here = f" --port {root.rsplit(':', 1)[1]}"
+    env_file = args.write_env or "simulator.env"
+    ah = f"alert-handler --env-file {shlex.quote(env_file)}"
+    saved = f"written to {env_file}" if args.write_env else f"to save as {env_file}"
+    lines = [
+        f"LibreNMS simulator at {sim.url}, polling a lab of {len(ids)} real CPEs",
+        f"(lab: 198.18.{lab.subnet}.0/24 on bridge {lab.bridge}; UNSUPERVISED_IP {lab.dark} "
+        "is blackholed; polls use fping and SNMP for real)",
+        "",
+        "Its devices:",
+    ]
+    for device_id in ids:
+        row = sim.device(device_id)
+        cpe = lab.cpe(device_id - 100)
+        ip = row["overwrite_ip"] or "null"
+        lines.append(
+            f"  {device_id}  {row['hostname']:22}  overwrite_ip {ip:13}  netns {cpe.netns}  "
+            f"port2 {sim.port(device_id, 'port2').ifOperStatus}"
+        )
+    lines += [
+        "",
+        f"Settings for a daemon on this host, {saved}:",
+        *(f"  {k}={v}" for k, v in env.items()),
+        "",
+        "Then, each in its own terminal:",
+        f"  {ah}                    # the daemon",
+        f"  alert-handler simulator{here} --flip 101 port2 down   # pull port2's cable",
+        f"  {ah} track 101          # force 101 down as an alert would",
+        f"  {ah} status             # 101 forced down (overwrite_ip {lab.dark})",
+        f"  alert-handler simulator{here} --flip 101 port2 up     # plug it back in",
+        f"  {ah} status             # within RECOVERY_INTERVAL_SEC: 101 restored, forgotten",
+        f"Or by hand, as root: ip -n {lab.cpe(1).netns} link set port2 down   (admin down)",
+        "",
+        "Ctrl-C stops the simulator and removes the lab.",
+    ]
+    return "\n".join(lines)
+
+
+# -- alert-handler demo --lab -----------------------------------------------------------------
+def run_lab_demo(
+    seconds: float = 120.0, interval: float = 5.0, workdir: str | None = None, keep: bool = False
+) -> int:
+    """The demo against two lab CPEs; 0 when both end on their original overwrite_ip."""
+    why = refusal()
+    if why is not None:
+        print(why, file=sys.stderr)
+        return 2
+    folder = Path(workdir or tempfile.mkdtemp(prefix="alert-handler-demo-lab-"))
+    lab = Lab(2, workdir=folder / "lab")
+    try:
+        lab.up()
+        return _run(lab, folder, seconds, interval, keep or workdir is not None)
+    except LabError as exc:
+        print(f"alert-handler: cannot build the lab: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        _close_log_files()
+        lab.down()
+        if workdir is None and not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) -> int:
+    sim = Simulator()
+    sim.use_lab(lab)
+    ids = lab_fleet(sim, lab)
+    _say(
+        f"a lab of {len(ids)} real CPEs on 198.18.{lab.subnet}.0/24 (network namespaces, port2, "
+        f"snmpd each); UNSUPERVISED_IP {lab.dark} is blackholed"
+    )
+    for index, device_id in enumerate(ids, start=1):
+        lab.set_port(index, "cable_pulled")
+        _wait(partial(_reads_down, sim, device_id), 30)  # the agent's cache: up to 3 s
+    for device_id in ids:
+        print(f"  device {device_id}: port2 {_port2(sim, device_id)} (SNMP)", file=sys.stderr)
+    sim.start()
+    token = secrets.token_hex(16)
+    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll --url {sim.url}"
+    env = {
+        "LIBRENMS_URL": sim.url,
+        "LIBRENMS_API_TOKEN": DEFAULT_TOKEN,
+        "POLL_METHOD": "local",
+        "POLL_COMMAND": f"{poll} --token {DEFAULT_TOKEN} {{device_id}}",
+        "UNSUPERVISED_IP": lab.dark,
+        "RECOVERY_INTERVAL_SEC": str(interval),
+        "STATE_FILE": str(folder / "device_state.json"),
+        "LOG_FILE": str(folder / "alert_handler.log"),
+        "LISTEN_HOST": "127.0.0.1",
+        "LISTEN_PORT": "0",
+        "WEBHOOK_TOKEN": token,
+    }
+    cfg = parse(env)
+    setup_logging(cfg)
+    originals = {d: sim.device(d)["overwrite_ip"] for d in ids}
+    daemon = daemon_mod.build(cfg)
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+    runner = threading.Thread(target=daemon_mod.run, args=(daemon, signals), daemon=True)
+    runner.start()
+    host, port = daemon.address
+    webhook = f"http://{host}:{port}/alert"
+    auth = {"Authorization": f"Bearer {token}"}
+    ok = False
+    try:
+        _say('LibreNMS posts "Port2 down" alerts for the CPEs')
+        for device_id in ids:
+            sim.send_alert(webhook, device_id, headers=auth)
+        _wait(lambda: all(sim.device(d)["overwrite_ip"] == lab.dark for d in ids), 30)
+        _say("forced down: LibreNMS's poll pings the dark address for real")
+        for device_id in ids:
+            code, _ = sim.poll_device(device_id)
+            row = sim.device(device_id)
+            print(
+                f"  device {device_id}: poll exit {code}, status "
+                f"{'up' if row['status'] else 'down'} ({row['status_reason'] or '-'})",
+                file=sys.stderr,
+            )
+        _say("the daemon's first checks: restore, poll over SNMP, port2 still down, forced down")
+        _wait(
+            lambda: all(
+                r.attempts >= 1 and r.phase is Phase.DOWN for r in daemon.store.records().values()
+            ),
+            interval * 4 + 30,
+        )
+        for device_id in ids:
+            rec = daemon.store.get(device_id)
+            attempts = rec.attempts if rec else 0
+            print(
+                f"  device {device_id}: attempts {attempts}, port2 {_port2_known(sim, device_id)}"
+                f", overwrite_ip {_null(sim.device(device_id)['overwrite_ip'])}",
+                file=sys.stderr,
+            )
+        _say("port2's cable is plugged back in on both CPEs")
+        for index in range(1, len(ids) + 1):
+            lab.set_port(index, "up")
+        _wait(lambda: daemon.store.count() == 0, max(interval * 4 + 30, seconds))
+        _say("Result: every CPE back on its own overwrite_ip, port2 up")
+        ok = daemon.store.count() == 0
+        for device_id, original in originals.items():
+            final = sim.device(device_id)["overwrite_ip"]
+            good = final == original
+            ok &= good
+            print(
+                f"  device {device_id}: original overwrite_ip {_null(original):14} "
+                f"now {_null(final):14} port2 {_port2_known(sim, device_id):5} "
+                f"{'OK' if good else 'WRONG'}",
+                file=sys.stderr,
+            )
+        where = f"log: {cfg.log_file}" if kept else "its files are removed (--keep keeps them)"
+        print(f"  {where}", file=sys.stderr)
+    finally:
+        signals.put(signal.SIGTERM)
+        runner.join(30)
+        sim.stop()
+    _say("demo " + ("succeeded" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+def _port2(sim: Simulator, device_id: int) -> str:
+    """Poll the device for real and return port2's ifOperStatus as LibreNMS now knows it."""
+    sim.poll_device(device_id)
+    return _port2_known(sim, device_id)
+
+
+def _reads_down(sim: Simulator, device_id: int) -> bool:
+    return _port2(sim, device_id) == "down"
+
+
+def _port2_known(sim: Simulator, device_id: int) -> str:
+    try:
+        return sim.port(device_id, "port2").ifOperStatus
+    except KeyError:
+        return "missing"

@@ -244,7 +244,7 @@ def test_the_simulator_command_polls_on_its_own(tmp_path: Path) -> None:
             return reply.json()["devices"][0]["overwrite_ip"]
 
         def journal() -> list[dict[str, object]]:
-            path = tmp_path / "events.jsonl"
+            path = tmp_path / "simulator-state.events.jsonl"  # named after its STATE_FILE
             if not path.exists():
                 return []
             return [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}")]

@@ -14,13 +14,11 @@ from alert_handler.core.records import DeviceRecord, merge_alert_fields
 from alert_handler.events.emit import Emitter
 from alert_handler.health import POLLER, Health
 from alert_handler.metrics import STEPS, Metrics
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 from alert_handler.unsupervised import ADVICE
 
 log = logging.getLogger("alert_handler.scheduler")  # one logger for the recovery loop's lines
-
-DURABLE_TIMEOUT = 30.0
 
 
 class _TroubleLog:
@@ -110,7 +108,7 @@ class Recorder:
         self._observe(report)
         _, version = self.store.update(before.device_id, change, lines)
         try:
-            self.store.wait_durable(version, timeout=DURABLE_TIMEOUT)
+            self.store.wait_durable(version, timeout=STEP_WAIT)
         except StateWriteError as exc:
             log.error(
                 "device=%s step=persist failed: %s; pausing this device", before.device_id, exc

@@ -21,7 +21,7 @@ from alert_handler.core.records import DeviceRecord
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.librenms.client import LibreNMS
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _take_on(
     rec, version = store.update(take.device_id, change, lines)
     if before is not None or rec is None:
         return None
-    store.wait_durable(version, 30.0)
+    store.wait_durable(version, STEP_WAIT)
     return rec
 
 

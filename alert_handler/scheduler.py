@@ -25,10 +25,10 @@ from alert_handler.core.outcomes import CYCLE_OUTCOMES, Outcome
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.events.emit import Emitter
 from alert_handler.health import Health
-from alert_handler.jobs import DURABLE_TIMEOUT, Recorder
+from alert_handler.jobs import Recorder
 from alert_handler.metrics import Metrics
 from alert_handler.pool import Pool
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
 from alert_handler.yielding import AckYield
 
 log = logging.getLogger(__name__)
@@ -326,7 +326,7 @@ class Scheduler:
     def durable(self) -> bool:
         """Whether every change made in memory is on disk (waits up to 30 s for it)."""
         try:
-            self.store.flush(DURABLE_TIMEOUT)
+            self.store.flush(STEP_WAIT)
         except StateWriteError:
             return False
         return True

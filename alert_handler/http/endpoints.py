@@ -31,11 +31,11 @@ from alert_handler.events.journal import EventType
 from alert_handler.events.page import PageData, render_page
 from alert_handler.health import Health, Level
 from alert_handler.http import routes
-from alert_handler.http.steering import DURABLE_TIMEOUT, Reply, SteeringEndpoints
+from alert_handler.http.steering import Reply, SteeringEndpoints
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
 from alert_handler.scheduler import Scheduler
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.state import ACK_WAIT, StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class App(SteeringEndpoints):
         _, version = self.store.update(alert.device_id, change, self._tracked(holder, detail))
         decision = holder[0]
         try:
-            self.store.wait_durable(version, DURABLE_TIMEOUT)
+            self.store.wait_durable(version, ACK_WAIT)
         except StateWriteError as exc:
             self.metrics.alerts.labels("unavailable").inc()
             held = self._persist_trouble.take()
@@ -309,7 +309,7 @@ class App(SteeringEndpoints):
 
     def _commit(self, version: int, body: dict[str, Any]) -> Reply:
         try:
-            self.store.wait_durable(version, DURABLE_TIMEOUT)
+            self.store.wait_durable(version, ACK_WAIT)
         except StateWriteError:
             return 503, {"error": "state file cannot be written"}
         self.scheduler.wake()

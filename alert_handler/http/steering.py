@@ -14,12 +14,11 @@ from alert_handler.core.alerts import BadPayload, log_safe
 from alert_handler.core.controls import ControlError, parse_duration, parse_target
 from alert_handler.core.times import iso
 from alert_handler.scheduler import Scheduler
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.state import ACK_WAIT, StateStore, StateWriteError
 
 log = logging.getLogger("alert_handler.http.endpoints")
 
 Reply = tuple[int, dict[str, Any]]
-DURABLE_TIMEOUT = 5.0  # well inside LibreNMS's 30 s transport timeout
 
 
 class SteeringEndpoints:
@@ -121,7 +120,7 @@ class SteeringEndpoints:
         """Record an operator's steering action as an event (durable before the reply)."""
         version = self.store.add_events(self._operator(what, client))
         try:
-            self.store.wait_durable(version, DURABLE_TIMEOUT)
+            self.store.wait_durable(version, ACK_WAIT)
         except StateWriteError:
             log.error("step=events cannot journal the operator action: %s", what)
 

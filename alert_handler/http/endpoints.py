@@ -31,7 +31,7 @@ from alert_handler.events.journal import EventType
 from alert_handler.events.page import PageData, render_page
 from alert_handler.health import Health, Level
 from alert_handler.http import routes
-from alert_handler.http.steering import Reply, SteeringEndpoints
+from alert_handler.http.steering import Reply, Steering
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
 from alert_handler.scheduler import Scheduler
@@ -49,22 +49,33 @@ def _safe(text: str | None) -> str:
 
 
 @dataclass
-class App(SteeringEndpoints):
-    """The daemon's endpoints, bound to its store and scheduler."""
+class App:
+    """The daemon's endpoints, bound to its store and scheduler; the steering endpoints are
+    `steering`'s."""
 
     store: StateStore
     scheduler: Scheduler
     rules: Rules
     metrics: Metrics
     health_model: Health
+    controls: Controls
     auth_enabled: bool = True
     dry_run: bool = False
     clock: Callable[[], float] = time.time
-    controls: Controls | None = None
     events: Emitter | None = None
     _persist_trouble: Throttle = field(default_factory=Throttle, repr=False)
+    steering: Steering = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.steering = Steering(
+            self.store,
+            self.scheduler.admission,
+            self.controls,
+            self.clock,
+            self._operator,
+            self._commit,
+            self.scheduler.wake,
+        )
         self.metrics.paused.set(1 if self.store.paused else 0)
         self.metrics.declare_endpoints(routes.endpoint_labels())
 

@@ -1,5 +1,5 @@
-"""The steering endpoints (silences, confirm, discard): what they do, apart from HTTP. Mixed
-into `endpoints.App`, whose store, scheduler, controls and journal they use."""
+"""The steering endpoints (silences, confirm, discard): what they do, apart from HTTP. A
+`Steering` is held by `endpoints.App` and given, explicitly, what it works on."""
 
 from __future__ import annotations
 
@@ -8,42 +8,53 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from alert_handler.admission import Admission
 from alert_handler.controls import Controls, silence_row
 from alert_handler.core import controls as controls_mod
 from alert_handler.core.alerts import BadPayload, log_safe
 from alert_handler.core.controls import ControlError, parse_duration, parse_target
 from alert_handler.core.times import iso
-from alert_handler.scheduler import Scheduler
 from alert_handler.store.state import ACK_WAIT, StateStore, StateWriteError
 
 log = logging.getLogger("alert_handler.http.endpoints")
 
 Reply = tuple[int, dict[str, Any]]
+# The operator event's line(s) for an action: (what, client) -> lines.
+OperatorLines = Callable[[str, str], list[str]]
+# Wait until `version` is durable, wake the recovery loop, answer `body` (or 503).
+Commit = Callable[[int, dict[str, Any]], Reply]
 
 
-class SteeringEndpoints:
+class Steering:
     """GET/POST /silences, POST /unsilence, /confirm, /discard."""
 
-    store: StateStore
-    scheduler: Scheduler
-    controls: Controls | None
-    clock: Callable[[], float]
-
-    def _operator(self, what: str, client: str, device_id: int | None = None) -> list[str]:
-        raise NotImplementedError  # provided by App
-
-    def _commit(self, version: int, body: dict[str, Any]) -> Reply:
-        raise NotImplementedError  # provided by App
+    def __init__(
+        self,
+        store: StateStore,
+        admission: Admission,
+        controls: Controls,
+        clock: Callable[[], float],
+        operator: OperatorLines,
+        commit: Commit,
+        wake: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.admission = admission
+        self.controls = controls
+        self.clock = clock
+        self._operator = operator
+        self._commit = commit
+        self._wake = wake
 
     def silences(self) -> Reply:
         """GET /silences: the active silences."""
-        controls = self._controls()
+        controls = self.controls
         return 200, {"status": "ok", "silences": [silence_row(s) for s in controls.silences()]}
 
     def silence(self, body: bytes, client: str) -> Reply:
         """POST /silences {"target", "for", "reason"?, "all"?}: keep automation away from a
         device (or hostname glob) for a while; forced-down ones are restored and forgotten."""
-        controls = self._controls()
+        controls = self.controls
         fields = _json_object(body)
         try:
             target = parse_target(str(fields.get("target", "")), allow_group=False)
@@ -68,7 +79,7 @@ class SteeringEndpoints:
             len(let_go),
         )
         if let_go:
-            self.scheduler.wake()
+            self._wake()
         return 200, {
             "status": "silenced",
             "silence": silence_row(silence),
@@ -77,7 +88,7 @@ class SteeringEndpoints:
 
     def unsilence(self, body: bytes, client: str) -> Reply:
         """POST /unsilence {"target"}: end a silence now."""
-        controls = self._controls()
+        controls = self.controls
         try:
             target = parse_target(str(_json_object(body).get("target", "")), allow_group=False)
         except ControlError as exc:
@@ -95,9 +106,8 @@ class SteeringEndpoints:
     def confirm(self, client: str) -> Reply:
         """POST /confirm: the held devices go ahead and are forced down (under the admission's
         lock: no scheduling pass holds a device in between)."""
-        self._controls()
         now = self.clock()
-        ids, version = self.scheduler.admission.decide_held(
+        ids, version = self.admission.decide_held(
             lambda rec: controls_mod.confirm(rec, now), lambda _decision: []
         )
         self._journal(f"confirm {len(ids)} held devices", client)
@@ -107,9 +117,8 @@ class SteeringEndpoints:
     def discard(self, client: str) -> Reply:
         """POST /discard: the held devices are released (restored if LibreNMS shows them on
         UNSUPERVISED_IP all the same, else left as they are) and forgotten."""
-        self._controls()
         now = self.clock()
-        ids, version = self.scheduler.admission.decide_held(
+        ids, version = self.admission.decide_held(
             lambda rec: controls_mod.discard(rec, now), lambda _decision: []
         )
         self._journal(f"discard {len(ids)} held devices", client)
@@ -123,11 +132,6 @@ class SteeringEndpoints:
             self.store.wait_durable(version, ACK_WAIT)
         except StateWriteError:
             log.error("step=events cannot journal the operator action: %s", what)
-
-    def _controls(self) -> Controls:
-        if self.controls is None:
-            raise BadPayload("steering is not set up in this daemon")
-        return self.controls
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from alert_handler.core.controls import (
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import from_iso, iso
+from alert_handler.periodic import Periodic
 from alert_handler.store.files import write_atomic
 from alert_handler.store.state import StateStore, StateWriteError
 
@@ -271,8 +272,7 @@ class GroupRefresher:
         self.store = store
         self.interval = interval
         self._wake = wake
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="exclude-groups", daemon=True)
+        self._thread = Periodic("exclude-groups", self._pass, interval, step="exclude")
         self.refreshed = threading.Event()  # set after the first pass (tests wait for it)
 
     def start(self) -> None:
@@ -281,7 +281,7 @@ class GroupRefresher:
 
     def stop(self) -> None:
         """Stop after the current pass."""
-        self._stop.set()
+        self._thread.stop()
 
     def refresh_once(self) -> None:
         """One read of every group, then a sweep; LibreNMSError if LibreNMS cannot be asked (the
@@ -295,16 +295,13 @@ class GroupRefresher:
             members[name] = found
         self.controls.set_groups(members)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.controls.group_names():
-                    self.refresh_once()
-                if self.controls.sweep(self.store):
-                    self._wake()
-            except (LibreNMSError, StateWriteError) as exc:
-                log.warning("step=exclude refresh failed: %s", exc)
-            except Exception:
-                log.exception("step=exclude unexpected error")
+    def _pass(self) -> None:
+        try:
+            if self.controls.group_names():
+                self.refresh_once()
+            if self.controls.sweep(self.store):
+                self._wake()
+        except (LibreNMSError, StateWriteError) as exc:
+            log.warning("step=exclude refresh failed: %s", exc)
+        finally:
             self.refreshed.set()
-            self._stop.wait(self.interval)

@@ -7,7 +7,6 @@ whose overwrite_ip someone else changed is handled by the worker's verify step.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from alert_handler.core.records import DeviceRecord
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.librenms.client import LibreNMS
+from alert_handler.periodic import Periodic
 from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,7 @@ class Reconciler:
         self._wake = wake
         self._events = events
         self._steer = steer
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
+        self._thread = Periodic("reconcile", self._pass, interval, first_delay)
         self.passes = 0  # passes ended (successful or not): tests wait on it
 
     def start(self) -> None:
@@ -177,28 +176,23 @@ class Reconciler:
 
     def stop(self) -> None:
         """Stop after the current pass."""
-        self._stop.set()
+        self._thread.stop()
 
-    def _run(self) -> None:
-        if self._stop.wait(self.first_delay):
-            return
-        while not self._stop.is_set():
-            try:
-                if not self.store.paused:
-                    result = reconcile_once(
-                        self.api,
-                        self.store,
-                        self.rules,
-                        self.clock(),
-                        self._dismissed(),
-                        self._events,
-                        self._steer,
-                    )
-                    if result.adopted or result.picked_up:
-                        self._wake()
-            except (LibreNMSError, StateWriteError) as exc:
-                log.warning("step=reconcile failed: %s", exc)  # tried again next interval
-            except Exception:
-                log.exception("step=reconcile unexpected error")
+    def _pass(self) -> None:
+        try:
+            if not self.store.paused:
+                result = reconcile_once(
+                    self.api,
+                    self.store,
+                    self.rules,
+                    self.clock(),
+                    self._dismissed(),
+                    self._events,
+                    self._steer,
+                )
+                if result.adopted or result.picked_up:
+                    self._wake()
+        except (LibreNMSError, StateWriteError) as exc:
+            log.warning("step=reconcile failed: %s", exc)  # tried again next interval
+        finally:
             self.passes += 1
-            self._stop.wait(self.interval)

@@ -46,9 +46,9 @@ class Admission:
         self,
         store: StateStore,
         metrics: Metrics,
+        gate: ConfirmGate,
+        events: Emitter,
         max_forced_down: int = 0,
-        gate: ConfirmGate | None = None,
-        events: Emitter | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -93,8 +93,7 @@ class Admission:
             for device_id in ids:
                 _, written = self.store.update(device_id, *_held_change(decide, lines))
                 version = max(version, written)
-            if self.gate is not None:
-                self.gate.state = gate_reset(self.gate.state)
+            self.gate.state = gate_reset(self.gate.state)
             self.metrics.held.set(0)
         return ids, version
 
@@ -106,7 +105,7 @@ class Admission:
         held: int,
     ) -> list[tuple[float, int]]:
         gate = self.gate
-        if gate is None or gate.above <= 0:
+        if gate.above <= 0:
             return new
         holding_before = gate.holding
         result = gate_pass(gate.state, gate.above, gate.window, new, records, now)
@@ -141,8 +140,6 @@ class Admission:
         if engaged == self.storm_engaged:
             return
         self.storm_engaged = engaged
-        if self._events is None:
-            return
         kind = EventType.STORM_ENGAGED if engaged else EventType.STORM_CLEARED
         detail = f"MAX_FORCED_DOWN={self.max_forced_down}"
         detail += f" reached: {held} new devices held" if engaged else ": no device is held"

@@ -135,7 +135,7 @@ class Controls:
         *,
         confirm_above: int = 0,
         confirm_window: float = 300.0,
-        groups_file: Path | None = None,
+        groups_file: Path,
     ) -> None:
         self.exclusions = exclusions
         self.path = silences_file
@@ -146,7 +146,7 @@ class Controls:
         self._groups_known = not self.group_names()
         self._silences = load_silences(silences_file, clock())
         self.gate = ConfirmGate(confirm_above, confirm_window)
-        if groups_file is not None and not self._groups_known:
+        if not self._groups_known:
             saved = load_groups(groups_file)
             if set(self.group_names()) <= saved.keys():
                 self._apply_groups(saved)
@@ -179,8 +179,6 @@ class Controls:
         """The current members of each EXCLUDE group (from GroupRefresher), kept on disk for
         the next start (best effort: a failed write is logged, the members are used)."""
         self._apply_groups(members)
-        if self.groups_file is None:
-            return
         data = {
             "version": GROUPS_VERSION,
             "read_at": iso(self.clock()),

@@ -77,8 +77,8 @@ class Recorder:
         store: StateStore,
         rules: Rules,
         metrics: Metrics,
-        health: Health | None = None,
-        events: Emitter | None = None,
+        health: Health,
+        events: Emitter,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -94,11 +94,9 @@ class Recorder:
         made)."""
         decision = report.decision
         decided = decision.record
-        lines: list[str] = []
-        if self.events is not None:
-            decided = self.events.opened(decided)
-            decision = replace(decision, record=decided)
-            lines = self.events.step_lines(before, report.action, decision)
+        decided = self.events.opened(decided)
+        decision = replace(decision, record=decided)
+        lines = self.events.step_lines(before, report.action, decision)
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
             if decided is None or current is None:
@@ -124,17 +122,16 @@ class Recorder:
                 self.metrics.step_seconds.labels(name).observe(seconds)
         if report.poll_exit is not None:
             self.metrics.poll_exits.labels(report.poll_exit).inc()
-            if self.health is not None:
-                # A poll that ran, whatever its exit status, reached the poller host.
-                if report.poll_exit == "error":
-                    self.health.record_failure(POLLER, report.error or "the poll failed")
-                elif report.config_error is not None:
-                    # lnms refused to run as this user: no retry fixes it (degraded until a
-                    # poll runs as the right user).
-                    why = f"poll: configuration error: {report.config_error}"
-                    self.health.record_failure(POLLER, why, config_error=True, what="poll")
-                else:
-                    self.health.record_success(POLLER, "poll")
+            # A poll that ran, whatever its exit status, reached the poller host.
+            if report.poll_exit == "error":
+                self.health.record_failure(POLLER, report.error or "the poll failed")
+            elif report.config_error is not None:
+                # lnms refused to run as this user: no retry fixes it (degraded until a
+                # poll runs as the right user).
+                why = f"poll: configuration error: {report.config_error}"
+                self.health.record_failure(POLLER, why, config_error=True, what="poll")
+            else:
+                self.health.record_success(POLLER, "poll")
         if report.forced_down and not self.rules.dry_run:  # DRY_RUN forces nothing down
             self.metrics.forced_down.inc()
         if report.failed_step is not None:

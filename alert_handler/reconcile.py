@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 Steer = Callable[[int, str | None], Verdict | None]
 
 
-def _nobody(_device_id: int, _hostname: str | None) -> Verdict | None:
-    return None
-
-
 @dataclass(frozen=True)
 class ReconcileResult:
     """What one pass found."""
@@ -47,8 +43,8 @@ def reconcile_once(
     rules: Rules,
     now: float,
     dismissed: dict[int, float],
-    events: Emitter | None = None,
-    steer: Steer | None = None,
+    events: Emitter,
+    steer: Steer,
 ) -> ReconcileResult:
     """One pass; raises LibreNMSError if LibreNMS cannot be asked. A device taken on carries
     the journal's last original of it (restored instead of null if it is on UNSUPERVISED_IP)."""
@@ -60,7 +56,7 @@ def reconcile_once(
         tracked,
         dismissed,
         rules,
-        steer or _nobody,
+        steer,
         api.under_maintenance,
     )
     for skipped in plan.skipped:
@@ -90,9 +86,7 @@ def reconcile_once(
     return ReconcileResult(tuple(adopted), tuple(picked))
 
 
-def _take_on(
-    store: StateStore, take: TakeOn, now: float, events: Emitter | None
-) -> DeviceRecord | None:
+def _take_on(store: StateStore, take: TakeOn, now: float, events: Emitter) -> DeviceRecord | None:
     """Track the device (unless something tracked it meanwhile), durably; its record or None."""
 
     def change(current: DeviceRecord | None) -> DeviceRecord | None:
@@ -105,10 +99,10 @@ def _take_on(
             release=take.release,
             found_unsupervised=take.adopt,
         )
-        return rec if events is None else events.known_original(rec)
+        return events.known_original(rec)
 
     def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
-        if events is None or current is not None or new is None:
+        if current is not None or new is None:
             return []
         return [events.line(EventType.TRACKED, new, detail=f"reconciliation: {take.why}")]
 
@@ -153,8 +147,8 @@ class Reconciler:
         clock: Callable[[], float],
         dismissed: Callable[[], dict[int, float]],
         wake: Callable[[], None],
-        events: Emitter | None = None,
-        steer: Steer | None = None,
+        events: Emitter,
+        steer: Steer,
         first_delay: float = FIRST_PASS_DELAY,
     ) -> None:
         self.api = api

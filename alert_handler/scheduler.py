@@ -78,16 +78,16 @@ class Scheduler:
         poller: steps.PollPort,
         rules: Rules,
         *,
+        gate: ConfirmGate,
+        metrics: Metrics,
+        health: Health,
+        events: Emitter,
+        steer: steps.SteerPort,
         max_parallel: int = 4,
         max_forced_down: int = 0,
-        gate: ConfirmGate | None = None,
-        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         step_limit: float = 600.0,
         stuck_after: float = 60.0,
-        health: Health | None = None,
-        events: Emitter | None = None,
-        steer: steps.SteerPort | None = None,
     ) -> None:
         """`step_limit`: longest a step may take (its timeouts allow less) before the recovery
         loop counts as stuck; `stuck_after`: longest time without a scheduling pass; `steer`:
@@ -98,8 +98,8 @@ class Scheduler:
         self.poller = poller
         self.rules = rules
         self.max_parallel = max_parallel
-        self.metrics = metrics or Metrics()
-        self.admission = Admission(store, self.metrics, max_forced_down, gate, events)
+        self.metrics = metrics
+        self.admission = Admission(store, metrics, gate, events, max_forced_down)
         self.clock = clock
         self._clock = _SystemClock(clock)
         self._cond = threading.Condition()

@@ -35,7 +35,7 @@ from alert_handler.store.state import StateStore
 
 log = logging.getLogger("alert_handler.scheduler")
 
-# One decision per held device (confirm, discard), with the event lines of its change.
+# One decision per held device (confirm, discard).
 Decide = Callable[[DeviceRecord], Decision]
 
 
@@ -81,9 +81,7 @@ class Admission:
                 self._storm_event(False, 0)
             return new
 
-    def decide_held(
-        self, decide: Decide, lines: Callable[[Decision], list[str]]
-    ) -> tuple[list[int], int]:
+    def decide_held(self, decide: Decide) -> tuple[list[int], int]:
         """`confirm` or `discard` (from a request thread): under the lock, `decide` every held
         device and reset the gate, so that no pass holds a device in between; returns (their
         ids, the last version written)."""
@@ -91,7 +89,7 @@ class Admission:
             ids = sorted(d for d, rec in self.store.records().items() if rec.held)
             version = 0
             for device_id in ids:
-                _, written = self.store.update(device_id, *_held_change(decide, lines))
+                _, written = self.store.update(device_id, _held_change(decide))
                 version = max(version, written)
             self.gate.state = gate_reset(self.gate.state)
             self.metrics.held.set(0)
@@ -159,23 +157,12 @@ class Admission:
             )
 
 
-def _held_change(
-    decide: Decide, lines: Callable[[Decision], list[str]]
-) -> tuple[
-    Callable[[DeviceRecord | None], DeviceRecord | None],
-    Callable[[DeviceRecord | None, DeviceRecord | None], list[str]],
-]:
-    """The store change for one held device and its event lines (a device no longer held is
-    left as it is)."""
-    decided: list[Decision] = []
+def _held_change(decide: Decide) -> Callable[[DeviceRecord | None], DeviceRecord | None]:
+    """The store change for one held device (a device no longer held is left as it is)."""
 
     def one(cur: DeviceRecord | None) -> DeviceRecord | None:
         if cur is None or not cur.held:
             return cur
-        decided.append(decide(cur))
-        return decided[0].record
+        return decide(cur).record
 
-    def events(_cur: DeviceRecord | None, _new: DeviceRecord | None) -> list[str]:
-        return lines(decided[0]) if decided else []
-
-    return one, events
+    return one

@@ -467,7 +467,7 @@ def test_a_confirm_during_a_scheduling_pass_is_never_lost() -> None:
     assert store.in_hold.wait(10)
     confirming = threading.Thread(
         target=admission.decide_held,
-        args=(lambda rec: controls.confirm(rec, NOW), lambda _d: []),
+        args=(lambda rec: controls.confirm(rec, NOW),),
     )
     confirming.start()
     store.confirm_looked.wait(0.5)  # without the lock, the confirm looks now (and finds none)

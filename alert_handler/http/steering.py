@@ -13,6 +13,8 @@ from alert_handler.controls import Controls, silence_row
 from alert_handler.core import controls as controls_mod
 from alert_handler.core.alerts import BadPayload, log_safe
 from alert_handler.core.controls import ControlError, parse_duration, parse_target
+from alert_handler.core.machine import Decision
+from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.store.state import ACK_WAIT, StateStore, StateWriteError
 
@@ -106,24 +108,29 @@ class Steering:
     def confirm(self, client: str) -> Reply:
         """POST /confirm: the held devices go ahead and are forced down (under the admission's
         lock: no scheduling pass holds a device in between)."""
-        now = self.clock()
-        ids, version = self.admission.decide_held(
-            lambda rec: controls_mod.confirm(rec, now), lambda _decision: []
+        return self._decide_held(
+            controls_mod.confirm, "confirm", "confirmed", client, ": forcing down"
         )
-        self._journal(f"confirm {len(ids)} held devices", client)
-        log.warning("step=confirm %d held devices confirmed by %s: forcing down", len(ids), client)
-        return self._commit(version, {"status": "confirmed", "devices": ids})
 
     def discard(self, client: str) -> Reply:
         """POST /discard: the held devices are released (restored if LibreNMS shows them on
         UNSUPERVISED_IP all the same, else left as they are) and forgotten."""
+        return self._decide_held(controls_mod.discard, "discard", "discarded", client)
+
+    def _decide_held(
+        self,
+        decide: Callable[[DeviceRecord, float], Decision],
+        what: str,
+        done: str,
+        client: str,
+        then: str = "",
+    ) -> Reply:
+        """`decide` every held device now, journal the operator's action, answer once durable."""
         now = self.clock()
-        ids, version = self.admission.decide_held(
-            lambda rec: controls_mod.discard(rec, now), lambda _decision: []
-        )
-        self._journal(f"discard {len(ids)} held devices", client)
-        log.warning("step=confirm %d held devices discarded by %s", len(ids), client)
-        return self._commit(version, {"status": "discarded", "devices": ids})
+        ids, version = self.admission.decide_held(lambda rec: decide(rec, now))
+        self._journal(f"{what} {len(ids)} held devices", client)
+        log.warning("step=confirm %d held devices %s by %s%s", len(ids), done, client, then)
+        return self._commit(version, {"status": done, "devices": ids})
 
     def _journal(self, what: str, client: str) -> None:
         """Record an operator's steering action as an event (durable before the reply)."""

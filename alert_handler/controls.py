@@ -254,7 +254,7 @@ class Controls:
         return let_go
 
 
-class GroupRefresher:
+class GroupRefresher(Periodic):
     """Reads the EXCLUDE groups' members now and every `interval` seconds, then sweeps."""
 
     def __init__(
@@ -265,21 +265,12 @@ class GroupRefresher:
         interval: float,
         wake: Callable[[], None],
     ) -> None:
+        super().__init__("exclude-groups", self._pass, interval, step="exclude")
         self.controls = controls
         self.api = api
         self.store = store
-        self.interval = interval
         self._wake = wake
-        self._thread = Periodic("exclude-groups", self._pass, interval, step="exclude")
         self.refreshed = threading.Event()  # set after the first pass (tests wait for it)
-
-    def start(self) -> None:
-        """Start the thread (the first pass runs at once)."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._thread.stop()
 
     def refresh_once(self) -> None:
         """One read of every group, then a sweep; LibreNMSError if LibreNMS cannot be asked (the

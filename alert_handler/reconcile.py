@@ -132,7 +132,7 @@ def _log_adopted(take: TakeOn, rec: DeviceRecord) -> None:
 FIRST_PASS_DELAY = 2.0  # seconds after start: the listener serves first
 
 
-class Reconciler:
+class Reconciler(Periodic):
     """Runs `reconcile_once` `first_delay` seconds after start, then every `interval` seconds,
     in its own thread. The first pass reads every device and open alert from LibreNMS (tens of
     thousands of rows, much CPU to parse): a daemon restarted in an alert storm answers the
@@ -151,26 +151,16 @@ class Reconciler:
         steer: Steer,
         first_delay: float = FIRST_PASS_DELAY,
     ) -> None:
+        super().__init__("reconcile", self._pass, interval, first_delay)
         self.api = api
-        self.first_delay = first_delay
         self.store = store
         self.rules = rules
-        self.interval = interval
         self.clock = clock
         self._dismissed = dismissed
         self._wake = wake
         self._events = events
         self._steer = steer
-        self._thread = Periodic("reconcile", self._pass, interval, first_delay)
         self.passes = 0  # passes ended (successful or not): tests wait on it
-
-    def start(self) -> None:
-        """Start the thread (the first pass runs `first_delay` seconds later)."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._thread.stop()
 
     def _pass(self) -> None:
         try:

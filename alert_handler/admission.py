@@ -88,8 +88,11 @@ class Admission:
         with self.lock:
             ids = sorted(d for d, rec in self.store.records().items() if rec.held)
             version = 0
-            for device_id in ids:
-                _, written = self.store.update(device_id, _held_change(decide))
+            for device_id in ids:  # one no longer held is left as it is
+                _, written = self.store.update(
+                    device_id,
+                    lambda cur: cur if cur is None or not cur.held else decide(cur).record,
+                )
                 version = max(version, written)
             self.gate.state = gate_reset(self.gate.state)
             self.metrics.held.set(0)
@@ -155,14 +158,3 @@ class Admission:
                 self.max_forced_down,
                 held,
             )
-
-
-def _held_change(decide: Decide) -> Callable[[DeviceRecord | None], DeviceRecord | None]:
-    """The store change for one held device (a device no longer held is left as it is)."""
-
-    def one(cur: DeviceRecord | None) -> DeviceRecord | None:
-        if cur is None or not cur.held:
-            return cur
-        return decide(cur).record
-
-    return one

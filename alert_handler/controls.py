@@ -270,7 +270,6 @@ class GroupRefresher(Periodic):
         self.api = api
         self.store = store
         self._wake = wake
-        self.refreshed = threading.Event()  # set after the first pass (tests wait for it)
 
     def refresh_once(self) -> None:
         """One read of every group, then a sweep; LibreNMSError if LibreNMS cannot be asked (the
@@ -292,5 +291,3 @@ class GroupRefresher(Periodic):
                 self._wake()
         except (LibreNMSError, StateWriteError) as exc:
             log.warning("step=exclude refresh failed: %s", exc)
-        finally:
-            self.refreshed.set()

@@ -28,6 +28,7 @@ class Periodic:
         self.interval = interval
         self.first_delay = first_delay
         self._fn = fn
+        self.passes = 0  # passes ended, whether they raised or not (tests wait on it)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -47,4 +48,5 @@ class Periodic:
                 self._fn()
             except Exception:
                 log.exception("step=%s unexpected error", self.step)
+            self.passes += 1
             self._stop.wait(self.interval)

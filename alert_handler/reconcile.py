@@ -160,7 +160,6 @@ class Reconciler(Periodic):
         self._wake = wake
         self._events = events
         self._steer = steer
-        self.passes = 0  # passes ended (successful or not): tests wait on it
 
     def _pass(self) -> None:
         try:
@@ -178,5 +177,3 @@ class Reconciler(Periodic):
                     self._wake()
         except (LibreNMSError, StateWriteError) as exc:
             log.warning("step=reconcile failed: %s", exc)  # tried again next interval
-        finally:
-            self.passes += 1

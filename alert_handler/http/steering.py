@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from alert_handler.admission import Admission
@@ -27,26 +28,17 @@ OperatorLines = Callable[[str, str], list[str]]
 Commit = Callable[[int, dict[str, Any]], Reply]
 
 
+@dataclass(frozen=True)
 class Steering:
     """GET/POST /silences, POST /unsilence, /confirm, /discard."""
 
-    def __init__(
-        self,
-        store: StateStore,
-        admission: Admission,
-        controls: Controls,
-        clock: Callable[[], float],
-        operator: OperatorLines,
-        commit: Commit,
-        wake: Callable[[], None],
-    ) -> None:
-        self.store = store
-        self.admission = admission
-        self.controls = controls
-        self.clock = clock
-        self._operator = operator
-        self._commit = commit
-        self._wake = wake
+    store: StateStore
+    admission: Admission
+    controls: Controls
+    clock: Callable[[], float]
+    operator: OperatorLines
+    commit: Commit
+    wake: Callable[[], None]
 
     def silences(self) -> Reply:
         """GET /silences: the active silences."""
@@ -81,7 +73,7 @@ class Steering:
             len(let_go),
         )
         if let_go:
-            self._wake()
+            self.wake()
         return 200, {
             "status": "silenced",
             "silence": silence_row(silence),
@@ -130,11 +122,11 @@ class Steering:
         ids, version = self.admission.decide_held(lambda rec: decide(rec, now))
         self._journal(f"{what} {len(ids)} held devices", client)
         log.warning("step=confirm %d held devices %s by %s%s", len(ids), done, client, then)
-        return self._commit(version, {"status": done, "devices": ids})
+        return self.commit(version, {"status": done, "devices": ids})
 
     def _journal(self, what: str, client: str) -> None:
         """Record an operator's steering action as an event (durable before the reply)."""
-        version = self.store.add_events(self._operator(what, client))
+        version = self.store.add_events(self.operator(what, client))
         try:
             self.store.wait_durable(version, ACK_WAIT)
         except StateWriteError:

@@ -36,7 +36,7 @@ from alert_handler.store.state import StateStore
 
 log = logging.getLogger("alert_handler.scheduler")
 
-# One decision per held device (confirm, discard), with the event lines of its change.
+# One decision per held device (confirm, discard).
 Decide = Callable[[DeviceRecord], Decision]
 
 
@@ -47,9 +47,9 @@ class Admission:
         self,
         store: StateStore,
         metrics: Metrics,
+        gate: ConfirmGate,
+        events: Emitter,
         max_forced_down: int = 0,
-        gate: ConfirmGate | None = None,
-        events: Emitter | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -82,20 +82,20 @@ class Admission:
                 self._storm_event(False, 0)
             return new
 
-    def decide_held(
-        self, decide: Decide, lines: Callable[[Decision], list[str]]
-    ) -> tuple[list[int], int]:
+    def decide_held(self, decide: Decide) -> tuple[list[int], int]:
         """`confirm` or `discard` (from a request thread): under the lock, `decide` every held
         device and reset the gate, so that no pass holds a device in between; returns (their
         ids, the last version written)."""
         with self.lock:
             ids = sorted(d for d, rec in self.store.records().items() if rec.held)
             version = 0
-            for device_id in ids:
-                _, written = self.store.update(device_id, *_held_change(decide, lines))
+            for device_id in ids:  # one no longer held is left as it is
+                _, written = self.store.update(
+                    device_id,
+                    lambda cur: cur if cur is None or not cur.held else decide(cur).record,
+                )
                 version = max(version, written)
-            if self.gate is not None:
-                self.gate.state = gate_reset(self.gate.state)
+            self.gate.state = gate_reset(self.gate.state)
             self.metrics.held.set(0)
         return ids, version
 
@@ -107,7 +107,7 @@ class Admission:
         held: int,
     ) -> list[tuple[float, int]]:
         gate = self.gate
-        if gate is None or gate.above <= 0:
+        if gate.above <= 0:
             return new
         holding_before = gate.holding
         result = gate_pass(gate.state, gate.above, gate.window, new, records, now)
@@ -149,8 +149,6 @@ class Admission:
         if engaged == self.storm_engaged:
             return
         self.storm_engaged = engaged
-        if self._events is None:
-            return
         kind = EventType.STORM_ENGAGED if engaged else EventType.STORM_CLEARED
         detail = f"MAX_FORCED_DOWN={self.max_forced_down}"
         detail += (
@@ -170,25 +168,3 @@ class Admission:
                 self.max_forced_down,
                 counted(held, "new device"),
             )
-
-
-def _held_change(
-    decide: Decide, lines: Callable[[Decision], list[str]]
-) -> tuple[
-    Callable[[DeviceRecord | None], DeviceRecord | None],
-    Callable[[DeviceRecord | None, DeviceRecord | None], list[str]],
-]:
-    """The store change for one held device and its event lines (a device no longer held is
-    left as it is)."""
-    decided: list[Decision] = []
-
-    def one(cur: DeviceRecord | None) -> DeviceRecord | None:
-        if cur is None or not cur.held:
-            return cur
-        decided.append(decide(cur))
-        return decided[0].record
-
-    def events(_cur: DeviceRecord | None, _new: DeviceRecord | None) -> list[str]:
-        return lines(decided[0]) if decided else []
-
-    return one, events

@@ -30,6 +30,7 @@ from alert_handler.core.controls import (
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import from_iso, iso
+from alert_handler.periodic import Periodic
 from alert_handler.store.files import write_atomic
 from alert_handler.store.state import StateStore, StateWriteError
 
@@ -134,7 +135,7 @@ class Controls:
         *,
         confirm_above: int = 0,
         confirm_window: float = 300.0,
-        groups_file: Path | None = None,
+        groups_file: Path,
     ) -> None:
         self.exclusions = exclusions
         self.path = silences_file
@@ -145,7 +146,7 @@ class Controls:
         self._groups_known = not self.group_names()
         self._silences = load_silences(silences_file, clock())
         self.gate = ConfirmGate(confirm_above, confirm_window)
-        if groups_file is not None and not self._groups_known:
+        if not self._groups_known:
             saved = load_groups(groups_file)
             if set(self.group_names()) <= saved.keys():
                 self._apply_groups(saved)
@@ -178,8 +179,6 @@ class Controls:
         """The current members of each EXCLUDE group (from GroupRefresher), kept on disk for
         the next start (best effort: a failed write is logged, the members are used)."""
         self._apply_groups(members)
-        if self.groups_file is None:
-            return
         data = {
             "version": GROUPS_VERSION,
             "read_at": iso(self.clock()),
@@ -255,7 +254,7 @@ class Controls:
         return let_go
 
 
-class GroupRefresher:
+class GroupRefresher(Periodic):
     """Reads the EXCLUDE groups' members now and every `interval` seconds, then sweeps."""
 
     def __init__(
@@ -266,22 +265,11 @@ class GroupRefresher:
         interval: float,
         wake: Callable[[], None],
     ) -> None:
+        super().__init__("exclude-groups", self._pass, interval, step="exclude")
         self.controls = controls
         self.api = api
         self.store = store
-        self.interval = interval
         self._wake = wake
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="exclude-groups", daemon=True)
-        self.refreshed = threading.Event()  # set after the first pass (tests wait for it)
-
-    def start(self) -> None:
-        """Start the thread (the first pass runs at once)."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._stop.set()
 
     def refresh_once(self) -> None:
         """One read of every group, then a sweep; LibreNMSError if LibreNMS cannot be asked (the
@@ -295,16 +283,11 @@ class GroupRefresher:
             members[name] = found
         self.controls.set_groups(members)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.controls.group_names():
-                    self.refresh_once()
-                if self.controls.sweep(self.store):
-                    self._wake()
-            except (LibreNMSError, StateWriteError) as exc:
-                log.warning("step=exclude refresh failed: %s", exc)
-            except Exception:
-                log.exception("step=exclude unexpected error")
-            self.refreshed.set()
-            self._stop.wait(self.interval)
+    def _pass(self) -> None:
+        try:
+            if self.controls.group_names():
+                self.refresh_once()
+            if self.controls.sweep(self.store):
+                self._wake()
+        except (LibreNMSError, StateWriteError) as exc:
+            log.warning("step=exclude refresh failed: %s", exc)

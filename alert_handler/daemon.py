@@ -116,10 +116,10 @@ class Daemon:
     refresher: GroupRefresher
     metrics: Metrics
     health: Health
+    events: EventHub
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     on_hup: Callable[[], None] | None = None
     steady: SteadyClock | None = None  # the clock, when it is the daemon's own
-    events: EventHub | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -273,8 +273,7 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     """Serve until SIGTERM/SIGINT arrives on `signals`; returns the exit status."""
     store, scheduler, server = daemon.store, daemon.scheduler, daemon.server
     store.start()
-    if daemon.events is not None:
-        daemon.events.start()
+    daemon.events.start()
     scheduler.start()
     daemon.reconciler.start()
     daemon.refresher.start()
@@ -361,8 +360,6 @@ def _loop_problem(state: Liveness) -> str | None:
 
 def _health_event(daemon: Daemon, level: str, before: str, reasons: list[str]) -> None:
     """Journal a change of the health level."""
-    if daemon.events is None:
-        return
     detail = f"{before} -> {level}" + (f": {'; '.join(reasons)}" if reasons else "")
     line = daemon.events.emitter.line(EventType.HEALTH, level=level, detail=detail)
     daemon.store.add_events([line])
@@ -392,9 +389,8 @@ def shutdown(daemon: Daemon) -> None:
             daemon.cfg.stop_timeout_sec,
         )
     daemon.store.close()
-    if daemon.events is not None:
-        daemon.events.stop()
-        daemon.events.close()
+    daemon.events.stop()
+    daemon.events.close()
     daemon.poller.close()
     daemon.api.close()
     log.info(

@@ -15,13 +15,11 @@ from alert_handler.core.records import DeviceRecord, merge_alert_fields
 from alert_handler.events.emit import Emitter
 from alert_handler.health import POLLER, Health
 from alert_handler.metrics import STEPS, Metrics
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 from alert_handler.unsupervised import ADVICE
 
 log = logging.getLogger("alert_handler.scheduler")  # one logger for the recovery loop's lines
-
-DURABLE_TIMEOUT = 30.0
 
 
 class _TroubleLog:
@@ -82,8 +80,8 @@ class Recorder:
         store: StateStore,
         rules: Rules,
         metrics: Metrics,
-        health: Health | None = None,
-        events: Emitter | None = None,
+        health: Health,
+        events: Emitter,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -99,11 +97,9 @@ class Recorder:
         made)."""
         decision = report.decision
         decided = decision.record
-        lines: list[str] = []
-        if self.events is not None:
-            decided = self.events.opened(decided)
-            decision = replace(decision, record=decided)
-            lines = self.events.step_lines(before, report.action, decision)
+        decided = self.events.opened(decided)
+        decision = replace(decision, record=decided)
+        lines = self.events.step_lines(before, report.action, decision)
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
             if decided is None or current is None:
@@ -113,7 +109,7 @@ class Recorder:
         self._observe(report)
         _, version = self.store.update(before.device_id, change, lines)
         try:
-            self.store.wait_durable(version, timeout=DURABLE_TIMEOUT)
+            self.store.wait_durable(version, timeout=STEP_WAIT)
         except StateWriteError as exc:
             log.error(
                 "device=%s step=persist failed: %s; pausing this device", before.device_id, exc
@@ -129,17 +125,16 @@ class Recorder:
                 self.metrics.step_seconds.labels(name).observe(seconds)
         if report.poll_exit is not None:
             self.metrics.poll_exits.labels(report.poll_exit).inc()
-            if self.health is not None:
-                # A poll that ran, whatever its exit status, reached the poller host.
-                if report.poll_exit == "error":
-                    self.health.record_failure(POLLER, report.error or "the poll failed")
-                elif report.config_error is not None:
-                    # lnms refused to run as this user: no retry fixes it (degraded until a
-                    # poll runs as the right user).
-                    why = f"poll: configuration error: {report.config_error}"
-                    self.health.record_failure(POLLER, why, config_error=True, what="poll")
-                else:
-                    self.health.record_success(POLLER, "poll")
+            # A poll that ran, whatever its exit status, reached the poller host.
+            if report.poll_exit == "error":
+                self.health.record_failure(POLLER, report.error or "the poll failed")
+            elif report.config_error is not None:
+                # lnms refused to run as this user: no retry fixes it (degraded until a
+                # poll runs as the right user).
+                why = f"poll: configuration error: {report.config_error}"
+                self.health.record_failure(POLLER, why, config_error=True, what="poll")
+            else:
+                self.health.record_success(POLLER, "poll")
         if report.forced_down and not self.rules.dry_run:  # DRY_RUN forces nothing down
             self.metrics.forced_down.inc()
         if report.failed_step is not None:

@@ -17,7 +17,6 @@ A tracked device whose overwrite_ip someone else changed is handled by the worke
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,16 +31,13 @@ from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.librenms.components import Components
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.periodic import Periodic
+from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
 
 # The controls' verdict on a device (EXCLUDE, a silence): `Controls.verdict`.
 Steer = Callable[[int, str | None], Verdict | None]
-
-
-def _nobody(_device_id: int, _hostname: str | None) -> Verdict | None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -58,8 +54,8 @@ def reconcile_once(
     rules: Rules,
     now: float,
     dismissed: dict[int, float],
-    events: Emitter | None = None,
-    steer: Steer | None = None,
+    events: Emitter,
+    steer: Steer,
     components: Components | None = None,
 ) -> ReconcileResult:
     """One pass; raises LibreNMSError if LibreNMS cannot be asked. A device taken on carries
@@ -72,7 +68,7 @@ def reconcile_once(
         tracked,
         dismissed,
         rules,
-        steer or _nobody,
+        steer,
         api.under_maintenance,
     )
     for skipped in plan.skipped:
@@ -106,9 +102,7 @@ def reconcile_once(
     return ReconcileResult(tuple(adopted), tuple(picked))
 
 
-def _take_on(
-    store: StateStore, take: TakeOn, now: float, events: Emitter | None
-) -> DeviceRecord | None:
+def _take_on(store: StateStore, take: TakeOn, now: float, events: Emitter) -> DeviceRecord | None:
     """Track the device (unless something tracked it meanwhile), durably; its record or None."""
 
     def change(current: DeviceRecord | None) -> DeviceRecord | None:
@@ -121,10 +115,10 @@ def _take_on(
             release=take.release,
             found_unsupervised=take.adopt,
         )
-        return rec if events is None else events.known_original(rec)
+        return events.known_original(rec)
 
     def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
-        if events is None or current is not None or new is None:
+        if current is not None or new is None:
             return []
         return [events.line(EventType.TRACKED, new, detail=f"reconciliation: {take.why}")]
 
@@ -132,7 +126,7 @@ def _take_on(
     rec, version = store.update(take.device_id, change, lines)
     if before is not None or rec is None:
         return None
-    store.wait_durable(version, 30.0)
+    store.wait_durable(version, STEP_WAIT)
     return rec
 
 
@@ -160,7 +154,7 @@ def _log_adopted(take: TakeOn, rec: DeviceRecord) -> None:
 FIRST_PASS_DELAY = 2.0  # seconds after start: the listener serves first
 
 
-class Reconciler:
+class Reconciler(Periodic):
     """Runs `reconcile_once` `first_delay` seconds after start, then every `interval` seconds,
     in its own thread. The first pass reads every device and open alert from LibreNMS (tens of
     thousands of rows, much CPU to parse): a daemon restarted in an alert storm answers the
@@ -175,55 +169,37 @@ class Reconciler:
         clock: Callable[[], float],
         dismissed: Callable[[], dict[int, float]],
         wake: Callable[[], None],
-        events: Emitter | None = None,
-        steer: Steer | None = None,
+        events: Emitter,
+        steer: Steer,
         first_delay: float = FIRST_PASS_DELAY,
         components: Components | None = None,
     ) -> None:
+        super().__init__("reconcile", self._pass, interval, first_delay)
         self.api = api
-        self.first_delay = first_delay
         self.store = store
         self.rules = rules
-        self.interval = interval
         self.clock = clock
         self._dismissed = dismissed
         self._wake = wake
         self._events = events
         self._steer = steer
+
         self._components = components
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
-        self.passes = 0  # passes ended (successful or not): tests wait on it
 
-    def start(self) -> None:
-        """Start the thread (the first pass runs `first_delay` seconds later)."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._stop.set()
-
-    def _run(self) -> None:
-        if self._stop.wait(self.first_delay):
-            return
-        while not self._stop.is_set():
-            try:
-                if not self.store.paused:
-                    result = reconcile_once(
-                        self.api,
-                        self.store,
-                        self.rules,
-                        self.clock(),
-                        self._dismissed(),
-                        self._events,
-                        self._steer,
-                        self._components,
-                    )
-                    if result.adopted or result.picked_up:
-                        self._wake()
-            except (LibreNMSError, StateWriteError) as exc:
-                log.warning("step=reconcile failed: %s", exc)  # tried again next interval
-            except Exception:
-                log.exception("step=reconcile unexpected error")
-            self.passes += 1
-            self._stop.wait(self.interval)
+    def _pass(self) -> None:
+        try:
+            if not self.store.paused:
+                result = reconcile_once(
+                    self.api,
+                    self.store,
+                    self.rules,
+                    self.clock(),
+                    self._dismissed(),
+                    self._events,
+                    self._steer,
+                    self._components,
+                )
+                if result.adopted or result.picked_up:
+                    self._wake()
+        except (LibreNMSError, StateWriteError) as exc:
+            log.warning("step=reconcile failed: %s", exc)  # tried again next interval

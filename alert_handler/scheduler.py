@@ -26,10 +26,10 @@ from alert_handler.core.ports import ComponentPort
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.events.emit import Emitter
 from alert_handler.health import Health
-from alert_handler.jobs import DURABLE_TIMEOUT, Recorder
+from alert_handler.jobs import Recorder
 from alert_handler.metrics import Metrics
 from alert_handler.pool import Pool
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
 from alert_handler.yielding import AckYield
 
 log = logging.getLogger(__name__)
@@ -80,16 +80,16 @@ class Scheduler:
         poller: steps.PollPort,
         rules: Rules,
         *,
+        gate: ConfirmGate,
+        metrics: Metrics,
+        health: Health,
+        events: Emitter,
+        steer: steps.SteerPort,
         max_parallel: int = 4,
         max_forced_down: int = 0,
-        gate: ConfirmGate | None = None,
-        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         step_limit: float = 600.0,
         stuck_after: float = 60.0,
-        health: Health | None = None,
-        events: Emitter | None = None,
-        steer: steps.SteerPort | None = None,
     ) -> None:
         """`step_limit`: longest a step may take (its timeouts allow less) before the recovery
         loop counts as stuck; `stuck_after`: longest time without a scheduling pass; `steer`:
@@ -102,8 +102,8 @@ class Scheduler:
         # The originals kept in LibreNMS (librenms/components.py); None: on this host only.
         self.components: ComponentPort | None = None
         self.max_parallel = max_parallel
-        self.metrics = metrics or Metrics()
-        self.admission = Admission(store, self.metrics, max_forced_down, gate, events)
+        self.metrics = metrics
+        self.admission = Admission(store, metrics, gate, events, max_forced_down)
         self.clock = clock
         self._clock = _SystemClock(clock)
         self._cond = threading.Condition()
@@ -332,7 +332,7 @@ class Scheduler:
     def durable(self) -> bool:
         """Whether every change made in memory is on disk (waits up to 30 s for it)."""
         try:
-            self.store.flush(DURABLE_TIMEOUT)
+            self.store.flush(STEP_WAIT)
         except StateWriteError:
             return False
         return True

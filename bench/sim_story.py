@@ -57,7 +57,7 @@ def main() -> int:
     sim.add_device(103, "cpe-103.example.net", ports={"ether1": "up", "port2": "up"})
     sim.start()
     folder = Path(tempfile.mkdtemp(prefix="sim-story-"))
-    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll --url {sim.url}"
+    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim poll --url {sim.url}"
     cfg = parse(
         {
             "LIBRENMS_URL": sim.url,

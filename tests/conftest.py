@@ -36,7 +36,7 @@ def overwrite(sim: Simulator, device_id: int) -> Any:
 def poll_command(sim: Simulator) -> str:
     """POLL_COMMAND that runs the simulator's `lnms device:poll` stand-in as a real process."""
     return (
-        f"{shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll "
+        f"{shlex.quote(sys.executable)} -m alert_handler.sim poll "
         f"--url {sim.url} --token {DEFAULT_TOKEN} {{device_id}}"
     )
 

@@ -39,7 +39,7 @@ def poller(sim: Simulator) -> Iterator[SSHD]:
             "#!/bin/sh\n"
             'case "$1" in\n'
             f"  config:get) echo {shlex.quote(fping)} ;;\n"
-            f"  device:poll) exec {shlex.quote(sys.executable)} -m alert_handler.sim.simulator "
+            f"  device:poll) exec {shlex.quote(sys.executable)} -m alert_handler.sim "
             f'poll --url {sim.url} --token {DEFAULT_TOKEN} "$2" ;;\n'
             "esac\n"
         )

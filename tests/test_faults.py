@@ -243,7 +243,7 @@ with open(os.path.join(directory, "polls"), "a") as polls:
     polls.write(f"{os.getpid()} {device}\\n")
 while os.path.exists(os.path.join(directory, "hold-poll")):
     time.sleep(0.02)
-argv = [sys.executable, "-m", "alert_handler.sim.simulator", "poll", "--url", url, "--token", token]
+argv = [sys.executable, "-m", "alert_handler.sim", "poll", "--url", url, "--token", token]
 os.execv(sys.executable, [*argv, device])
 '''
 
@@ -288,7 +288,7 @@ class HeldPolls:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"poll_wrapper" in cmdline or b"alert_handler.sim.simulator" in cmdline:
+            if b"poll_wrapper" in cmdline or b"alert_handler.sim" in cmdline:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -173,7 +173,7 @@ def loaded_after_import(module: str) -> set[str]:
 
 
 def test_the_simulators_poll_stand_in_loads_no_third_party_package() -> None:
-    """`python -m alert_handler.sim.simulator poll` runs once per poll: stdlib only, it starts
+    """`python -m alert_handler.sim poll` runs once per poll: stdlib only, it starts
     fast. Its command line module loads none of the third-party packages."""
     assert loaded_after_import("alert_handler.sim.command") == set()
 

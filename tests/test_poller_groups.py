@@ -38,7 +38,7 @@ def as_poller(server: SSHD, sim: Simulator, name: str, key: Path) -> Path:
         "id=${SSH_ORIGINAL_COMMAND##* }\n"
         'case "$id" in ""|*[!0-9]*) exit 2 ;; esac\n'
         f'touch {ran}/"$id"\n'
-        f"exec {shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll "
+        f"exec {shlex.quote(sys.executable)} -m alert_handler.sim poll "
         f'--url {sim.url} --token {DEFAULT_TOKEN} --poller {name} "$id"\n'
     )
     wrapper.chmod(0o755)

@@ -22,6 +22,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from alert_handler.controls import Controls
 from alert_handler.core.alerts import Alert
 from alert_handler.core.facts import (
     DeviceInfo,
@@ -51,7 +52,10 @@ from alert_handler.core.outcomes import Outcome
 from alert_handler.core.records import DeviceRecord, Phase, merge_alert_fields
 from alert_handler.core.seen import SUPPRESSED, suppression
 from alert_handler.core.steps import Ports, StepReport, run_device
+from alert_handler.events.emit import Emitter
+from alert_handler.health import Health
 from alert_handler.librenms.client import LibreNMS
+from alert_handler.metrics import Metrics
 from alert_handler.poll import Poller, PollError, PollResult
 from alert_handler.scheduler import Scheduler
 from alert_handler.store.codec import Snapshot
@@ -600,8 +604,23 @@ class NoPoller:
 
 
 def make_worker(store: StateStore, api: ScriptedLibreNMS) -> Scheduler:
-    """A Scheduler that is never started: the test calls its per-device job directly."""
-    return Scheduler(store, cast(LibreNMS, api), cast(Poller, NoPoller()), RULES, clock=lambda: NOW)
+    """A Scheduler that is never started: the test calls its per-device job directly (no
+    exclusion, no silence, no confirmation gate)."""
+    clock = lambda: NOW  # noqa: E731
+    folder = store.path.parent
+    controls = Controls((), folder / "silences.json", clock, groups_file=folder / "groups.json")
+    return Scheduler(
+        store,
+        cast(LibreNMS, api),
+        cast(Poller, NoPoller()),
+        RULES,
+        gate=controls.gate,
+        metrics=Metrics(),
+        health=Health(clock),
+        events=Emitter(clock),
+        steer=controls,
+        clock=clock,
+    )
 
 
 def test_worker_changes_nothing_while_its_decision_is_not_durable(tmp_path: Path) -> None:

@@ -312,7 +312,7 @@ def _run_poll_cli(
     sim: Simulator, spec: str, token: str = DEFAULT_TOKEN
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "alert_handler.sim.simulator", "poll"]
+    command = [sys.executable, "-m", "alert_handler.sim", "poll"]
     return subprocess.run(
         [*command, "--url", sim.url, "--token", token, spec],
         capture_output=True,
@@ -546,7 +546,7 @@ def test_stop_cuts_keep_alive_connections(sim: Simulator, api: requests.Session)
 
 def test_serve_cli_runs_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "alert_handler.sim.simulator", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "alert_handler.sim", "serve", "--port", "0"]
     with subprocess.Popen(
         [*command, "--devices", "3"],
         stdout=subprocess.PIPE,

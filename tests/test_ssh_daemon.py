@@ -55,7 +55,7 @@ def restrict_key(server: SSHD, sim: Simulator) -> Path:
     lnms.write_text(
         "#!/bin/sh\n"
         f'touch {ran}/"$2"\n'
-        f"exec {shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll "
+        f"exec {shlex.quote(sys.executable)} -m alert_handler.sim poll "
         f'--url {sim.url} --token {DEFAULT_TOKEN} "$2"\n'
     )
     lnms.chmod(0o755)

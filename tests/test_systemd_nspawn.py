@@ -150,7 +150,7 @@ def configure(container: Container, sim: Simulator, port: int) -> None:
         "LIBRENMS_API_TOKEN": DEFAULT_TOKEN,
         "POLL_METHOD": "local",
         "POLL_COMMAND": (
-            f"{VENV}/bin/python -m alert_handler.sim.simulator poll "
+            f"{VENV}/bin/python -m alert_handler.sim poll "
             f"--url {sim.url} --token {DEFAULT_TOKEN} {{device_id}}"
         ),
         "RECOVERY_INTERVAL_SEC": "0.5",

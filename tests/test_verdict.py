@@ -452,12 +452,13 @@ def test_a_confirm_during_a_scheduling_pass_is_never_lost() -> None:
     import threading
 
     from alert_handler.admission import Admission
+    from alert_handler.events.emit import Emitter
     from alert_handler.metrics import Metrics
 
     records = {d: DeviceRecord(device_id=d, next_attempt_at=NOW) for d in (1, 2)}
     store = _PausingStore(records)
     gate = ConfirmGate(above=1, window=300.0)
-    admission = Admission(store, Metrics(), gate=gate)  # type: ignore[arg-type]
+    admission = Admission(store, Metrics(), gate, Emitter(lambda: NOW))  # type: ignore[arg-type]
     passing = threading.Thread(
         target=admission.admit, args=(records, [(NOW, 1), (NOW, 2)], set(), NOW, 0)
     )
@@ -466,7 +467,7 @@ def test_a_confirm_during_a_scheduling_pass_is_never_lost() -> None:
     assert store.in_hold.wait(10)
     confirming = threading.Thread(
         target=admission.decide_held,
-        args=(lambda rec: controls.confirm(rec, NOW), lambda _d: []),
+        args=(lambda rec: controls.confirm(rec, NOW),),
     )
     confirming.start()
     store.confirm_looked.wait(0.5)  # without the lock, the confirm looks now (and finds none)
@@ -484,6 +485,7 @@ def test_holding_since_before_does_not_claim_the_limit_was_passed(
     not say "more than CONFIRM_ABOVE=50 new devices": it says the gate holds until a person
     decides, with the current limit."""
     from alert_handler.admission import Admission
+    from alert_handler.events.emit import Emitter
     from alert_handler.metrics import Metrics
 
     caplog.set_level(logging.WARNING, logger="alert_handler.scheduler")
@@ -491,6 +493,7 @@ def test_holding_since_before_does_not_claim_the_limit_was_passed(
     store = _PausingStore(records)
     gate = ConfirmGate(above=50, window=300.0)
     gate.holding = True  # as daemon.build sets it when held devices are on disk
-    Admission(store, Metrics(), gate=gate).admit(records, [(NOW, 3)], set(), NOW, 2)  # type: ignore[arg-type]
+    admission = Admission(store, Metrics(), gate, Emitter(lambda: NOW))  # type: ignore[arg-type]
+    admission.admit(records, [(NOW, 3)], set(), NOW, 2)
     assert "more than CONFIRM_ABOVE" not in caplog.text
     assert "holds every new device until a person decides (CONFIRM_ABOVE=50): 3 held" in caplog.text

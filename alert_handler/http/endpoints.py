@@ -31,11 +31,11 @@ from alert_handler.events.journal import EventType
 from alert_handler.events.page import PageData, render_page
 from alert_handler.health import Health, Level
 from alert_handler.http import routes
-from alert_handler.http.steering import DURABLE_TIMEOUT, Reply, SteeringEndpoints
+from alert_handler.http.steering import Reply, Steering
 from alert_handler.http.views import device_row
 from alert_handler.metrics import Metrics
 from alert_handler.scheduler import Scheduler
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.state import ACK_WAIT, StateStore, StateWriteError
 from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -49,22 +49,33 @@ def _safe(text: str | None) -> str:
 
 
 @dataclass
-class App(SteeringEndpoints):
-    """The daemon's endpoints, bound to its store and scheduler."""
+class App:
+    """The daemon's endpoints, bound to its store and scheduler; the steering endpoints are
+    `steering`'s."""
 
     store: StateStore
     scheduler: Scheduler
     rules: Rules
     metrics: Metrics
     health_model: Health
+    controls: Controls
+    events: Emitter
     auth_enabled: bool = True
     dry_run: bool = False
     clock: Callable[[], float] = time.time
-    controls: Controls | None = None
-    events: Emitter | None = None
     _persist_trouble: Throttle = field(default_factory=Throttle, repr=False)
+    steering: Steering = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.steering = Steering(
+            self.store,
+            self.scheduler.admission,
+            self.controls,
+            self.clock,
+            self._operator,
+            self._commit,
+            self.scheduler.wake,
+        )
         self.metrics.paused.set(1 if self.store.paused else 0)
         self.metrics.declare_endpoints(routes.endpoint_labels())
 
@@ -84,7 +95,7 @@ class App(SteeringEndpoints):
             )
             return 400, {"error": str(exc)}
         self.scheduler.alert_arrived()  # recovery yields to acks while alerts arrive
-        steer = self.controls.verdict(alert.device_id, alert.host) if self.controls else None
+        steer = self.controls.verdict(alert.device_id, alert.host)
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
@@ -96,7 +107,7 @@ class App(SteeringEndpoints):
         _, version = self.store.update(alert.device_id, change, self._tracked(holder, detail))
         decision = holder[0]
         try:
-            self.store.wait_durable(version, DURABLE_TIMEOUT)
+            self.store.wait_durable(version, ACK_WAIT)
         except StateWriteError as exc:
             self.metrics.alerts.labels("unavailable").inc()
             held = self._persist_trouble.take()
@@ -127,7 +138,7 @@ class App(SteeringEndpoints):
     def _known(self, decision: Decision) -> DeviceRecord | None:
         """The decided record; a new one carries the journal's last original of its device."""
         rec = decision.record
-        if decision.new and rec is not None and self.events is not None:
+        if decision.new and rec is not None:
             return self.events.known_original(rec)
         return rec
 
@@ -138,7 +149,7 @@ class App(SteeringEndpoints):
         the closing event of one it forgets (`outcomes.MEANINGS`)."""
 
         def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
-            if self.events is None or not holder:
+            if not holder:
                 return []
             # The record as stored (with the journal's last original), not as decided.
             decision = holder[0] if new is None else replace(holder[0], record=new)
@@ -147,8 +158,6 @@ class App(SteeringEndpoints):
         return lines
 
     def _operator(self, what: str, client: str, device_id: int | None = None) -> list[str]:
-        if self.events is None:
-            return []
         line = self.events.line(EventType.OPERATOR, device_id=device_id, detail=what, client=client)
         return [line]
 
@@ -195,7 +204,7 @@ class App(SteeringEndpoints):
             now=now,
             health=self.health()[1],
             devices=list(records.values()),
-            episodes=self.events.book.recent() if self.events is not None else [],
+            episodes=self.events.book.recent(),
             paused=self.store.paused,
             storm_engaged=self.scheduler.admission.storm_engaged,
             max_forced_down=self.scheduler.admission.max_forced_down,
@@ -208,12 +217,14 @@ class App(SteeringEndpoints):
     def devices(self) -> Reply:
         """GET /devices: the tracked devices."""
         rows = [device_row(rec) for _, rec in sorted(self.store.records().items())]
-        body: dict[str, Any] = {"status": "ok", "paused": self.store.paused, "devices": rows}
-        body["storm_engaged"] = self.scheduler.admission.storm_engaged
-        if self.controls is not None:
-            body["silences"] = [silence_row(s) for s in self.controls.silences()]
-            body["held"] = sum(1 for row in rows if row["held"])
-        return 200, body
+        return 200, {
+            "status": "ok",
+            "paused": self.store.paused,
+            "devices": rows,
+            "storm_engaged": self.scheduler.admission.storm_engaged,
+            "silences": [silence_row(s) for s in self.controls.silences()],
+            "held": sum(1 for row in rows if row["held"]),
+        }
 
     def release(self, raw_id: str, client: str = "-") -> Reply:
         """POST /devices/<id>/release: restore the original now and forget the device. An
@@ -258,10 +269,8 @@ class App(SteeringEndpoints):
         silenced device is refused, 409 with the reason, and nothing changes (`alert-handler
         track` prints it and exits 1)."""
         device_id = parse_device_id(raw_id)
-        steer = None
-        if self.controls is not None:
-            current = self.store.get(device_id)
-            steer = self.controls.verdict(device_id, current.hostname if current else None)
+        current = self.store.get(device_id)
+        steer = self.controls.verdict(device_id, current.hostname if current else None)
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
@@ -299,10 +308,8 @@ class App(SteeringEndpoints):
 
     def set_paused(self, paused: bool, client: str = "-") -> Reply:
         """POST /pause and /resume: maintenance mode, persisted."""
-        lines: list[str] = []
-        if self.events is not None:
-            kind = EventType.PAUSED if paused else EventType.RESUMED
-            lines = [self.events.line(kind, detail=f"by the operator at {client}", client=client)]
+        kind = EventType.PAUSED if paused else EventType.RESUMED
+        lines = [self.events.line(kind, detail=f"by the operator at {client}", client=client)]
         version = self.store.set_paused(paused, lines)
         reply = self._commit(version, {"status": "ok", "paused": paused})
         self.metrics.paused.set(1 if self.store.paused else 0)
@@ -314,7 +321,7 @@ class App(SteeringEndpoints):
 
     def _commit(self, version: int, body: dict[str, Any]) -> Reply:
         try:
-            self.store.wait_durable(version, DURABLE_TIMEOUT)
+            self.store.wait_durable(version, ACK_WAIT)
         except StateWriteError:
             return 503, {"error": "state file cannot be written"}
         self.scheduler.wake()

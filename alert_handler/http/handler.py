@@ -319,6 +319,7 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, answer: Answer, body: bytes, query: str, raw_id: str | None) -> None:
         """Answer one routed request (token and body already checked)."""
         app, client = self.shared.app, self.conn.peer
+        steering = app.steering
         if answer is Answer.PAGE:  # a browser answers the token's 401 with Basic auth
             page = app.status_page().encode()
             self._send(head(200, "text/html; charset=utf-8", len(page), _PAGE_HEADERS) + page)
@@ -334,13 +335,13 @@ class Handler(BaseHTTPRequestHandler):
             Answer.ALERT: lambda: app.receive(body, query, client),
             Answer.HEALTH: app.health,
             Answer.DEVICES: app.devices,
-            Answer.SILENCES: app.silences,
-            Answer.SILENCE: lambda: app.silence(body, client),
-            Answer.UNSILENCE: lambda: app.unsilence(body, client),
+            Answer.SILENCES: steering.silences,
+            Answer.SILENCE: lambda: steering.silence(body, client),
+            Answer.UNSILENCE: lambda: steering.unsilence(body, client),
             Answer.PAUSE: lambda: app.set_paused(True, client),
             Answer.RESUME: lambda: app.set_paused(False, client),
-            Answer.CONFIRM: lambda: app.confirm(client),
-            Answer.DISCARD: lambda: app.discard(client),
+            Answer.CONFIRM: lambda: steering.confirm(client),
+            Answer.DISCARD: lambda: steering.discard(client),
             Answer.RELEASE: lambda: app.release(raw_id or "", client),
             Answer.TRACK: lambda: app.track(raw_id or "", client),
         }

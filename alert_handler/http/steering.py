@@ -1,50 +1,54 @@
-"""The steering endpoints (silences, confirm, discard): what they do, apart from HTTP. Mixed
-into `endpoints.App`, whose store, scheduler, controls and journal they use."""
+"""The steering endpoints (silences, confirm, discard): what they do, apart from HTTP. A
+`Steering` is held by `endpoints.App` and given, explicitly, what it works on."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from alert_handler.admission import Admission
 from alert_handler.controls import Controls, silence_row
 from alert_handler.core import controls as controls_mod
 from alert_handler.core.alerts import BadPayload, counted, log_safe
 from alert_handler.core.controls import ControlError, parse_duration, parse_target
+from alert_handler.core.machine import Decision
+from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
-from alert_handler.scheduler import Scheduler
-from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.state import ACK_WAIT, StateStore, StateWriteError
 
 log = logging.getLogger("alert_handler.http.endpoints")
 
 Reply = tuple[int, dict[str, Any]]
-DURABLE_TIMEOUT = 5.0  # well inside LibreNMS's 30 s transport timeout
+# The operator event's line(s) for an action: (what, client) -> lines.
+OperatorLines = Callable[[str, str], list[str]]
+# Wait until `version` is durable, wake the recovery loop, answer `body` (or 503).
+Commit = Callable[[int, dict[str, Any]], Reply]
 
 
-class SteeringEndpoints:
+@dataclass(frozen=True)
+class Steering:
     """GET/POST /silences, POST /unsilence, /confirm, /discard."""
 
     store: StateStore
-    scheduler: Scheduler
-    controls: Controls | None
+    admission: Admission
+    controls: Controls
     clock: Callable[[], float]
-
-    def _operator(self, what: str, client: str, device_id: int | None = None) -> list[str]:
-        raise NotImplementedError  # provided by App
-
-    def _commit(self, version: int, body: dict[str, Any]) -> Reply:
-        raise NotImplementedError  # provided by App
+    operator: OperatorLines
+    commit: Commit
+    wake: Callable[[], None]
 
     def silences(self) -> Reply:
         """GET /silences: the active silences."""
-        controls = self._controls()
+        controls = self.controls
         return 200, {"status": "ok", "silences": [silence_row(s) for s in controls.silences()]}
 
     def silence(self, body: bytes, client: str) -> Reply:
         """POST /silences {"target", "for", "reason"?, "all"?}: keep automation away from a
         device (or hostname glob) for a while; forced-down ones are restored and forgotten."""
-        controls = self._controls()
+        controls = self.controls
         fields = _json_object(body)
         try:
             target = parse_target(str(fields.get("target", "")), allow_group=False)
@@ -69,7 +73,7 @@ class SteeringEndpoints:
             counted(len(let_go), "tracked device"),
         )
         if let_go:
-            self.scheduler.wake()
+            self.wake()
         return 200, {
             "status": "silenced",
             "silence": silence_row(silence),
@@ -78,7 +82,7 @@ class SteeringEndpoints:
 
     def unsilence(self, body: bytes, client: str) -> Reply:
         """POST /unsilence {"target"}: end a silence now."""
-        controls = self._controls()
+        controls = self.controls
         try:
             target = parse_target(str(_json_object(body).get("target", "")), allow_group=False)
         except ControlError as exc:
@@ -96,26 +100,29 @@ class SteeringEndpoints:
     def confirm(self, client: str) -> Reply:
         """POST /confirm: the held devices go ahead and are forced down (under the admission's
         lock: no scheduling pass holds a device in between)."""
-        self._controls()
-        now = self.clock()
-        ids, version = self.scheduler.admission.decide_held(
-            lambda rec: controls_mod.confirm(rec, now), lambda _decision: []
+        return self._decide_held(
+            controls_mod.confirm, "confirm", "confirmed", client, ": forcing down"
         )
-        if self._decided("confirm", ids, client):
-            log.warning("step=confirm %s confirmed by %s: forcing down", _held(ids), client)
-        return self._commit(version, {"status": "confirmed", "devices": ids})
 
     def discard(self, client: str) -> Reply:
         """POST /discard: the held devices are released (restored if LibreNMS shows them on
         UNSUPERVISED_IP all the same, else left as they are) and forgotten."""
-        self._controls()
+        return self._decide_held(controls_mod.discard, "discard", "discarded", client)
+
+    def _decide_held(
+        self,
+        decide: Callable[[DeviceRecord, float], Decision],
+        what: str,
+        done: str,
+        client: str,
+        then: str = "",
+    ) -> Reply:
+        """`decide` every held device now, journal the operator's action, answer once durable."""
         now = self.clock()
-        ids, version = self.scheduler.admission.decide_held(
-            lambda rec: controls_mod.discard(rec, now), lambda _decision: []
-        )
-        if self._decided("discard", ids, client):
-            log.warning("step=confirm %s discarded by %s", _held(ids), client)
-        return self._commit(version, {"status": "discarded", "devices": ids})
+        ids, version = self.admission.decide_held(lambda rec: decide(rec, now))
+        if self._decided(what, ids, client):
+            log.warning("step=confirm %s %s by %s%s", _held(ids), done, client, then)
+        return self.commit(version, {"status": done, "devices": ids})
 
     def _decided(self, verb: str, ids: list[int], client: str) -> bool:
         """Journal and log a confirm or discard, each device on its own `device=N` line; with
@@ -131,16 +138,11 @@ class SteeringEndpoints:
 
     def _journal(self, what: str, client: str) -> None:
         """Record an operator's steering action as an event (durable before the reply)."""
-        version = self.store.add_events(self._operator(what, client))
+        version = self.store.add_events(self.operator(what, client))
         try:
-            self.store.wait_durable(version, DURABLE_TIMEOUT)
+            self.store.wait_durable(version, ACK_WAIT)
         except StateWriteError:
             log.error("step=events cannot journal the operator action: %s", what)
-
-    def _controls(self) -> Controls:
-        if self.controls is None:
-            raise BadPayload("steering is not set up in this daemon")
-        return self.controls
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from alert_handler.settings import PollTarget
 log = logging.getLogger(__name__)
 
 PollObserver = Callable[[str, str], None]  # (poller label, exit status or "error")
-DEFAULT = "default"
 
 
 class PollSite(Protocol):

@@ -1,5 +1,5 @@
 """The simulator's command lines: `poll` (the stand-in for `lnms device:poll <spec>`, stdlib
-only so that it starts fast) and `serve`, run as `python -m alert_handler.sim.simulator`; and
+only so that it starts fast) and `serve`, run as `python -m alert_handler.sim`; and
 `alert-handler simulator` (the demo's four CPEs, with a guide to trying every command against
 them) and its `--flip`."""
 
@@ -93,8 +93,7 @@ def simulator_env(sim_url: str, token: str, daemon_port: int, folder: Path) -> d
         "LIBRENMS_API_TOKEN": token,
         "POLL_METHOD": "local",
         "POLL_COMMAND": (
-            f"{python} -m alert_handler.sim.simulator poll --url {sim_url} --token {token} "
-            "{device_id}"
+            f"{python} -m alert_handler.sim poll --url {sim_url} --token {token} {{device_id}}"
         ),
         "WEBHOOK_TOKEN": secrets.token_hex(16),
         "LISTEN_HOST": "127.0.0.1",
@@ -338,7 +337,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`poll` (exit code of the simulated lnms device:poll) or `serve` (until SIGTERM/SIGINT)."""
-    parser = argparse.ArgumentParser(prog="python -m alert_handler.sim.simulator")
+    parser = argparse.ArgumentParser(prog="python -m alert_handler.sim")
     commands = parser.add_subparsers(dest="command", required=True)
     poll = commands.add_parser("poll", help="poll a device like `lnms device:poll <spec>`")
     poll.add_argument("--url", required=True, help="the simulator's API URL, .../api/v0")

@@ -138,7 +138,7 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
     sim.poll(102)  # LibreNMS learns that 102's port2 is down
     sim.start()
     token = secrets.token_hex(16)
-    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll --url {sim.url}"
+    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim poll --url {sim.url}"
     env = {
         "LIBRENMS_URL": sim.url,
         "LIBRENMS_API_TOKEN": DEFAULT_TOKEN,

@@ -186,7 +186,7 @@ def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) ->
         print(f"  device {device_id}: port2 {_port2(sim, device_id)} (SNMP)", file=sys.stderr)
     sim.start()
     token = secrets.token_hex(16)
-    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim.simulator poll --url {sim.url}"
+    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim poll --url {sim.url}"
     env = {
         "LIBRENMS_URL": sim.url,
         "LIBRENMS_API_TOKEN": DEFAULT_TOKEN,

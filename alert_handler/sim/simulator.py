@@ -2,7 +2,7 @@
 
 It keeps LibreNMS's split between what is (`SimPort.link`, set by the scenario) and what LibreNMS
 knows (`ifOperStatus`, `devices.status`, `devices.ip`): only `poll()`, the stand-in for
-`lnms device:poll <id>`, copies the one into the other. `python -m alert_handler.sim.simulator poll`
+`lnms device:poll <id>`, copies the one into the other. `python -m alert_handler.sim poll`
 runs that poll as a real process, `... serve` runs the simulator (see `command`).
 """
 
@@ -12,7 +12,6 @@ import hmac
 import ipaddress
 import logging
 import re
-import sys
 import threading
 import time
 import urllib.request
@@ -844,9 +843,3 @@ def demo_fleet(sim: Simulator) -> None:
         real_ip="203.0.113.14",
         ports={"ether1": "up", "port2": "down", "port20": "down", "Port2-backup": "up"},
     )
-
-
-if __name__ == "__main__":  # `python -m alert_handler.sim.simulator poll|serve`, as documented
-    from alert_handler.sim.command import main
-
-    sys.exit(main())

@@ -55,7 +55,6 @@ class Checkpointer:
         self._old_pending = old_journal_path(path).exists()
         self._failing = False
         self._rotate_failing = False
-        self.written_seq = snapshot.seq  # the newest checkpoint on disk
         self._thread: threading.Thread | None = None
         # The text cache (checkpoint thread only).
         self._loaded = dict(snapshot.devices)
@@ -156,7 +155,6 @@ class Checkpointer:
         if self._failing:
             log.warning("step=checkpoint file=%s writable again", self.path)
         self._failing = False
-        self.written_seq = seq
         return True
 
     def close(

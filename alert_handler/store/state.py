@@ -25,6 +25,9 @@ from alert_handler.store.codec import Snapshot, record_to_json
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DELAY = 0.8  # seconds a durable change waits at most before its checkpoint starts
+# How long a caller waits at most for its change to be on disk (`wait_durable`):
+ACK_WAIT = 5.0  # a request thread, for its reply: well inside LibreNMS's 30 s transport timeout
+STEP_WAIT = 30.0  # the recovery side (a step, a reconciliation's take-on, the shutdown flush)
 
 # Event lines for a second file written in the same group commit (the event journal): given
 # with a change, or computed from the record before and after it, under the store's lock.

@@ -141,6 +141,7 @@ def reconcile_once(
 
 
 FIRST_PASS_DELAY = 2.0  # seconds after start: the listener serves first
+_STANDBY_LOOK = 0.5  # seconds between looks whether an HA standby took the lease
 
 
 class Reconciler:
@@ -161,7 +162,12 @@ class Reconciler:
         events: Emitter | None = None,
         steer: Steer | None = None,
         first_delay: float = FIRST_PASS_DELAY,
+        active: Callable[[], bool] | None = None,
     ) -> None:
+        """`active`: whether passes may run now (HA: only while this daemon holds the lease;
+        a pass runs as soon as it does)."""
+        self._active = active
+        self._kick = threading.Event()
         self.api = api
         self.first_delay = first_delay
         self.store = store
@@ -182,11 +188,20 @@ class Reconciler:
     def stop(self) -> None:
         """Stop after the current pass."""
         self._stop.set()
+        self._kick.set()
+
+    def trigger(self) -> None:
+        """Run a pass now (HA: the lease was just taken)."""
+        self._kick.set()
 
     def _run(self) -> None:
         if self._stop.wait(self.first_delay):
             return
         while not self._stop.is_set():
+            if self._active is not None and not self._active():
+                self._stop.wait(_STANDBY_LOOK)  # a standby: a pass once it holds the lease
+                continue
+            self._kick.clear()
             try:
                 if not self.store.paused:
                     result = reconcile_once(
@@ -204,4 +219,4 @@ class Reconciler:
                 log.warning("step=reconcile failed: %s", exc)  # tried again next interval
             except Exception:
                 log.exception("step=reconcile unexpected error")
-            self._stop.wait(self.interval)
+            self._kick.wait(self.interval)

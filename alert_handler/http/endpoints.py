@@ -81,6 +81,7 @@ class App(SteeringEndpoints):
     controls: Controls | None = None
     events: Emitter | None = None
     _persist_trouble: Throttle = field(default_factory=Throttle, repr=False)
+    ha: Callable[[], dict[str, Any]] | None = None  # the HA lease's status (HA_REDIS_URL)
 
     def __post_init__(self) -> None:
         self.metrics.paused.set(1 if self.store.paused else 0)
@@ -224,6 +225,8 @@ class App(SteeringEndpoints):
             "thread_restarts": self.scheduler.restarts,
             "dependencies": report.dependencies,
         }
+        if self.ha is not None:
+            body["ha"] = self.ha()
         return (503 if report.level is Level.CRITICAL else 200), body
 
     def status_page(self) -> str:

@@ -1,0 +1,244 @@
+"""The HA lease against a real redis-server: atomic take, renewal, compare-and-extend after a
+loss, release, the fencing deadline, a Redis that restarts empty, and the HA_* settings."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from alert_handler.config import ConfigError, parse
+from alert_handler.core.facts import PollError, PollResult
+from alert_handler.ha.lease import FencedPoller, Lease, Role, Transition, connect
+from tests.redis_server import RedisServer, running_redis
+
+KEY = "alert-handler:lease"
+LEASE = 10.0
+RENEW = 3.0
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, on a free loopback port."""
+    with running_redis(tmp_path / "redis") as server:
+        yield server
+
+
+class FakeClock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    server: RedisServer, name: str, clock: FakeClock | None = None, seen: list[str] | None = None
+) -> Lease:
+    def changed(transition: Transition, why: str) -> None:
+        if seen is not None:
+            seen.append(transition.value)
+
+    kwargs = {} if clock is None else {"clock": clock}
+    return Lease(
+        connect(server.url, RENEW),
+        key=KEY,
+        instance=name,
+        lease=LEASE,
+        renew=RENEW,
+        on_change=changed,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_only_one_of_many_takes_the_lease_at_once(redis_server: RedisServer) -> None:
+    """1. Twelve daemons try at the same moment: exactly one holds it, Redis names it.
+    2. The others are standbys and know who holds it."""
+    leases = [make(redis_server, f"d{i}") for i in range(12)]
+    start = threading.Barrier(len(leases))
+
+    def go(lease: Lease) -> None:
+        start.wait()
+        lease.tick()
+
+    threads = [threading.Thread(target=go, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    holders = [lease for lease in leases if lease.role is Role.HOLDER]
+    assert len(holders) == 1
+    with redis_server.client() as client:
+        assert client.get(KEY) == holders[0].instance
+        assert 0 < client.pttl(KEY) <= LEASE * 1000
+    for lease in leases:
+        assert lease.status()["holder"] == holders[0].instance
+
+
+def test_renewal_extends_and_release_hands_over(redis_server: RedisServer) -> None:
+    """1. A renewal puts the key's time to live back to the whole lease.
+    2. A clean stop deletes the key (an `released` transition); the standby takes it next try."""
+    seen: list[str] = []
+    a, b = make(redis_server, "a", seen=seen), make(redis_server, "b")
+    a.tick()
+    b.tick()
+    with redis_server.client() as client:
+        client.pexpire(KEY, 4000)  # as if time had passed since the last renewal
+        a.tick()
+        assert client.pttl(KEY) > 4000
+        a.stop()
+        assert client.get(KEY) is None
+    assert seen == ["acquired", "released"]
+    b.tick()
+    assert b.role is Role.HOLDER
+
+
+def test_compare_and_extend_refuses_once_another_holds_it(redis_server: RedisServer) -> None:
+    """1. The key expired and another daemon took it: the old holder's renewal does not extend
+    the other's lease, and it stands by (a `lost` transition).
+    2. Its release at stop does not delete the other's lease."""
+    seen: list[str] = []
+    a = make(redis_server, "a", seen=seen)
+    a.tick()
+    with redis_server.client() as client:
+        client.set(KEY, "b", px=5000)  # expired, then taken by b
+        a.tick()
+        assert client.get(KEY) == "b"
+        assert client.pttl(KEY) <= 5000
+        assert a.role is Role.STANDBY
+        assert seen == ["acquired", "lost"]
+        assert a.refusal() is not None
+        a.stop()
+        assert client.get(KEY) == "b"
+
+
+def test_the_fence_closes_at_the_deadline_and_after_a_first_lease(
+    redis_server: RedisServer,
+) -> None:
+    """1. A daemon that just met this Redis holds the lease but writes nothing for one lease.
+    2. Renewed, it may write; unrenewed, it may not from the deadline on (lease minus a fifth,
+    counted from when the renewal was sent), and each refusal is counted.
+    3. A standby that has known the Redis for a whole lease writes at once on taking over."""
+    clock = FakeClock()
+    a = make(redis_server, "a", clock)
+    a.tick()
+    assert a.role is Role.HOLDER
+    assert "waiting out one lease" in (a.refusal() or "")
+    clock.now += RENEW
+    a.tick()  # renewed: deadline = now + 10 - 2
+    clock.now += LEASE - RENEW + 0.1  # one lease after meeting the Redis
+    assert a.refusal() is None
+    assert a.may_write()
+    clock.now += LEASE - 2 - (LEASE - RENEW + 0.1) - 0.01  # just before the deadline
+    assert a.refusal() is None
+    clock.now += 0.02
+    assert "deadline" in (a.refusal() or "")
+    assert a.fenced == 2
+    assert a.status()["role"] == "standby"
+
+    b_clock = FakeClock()
+    b = make(redis_server, "b", b_clock)
+    b.tick()  # standby: a holds it in Redis
+    b_clock.now += LEASE + 1
+    with redis_server.client() as client:
+        client.delete(KEY)  # a died, its key expired
+    b.tick()
+    assert b.role is Role.HOLDER
+    assert b.refusal() is None
+
+
+def test_a_redis_that_restarts_empty_makes_the_next_holder_wait_a_lease(
+    redis_server: RedisServer,
+) -> None:
+    """1. The holder's renewal after an empty restart fails: it stands by.
+    2. The standby that takes the new, empty Redis waits out a whole lease before it writes,
+    though it has watched the old Redis for long: the old holder may trust its lease that long."""
+    clock = FakeClock()
+    a, b = make(redis_server, "a", clock), make(redis_server, "b", clock)
+    a.tick()
+    b.tick()
+    clock.now += LEASE * 3
+    for _ in range(2):
+        a.tick()
+        b.tick()
+    assert a.may_write() and not b.may_write()
+    redis_server.restart()
+    for _ in range(3):  # the first call may only find the old connection closed
+        b.tick()
+        clock.now += 0.1
+    assert b.role is Role.HOLDER
+    assert "waiting out one lease" in (b.refusal() or "")
+    a.tick()
+    a.tick()
+    assert a.role is Role.STANDBY
+    clock.now += LEASE
+    b.tick()
+    assert b.refusal() is None
+
+
+def test_a_holder_that_cannot_reach_redis_stops_writing_at_its_deadline(
+    redis_server: RedisServer,
+) -> None:
+    """1. Redis gone: the holder may still write until its deadline, then not, and it reports
+    the Redis error; the poll is fenced like an API write."""
+    clock = FakeClock()
+    a = make(redis_server, "a", clock)
+    a.tick()
+    clock.now += LEASE
+    a.tick()
+    assert a.may_write()
+    redis_server.stop()
+    a.tick()
+    assert a.may_write()
+    assert str(a.status()["redis"]).startswith("Redis: ")
+    clock.now += LEASE
+    a.tick()
+    assert a.role is Role.STANDBY
+
+    class Inner:
+        def poll(self, device_id: int, poller_group: int = 0) -> PollResult:
+            raise AssertionError("a fenced poll ran")
+
+    with pytest.raises(PollError, match="refused by fencing"):
+        FencedPoller(Inner(), a).poll(7)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"HA_REDIS_URL": "http://redis"}, "HA_REDIS_URL", "redis://"),
+        ({"HA_REDIS_URL": "redis://"}, "HA_REDIS_URL", "host"),
+        ({"HA_REDIS_URL": "redis://r:99999"}, "HA_REDIS_URL", "port"),
+        ({"HA_LEASE_SEC": "1"}, "HA_LEASE_SEC", "from 2 to 300"),
+        ({"HA_RENEW_SEC": "5"}, "HA_RENEW_SEC", "less than half"),
+        ({"HA_LEASE_SEC": "4", "HA_RENEW_SEC": "2"}, "HA_RENEW_SEC", "less than half"),
+        ({"HA_INSTANCE": "two words"}, "HA_INSTANCE", "letters"),
+    ],
+)
+def test_bad_ha_settings_name_the_variable(extra: dict[str, str], key: str, problem: str) -> None:
+    env = {"LIBRENMS_URL": "http://l", "LIBRENMS_API_TOKEN": "abcdefgh1234", "POLL_METHOD": "local"}
+    with pytest.raises(ConfigError) as caught:
+        parse({**env, **extra})
+    assert caught.value.key == key
+    assert problem in caught.value.problem
+
+
+def test_without_ha_redis_is_not_imported(tmp_path: Path) -> None:
+    """1. A daemon built without HA_REDIS_URL has no lease and never imports redis."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from alert_handler.config import parse; from alert_handler import daemon;"
+        f"cfg = parse({{'LIBRENMS_URL': 'http://127.0.0.1:9', 'LIBRENMS_API_TOKEN': 'abcdefgh1234',"
+        f"'POLL_METHOD': 'local', 'LISTEN_PORT': '0', 'LISTEN_HOST': '127.0.0.1',"
+        f"'STATE_FILE': {str(tmp_path / 's.json')!r}, 'LOG_FILE': {str(tmp_path / 'l')!r}}});"
+        "d = daemon.build(cfg); assert d.lease is None; d.server.server_close(); d.lock.release();"
+        "print('redis' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

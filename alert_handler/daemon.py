@@ -28,6 +28,7 @@ from alert_handler.health import LIBRENMS, RECOVERY_LOOP, STATE_FILE, Health
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
 from alert_handler.librenms.client import Fence, LibreNMS, Observer
+from alert_handler.librenms.components import Components
 from alert_handler.librenms.zone import librenms_zone
 from alert_handler.metrics import Metrics
 from alert_handler.poll import Poller, make_poller
@@ -221,6 +222,8 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             events=events.emitter,
             active=None if lease is None else lease.may_write,
         )
+        components = Components(api)
+        scheduler.components = components
         health.watch(RECOVERY_LOOP, lambda: _loop_problem(scheduler.thread_state()))
         health.watch(STATE_FILE, lambda: None if store.healthy else f"{store.last_error}")
         app = App(
@@ -259,6 +262,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             scheduler.wake,
             events.emitter,
             controls.verdict,
+            components=components,
             active=None if lease is None else lease.may_write,
         )
         if lease is not None:

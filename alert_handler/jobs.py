@@ -168,6 +168,12 @@ class Recorder:
                 device_id,
                 report.unmute_error,
             )
+        if report.component_error is not None:
+            log.warning(
+                "device=%s step=component not removed: %s (retried at the next reconciliation)",
+                device_id,
+                report.component_error,
+            )
         if report.answers and device_id not in self._answering:
             self._answering.add(device_id)  # once per device: it says the same every interval
             log.warning(

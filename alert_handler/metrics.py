@@ -68,6 +68,7 @@ STEPS = (
     "check",
     "ack",
     "unmute",
+    "component",
 )
 POLL_STATUSES = ("0", "1", "6", "error")
 

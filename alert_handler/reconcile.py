@@ -1,7 +1,10 @@
 """Reconciliation with LibreNMS, at start and every RECONCILE_INTERVAL_SEC.
 
-- A device on UNSUPERVISED_IP that the state does not track is adopted: it gets back the last
-  original the event journal knows for it, else (its original unknown) null.
+- A device on UNSUPERVISED_IP that the state does not track is adopted: it gets back the
+  original its LibreNMS component holds, else the last one the event journal knows, else (its
+  original unknown) null; the inspect step reads the component and its log line says which.
+- Components whose removal failed when the daemon let their device go are removed now
+  (`Components.sweep`), unless the device is tracked again or back on UNSUPERVISED_IP.
 - Open alerts of the trigger rules that never reached the daemon are picked up: LibreNMS never
   re-sends a failed webhook. Only alerts LibreNMS really notified (`alerted`), of devices it does
   not suppress itself (maintenance, disabled, ignored): its own silence is respected. Alerts
@@ -25,6 +28,7 @@ from alert_handler.core.seen import suppression
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.librenms.client import LibreNMS
+from alert_handler.librenms.components import Components
 from alert_handler.store.state import StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,7 @@ def reconcile_once(
     dismissed: dict[int, float],
     events: Emitter | None = None,
     steer: Steer | None = None,
+    components: Components | None = None,
 ) -> ReconcileResult:
     """One pass; raises LibreNMSError if LibreNMS cannot be asked. A device taken on carries
     the journal's last original of it (restored instead of null if it is on UNSUPERVISED_IP)."""
@@ -89,15 +94,20 @@ def reconcile_once(
                 rec = store.get(device.device_id)
                 if rec is not None and rec.knows_original:
                     shown = "null" if rec.known_original is None else rec.known_original
-                    known = f"the journal's last original ({shown}) will be restored"
+                    known = f"else the event journal's last ({shown})"
                 else:
-                    known = "its original overwrite_ip is unknown and will be restored to null"
+                    known = "else unknown: null"
                 log.warning(
                     "device=%s step=reconcile found on UNSUPERVISED_IP but not tracked: "
-                    "adopted; %s",
+                    "adopted; its original: from its LibreNMS component if it has one, %s "
+                    "(the inspect step says which)",
                     device.device_id,
                     known,
                 )
+    if components is not None:
+        unsupervised = {d.device_id for d in devices if d.overwrite_ip == rules.unsupervised_ip}
+        for device_id in components.sweep(store.records().keys(), unsupervised):
+            log.info("device=%s step=reconcile its leftover component removed", device_id)
     for alert in api.open_alerts():
         if not alert.alerted:
             continue  # LibreNMS held it back (maintenance, mute, delay, parents down)
@@ -162,6 +172,7 @@ class Reconciler:
         events: Emitter | None = None,
         steer: Steer | None = None,
         first_delay: float = FIRST_PASS_DELAY,
+        components: Components | None = None,
         active: Callable[[], bool] | None = None,
     ) -> None:
         """`active`: whether passes may run now (HA: only while this daemon holds the lease;
@@ -178,6 +189,7 @@ class Reconciler:
         self._wake = wake
         self._events = events
         self._steer = steer
+        self._components = components
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
 
@@ -212,6 +224,7 @@ class Reconciler:
                         self._dismissed(),
                         self._events,
                         self._steer,
+                        self._components,
                     )
                     if result.adopted or result.picked_up:
                         self._wake()

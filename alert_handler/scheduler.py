@@ -97,6 +97,8 @@ class Scheduler:
         self.api = api
         self.poller = poller
         self.rules = rules
+        # The originals kept in LibreNMS (librenms/components.py); None: on this host only.
+        self.components: steps.ComponentPort | None = None
         self.max_parallel = max_parallel
         self.metrics = metrics or Metrics()
         self.admission = Admission(store, self.metrics, max_forced_down, gate, events)
@@ -314,7 +316,9 @@ class Scheduler:
 
     def _run_device(self, device_id: int) -> Outcome:
         """One job: the device's due steps, run by the core's step runner."""
-        ports = steps.Ports(api=self.api, poller=self.poller, clock=self._clock)
+        ports = steps.Ports(
+            api=self.api, poller=self.poller, clock=self._clock, components=self.components
+        )
         return steps.run_device(device_id, self, ports, self.rules)
 
     # -- JobHost: the step runner's view of the store --------------------------------------

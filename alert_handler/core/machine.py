@@ -34,7 +34,7 @@ class Reason(str, Enum):
     NO_TARGET_PORT = "device has no port with the target ifName"
     DEVICE_GONE = "device no longer exists in LibreNMS"
     ADOPTED = "found on UNSUPERVISED_IP with no known original: adopted, will restore null"
-    ADOPTED_KNOWN = "found on UNSUPERVISED_IP: adopted, will restore the journal's last original"
+    ADOPTED_KNOWN = "found on UNSUPERVISED_IP: adopted, will restore its last known original"
     ALREADY_DOWN = "already forced down"
     FORCE_DOWN = "forcing down"
     FORCED_DOWN = "forced down"
@@ -164,10 +164,12 @@ def after_inspect(
     rules: Rules,
     *,
     leave_alone: Reason | None = None,
+    held: tuple[str | None] | None = None,
 ) -> Decision:
     """Record the original once, find the port, and decide whether to force the device down.
     A device to `leave_alone` (why: `seen.suppression`) is never forced down, and one found on
-    UNSUPERVISED_IP all the same is restored."""
+    UNSUPERVISED_IP all the same is restored. `held`: `(original,)` LibreNMS's component holds
+    (see `adopted_original`)."""
     hostname = rec.hostname or info.hostname
     port = find_port(ports, rules.target_ifname, rec.port_id)
     on_unsupervised = info.overwrite_ip == rules.unsupervised_ip
@@ -177,15 +179,13 @@ def after_inspect(
         # Already pointed away (state lost, a crash, or the old script): the original is unknown
         # unless the event journal remembers the last one (a late PATCH of a killed daemon).
         adopted = not rec.original_recorded
-        if rec.knows_original:
-            new = replace(rec.with_original(rec.known_original), hostname=hostname)
-        else:
-            new = replace(rec.with_original(None, adopted=True), hostname=hostname)
+        known, value, source = adopted_original(rec, held)
+        new = replace(rec.with_original(value, adopted=not known), hostname=hostname)
         if port is None or leave_alone is not None:
             return Decision(
                 replace(new, phase=Phase.RELEASING, next_attempt_at=now),
                 leave_alone or Reason.NO_TARGET_PORT,
-                "on UNSUPERVISED_IP: restoring it",
+                "on UNSUPERVISED_IP: restoring it" + (f" ({source})" if adopted else ""),
             )
         new = replace(
             new,
@@ -198,9 +198,7 @@ def after_inspect(
         )
         if not adopted:
             return Decision(new, Reason.ALREADY_DOWN)
-        if rec.knows_original:
-            return Decision(new, Reason.ADOPTED_KNOWN, f"original {shown(rec.known_original)}")
-        return Decision(new, Reason.ADOPTED)
+        return Decision(new, Reason.ADOPTED_KNOWN if known else Reason.ADOPTED, source)
     if port is None:
         return Decision(None, Reason.NO_TARGET_PORT, f"no port named {rules.target_ifname}")
     if port.oper_status == "up":
@@ -220,6 +218,23 @@ def after_inspect(
         Reason.FORCE_DOWN,
         f"{rules.target_ifname} is {port.oper_status}, original overwrite_ip {shown(original)}",
     )
+
+
+def adopted_original(
+    rec: DeviceRecord, held: tuple[str | None] | None
+) -> tuple[bool, str | None, str]:
+    """The original of a device found on UNSUPERVISED_IP with none of its own: the one its
+    LibreNMS component holds (`held`), else the event journal's last, else unknown (null);
+    as (known, value, the words the log uses)."""
+    if held is not None:
+        return True, held[0], f"original from LibreNMS component: {shown(held[0])}"
+    if rec.knows_original:
+        return (
+            True,
+            rec.known_original,
+            f"original from the event journal: {shown(rec.known_original)}",
+        )
+    return False, None, "original unknown: null"
 
 
 def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:
@@ -342,21 +357,29 @@ class ReleasePlan:
     value: str | None
     unknown_original: bool = False  # on UNSUPERVISED_IP with no known original: null
     dry_run: bool = False
+    source: str = ""  # where the original of a device found on UNSUPERVISED_IP came from
 
 
-def plan_release(rec: DeviceRecord, info: DeviceInfo | None, rules: Rules) -> ReleasePlan:
+def plan_release(
+    rec: DeviceRecord,
+    info: DeviceInfo | None,
+    rules: Rules,
+    *,
+    held: tuple[str | None] | None = None,
+) -> ReleasePlan:
     """A NEW record was never changed by us, unless it came forced down already (the old
     script's file, a reconcile adoption): `info` (read for NEW records only) tells; its original
-    is then the journal's last known one, else unknown and null (the hostname) is restored.
-    Others restore their original."""
+    is then LibreNMS's component's (`held`), else the journal's last known one, else unknown and
+    null (the hostname) is restored. Others restore their original."""
     dry = rules.dry_run
     if rec.phase is not Phase.NEW:
         return ReleasePlan(restore=True, value=rec.original_overwrite_ip, dry_run=dry)
     if info is None or info.overwrite_ip != rules.unsupervised_ip:
         return ReleasePlan(restore=False, value=rec.original_overwrite_ip, dry_run=dry)
-    if rec.knows_original:
-        return ReleasePlan(restore=True, value=rec.known_original, dry_run=dry)
-    return ReleasePlan(restore=True, value=None, unknown_original=True, dry_run=dry)
+    known, value, source = adopted_original(rec, held)
+    return ReleasePlan(
+        restore=True, value=value, unknown_original=not known, dry_run=dry, source=source
+    )
 
 
 def after_release(rec: DeviceRecord, plan: ReleasePlan | None = None) -> Decision:
@@ -368,6 +391,8 @@ def after_release(rec: DeviceRecord, plan: ReleasePlan | None = None) -> Decisio
     detail = _written(Rules(dry_run=dry), value, restore=True)
     if plan is not None and plan.unknown_original:
         detail += " (it was on UNSUPERVISED_IP with no known original)"
+    elif plan is not None and plan.source:
+        detail += f" ({plan.source})"
     return Decision(None, Reason.RELEASED, detail)
 
 

@@ -55,6 +55,23 @@ class PollPort(Protocol):
     def poll(self, device_id: int, poller_group: int) -> PollResult: ...
 
 
+class ComponentPort(Protocol):
+    """The original kept in LibreNMS itself (a device component, `librenms/components.py`), so
+    it outlives the daemon's host; failures raise LibreNMSError."""
+
+    def keep(self, rec: DeviceRecord, now: float) -> None:
+        """Before a force-down: one component holds this episode's original (written once)."""
+        ...
+
+    def held(self, device_id: int) -> tuple[str | None] | None:
+        """`(original,)` LibreNMS holds for the device, None if it holds none."""
+        ...
+
+    def drop(self, device_id: int) -> str | None:
+        """The device was let go: remove its component; never raises, returns why it failed."""
+        ...
+
+
 class Clock(Protocol):
     """Wall-clock time (what records store) and a monotonic timer (what durations use)."""
 
@@ -69,6 +86,7 @@ class Ports:
     api: LibreNMSPort
     poller: PollPort
     clock: Clock
+    components: ComponentPort | None = None  # None: originals are kept on this host only
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,7 @@ class StepReport:
     unmute_error: str | None = None
     config_error: str | None = None  # the poll showed the daemon is set up wrong (and the fix)
     answers: bool = False  # UNSUPERVISED_IP seems to answer (`seen.answers_while_down`)
+    component_error: str | None = None  # the component of a device let go is still there
 
 
 class _Laps:
@@ -141,10 +160,12 @@ def run_step(
             if changed is not None:
                 report.decision = changed
                 _unmute(rec, ports, laps, report)
+                _drop_component(rec, action, ports, laps, report)
                 return report
             laps.next(_FIRST_STEP[action])
         report.decision = _RUNNERS[action](rec, ports, rules, laps, report)
         _unmute(rec, ports, laps, report)
+        _drop_component(rec, action, ports, laps, report)
     except DeviceNotFound as exc:
         report.decision = machine.after_failure(
             rec, action, str(exc), ports.clock.time(), rules, gone=True
@@ -187,14 +208,53 @@ def _inspect(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: Step
     info = ports.api.get_device(rec.device_id)
     hold = seen.suppression(info, ports.api.under_maintenance(rec.device_id))
     device_ports = ports.api.device_ports(rec.device_id)
+    held = _held(rec, info, ports, rules, laps)
     return machine.after_inspect(
-        rec, info, device_ports, ports.clock.time(), rules, leave_alone=hold
+        rec, info, device_ports, ports.clock.time(), rules, leave_alone=hold, held=held
     )
+
+
+def _held(
+    rec: DeviceRecord, info: DeviceInfo, ports: Ports, rules: Rules, laps: _Laps
+) -> tuple[str | None] | None:
+    """The original LibreNMS holds for a device found on UNSUPERVISED_IP with no original of
+    ours (adoption, `release` of an untracked device): it wins over the event journal's."""
+    if ports.components is None or rec.original_recorded:
+        return None
+    if info.overwrite_ip != rules.unsupervised_ip:
+        return None
+    laps.next("component")
+    return ports.components.held(rec.device_id)
+
+
+def _keep_component(rec: DeviceRecord, ports: Ports, laps: _Laps) -> None:
+    """The original into LibreNMS before the force-down (the record is already on disk); a
+    failure fails the step: no force-down without it."""
+    if ports.components is None:
+        return
+    laps.step = "component"
+    ports.components.keep(rec, ports.clock.time())
+    laps.next("force_down")
+
+
+def _drop_component(
+    rec: DeviceRecord, action: Action, ports: Ports, laps: _Laps, report: StepReport
+) -> None:
+    """The device was let go (after its restore, if any): its component goes. A failure is
+    reported and retried later (`Components.sweep`), never a failed step."""
+    decision = report.decision
+    if ports.components is None or not decision.forget or decision.reason is Reason.DEVICE_GONE:
+        return
+    if rec.phase is Phase.NEW and action is not Action.RELEASE:
+        return  # inspected and left alone: nothing was written
+    laps.next("component")
+    report.component_error = ports.components.drop(rec.device_id)
 
 
 def _force_down(
     rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
 ) -> Decision:
+    _keep_component(rec, ports, laps)
     ports.api.set_overwrite_ip(rec.device_id, rules.unsupervised_ip)
     report.forced_down = True
     laps.next("discover")
@@ -295,10 +355,11 @@ def _check(
 
 
 def _release(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
-    info = None
+    info = held = None
     if rec.phase is Phase.NEW:
         info = ports.api.get_device(rec.device_id)
-    plan = machine.plan_release(rec, info, rules)
+        held = _held(rec, info, ports, rules, laps)
+    plan = machine.plan_release(rec, info, rules, held=held)
     if plan.restore:
         if info is not None:
             laps.next("restore")

@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from alert_handler.sim import components
 from alert_handler.sim.tables import (
     BOOL_COLUMNS,
     FILLABLE,
@@ -38,14 +39,26 @@ PERMISSIONS = frozenset(
         "alert.update",
         "poller.viewAny",
         "pollergroup.viewAny",
+        "component.create",
+        "component.update",
+        "component.delete",
     }
 )
 READ_ONLY = frozenset(p for p in PERMISSIONS if p.endswith(".viewAny"))
 
 
+_COMPONENT_PERMISSION = {
+    "POST": "component.create",
+    "PUT": "component.update",
+    "DELETE": "component.delete",
+}
+
+
 def _permission(method: str, seg: list[str]) -> str | None:
     """The permission a route needs (None: any valid token)."""
     head = seg[0] if seg else ""
+    if head == "devices" and len(seg) >= 3 and seg[2] == "components" and method != "GET":
+        return _COMPONENT_PERMISSION.get(method)
     if head == "devices":
         return "device.update" if method == "PATCH" else "device.viewAny"
     if head == "alerts":
@@ -248,6 +261,14 @@ def _route(
             if row is None:
                 return _error(404, f"Device {spec} not found")
             return _ok(is_under_maintenance=row["device_id"] in db.maintenance)
+        case ["devices", spec, "components"] if get:
+            return _component_call(components.get_components, db, spec, params)
+        case ["devices", spec, "components", kind] if method == "POST":
+            return _component_call(components.add_component, db, spec, kind)
+        case ["devices", spec, "components"] if method == "PUT":
+            return _component_call(components.edit_components, db, spec, body)
+        case ["devices", _, "components", raw_id] if method == "DELETE":
+            return _component_call(components.delete_component, db, raw_id)
         case ["devices", spec, "ports"] if get:
             columns = _columns(params.get("columns"), ["ifName"])
             row = db.find_device(spec)
@@ -285,6 +306,16 @@ def _route(
         case ["alerts", "unmute", alert_id] if method == "PUT":
             return _unmute_alert(db, alert_id, body, now)
     return error_reply(404)
+
+
+def _component_call(route: Callable[..., Any], *args: Any) -> Reply:
+    """A component route's answer (`components` when it returns some, else a bare ok); its
+    failure as LibreNMS answers it."""
+    try:
+        result = route(*args)
+    except components.ComponentError as exc:
+        return error_reply(exc.status) if exc.message is None else _error(exc.status, exc.message)
+    return _ok() if result is None else _ok(components=result, count=len(result))
 
 
 def _list_devices(db: Database, params: dict[str, str]) -> Reply:

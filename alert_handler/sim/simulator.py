@@ -71,6 +71,7 @@ class _Fault:
     remaining: int
     delay: float
     drop: bool
+    lose_answer: bool = False
 
 
 @dataclass
@@ -446,6 +447,21 @@ class Simulator:
             }
         return alert_id
 
+    def components(self, device_id: int | None = None) -> dict[int, dict[str, Any]]:
+        """Every component (of one device), id -> the row as GET .../components shows it plus
+        its `device_id`."""
+        with self._lock:
+            return {
+                cid: {**comp.shown(), "device_id": comp.device_id}
+                for cid, comp in sorted(self._db.components.items())
+                if device_id is None or comp.device_id == device_id
+            }
+
+    def eventlog(self, device_id: int | None = None) -> list[str]:
+        """The Eventlog lines the component routes wrote (for one device), oldest first."""
+        with self._lock:
+            return [m for d, m in self._db.eventlog if device_id is None or d == device_id]
+
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert, in id order, as `GET /alerts` rows."""
         with self._lock:
@@ -462,12 +478,16 @@ class Simulator:
         times: int = 1,
         delay: float = 0.0,
         drop: bool = False,
+        lose_answer: bool = False,
     ) -> None:
         """The next `times` authenticated requests matching `method` ("*": any) and `path_regex`
         (re.search on the path without /api/v0) sleep `delay`, then answer `status` with
         LibreNMS's body for it, or are answered normally if `status` < 400, or get the connection
-        closed without an answer if `drop`."""
-        fault = _Fault(method.upper(), re.compile(path_regex), status, times, delay, drop)
+        closed without an answer if `drop`; `lose_answer`: carried out, then the connection is
+        closed without the answer (a retry of a call that is not idempotent repeats it)."""
+        fault = _Fault(
+            method.upper(), re.compile(path_regex), status, times, delay, drop, lose_answer
+        )
         with self._lock:
             self._faults.append(fault)
 
@@ -617,14 +637,15 @@ class Simulator:
                 time.sleep(fault.delay)
             if fault.drop:
                 return Reply(0, drop=True)
-            if fault.status >= 400:
+            if fault.status >= 400 and not fault.lose_answer:
                 return error_reply(fault.status)
         if path.startswith("/_sim/"):
             return self._control(method, path, query, body, admin=can == PERMISSIONS)
         if not in_api:
             return error_reply(404)
         with self._lock:
-            return api(self._db, method, path, query, body, can=can, now=_now())
+            reply = api(self._db, method, path, query, body, can=can, now=_now())
+        return Reply(0, drop=True) if fault is not None and fault.lose_answer else reply
 
     def _control(self, method: str, path: str, query: str, body: bytes, *, admin: bool) -> Reply:
         """Simulator-only routes: POST /_sim/poll/{spec}?poller=NAME&run_as=USER,

@@ -136,6 +136,39 @@ def device_row(
     }
 
 
+# Component::$reserved: columns of the component table, never attributes (prefs).
+COMPONENT_RESERVED = ("type", "label", "status", "ignore", "disabled", "error")
+# Component::$fillable: what a PUT fills on the row (device_id too: a PUT can move it).
+COMPONENT_FILLABLE = ("device_id", "label", "status", "disabled", "ignore", "error")
+
+
+@dataclass
+class SimComponent:
+    """One row of `component` with its `component_prefs` (attribute -> value, always a string)."""
+
+    component_id: int
+    device_id: int | None
+    type: str
+    label: str | None = None
+    status: int = 0
+    disabled: int = 0
+    ignore: int = 0
+    error: str | None = None
+    prefs: dict[str, str] = field(default_factory=dict)
+
+    def shown(self) -> dict[str, Any]:
+        """As getComponents() shows it: the attributes, then the reserved columns over them."""
+        return {
+            **self.prefs,
+            "type": self.type,
+            "label": self.label,
+            "status": self.status,
+            "ignore": self.ignore,
+            "disabled": self.disabled,
+            "error": self.error,
+        }
+
+
 @dataclass
 class Database:
     """The simulated LibreNMS tables; not thread-safe, the owner holds its lock."""
@@ -155,6 +188,9 @@ class Database:
     zone: tzinfo = timezone.utc  # the LibreNMS server's time zone (its DATETIMEs are local)
     version: str = "26.1.0"  # what GET /system says
     groups: dict[str, set[int]] = field(default_factory=dict)  # device group name -> members
+    components: dict[int, SimComponent] = field(default_factory=dict)  # id -> component
+    next_component_id: int = 1
+    eventlog: list[tuple[int | None, str]] = field(default_factory=list)  # (device_id, message)
 
     def silenced(self, device_id: int) -> bool:
         """Whether LibreNMS sends no notification for the device (RunAlerts): ignored, disabled,

@@ -189,6 +189,11 @@ class Lease:
                 "lease_sec": self.lease,
                 "renew_sec": self.renew,
                 "redis": "ok" if self._error is None else self._error,
+                # How long this daemon has known this Redis (its run_id): a whole lease, and it
+                # writes at once on taking the lease.
+                "redis_known_sec": None
+                if self._run_id is None
+                else round(now - self._run_id_since, 1),
                 "fenced_writes": self.fenced,
             }
 

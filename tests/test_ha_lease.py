@@ -242,3 +242,30 @@ def test_without_ha_redis_is_not_imported(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_status_and_page_show_the_role() -> None:
+    """1. `status` says who holds the lease and that a standby changes nothing.
+    2. The status page shows a banner on a standby, none on the holder."""
+    from alert_handler.cli.control import ha_line
+    from alert_handler.events.page import PageData, render_page
+
+    standby: dict[str, object] = {"role": "standby", "instance": "b", "holder": "a", "redis": "ok"}
+    holder: dict[str, object] = {
+        "role": "holder",
+        "instance": "a",
+        "renew_sec": 3.0,
+        "deadline_in_sec": 7.5,
+    }
+    assert ha_line(standby) == ("HA: b is a standby (holder: a); it changes nothing in LibreNMS")
+    assert ha_line({**holder, "redis": "ok"}).startswith("HA: a holds the lease")
+    assert "Redis: ConnectionError" in ha_line({**holder, "redis": "Redis: ConnectionError"})
+
+    def page(ha: dict[str, object]) -> str:
+        data = PageData(
+            now=0.0, health={"status": "ok", "ha": ha}, devices=[], episodes=[], paused=False
+        )
+        return render_page(data)
+
+    assert "HA standby (b)" in page(standby)
+    assert "HA standby" not in page(holder)

@@ -105,3 +105,50 @@ def running_redis(workdir: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+class SentinelServer:
+    """One Redis Sentinel (redis-server --sentinel) watching `master` as `service`."""
+
+    def __init__(self, workdir: Path, master: RedisServer, service: str = "mymaster") -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.master = master
+        self.service = service
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/{service}/0"
+
+    def start(self) -> SentinelServer:
+        """Start it and wait until it names the master."""
+        conf = self.workdir / "sentinel.conf"  # Sentinel rewrites its configuration file
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+        )
+        log = (self.workdir / "sentinel.log").open("ab")
+        self.proc = subprocess.Popen(
+            [self.master.binary, str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        wait_for(self._names_master, 20, f"redis sentinel on port {self.port}")
+        return self
+
+    def _names_master(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"redis sentinel exited {self.proc.returncode}")
+        try:
+            with redis.Redis(port=self.port, socket_timeout=2, decode_responses=True) as client:
+                found = client.sentinel_get_master_addr_by_name(self.service)
+        except redis.RedisError:
+            return False
+        return bool(found) and int(found[1]) == self.master.port
+
+    def stop(self) -> None:
+        """Kill it and reap it."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None

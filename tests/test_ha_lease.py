@@ -12,7 +12,7 @@ import pytest
 from alert_handler.config import ConfigError, parse
 from alert_handler.core.facts import PollError, PollResult
 from alert_handler.ha.lease import FencedPoller, Lease, Role, Transition, connect
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer, SentinelServer, running_redis
 
 KEY = "alert-handler:lease"
 LEASE = 10.0
@@ -269,3 +269,70 @@ def test_status_and_page_show_the_role() -> None:
 
     assert "HA standby (b)" in page(standby)
     assert "HA standby" not in page(holder)
+
+
+def test_the_lease_through_redis_sentinel(redis_server: RedisServer, tmp_path: Path) -> None:
+    """1. With HA_REDIS_URL=redis+sentinel://sentinel/service (LibreNMS's REDIS_SENTINEL and
+    REDIS_SENTINEL_SERVICE), the lease lives in the master the sentinel names: one daemon takes
+    it, the other stands by, the holder renews and releases it."""
+    sentinel = SentinelServer(tmp_path / "sentinel", redis_server).start()
+    try:
+        cfg = parse(
+            {
+                "LIBRENMS_URL": "http://l",
+                "LIBRENMS_API_TOKEN": "abcdefgh1234",
+                "POLL_METHOD": "local",
+                "HA_REDIS_URL": sentinel.url,
+            }
+        )
+        assert cfg.ha_redis_url == sentinel.url
+
+        def through_sentinel(name: str) -> Lease:
+            client = connect(sentinel.url, RENEW)
+            return Lease(client, key=KEY, instance=name, lease=LEASE, renew=RENEW)
+
+        a, b = through_sentinel("a"), through_sentinel("b")
+        a.tick()
+        b.tick()
+        assert (a.role, b.role) == (Role.HOLDER, Role.STANDBY)
+        with redis_server.client() as master:
+            assert master.get(KEY) == "a"
+            master.pexpire(KEY, 2000)
+            a.tick()
+            assert master.pttl(KEY) > 2000
+            a.stop()
+            assert master.get(KEY) is None
+        a.close()
+        b.close()
+    finally:
+        sentinel.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+sentinel://127.0.0.1:26379", "master's name"),
+        ("redis+sentinel://127.0.0.1:99999/mymaster", "invalid sentinel"),
+        ("redis+sentinel://a:1,:2/mymaster", "invalid sentinel"),
+        ("redis+sentinel://a/mymaster/x", "database"),
+    ],
+)
+def test_bad_sentinel_urls_are_refused(url: str, problem: str) -> None:
+    env = {"LIBRENMS_URL": "http://l", "LIBRENMS_API_TOKEN": "abcdefgh1234", "POLL_METHOD": "local"}
+    with pytest.raises(ConfigError) as caught:
+        parse({**env, "HA_REDIS_URL": url})
+    assert caught.value.key == "HA_REDIS_URL"
+    assert problem in caught.value.problem
+
+
+def test_a_sentinel_url_names_sentinels_service_db_and_password() -> None:
+    from alert_handler.ha.kinds import sentinel_url
+
+    found = sentinel_url("K", "redis+sentinel://:p%40ss@s1:26380,s2/mymaster/2")
+    assert found.sentinels == (("s1", 26380), ("s2", 26379))
+    assert (found.service, found.db, found.username, found.password) == (
+        "mymaster",
+        2,
+        None,
+        "p@ss",
+    )

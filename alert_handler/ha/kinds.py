@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
+from dataclasses import dataclass
 
 from alert_handler.settings import ConfigError, Kind
 
@@ -15,10 +16,61 @@ _INSTANCE_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,100}$")
 _KEY_RE = re.compile(r"^[!-~]{1,200}$")
 
 
+SENTINEL = "redis+sentinel"
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """`redis+sentinel://[[user]:password@]host[:port],host[:port]/service[/db]`: the sentinels
+    (LibreNMS's REDIS_SENTINEL), the master's name (REDIS_SENTINEL_SERVICE), the database and
+    the master's credentials (REDIS_PASSWORD); the sentinels themselves without a password."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+def sentinel_url(key: str, raw: str) -> SentinelURL:
+    """Parse a redis+sentinel:// URL or raise ConfigError naming `key`."""
+    rest = raw[len(SENTINEL) + 3 :]
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    sentinels = []
+    for item in hosts.split(","):
+        item = item.strip()
+        host, colon, port = item.rpartition(":")
+        if not colon:
+            host, port = item, str(SENTINEL_PORT)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(key, f"has an invalid sentinel {item!r} (host:port)")
+        sentinels.append((host, int(port)))
+    service, _, db = path.strip("/").partition("/")
+    if not service:
+        raise ConfigError(key, "needs the master's name: redis+sentinel://host:26379/mymaster")
+    if db and not db.isdigit():
+        raise ConfigError(key, "the path is /service/db, the database a number")
+    return SentinelURL(
+        tuple(sentinels),
+        urllib.parse.unquote(service),
+        int(db or 0),
+        urllib.parse.unquote(username) or None,
+        urllib.parse.unquote(password) or None,
+    )
+
+
 def _redis_url(key: str, raw: str) -> str:
+    if raw.startswith(SENTINEL + "://"):
+        sentinel_url(key, raw)
+        return raw
     parts = urllib.parse.urlsplit(raw)
     if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(key, "must start with redis:// or rediss:// (TLS)")
+        raise ConfigError(
+            key, "must start with redis://, rediss:// (TLS) or redis+sentinel:// (Sentinel)"
+        )
     try:
         host, _ = parts.hostname, parts.port  # .port raises on a bad port
     except ValueError:

@@ -34,7 +34,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from alert_handler.core.facts import PollError, PollResult
-from alert_handler.ha.kinds import margin
+from alert_handler.ha.kinds import SENTINEL, margin, sentinel_url
 
 if TYPE_CHECKING:
     import redis
@@ -80,10 +80,28 @@ def default_instance() -> str:
 
 
 def connect(url: str, renew: float) -> redis.Redis:
-    """A redis-py client for HA_REDIS_URL; each call times out well within one renewal."""
+    """A redis-py client for HA_REDIS_URL (through Sentinel for redis+sentinel://: the master
+    it names now, found again after a failover); each call times out well within a renewal."""
     import redis as redis_py  # only with HA_REDIS_URL: without it nothing needs Redis
 
     timeout = max(0.2, min(2.0, renew / 2))
+    if url.startswith(SENTINEL + "://"):
+        from redis.sentinel import Sentinel
+
+        where = sentinel_url("HA_REDIS_URL", url)
+        sentinel = Sentinel(
+            list(where.sentinels), socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        master: redis.Redis = sentinel.master_for(
+            where.service,
+            db=where.db,
+            username=where.username,
+            password=where.password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+        )
+        return master
     client: redis.Redis = redis_py.Redis.from_url(
         url,
         socket_timeout=timeout,

@@ -336,3 +336,32 @@ def test_a_sentinel_url_names_sentinels_service_db_and_password() -> None:
         None,
         "p@ss",
     )
+
+
+def test_check_says_whether_redis_answers_and_who_holds_the_lease(
+    redis_server: RedisServer,
+) -> None:
+    """1. `check` has one HA line: Redis answers, the lease is free or held by whom; never the
+    URL (it may carry a password).
+    2. Redis gone: a failed line."""
+    from alert_handler.ha.lease import ha_checks
+
+    env = {"LIBRENMS_URL": "http://l", "LIBRENMS_API_TOKEN": "abcdefgh1234", "POLL_METHOD": "local"}
+    assert ha_checks(parse(env)) == []
+    url = redis_server.url.replace("redis://", "redis://:Secret0Pass@")
+    with redis_server.client() as client:
+        client.config_set("requirepass", "Secret0Pass")
+    cfg = parse({**env, "HA_REDIS_URL": url, "HA_INSTANCE": "here"})
+    [(ok, text)] = ha_checks(cfg)
+    assert ok, text
+    assert "lease alert-handler:lease is free" in text
+    assert "would be here" in text
+    with connect(url, RENEW) as other:
+        assert other.set(KEY, "there", px=5000)
+    [(ok, text)] = ha_checks(cfg)
+    assert ok and "held by there" in text
+    assert "Secret0Pass" not in text
+    redis_server.stop()
+    [(ok, text)] = ha_checks(cfg)
+    assert not ok and text.startswith("HA: Redis cannot be used: ConnectionError")
+    assert "Secret0Pass" not in text

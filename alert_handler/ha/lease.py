@@ -33,6 +33,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from alert_handler.config import Config
 from alert_handler.core.facts import PollError, PollResult
 from alert_handler.ha.kinds import SENTINEL, margin, sentinel_url
 
@@ -376,3 +377,29 @@ class FencedPoller:
     def labels(self) -> list[str]:
         """The inner poller's metric labels."""
         return list(self._inner.labels())
+
+
+def ha_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """`check`'s lines for HA_REDIS_URL: Redis answers, and who holds the lease (no password
+    or URL is printed: only the host and port)."""
+    if cfg.ha_redis_url is None:
+        return []
+    import redis as redis_py
+
+    instance = cfg.ha_instance or "hostname:pid"
+    client = connect(cfg.ha_redis_url, cfg.ha_renew_sec)
+    try:
+        info = client.info("server")
+        holder = client.get(cfg.ha_lease_key)
+        left = client.pttl(cfg.ha_lease_key)
+    except redis_py.RedisError as exc:
+        return [(False, f"HA: Redis cannot be used: {type(exc).__name__}: {exc}"[:300])]
+    finally:
+        client.close()
+    version = info.get("redis_version", "?")
+    lease = (
+        f"lease {cfg.ha_lease_key} is free: the first daemon to start takes it"
+        if holder is None
+        else f"lease {cfg.ha_lease_key} held by {holder!s} ({max(0, int(left)) / 1000:.1f} s left)"
+    )
+    return [(True, f"HA: Redis {version} answers; {lease}; this daemon would be {instance}")]

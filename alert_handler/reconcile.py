@@ -96,7 +96,7 @@ def reconcile_once(
                     shown = "null" if rec.known_original is None else rec.known_original
                     known = f"else the event journal's last ({shown})"
                 else:
-                    known = "else unknown: null"
+                    known = "else unknown and restored to null"
                 log.warning(
                     "device=%s step=reconcile found on UNSUPERVISED_IP but not tracked: "
                     "adopted; its original: from its LibreNMS component if it has one, %s "
@@ -106,7 +106,8 @@ def reconcile_once(
                 )
     if components is not None:
         unsupervised = {d.device_id for d in devices if d.overwrite_ip == rules.unsupervised_ip}
-        for device_id in components.sweep(store.records().keys(), unsupervised):
+        tracked = lambda device_id: store.get(device_id) is not None  # noqa: E731
+        for device_id in components.sweep(tracked, unsupervised):
             log.info("device=%s step=reconcile its leftover component removed", device_id)
     for alert in api.open_alerts():
         if not alert.alerted:

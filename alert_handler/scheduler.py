@@ -20,6 +20,7 @@ from enum import Enum
 from alert_handler.admission import Admission
 from alert_handler.core import machine, steps
 from alert_handler.core.controls import ConfirmGate
+from alert_handler.core.kept import ComponentPort
 from alert_handler.core.machine import Action, Rules
 from alert_handler.core.outcomes import CYCLE_OUTCOMES, Outcome
 from alert_handler.core.records import DeviceRecord, Phase
@@ -98,7 +99,7 @@ class Scheduler:
         self.poller = poller
         self.rules = rules
         # The originals kept in LibreNMS (librenms/components.py); None: on this host only.
-        self.components: steps.ComponentPort | None = None
+        self.components: ComponentPort | None = None
         self.max_parallel = max_parallel
         self.metrics = metrics or Metrics()
         self.admission = Admission(store, self.metrics, max_forced_down, gate, events)

@@ -12,6 +12,7 @@ import requests
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.librenms.client import LibreNMS
+from alert_handler.librenms.component_api import ComponentRoutes
 from alert_handler.librenms.components import COMPONENT_TYPE, Components, decode
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 
@@ -42,7 +43,7 @@ def client(sim: Simulator, token: str = DEFAULT_TOKEN) -> LibreNMS:
 def test_a_device_with_no_component_answers_without_the_key(sim: Simulator) -> None:
     body = session().get(sim.url + "/devices/5/components").json()
     assert body == {"status": "ok"}
-    assert client(sim).components(5, COMPONENT_TYPE) == {}
+    assert ComponentRoutes(client(sim)).list(5, COMPONENT_TYPE) == {}
 
 
 def test_post_answers_nulls_and_a_read_shows_the_defaults(sim: Simulator) -> None:
@@ -163,22 +164,23 @@ def test_a_lost_post_answer_makes_no_second_component(sim: Simulator) -> None:
 
 
 def test_duplicates_are_cleaned_up_keeping_the_one_that_agrees(sim: Simulator) -> None:
-    api = client(sim)
-    comps = Components(api, daemon="host-a")
-    first = api.add_component(5, COMPONENT_TYPE)  # incomplete: its PUT never made
+    comps = Components(client(sim), daemon="host-a")
+    routes = comps.routes
+    first = routes.add(5, COMPONENT_TYPE)  # incomplete: its PUT never made
     comps.keep(forced("10.0.0.1"), T0)  # rewrites the oldest, no new one
     assert list(sim.components(5)) == [first]
-    extra = api.add_component(5, COMPONENT_TYPE)
-    api.edit_component(5, extra, {"original": '"10.0.0.9"', "episode": "ep_0"})
-    other = api.add_component(5, "someone-else")
+    extra = routes.add(5, COMPONENT_TYPE)
+    routes.edit(5, extra, {"original": '"10.0.0.9"', "episode": "ep_0"})
+    other = routes.add(5, "someone-else")
     comps.keep(forced("10.0.0.1"), T0)
     assert sorted(sim.components(5)) == [first, other]  # not ours is never touched
 
 
 def test_a_stale_component_is_rewritten_whole(sim: Simulator) -> None:
     api = client(sim)
-    cid = api.add_component(5, COMPONENT_TYPE)
-    api.edit_component(5, cid, {"original": "null", "episode": "ep_old", "note": "by hand"})
+    routes = ComponentRoutes(api)
+    cid = routes.add(5, COMPONENT_TYPE)
+    routes.edit(5, cid, {"original": "null", "episode": "ep_old", "note": "by hand"})
     Components(api, daemon="host-a").keep(forced("10.0.0.1"), T0)
     row = sim.components(5)[cid]
     assert "note" not in row and row["original"] == '"10.0.0.1"' and row["episode"] == "ep_1"
@@ -212,13 +214,13 @@ def test_a_failed_removal_is_swept_later(sim: Simulator) -> None:
     sim.inject("DELETE", r"/components/", status=500, times=10)
     error = comps.drop(5)
     assert error is not None and "500" in error and comps.pending() == {5}
-    assert comps.sweep(tracked={5}, unsupervised=set()) == []  # tracked again: the steps' own
+    assert comps.sweep(lambda d: d == 5, unsupervised=set()) == []  # tracked: the steps' own
     assert comps.pending() == set() and len(sim.components(5)) == 1
     sim.inject("DELETE", r"/components/", status=500, times=10)
     comps.drop(5)
-    assert comps.sweep(tracked=set(), unsupervised={5}) == []  # adoption will read it
+    assert comps.sweep(lambda d: False, unsupervised={5}) == []  # adoption will read it
     sim.clear_faults()
-    assert comps.sweep(tracked=set(), unsupervised=set()) == [5]
+    assert comps.sweep(lambda d: False, unsupervised=set()) == [5]
     assert sim.components() == {} and comps.pending() == set()
 
 

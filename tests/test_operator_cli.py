@@ -287,7 +287,8 @@ def test_check_with_an_admin_token_and_a_device(
     """1. `check 42`: config, state file, API, admin rights (PATCH of an ignored field on
     device 0 answers 404 to an admin), the poll command, a poll of device 42: all ✔, exit 0.
     2. `check 43` of a forced-down device: exit 6 ("device down") is what it should answer.
-    3. With DRY_RUN=true the rights probe is skipped: no PATCH reaches LibreNMS at all."""
+    3. With DRY_RUN=true the rights probe is skipped: no PATCH reaches LibreNMS at all.
+    4. The component rights: one line each for create, edit and delete, the probe removed."""
     sim.add_device(42, "cpe-42", ports={"port2": "up"})
     sim.add_device(43, "cpe-43", overwrite_ip=UNSUP, ports={"port2": "down"})
     write_env(tmp_path, check_env)
@@ -307,8 +308,15 @@ def test_check_with_an_admin_token_and_a_device(
     assert lines.pop(2) == f"\u2714 event journal {journal}: writable"  # issue 13
     assert lines[2] == f"\u2714 LibreNMS API at {sim.url} answers: 2 devices"
     assert lines[3] == "\u2714 API token has admin rights"
-    assert lines[4].startswith("\u2714 poll method local: local command ")
-    assert lines[5].startswith("\u2714 poll of device 42: exit 0 (polled)")
+    # Issue 20: a probe component is created, edited and deleted on the device.
+    assert lines[4:7] == [
+        "\u2714 API token may create device components (POST /devices/{id}/components/{type})",
+        "\u2714 API token may edit device components (PUT /devices/{id}/components)",
+        "\u2714 API token may delete device components (DELETE /devices/{id}/components/{id})",
+    ]
+    assert sim.components() == {}
+    assert lines[7].startswith("\u2714 poll method local: local command ")
+    assert lines[8].startswith("\u2714 poll of device 42: exit 0 (polled)")
     probes = [r for r in sim.requests if r.method == "PATCH"]
     assert [(r.path, r.status) for r in probes] == [("/devices/0", 404)]
     assert sim.patches() == []
@@ -325,7 +333,7 @@ def test_check_with_an_admin_token_and_a_device(
     dry = cli(tmp_path, "check", DRY_RUN="true")
     assert dry.returncode == 0, dry.stdout
     assert "\u2714 DRY_RUN=true: token rights not probed (that needs a PATCH)" in check_lines(dry)
-    assert not any(r.method == "PATCH" for r in sim.requests)
+    assert not any(r.method in ("PATCH", "POST", "PUT", "DELETE") for r in sim.requests)
 
 
 def test_check_with_a_read_only_token(tmp_path: Path) -> None:

@@ -181,7 +181,18 @@ def test_check_shows_the_poller_group_mapping_and_the_warnings(
         write_env(tmp_path, env)
         result = cli(tmp_path, "check", "51")
         limited = "abcdef0123456789abcdef0123456789"
-        sim_tokens = {limited: frozenset({"device.viewAny", "device.update", "alert.viewAny"})}
+        sim_tokens = {
+            limited: frozenset(
+                {
+                    "device.viewAny",
+                    "device.update",
+                    "alert.viewAny",
+                    "component.create",
+                    "component.update",
+                    "component.delete",
+                }
+            )
+        }
         with Simulator(tokens=sim_tokens) as other:
             write_env(tmp_path, {**base_env(other, tmp_path), "LIBRENMS_API_TOKEN": limited})
             narrow = cli(tmp_path, "check")

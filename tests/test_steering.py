@@ -262,7 +262,7 @@ def test_the_commands_steer_a_running_daemon(sim: Simulator, tmp_path: Path) -> 
         wait_for(lambda: "HELD: 2 new devices" in cli("status").stdout, what="two held")
         confirmed = cli("confirm")
         assert confirmed.returncode == 0 and "2 held device(s) confirmed" in confirmed.stdout
-        wait_for(lambda: all(overwrite(sim, i) == UNSUP for i in (501, 502, 503)))
+        wait_for(lambda: all(overwrite(sim, i) == UNSUP for i in (501, 502, 503)), 30)
         assert "no device is held" in cli("discard").stdout
         assert daemon.terminate() == 0
     finally:

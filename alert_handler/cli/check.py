@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from alert_handler.cli.check_librenms import check_librenms
+from alert_handler.cli.check_librenms import check_components, check_librenms
 from alert_handler.cli.env import no_env_file_note, read_env, setting_warnings, start_warnings
 from alert_handler.cli.notify import events_checks
 from alert_handler.cli.output import plural
@@ -110,6 +110,8 @@ def run_check(args: argparse.Namespace) -> int:
                 )
             except LibreNMSError as exc:
                 line(False, f"cannot tell the API token's rights: {exc}")
+            probe_on = args.device_id or (devices[0].device_id if devices else None)
+            check_components(api, probe_on, line)
     except LibreNMSError as exc:
         line(False, f"LibreNMS API: {exc}")
     poller = make_poller(cfg)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from alert_handler.config import Config
 from alert_handler.core.facts import LibreNMSError, PollError
 from alert_handler.librenms.client import LibreNMS
+from alert_handler.librenms.components import probe_rights
 from alert_handler.poll import GroupPoller
 
 Line = Callable[[bool, str], None]  # a ✔/✘ line that counts
@@ -75,3 +76,34 @@ def _poller_groups(cfg: Config, api: LibreNMS, poller: GroupPoller, warn: Warn) 
             )
     for group in sorted(mapped - set(groups)):
         warn(f"POLLER_GROUP_HOSTS maps poller group {group}, which LibreNMS does not have")
+
+
+_ROUTES = {
+    "create": "POST /devices/{id}/components/{type}",
+    "edit": "PUT /devices/{id}/components",
+    "delete": "DELETE /devices/{id}/components/{id}",
+}
+
+
+def check_components(api: LibreNMS, device_id: int | None, line: Line) -> None:
+    """One line each: may the token create, edit and delete device components (the original
+    of each forced-down device is kept in one; without them nothing is forced down)."""
+    if device_id is None:
+        return  # LibreNMS has no device: none to probe on, and none to force down
+    for right in probe_rights(api, device_id):
+        route = _ROUTES[right.action]
+        if right.allowed:
+            line(True, f"API token may {right.action} device components ({route})")
+        elif right.allowed is False:
+            line(
+                False,
+                f"API token may not {right.action} device components ({route}: 403): the "
+                "daemon keeps each original in one and forces nothing down without it; give "
+                f"the token component.{'update' if right.action == 'edit' else right.action}"
+                f" ({_SETUP})",
+            )
+        else:
+            line(
+                False,
+                f"cannot tell whether the token may {right.action} components: {right.detail}",
+            )

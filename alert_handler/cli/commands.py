@@ -14,6 +14,7 @@ from typing import Any
 from alert_handler.cli.control import cmd_pause, cmd_release, cmd_resume, cmd_status, cmd_track
 from alert_handler.cli.events import add_event_commands
 from alert_handler.cli.output import device_id_arg
+from alert_handler.cli.recover import add_recover_command
 from alert_handler.cli.steer import add_steer_commands
 
 
@@ -107,6 +108,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     p.set_defaults(func=cmd_demo)
     add_simulator(sub)
     names = {"check", "status", "release", "track", "pause", "resume", "demo", "simulator"}
+    names |= add_recover_command(sub, common)
     return names | add_steer_commands(sub, common) | add_event_commands(sub, common)
 
 

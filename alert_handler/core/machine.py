@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from alert_handler.core.facts import DeviceInfo, PortInfo
-from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase
+from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase, adopted_original
 from alert_handler.core.times import span
 
 
@@ -177,7 +177,7 @@ def after_inspect(
         return Decision(None, leave_alone, "not forced down")
     if on_unsupervised:
         # Already pointed away (state lost, a crash, or the old script): the original is unknown
-        # unless the event journal remembers the last one (a late PATCH of a killed daemon).
+        # unless LibreNMS's component holds it or the event journal remembers the last one.
         adopted = not rec.original_recorded
         known, value, source = adopted_original(rec, held)
         new = replace(rec.with_original(value, adopted=not known), hostname=hostname)
@@ -218,23 +218,6 @@ def after_inspect(
         Reason.FORCE_DOWN,
         f"{rules.target_ifname} is {port.oper_status}, original overwrite_ip {shown(original)}",
     )
-
-
-def adopted_original(
-    rec: DeviceRecord, held: tuple[str | None] | None
-) -> tuple[bool, str | None, str]:
-    """The original of a device found on UNSUPERVISED_IP with none of its own: the one its
-    LibreNMS component holds (`held`), else the event journal's last, else unknown (null);
-    as (known, value, the words the log uses)."""
-    if held is not None:
-        return True, held[0], f"original from LibreNMS component: {shown(held[0])}"
-    if rec.knows_original:
-        return (
-            True,
-            rec.known_original,
-            f"original from the event journal: {shown(rec.known_original)}",
-        )
-    return False, None, "original unknown: null"
 
 
 def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:

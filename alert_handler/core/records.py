@@ -76,6 +76,24 @@ class DeviceRecord:
         return replace(self, knows_original=True, known_original=known[0])
 
 
+def adopted_original(
+    rec: DeviceRecord, held: tuple[str | None] | None
+) -> tuple[bool, str | None, str]:
+    """The original of a device found on UNSUPERVISED_IP with none of its own: the one its
+    LibreNMS component holds (`held`), else the event journal's last, else unknown (null);
+    as (known, value, the words the log uses)."""
+    if held is not None:
+        return True, held[0], f"original from LibreNMS component: {_shown(held[0])}"
+    if rec.knows_original:
+        words = f"original from the event journal: {_shown(rec.known_original)}"
+        return True, rec.known_original, words
+    return False, None, "original unknown: null"
+
+
+def _shown(value: str | None) -> str:
+    return "null" if value is None else value
+
+
 _ALERT_FIELDS = ("alerts", "last_alert", "last_rule", "last_ip", "recheck_at", "release_requested")
 
 

@@ -23,6 +23,7 @@ from alert_handler.core.facts import (
     PollResult,
     PortInfo,
 )
+from alert_handler.core.kept import ComponentPort, drop_component, held_original
 from alert_handler.core.machine import Action, Decision, Reason, Rules
 from alert_handler.core.outcomes import Outcome, job_outcome
 from alert_handler.core.records import DeviceRecord, Phase
@@ -53,23 +54,6 @@ class PollPort(Protocol):
     it); PollError when it could not be run to its end."""
 
     def poll(self, device_id: int, poller_group: int) -> PollResult: ...
-
-
-class ComponentPort(Protocol):
-    """The original kept in LibreNMS itself (a device component, `librenms/components.py`), so
-    it outlives the daemon's host; failures raise LibreNMSError."""
-
-    def keep(self, rec: DeviceRecord, now: float) -> None:
-        """Before a force-down: one component holds this episode's original (written once)."""
-        ...
-
-    def held(self, device_id: int) -> tuple[str | None] | None:
-        """`(original,)` LibreNMS holds for the device, None if it holds none."""
-        ...
-
-    def drop(self, device_id: int) -> str | None:
-        """The device was let go: remove its component; never raises, returns why it failed."""
-        ...
 
 
 class Clock(Protocol):
@@ -154,22 +138,25 @@ def run_step(
     if first is None and action is Action.RELEASE and rec.phase is not Phase.NEW:
         first = "restore"  # a release reads the device only for a NEW record
     laps = _Laps(ports.clock, first or _FIRST_STEP[action])
+    comps = ports.components
     try:
         if first == "verify":
             changed = machine.foreign_change(rec, ports.api.get_device(rec.device_id), rules)
             if changed is not None:
                 report.decision = changed
                 _unmute(rec, ports, laps, report)
-                _drop_component(rec, action, ports, laps, report)
+                report.component_error = drop_component(rec, action, changed, comps, laps.next)
                 return report
             laps.next(_FIRST_STEP[action])
         report.decision = _RUNNERS[action](rec, ports, rules, laps, report)
         _unmute(rec, ports, laps, report)
-        _drop_component(rec, action, ports, laps, report)
+        report.component_error = drop_component(rec, action, report.decision, comps, laps.next)
     except DeviceNotFound as exc:
         report.decision = machine.after_failure(
             rec, action, str(exc), ports.clock.time(), rules, gone=True
         )
+        # LibreNMS makes a component for any id, the id of a device deleted meanwhile too.
+        report.component_error = drop_component(rec, action, report.decision, comps, laps.next)
     except (LibreNMSError, PollError) as exc:
         _failed(report, rec, action, laps.step, str(exc), ports, rules)
     except Exception as exc:
@@ -208,53 +195,19 @@ def _inspect(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: Step
     info = ports.api.get_device(rec.device_id)
     hold = seen.suppression(info, ports.api.under_maintenance(rec.device_id))
     device_ports = ports.api.device_ports(rec.device_id)
-    held = _held(rec, info, ports, rules, laps)
+    held = held_original(rec, info, ports.components, rules.unsupervised_ip, laps.next)
     return machine.after_inspect(
         rec, info, device_ports, ports.clock.time(), rules, leave_alone=hold, held=held
     )
 
 
-def _held(
-    rec: DeviceRecord, info: DeviceInfo, ports: Ports, rules: Rules, laps: _Laps
-) -> tuple[str | None] | None:
-    """The original LibreNMS holds for a device found on UNSUPERVISED_IP with no original of
-    ours (adoption, `release` of an untracked device): it wins over the event journal's."""
-    if ports.components is None or rec.original_recorded:
-        return None
-    if info.overwrite_ip != rules.unsupervised_ip:
-        return None
-    laps.next("component")
-    return ports.components.held(rec.device_id)
-
-
-def _keep_component(rec: DeviceRecord, ports: Ports, laps: _Laps) -> None:
-    """The original into LibreNMS before the force-down (the record is already on disk); a
-    failure fails the step: no force-down without it."""
-    if ports.components is None:
-        return
-    laps.step = "component"
-    ports.components.keep(rec, ports.clock.time())
-    laps.next("force_down")
-
-
-def _drop_component(
-    rec: DeviceRecord, action: Action, ports: Ports, laps: _Laps, report: StepReport
-) -> None:
-    """The device was let go (after its restore, if any): its component goes. A failure is
-    reported and retried later (`Components.sweep`), never a failed step."""
-    decision = report.decision
-    if ports.components is None or not decision.forget or decision.reason is Reason.DEVICE_GONE:
-        return
-    if rec.phase is Phase.NEW and action is not Action.RELEASE:
-        return  # inspected and left alone: nothing was written
-    laps.next("component")
-    report.component_error = ports.components.drop(rec.device_id)
-
-
 def _force_down(
     rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
 ) -> Decision:
-    _keep_component(rec, ports, laps)
+    if ports.components is not None:  # the original into LibreNMS first: no component, no PATCH
+        laps.step = "component"
+        ports.components.keep(rec, ports.clock.time())
+        laps.next("force_down")
     ports.api.set_overwrite_ip(rec.device_id, rules.unsupervised_ip)
     report.forced_down = True
     laps.next("discover")
@@ -358,7 +311,7 @@ def _release(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: Step
     info = held = None
     if rec.phase is Phase.NEW:
         info = ports.api.get_device(rec.device_id)
-        held = _held(rec, info, ports, rules, laps)
+        held = held_original(rec, info, ports.components, rules.unsupervised_ip, laps.next)
     plan = machine.plan_release(rec, info, rules, held=held)
     if plan.restore:
         if info is not None:

@@ -151,19 +151,13 @@ class LibreNMS:
 
     # -- transport ---------------------------------------------------------------------------
     def _call(
-        self,
-        method: str,
-        path: str,
-        endpoint: str,
-        *,
-        body: Any = None,
-        params: Any = None,
-        retries: int | None = None,
+        self, method: str, path: str, endpoint: str, *, body: Any = None, params: Any = None
     ) -> tuple[int, dict[str, Any]]:
-        """One API call with retries (`retries`: this call's own count; 0 for a call that is not
-        idempotent); returns (status, decoded JSON) for 2xx and 404."""
+        """One API call with retries, but a POST or DELETE (not idempotent: a retry of one that
+        landed makes a second component, or answers 500) is tried once; returns (status,
+        decoded JSON) for 2xx and 404."""
         data = None if body is None else json.dumps(body)
-        retries = self.retries if retries is None else retries
+        retries = 0 if method in ("POST", "DELETE") else self.retries
         attempt = 0
         changes = method != "GET" or endpoint in _CHANGING_GETS
         while True:
@@ -355,65 +349,6 @@ class LibreNMS:
         self._call(
             "PUT", f"/alerts/unmute/{alert_id}", "PUT /alerts/unmute/{id}", body={"note": note}
         )
-
-    # -- device components (librenms/components.py builds on these) ---------------------------
-    def components(self, device_id: int, kind: str) -> dict[int, dict[str, Any]]:
-        """GET /devices/{id}/components?type=kind: id -> the row (attributes as strings plus
-        type, label, status, ignore, disabled, error); {} when there are none (LibreNMS then
-        sends no `components` key at all). Rows of another type (the filter is LibreNMS's,
-        case-insensitive) are dropped here."""
-        status, data = self._call(
-            "GET",
-            f"/devices/{device_id}/components",
-            "GET /devices/{id}/components",
-            params={"type": kind},
-        )
-        if status == 404 or data.get("status") != "ok":
-            # Never DeviceNotFound: LibreNMS answers "ok" for an unknown device here, so a 404
-            # is a missing route, and a step must fail, not forget the device.
-            raise LibreNMSError(f"components of device {device_id}: unexpected answer")
-        rows = data.get("components") or {}
-        if isinstance(rows, list):  # PHP sends an array with keys 0..n-1 as a list
-            rows = dict(enumerate(rows))
-        if not isinstance(rows, dict):
-            raise LibreNMSError(f"components of device {device_id}: unexpected answer")
-        out = {}
-        for key, row in rows.items():
-            if str(key).isdigit() and isinstance(row, dict) and row.get("type") == kind:
-                out[int(key)] = row
-        return out
-
-    def add_component(self, device_id: int, kind: str) -> int:
-        """POST /devices/{id}/components/{kind}, tried once (a retry whose first answer was lost
-        makes a second component): the new component's id. Its answer carries nulls, not what
-        is stored: the caller writes the attributes next."""
-        path = f"/devices/{device_id}/components/" + urllib.parse.quote(kind, safe="")
-        _, data = self._call("POST", path, "POST /devices/{id}/components/{type}", retries=0)
-        rows = data.get("components")
-        ids = [int(k) for k in rows if str(k).isdigit()] if isinstance(rows, dict) else []
-        if data.get("status") != "ok" or len(ids) != 1:
-            raise LibreNMSError(f"component of device {device_id}: unexpected answer")
-        return ids[0]
-
-    def edit_component(self, device_id: int, component_id: int, fields: dict[str, Any]) -> None:
-        """PUT /devices/{id}/components: `fields` become the component's whole attribute set
-        (LibreNMS deletes every attribute not sent). LibreNMS edits the id whatever device the
-        URL names: the caller must have read the id from this device."""
-        body = {str(component_id): fields}
-        path = f"/devices/{device_id}/components"
-        _, data = self._call("PUT", path, "PUT /devices/{id}/components", body=body)
-        if data.get("status") != "ok":
-            raise LibreNMSError(f"component {component_id} of device {device_id}: not edited")
-
-    def delete_component(self, device_id: int, component_id: int) -> None:
-        """DELETE /devices/{id}/components/{cid}, tried once: a missing id answers 500, so the
-        caller re-reads to tell "already gone" from a failure."""
-        path = f"/devices/{device_id}/components/{component_id}"
-        status, data = self._call(
-            "DELETE", path, "DELETE /devices/{id}/components/{cid}", retries=0
-        )
-        if status == 404 or data.get("status") != "ok":
-            raise LibreNMSError(f"component {component_id} of device {device_id}: not deleted")
 
     # -- how LibreNMS is run (for `check`) --------------------------------------------------
     def version(self) -> str | None:

@@ -25,7 +25,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import from_iso, iso
 from alert_handler.librenms.client import LibreNMS
+from alert_handler.librenms.component_api import ComponentRoutes
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +111,18 @@ class Components:
 
     def __init__(self, api: LibreNMS, daemon: str | None = None, kind: str = COMPONENT_TYPE):
         self.api = api
+        self.routes = ComponentRoutes(api)
         self.daemon = daemon or daemon_name()
         self.kind = kind
         self._lock = threading.Lock()
         self._pending: set[int] = set()  # devices whose component could not be removed
+        # One per device while in use: a sweep never deletes what a force-down is writing.
+        self._devices: dict[int, threading.Lock] = {}
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, device_id: int) -> dict[int, Held | None]:
         """Every component of our type on the device: id -> what it holds (None: incomplete)."""
-        rows = self.api.components(device_id, self.kind)
+        rows = self.routes.list(device_id, self.kind)
         return {cid: decode(cid, row) for cid, row in sorted(rows.items())}
 
     def lookup(self, device_id: int) -> Held | None:
@@ -139,7 +143,12 @@ class Components:
         if not rec.original_recorded:
             raise LibreNMSError(f"device {rec.device_id}: no original recorded to keep")
         at = rec.forced_down_at if rec.forced_down_at is not None else now
-        self.write(rec.device_id, rec.original_overwrite_ip, rec.episode, at)
+        with self._device(rec.device_id):
+            self.write(rec.device_id, rec.original_overwrite_ip, rec.episode, at)
+
+    def _device(self, device_id: int) -> threading.Lock:
+        with self._lock:
+            return self._devices.setdefault(device_id, threading.Lock())
 
     def write(
         self, device_id: int, original: str | None, episode: str | None, forced_down_at: float
@@ -161,11 +170,11 @@ class Components:
             # A stale one (an earlier episode, a failed removal) or an incomplete one: rewritten
             # whole. Its id was just read from this device, so the PUT edits this device's.
             keep = min(found)
-            self.api.edit_component(device_id, keep, fields)
+            self.routes.edit(device_id, keep, fields)
             log.info("device=%s step=component rewrote component %s", device_id, keep)
         else:
             keep, found = self._create(device_id)
-            self.api.edit_component(device_id, keep, fields)
+            self.routes.edit(device_id, keep, fields)
             log.info(
                 "device=%s step=component recorded the original in component %s", device_id, keep
             )
@@ -176,7 +185,7 @@ class Components:
         """POST one, tried once; if it fails, read again: a POST whose answer was lost made one.
         Returns its id and what a re-read found (duplicates to clean up), if one was needed."""
         try:
-            return self.api.add_component(device_id, self.kind), {}
+            return self.routes.add(device_id, self.kind), {}
         except LibreNMSError as exc:
             again = self.read(device_id)
             if not again:
@@ -213,7 +222,7 @@ class Components:
 
     def _delete(self, device_id: int, component_id: int) -> None:
         try:
-            self.api.delete_component(device_id, component_id)
+            self.routes.delete(device_id, component_id)
         except LibreNMSError:
             # DELETE is not idempotent: a first try that landed but lost its answer makes a
             # retry answer 500. Gone is gone.
@@ -241,18 +250,71 @@ class Components:
         with self._lock:
             return set(self._pending)
 
-    def sweep(self, tracked: Collection[int], unsupervised: Collection[int]) -> list[int]:
-        """Retry the removals that failed: a device tracked again is the steps' business (the
+    def sweep(self, tracked: Callable[[int], bool], unsupervised: Collection[int]) -> list[int]:
+        """Retry the removals that failed: a device `tracked` again is the steps' business (the
         next force-down rewrites the component), one on UNSUPERVISED_IP keeps it (adoption
-        reads it); any other loses it. The devices cleaned up."""
+        reads it); any other loses it. The devices cleaned up. Each is decided under the
+        device's lock, which a force-down holds while it writes: a device tracked meanwhile
+        is either seen tracked here or writes its component after this removal."""
         done = []
         for device_id in sorted(self.pending()):
-            if device_id in tracked:
-                with self._lock:
-                    self._pending.discard(device_id)
-                continue
-            if device_id in unsupervised:
-                continue
-            if self.drop(device_id) is None:
-                done.append(device_id)
+            with self._device(device_id):
+                if tracked(device_id):
+                    with self._lock:
+                        self._pending.discard(device_id)
+                    continue
+                if device_id in unsupervised:
+                    continue
+                if self.drop(device_id) is None:
+                    done.append(device_id)
+                    with self._lock:
+                        self._devices.pop(device_id, None)
         return done
+
+
+PROBE_TYPE = "alert-handler-check"
+
+
+@dataclass(frozen=True)
+class Right:
+    """Whether the token may do one thing to components: `allowed` None when it could not be
+    told (the error is in `detail`)."""
+
+    action: str  # "create", "edit", "delete"
+    allowed: bool | None
+    detail: str = ""
+
+
+def probe_rights(api: LibreNMS, device_id: int) -> list[Right]:
+    """Create a probe component on the device, edit it and delete it (what the daemon does to
+    each device it forces down). An edit or delete the token may not do after a refused
+    create is probed on id 0, which no component has: LibreNMS answers 200 to the edit and 500
+    "could not be deleted" to the delete once the permission check let the call through."""
+    routes = ComponentRoutes(api)
+    rights = []
+    created: int | None = None
+    try:
+        created = routes.add(device_id, PROBE_TYPE)
+        rights.append(Right("create", True))
+    except LibreNMSError as exc:
+        rights.append(_refused("create", exc))
+    try:
+        routes.edit(device_id, created or 0, {"probe": "alert-handler check"})
+        rights.append(Right("edit", True))
+    except LibreNMSError as exc:
+        rights.append(_refused("edit", exc))
+    try:
+        routes.delete(device_id, created or 0)
+        rights.append(Right("delete", True))
+    except LibreNMSError as exc:
+        if created is None and exc.status == 500:
+            rights.append(Right("delete", True))  # past the permission check: no id 0
+        else:
+            left = f"; probe component {created} left on device {device_id}" if created else ""
+            right = _refused("delete", exc)
+            rights.append(Right("delete", right.allowed, right.detail + left))
+    return rights
+
+
+def _refused(action: str, exc: LibreNMSError) -> Right:
+    return Right(action, False if exc.status == 403 else None, str(exc))

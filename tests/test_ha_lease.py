@@ -12,6 +12,7 @@ import pytest
 from alert_handler.config import ConfigError, parse
 from alert_handler.core.facts import PollError, PollResult
 from alert_handler.ha.lease import FencedPoller, Lease, Role, Transition, connect
+from alert_handler.sim.simulator import Simulator
 from tests.redis_server import RedisServer, SentinelServer, running_redis
 
 KEY = "alert-handler:lease"
@@ -365,3 +366,31 @@ def test_check_says_whether_redis_answers_and_who_holds_the_lease(
     [(ok, text)] = ha_checks(cfg)
     assert not ok and text.startswith("HA: Redis cannot be used: ConnectionError")
     assert "Secret0Pass" not in text
+
+
+def test_recover_from_librenms_refuses_to_restore_behind_a_lease_holder(
+    redis_server: RedisServer, sim: Simulator, tmp_path: Path
+) -> None:
+    """1. With HA_REDIS_URL and the lease held by a daemon (on another host), `--restore`
+    refuses (exit 1) and names it; nothing is changed.
+    2. Redis unreachable: it says the lease was not checked and restores (the day nothing
+    comes back may have taken Redis too)."""
+    from tests.conftest import UNSUP, base_env
+    from tests.test_operator_cli import cli, write_env
+
+    sim.add_device(7, "cpe-7", overwrite_ip=UNSUP)
+    env = base_env(sim, tmp_path, HA_REDIS_URL=redis_server.url)
+    write_env(tmp_path, env)
+    with redis_server.client() as client:
+        client.set(KEY, "nms-b:812", px=60_000)
+    refused = cli(tmp_path, "recover-from-librenms", "--restore", "--unknown-as-null")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "the daemon nms-b:812 holds the HA lease" in refused.stderr
+    assert sim.device(7)["overwrite_ip"] == UNSUP and sim.patches() == []
+    with redis_server.client() as client:
+        client.delete(KEY)
+    redis_server.stop()
+    done = cli(tmp_path, "recover-from-librenms", "--restore", "--unknown-as-null")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "HA lease not checked (Redis: ConnectionError" in done.stderr
+    assert sim.device(7)["overwrite_ip"] is None

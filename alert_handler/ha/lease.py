@@ -403,3 +403,20 @@ def ha_checks(cfg: Config) -> list[tuple[bool, str]]:
         else f"lease {cfg.ha_lease_key} held by {holder!s} ({max(0, int(left)) / 1000:.1f} s left)"
     )
     return [(True, f"HA: Redis {version} answers; {lease}; this daemon would be {instance}")]
+
+
+def lease_holder(cfg: Config) -> tuple[str | None, str | None]:
+    """(who holds the HA lease now, why Redis could not be asked): (None, None) without
+    HA_REDIS_URL or when the lease is free. For commands that must not act behind a holder."""
+    if cfg.ha_redis_url is None:
+        return None, None
+    import redis as redis_py
+
+    client = connect(cfg.ha_redis_url, cfg.ha_renew_sec)
+    try:
+        holder = client.get(cfg.ha_lease_key)
+    except redis_py.RedisError as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        client.close()
+    return (None if holder is None else f"{holder!s}"), None

@@ -32,6 +32,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.redis_server import RedisServer, running_redis
+from tests.test_operator_cli import cli
 
 LEASE = 10.0  # the defaults: HA_LEASE_SEC, HA_RENEW_SEC
 RENEW = 3.0
@@ -117,6 +118,8 @@ def holder_and_standby(both: Pair) -> tuple[DaemonProcess, DaemonProcess]:
     b = both.start("ha-b")
     assert ha(b)["role"] == "standby"
     assert ha(b)["holder"] == "ha-a"
+    status = cli(b.workdir, "status")
+    assert "HA: ha-b is a standby (holder: ha-a); it changes nothing" in status.stdout, status
     wait_for(lambda: (ha(b)["redis_known_sec"] or 0) >= LEASE, 60, "ha-b to know the Redis")
     return a, b
 
@@ -162,6 +165,9 @@ def test_the_standby_takes_over_from_a_killed_holder_and_restores_exact_original
         acquired = [json.loads(line) for line in events.splitlines() if "lease_acquired" in line]
         assert [e["type"] for e in acquired] == ["lease_acquired"]
         assert "ha-b: acquired: writing at once" in acquired[0]["detail"]
+        status = cli(b.workdir, "status")
+        assert status.returncode == 0, status.stderr
+        assert "HA: ha-b holds the lease (renewed every 3.0 s" in status.stdout
 
         def adopted() -> bool:
             rows = requests.get(b.url + "/devices", headers=AUTH, timeout=5).json()["devices"]

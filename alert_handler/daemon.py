@@ -24,7 +24,7 @@ from alert_handler.core.records import shifted
 from alert_handler.events.hub import EventHub
 from alert_handler.events.journal import EventType
 from alert_handler.ha.lease import FencedPoller, Lease, Transition, connect, default_instance
-from alert_handler.health import LIBRENMS, RECOVERY_LOOP, STATE_FILE, Health
+from alert_handler.health import LIBRENMS, RECOVERY_LOOP, REDIS, STATE_FILE, Health
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
 from alert_handler.librenms.client import Fence, LibreNMS, Observer
@@ -267,6 +267,10 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         )
         if lease is not None:
             lease.on_change = _on_lease_change(lease, store, events, metrics, scheduler, reconciler)
+            health.add_dependency(REDIS)  # degraded after 3 rounds in a row without Redis
+            lease.on_redis = lambda why: (
+                health.record_success(REDIS) if why is None else health.record_failure(REDIS, why)
+            )
     except BaseException:
         lock.release()
         raise

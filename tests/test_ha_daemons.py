@@ -288,6 +288,9 @@ def test_redis_stopped_during_an_alert_storm_every_alert_is_answered_and_one_wri
         deadline = redis_stopped + LEASE - MARGIN
         wait_for(lambda: time.monotonic() > deadline + RENEW, 60, "the holder's deadline")
         wait_for(lambda: not ha(a)["may_write"], 30, "ha-a to stop writing")
+        for daemon in (a, b):  # degraded after 3 rounds without Redis, and says why
+            wait_for(lambda: health(daemon)["status"] == "degraded", 60, "degraded")  # noqa: B023
+            assert [r for r in health(daemon)["reasons"] if r.startswith("redis: ")]
         last_a = max(r.time for r in writes(sim, "ha-a"))
         assert last_a <= deadline
         assert writes(sim, "ha-b") == []
@@ -297,6 +300,8 @@ def test_redis_stopped_during_an_alert_storm_every_alert_is_answered_and_one_wri
         server.start()
         wait_for(lambda: any(ha(d)["may_write"] for d in (a, b)), 60, "a holder on the new Redis")
         new, other = (a, b) if ha(a)["may_write"] else (b, a)
+        for daemon in (a, b):
+            wait_for(lambda: health(daemon)["status"] == "ok", 60, "healthy again")  # noqa: B023
         name = ha(new)["instance"]
         wait_for(lambda: [r for r in writes(sim, name) if r.time > restarted], 60, "writes")
         after = [r for r in sim.requests if is_write(r) and r.time > deadline]

@@ -137,6 +137,8 @@ class Lease:
         self._clock = clock
         self.on_change = on_change
         self._on_fenced = on_fenced
+        # Each round's outcome: (None: Redis answered; else why not), for /health.
+        self.on_redis: Callable[[str | None], None] | None = None
         self._extend = client.register_script(_EXTEND)
         self._release = client.register_script(_RELEASE)
         self._lock = threading.Lock()
@@ -229,6 +231,8 @@ class Lease:
             self._observe_run_id()
             with self._lock:
                 self._error = None
+            if self.on_redis is not None:
+                self.on_redis(None)
         except redis_py.RedisError as exc:
             why = f"Redis: {type(exc).__name__}: {exc}"[:200]
             with self._lock:
@@ -237,6 +241,8 @@ class Lease:
                 expired = self._held and self._clock() >= self._deadline
             if changed:
                 log.warning("step=ha %s", why)
+            if self.on_redis is not None:
+                self.on_redis(why)
             if expired:
                 self._lose(f"Redis could not be reached before the deadline ({why})")
 

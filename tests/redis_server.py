@@ -25,7 +25,8 @@ from tests.conftest import free_port, wait_for
 class RedisServer:
     """One redis-server process on 127.0.0.1."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+        """`extra`: more redis-server arguments (e.g. --replicaof HOST PORT)."""
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed (apt-get install redis-server)")
@@ -35,6 +36,7 @@ class RedisServer:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = extra
 
     def start(self) -> RedisServer:
         """Start it and wait until it answers PING."""
@@ -48,6 +50,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self.workdir),
                 "--protected-mode", "yes",
+                *self.extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -110,12 +113,16 @@ def running_redis(workdir: Path) -> Iterator[RedisServer]:
 class SentinelServer:
     """One Redis Sentinel (redis-server --sentinel) watching `master` as `service`."""
 
-    def __init__(self, workdir: Path, master: RedisServer, service: str = "mymaster") -> None:
+    def __init__(
+        self, workdir: Path, master: RedisServer, service: str = "mymaster", down_ms: int = 30000
+    ) -> None:
+        """`down_ms`: how long the master must not answer before a failover."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.master = master
         self.service = service
+        self.down_ms = down_ms
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis+sentinel://127.0.0.1:{self.port}/{service}/0"
 
@@ -125,6 +132,8 @@ class SentinelServer:
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
             f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_ms}\n"
+            f"sentinel failover-timeout {self.service} 5000\n"
         )
         log = (self.workdir / "sentinel.log").open("ab")
         self.proc = subprocess.Popen(

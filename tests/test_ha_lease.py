@@ -13,6 +13,7 @@ from alert_handler.config import ConfigError, parse
 from alert_handler.core.facts import PollError, PollResult
 from alert_handler.ha.lease import FencedPoller, Lease, Role, Transition, connect
 from alert_handler.sim.simulator import Simulator
+from tests.conftest import wait_for
 from tests.redis_server import RedisServer, SentinelServer, running_redis
 
 KEY = "alert-handler:lease"
@@ -394,3 +395,54 @@ def test_recover_from_librenms_refuses_to_restore_behind_a_lease_holder(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "HA lease not checked (Redis: ConnectionError" in done.stderr
     assert sim.device(7)["overwrite_ip"] is None
+
+
+def test_a_sentinel_failover_keeps_the_holder_and_is_a_new_redis_to_the_standby(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """1. The master dies; the sentinel promotes its replica, which has the lease (replicated):
+    the holder renews it there through Sentinel and stays the holder.
+    2. The standby sees a new run_id: were it to take the lease now, it would wait one lease."""
+    replica = RedisServer(
+        tmp_path / "replica", extra=("--replicaof", "127.0.0.1", str(redis_server.port))
+    ).start()
+    sentinel = SentinelServer(tmp_path / "sentinel", redis_server, down_ms=500).start()
+    try:
+        with replica.client() as client:
+            wait_for(lambda: client.info("replication")["master_link_status"] == "up", 30, "sync")
+        clock = FakeClock()
+
+        def through_sentinel(name: str) -> Lease:
+            client = connect(sentinel.url, RENEW)
+            return Lease(client, key=KEY, instance=name, lease=LEASE, renew=RENEW, clock=clock)
+
+        a, b = through_sentinel("a"), through_sentinel("b")
+        a.tick()
+        b.tick()
+        clock.now += LEASE
+        a.tick()
+        b.tick()
+        assert a.may_write() and b.status()["redis_known_sec"] >= LEASE
+        with replica.client() as client:
+            wait_for(lambda: client.get(KEY) == "a", 30, "the lease replicated")
+        redis_server.stop()
+
+        def promoted() -> bool:
+            a.tick()
+            b.tick()
+            with replica.client() as client:
+                return client.info("replication")["role"] == "master" and not a.status()[
+                    "redis"
+                ].startswith("Redis")
+
+        wait_for(promoted, 60, "the sentinel to promote the replica")
+        assert a.role is Role.HOLDER and a.may_write()
+        assert b.role is Role.STANDBY
+        assert b.status()["redis_known_sec"] < LEASE
+        with replica.client() as client:
+            assert client.get(KEY) == "a"
+        a.close()
+        b.close()
+    finally:
+        sentinel.stop()
+        replica.stop()

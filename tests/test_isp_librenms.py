@@ -423,7 +423,9 @@ def test_a_forced_down_device_that_still_answers_is_reported_once(
        daemon finds port2 again and recovers it when it comes up."""
     sim.snmpd_on_pollers = True
     sim.add_device(95, "cpe-95", overwrite_ip="198.51.100.95", ports={"port2": "down"})
-    d = start_daemon(RECOVERY_INTERVAL_SEC="2")
+    # 4 s: a force-down stays at least half an interval (2 s), past the poll 1.5 s after it,
+    # however long the force-down itself took on a busy machine.
+    d = start_daemon(RECOVERY_INTERVAL_SEC="4")
     d.post(alert_body(95))
 
     def forced_at() -> float | None:

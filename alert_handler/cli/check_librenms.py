@@ -92,6 +92,7 @@ def check_components(api: LibreNMS, device_id: int | None, line: Line) -> None:
         return  # LibreNMS has no device: none to probe on, and none to force down
     for right in probe_rights(api, device_id):
         route = _ROUTES[right.action]
+        left = f" ({right.left}: delete it by hand)" if right.left else ""
         if right.allowed:
             line(True, f"API token may {right.action} device components ({route})")
         elif right.allowed is False:
@@ -100,10 +101,11 @@ def check_components(api: LibreNMS, device_id: int | None, line: Line) -> None:
                 f"API token may not {right.action} device components ({route}: 403): the "
                 "daemon keeps each original in one and forces nothing down without it; give "
                 f"the token component.{'update' if right.action == 'edit' else right.action}"
-                f" ({_SETUP})",
+                f" ({_SETUP}){left}",
             )
         else:
             line(
                 False,
-                f"cannot tell whether the token may {right.action} components: {right.detail}",
+                f"cannot tell whether the token may {right.action} components: {right.detail}"
+                + left,
             )

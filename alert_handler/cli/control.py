@@ -182,8 +182,10 @@ def cmd_release(args: argparse.Namespace) -> int:
     listing = request(link, "GET", "/devices")
     if isinstance(listing, int):
         return listing
+    held = None  # the original LibreNMS holds for an untracked device (its component)
     if not any(r.get("device_id") == device_id for r in listing.get("devices", [])):
-        refusal = _untracked_refusal(cfg, device_id)
+        found = lookup(cfg, device_id)
+        refusal, held = _untracked_refusal(cfg, device_id, found), found.held
         if refusal is not None:
             return _error(refusal)
     body = request(link, "POST", f"/devices/{device_id}/release")
@@ -201,13 +203,12 @@ def cmd_release(args: argparse.Namespace) -> int:
             restored = f", overwrite_ip restored to {_null(body.get('original_overwrite_ip'))}"
         print(f"device {device_id}: released{restored}; no longer tracked")
         return 0
-    print(f"device {device_id}: {_untracked_outcome(cfg, lookup(cfg, device_id))}")
+    print(f"device {device_id}: {_untracked_outcome(cfg, lookup(cfg, device_id), held)}")
     return 0
 
 
-def _untracked_refusal(cfg: Config, device_id: int) -> str | None:
+def _untracked_refusal(cfg: Config, device_id: int, found: Lookup) -> str | None:
     """Why releasing an untracked device makes no sense, or None to go ahead."""
-    found = lookup(cfg, device_id)
     if found.exists is False:
         return f"device {device_id} is not tracked, and LibreNMS has no such device"
     if found.exists is None:
@@ -226,8 +227,9 @@ def _untracked_refusal(cfg: Config, device_id: int) -> str | None:
     return None
 
 
-def _untracked_outcome(cfg: Config, after: Lookup) -> str:
-    """What releasing an untracked device did, from LibreNMS as it is now."""
+def _untracked_outcome(cfg: Config, after: Lookup, held: tuple[str | None] | None) -> str:
+    """What releasing an untracked device did, from LibreNMS as it is now (`held`: the
+    original its LibreNMS component held before)."""
     if after.exists is None:
         return f"released (LibreNMS cannot be asked what it holds now: {after.error})"
     if after.exists is False:
@@ -235,6 +237,9 @@ def _untracked_outcome(cfg: Config, after: Lookup) -> str:
     if after.overwrite_ip == cfg.unsupervised_ip:
         why = " (DRY_RUN: nothing is written)" if cfg.dry_run else ""
         return f"released, but it is still on UNSUPERVISED_IP {cfg.unsupervised_ip}{why}"
+    if held is not None and after.overwrite_ip == held[0]:
+        shown = _null(held[0])
+        return f"was not tracked; overwrite_ip restored to {shown}, from its LibreNMS component"
     if after.overwrite_ip is None:
         return (
             "was not tracked; overwrite_ip restored to null: its original was unknown, "

@@ -3,6 +3,7 @@ the command can refuse what the daemon would only find out later, in its recover
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from alert_handler.config import Config
@@ -17,6 +18,7 @@ class Lookup:
     overwrite_ip: str | None = None
     hostname: str | None = None
     error: str | None = None
+    held: tuple[str | None] | None = None  # on UNSUPERVISED_IP: the original LibreNMS holds
 
 
 def lookup(cfg: Config, device_id: int) -> Lookup:
@@ -25,14 +27,19 @@ def lookup(cfg: Config, device_id: int) -> Lookup:
     # paramiko and prometheus_client), which `status` and the other commands do without.
     from alert_handler.core.facts import DeviceNotFound, LibreNMSError
     from alert_handler.daemon import make_api
+    from alert_handler.librenms.components import Components
 
     api = make_api(cfg)
+    held = None
     try:
         info = api.get_device(device_id)
+        if info.overwrite_ip == cfg.unsupervised_ip:
+            with contextlib.suppress(LibreNMSError):  # only for what the command says
+                held = Components(api).held(device_id)
     except DeviceNotFound:
         return Lookup(exists=False)
     except LibreNMSError as exc:
         return Lookup(exists=None, error=str(exc))
     finally:
         api.close()
-    return Lookup(exists=True, overwrite_ip=info.overwrite_ip, hostname=info.hostname)
+    return Lookup(exists=True, overwrite_ip=info.overwrite_ip, hostname=info.hostname, held=held)

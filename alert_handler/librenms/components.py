@@ -107,7 +107,8 @@ def newest(found: Collection[Held]) -> Held | None:
 
 class Components:
     """The daemon's components in LibreNMS: read, written once per episode, removed when the
-    daemon lets the device go. Thread-safe (one job per device; the pending set has a lock)."""
+    daemon lets the device go. Thread-safe: one job per device, a lock per device that a
+    force-down and a sweep share, and one for the pending set."""
 
     def __init__(self, api: LibreNMS, daemon: str | None = None, kind: str = COMPONENT_TYPE):
         self.api = api
@@ -283,6 +284,7 @@ class Right:
     action: str  # "create", "edit", "delete"
     allowed: bool | None
     detail: str = ""
+    left: str = ""  # a probe component the token could not delete: to remove by hand
 
 
 def probe_rights(api: LibreNMS, device_id: int) -> list[Right]:
@@ -310,9 +312,9 @@ def probe_rights(api: LibreNMS, device_id: int) -> list[Right]:
         if created is None and exc.status == 500:
             rights.append(Right("delete", True))  # past the permission check: no id 0
         else:
-            left = f"; probe component {created} left on device {device_id}" if created else ""
+            left = f"probe component {created} left on device {device_id}" if created else ""
             right = _refused("delete", exc)
-            rights.append(Right("delete", right.allowed, right.detail + left))
+            rights.append(Right("delete", right.allowed, right.detail, left))
     return rights
 
 

@@ -149,9 +149,7 @@ class Lease:
         self._run_id_since = 0.0  # monotonic: since when this run_id has been seen
         self._holder: str | None = None  # who holds it, as last read
         self._error: str | None = None  # the last Redis error, None once a call works
-        self._acquired_at: float | None = None
         self.fenced = 0  # writes refused
-        self.transitions = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -277,8 +275,6 @@ class Lease:
             known = self._run_id is not None
             self._quiet_until = self._run_id_since + self.lease if known else sent + self.lease
             wait = max(0.0, self._quiet_until - self._clock())
-            self._acquired_at = sent
-            self.transitions += 1
         why = (
             f"first write in {wait:.1f} s (waiting out one lease on a Redis new to this daemon)"
             if wait > 0
@@ -300,7 +296,9 @@ class Lease:
         with self._lock:
             if run_id != self._run_id or run_id is None:
                 if run_id is not None and self._run_id is not None:
-                    log.warning("step=ha Redis restarted (new run_id)")
+                    log.warning(
+                        "step=ha Redis is a new one (its run_id changed: a restart or a failover)"
+                    )
                 self._run_id = run_id
                 self._run_id_since = now
 
@@ -310,7 +308,6 @@ class Lease:
                 return
             self._held = False
             self._holder = None
-            self.transitions += 1
         log.error("step=ha lease lost by %s: %s; standing by", self.instance, why)
         if self.on_change is not None:
             self.on_change(Transition.LOST, why)

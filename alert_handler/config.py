@@ -21,6 +21,7 @@ from typing import Any
 from alert_handler import settings as s
 from alert_handler.core.controls import Target
 from alert_handler.events import kinds as ek
+from alert_handler.ha import kinds as hk
 from alert_handler.settings import ConfigError, Setting, required, setting
 
 __all__ = [
@@ -43,6 +44,7 @@ LISTENER = "The webhook listener"
 STEER = "Steering: exclusions, silences, confirmation"
 FILES = "Files and shutdown"
 EVENTS = "Events: journal, webhook, notifications"
+HA = "High availability: a standby daemon on another host (docs/high-availability.md)"
 DEFAULT_NOTIFY_EVENTS = ("forced_down", "gave_up", "storm_engaged", "storm_cleared", "health")
 
 
@@ -191,10 +193,27 @@ class Config:
         "slack://, tgram://, rsyslog://, ...).", secret=True)
     notify_events: tuple[str, ...] = setting(
         ek.EVENT_TYPES, DEFAULT_NOTIFY_EVENTS, EVENTS, "The event types sent to NOTIFY_URLS.")
+
     report_at: str | None = setting(
         ek.TIME_OF_DAY, None, EVENTS, "Send the daily report (`alert-handler report`: the last "
         "24 hours) to NOTIFY_URLS at this time of day, HH:MM in this host's time zone; once a "
         "day, also across restarts (unset: never).")
+
+    ha_redis_url: str | None = setting(
+        hk.REDIS_URL, None, HA, "Share one lease in this Redis with the other daemons: only "
+        "the holder changes LibreNMS (unset: no HA, no Redis).", secret=True)
+    ha_lease_sec: float = setting(
+        hk.LEASE_SECONDS, 10.0, HA, "How long the lease lasts unless renewed; a standby takes "
+        "over at most HA_LEASE_SEC + HA_RENEW_SEC after the holder dies.")
+    ha_renew_sec: float = setting(
+        hk.RENEW_SECONDS, 3.0, HA, "How often the holder renews the lease and a standby tries "
+        "to take it (less than HA_LEASE_SEC / 2).")
+    ha_instance: str | None = setting(
+        hk.INSTANCE, None, HA, "This daemon's name in the lease and in LibreNMS requests "
+        "(unset: hostname:pid).")
+    ha_lease_key: str = setting(
+        hk.LEASE_KEY, "alert-handler:lease", HA, "The Redis key of the lease (one per group "
+        "of daemons sharing a LibreNMS).")
     # fmt: on
 
     def secrets(self) -> list[str]:
@@ -275,6 +294,7 @@ def _check_together(cfg: Config) -> None:
     if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
         missing = "TLS_CERT_FILE" if cfg.tls_cert_file is None else "TLS_KEY_FILE"
         raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE go together")
+    hk.check_timing(cfg.ha_lease_sec, cfg.ha_renew_sec)
 
 
 _NEAR_IN_FILE = 0.6  # difflib's own default: the line is printed anyway, the hint is a bonus

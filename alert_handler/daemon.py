@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alert_handler import __version__
 from alert_handler.clock import SteadyClock
 from alert_handler.config import Config
 from alert_handler.controls import Controls, GroupRefresher, groups_path, silences_path
@@ -23,10 +24,11 @@ from alert_handler.core.records import shifted
 from alert_handler.events.hub import EventHub
 from alert_handler.events.journal import EventType
 from alert_handler.events.place import adopt_legacy_journal
-from alert_handler.health import LIBRENMS, RECOVERY_LOOP, STATE_FILE, Health
+from alert_handler.ha.lease import FencedPoller, Lease, Transition, connect, default_instance
+from alert_handler.health import LIBRENMS, RECOVERY_LOOP, REDIS, STATE_FILE, Health
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
-from alert_handler.librenms.client import LibreNMS, Observer
+from alert_handler.librenms.client import Fence, LibreNMS, Observer
 from alert_handler.librenms.components import Components
 from alert_handler.librenms.zone import librenms_zone
 from alert_handler.metrics import Metrics
@@ -67,8 +69,16 @@ def step_limit(cfg: Config) -> float:
     return poll + 7 * api_call + 60.0
 
 
-def make_api(cfg: Config, metrics: Metrics | None = None, health: Health | None = None) -> LibreNMS:
-    """The LibreNMS client for `cfg`; each call is reported to `metrics` and `health`."""
+def make_api(
+    cfg: Config,
+    metrics: Metrics | None = None,
+    health: Health | None = None,
+    *,
+    fence: Fence | None = None,
+    user_agent: str | None = None,
+) -> LibreNMS:
+    """The LibreNMS client for `cfg`; each call is reported to `metrics` and `health`; `fence`
+    is asked before each write (HA)."""
     observers: list[Observer] = []
     if metrics is not None:
         observers.append(metrics.observe_api)
@@ -90,6 +100,8 @@ def make_api(cfg: Config, metrics: Metrics | None = None, health: Health | None 
         dry_run=cfg.dry_run,
         observe=observe if observers else None,
         zone=librenms_zone(cfg.librenms_timezone),
+        fence=fence,
+        user_agent=user_agent,
     )
 
 
@@ -120,6 +132,7 @@ class Daemon:
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     on_hup: Callable[[], None] | None = None
     steady: SteadyClock | None = None  # the clock, when it is the daemon's own
+    lease: Lease | None = None  # HA_REDIS_URL: the lease that says whether to change LibreNMS
 
     @property
     def address(self) -> tuple[str, int]:
@@ -178,9 +191,17 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         )
         metrics.watch_records(store.records)
         metrics.watch_librenms(lambda: health.up(LIBRENMS))
-        api = make_api(cfg, metrics, health)
-        poller = make_poller(cfg, metrics.observe_poll)
-        metrics.known_pollers(poller.labels())
+        lease = make_lease(cfg, metrics)
+        api = make_api(
+            cfg,
+            metrics,
+            health,
+            fence=None if lease is None else lease.refusal,
+            user_agent=None if lease is None else f"alert-handler/{__version__} {lease.instance}",
+        )
+        group_poller = make_poller(cfg, metrics.observe_poll)
+        metrics.known_pollers(group_poller.labels())
+        poller: Poller = group_poller if lease is None else FencedPoller(group_poller, lease)
         rules = rules_from(cfg)
         controls = Controls(
             cfg.exclude,
@@ -205,6 +226,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             health=health,
             events=events.emitter,
             steer=controls,
+            active=None if lease is None else lease.may_write,
         )
         components = Components(api)
         scheduler.components = components
@@ -221,6 +243,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             clock=clock,
             controls=controls,
             events=events.emitter,
+            ha=None if lease is None else lease.status,
         )
         server = make_server(
             cfg.listen_host,
@@ -247,7 +270,14 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             events.emitter,
             controls.verdict,
             components=components,
+            active=None if lease is None else lease.may_write,
         )
+        if lease is not None:
+            lease.on_change = _on_lease_change(lease, store, events, metrics, scheduler, reconciler)
+            health.add_dependency(REDIS)  # degraded after 3 rounds in a row without Redis
+            lease.on_redis = lambda why: (
+                health.record_success(REDIS) if why is None else health.record_failure(REDIS, why)
+            )
     except BaseException:
         lock.release()
         raise
@@ -266,7 +296,54 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
         health=health,
         steady=steady,
         events=events,
+        lease=lease,
     )
+
+
+def make_lease(cfg: Config, metrics: Metrics) -> Lease | None:
+    """The HA lease when HA_REDIS_URL is set (its thread starts with the daemon), else None."""
+    if cfg.ha_redis_url is None:
+        return None
+    instance = cfg.ha_instance or default_instance()
+    lease = Lease(
+        connect(cfg.ha_redis_url, cfg.ha_renew_sec),
+        key=cfg.ha_lease_key,
+        instance=instance,
+        lease=cfg.ha_lease_sec,
+        renew=cfg.ha_renew_sec,
+        on_fenced=lambda what: metrics.fenced_writes.inc(),
+    )
+    metrics.ha_role.labels("holder").set(0)
+    metrics.ha_role.labels("standby").set(1)
+    for transition in Transition:
+        metrics.ha_transitions.labels(transition.value)
+    return lease
+
+
+def _on_lease_change(
+    lease: Lease,
+    store: StateStore,
+    events: EventHub,
+    metrics: Metrics,
+    scheduler: Scheduler,
+    reconciler: Reconciler,
+) -> Callable[[Transition, str], None]:
+    """What a change of role does: journal it, show it, and on taking the lease reconcile at
+    once (adopting what the old holder left on UNSUPERVISED_IP) and start the due jobs."""
+
+    def changed(transition: Transition, why: str) -> None:
+        holder = transition is Transition.ACQUIRED
+        metrics.ha_role.labels("holder").set(1 if holder else 0)
+        metrics.ha_role.labels("standby").set(0 if holder else 1)
+        metrics.ha_transitions.labels(transition.value).inc()
+        kind = EventType.LEASE_ACQUIRED if holder else EventType.LEASE_LOST
+        detail = f"{lease.instance}: {transition.value}: {why}"
+        store.add_events([events.emitter.line(kind, detail=detail)])
+        if holder:
+            reconciler.trigger()
+            scheduler.wake()
+
+    return changed
 
 
 def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
@@ -277,6 +354,8 @@ def run(daemon: Daemon, signals: queue.SimpleQueue[int]) -> int:
     scheduler.start()
     daemon.reconciler.start()
     daemon.refresher.start()
+    if daemon.lease is not None:
+        daemon.lease.start()
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
     host, port = daemon.address
@@ -388,6 +467,9 @@ def shutdown(daemon: Daemon) -> None:
             "step=stop steps still running after %.0fs: they resume after restart",
             daemon.cfg.stop_timeout_sec,
         )
+    if daemon.lease is not None:
+        daemon.lease.stop()  # after the steps: a standby takes over at its next try
+        daemon.lease.close()
     daemon.store.close()
     daemon.events.stop()
     daemon.events.close()

@@ -32,6 +32,7 @@ POLLER = "poller"
 STATE_FILE = "state_file"
 RECOVERY_LOOP = "recovery_loop"
 DEPENDENCIES = (LIBRENMS, POLLER, STATE_FILE, RECOVERY_LOOP)
+REDIS = "redis"  # with HA_REDIS_URL only (add_dependency): the HA lease's Redis
 
 Probe = Callable[[], "str | None"]  # None: fine; else what is wrong, for the operator
 
@@ -116,6 +117,11 @@ class Health:
             self.record_failure(LIBRENMS, f"{endpoint}: HTTP {status}")
         else:
             self.record_success(LIBRENMS, endpoint)
+
+    def add_dependency(self, dep: str) -> None:
+        """One more dependency fed by record_success/record_failure (HA: `redis`)."""
+        with self._lock:
+            self._deps.setdefault(dep, _Dependency())
 
     def watch(self, dep: str, probe: Probe) -> None:
         """Read `dep`'s state live through `probe` (critical when it returns an error)."""

@@ -113,6 +113,23 @@ class Metrics:
         self.recoveries = Counter(
             "alert_handler_recoveries", "Devices whose port came back up", registry=r
         )
+        self.ha_role = Gauge(
+            "alert_handler_ha_role",
+            "With HA_REDIS_URL: 1 for this daemon's role (holder or standby), 0 for the other",
+            ["role"],
+            registry=r,
+        )
+        self.ha_transitions = Counter(
+            "alert_handler_ha_lease_transitions",
+            "With HA_REDIS_URL: the HA lease acquired, lost or released",
+            ["transition"],
+            registry=r,
+        )
+        self.fenced_writes = Counter(
+            "alert_handler_fenced_writes",
+            "Writes to LibreNMS (and polls) refused because the HA lease was not surely held",
+            registry=r,
+        )
         self.give_ups = Counter(
             "alert_handler_give_ups", "Devices given up after MAX_ATTEMPTS", registry=r
         )

@@ -173,8 +173,11 @@ class Reconciler(Periodic):
         steer: Steer,
         first_delay: float = FIRST_PASS_DELAY,
         components: Components | None = None,
+        active: Callable[[], bool] | None = None,
     ) -> None:
-        super().__init__("reconcile", self._pass, interval, first_delay)
+        """`active`: whether passes may run now (HA: only while this daemon holds the lease;
+        a pass runs as soon as it does)."""
+        super().__init__("reconcile", self._pass, interval, first_delay, active=active)
         self.api = api
         self.store = store
         self.rules = rules

@@ -90,10 +90,13 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         step_limit: float = 600.0,
         stuck_after: float = 60.0,
+        active: Callable[[], bool] | None = None,
     ) -> None:
         """`step_limit`: longest a step may take (its timeouts allow less) before the recovery
         loop counts as stuck; `stuck_after`: longest time without a scheduling pass; `steer`:
-        the controls' verdict, asked by every step before it touches a device."""
+        the controls' verdict, asked by every step before it touches a device. `active`:
+        whether jobs may start now (HA: only while this daemon holds the lease)."""
+        self._active = active
         self.store = store
         self.steer = steer
         self.api = api
@@ -231,6 +234,8 @@ class Scheduler:
         """Under the lock: submit due devices to free workers; returns how long to sleep."""
         if not self.store.healthy:
             return _UNWRITABLE_WAIT  # the state file cannot be written: change nothing
+        if self._active is not None and not self._active():
+            return _UNWRITABLE_WAIT  # an HA standby: the lease holder changes LibreNMS
         free = self.max_parallel - len(self._inflight)
         if free <= 0:
             return _IDLE_WAIT  # no worker to give a device to; woken when one frees up

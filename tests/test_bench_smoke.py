@@ -30,6 +30,13 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             ),
         ),
         (
+            "ha_takeover.py",
+            (
+                "RESULT takeover after kill -9: median ",
+                "RESULT takeover after a clean stop (lease released): median ",
+            ),
+        ),
+        (
             "sequential.py",
             ("RESULT sequential, 20 tracked: daemon p50 ",),
         ),

@@ -361,6 +361,7 @@ SECRETS = {
     "WEBHOOK_TOKEN": "SecretWebhookToken0123",
     "EVENT_WEBHOOK_SECRET": "whsec_U2VjcmV0U2lnbmluZ0tleTAxMjM0NTY3ODkwMTIzNDU=",
     "NOTIFY_URLS": "tgram://123456789:SecretBotToken0123/4242",
+    "HA_REDIS_URL": "redis://:SecretRedisPassword@127.0.0.1:6379/0",
 }
 
 

@@ -17,6 +17,7 @@ from alert_handler.cli.output import plural
 from alert_handler.config import Config, ConfigError, parse
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.daemon import make_api
+from alert_handler.ha.lease import ha_checks
 from alert_handler.poll import PollError, make_poller
 from alert_handler.store.files import CorruptState, quarantine_name, read_lock, read_state
 from alert_handler.store.journal import journal_path
@@ -84,6 +85,8 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{FAIL} {text} (warning only)")
     line(*_state_file_check(cfg))
     for ok, text in events_checks(cfg):  # the journal, the webhook, notification URLs
+        line(ok, text)
+    for ok, text in ha_checks(cfg):  # HA_REDIS_URL: Redis answers, who holds the lease
         line(ok, text)
     forced_down = False  # the device to poll points at UNSUPERVISED_IP now
     group = 0  # the device's poller group: polled where LibreNMS would poll it

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alert_handler.cli.env import load_config
-from alert_handler.cli.guards import offline_silences, storm_guard, storm_line
+from alert_handler.cli.guards import offline_silences, storm_guard
 from alert_handler.cli.link import DaemonDown, DaemonLink
 from alert_handler.cli.lookup import Lookup, lookup
 from alert_handler.cli.output import format_table, plural
@@ -143,8 +143,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if health.get("state_file") != "ok":
             facts.append(f"state file {health.get('state_file')}")
         print("; ".join(facts))
-    if storm["max_forced_down"]:  # MAX_FORCED_DOWN=0: no guard, no line
-        print(storm_line(storm))
+        ha = health.get("ha")
+        if isinstance(ha, dict):
+            print(ha_line(ha))
     held = sum(1 for r in rows if r.get("held"))
     if held:
         print(
@@ -157,6 +158,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     if rows:
         print(format_table(rows))
     return 0
+
+
+def ha_line(ha: dict[str, Any]) -> str:
+    """The HA lease as `status` shows it."""
+    name = ha.get("instance")
+    if ha.get("role") == "holder":
+        line = f"HA: {name} holds the lease (renewed every {ha.get('renew_sec')} s"
+        line += f", writes stop in {ha.get('deadline_in_sec')} s unless renewed)"
+        if ha.get("quiet_for_sec"):
+            line += f"; no write for {ha.get('quiet_for_sec')} s more (a Redis new to it)"
+    else:
+        holder = ha.get("holder") or "nobody"
+        line = f"HA: {name} is a standby (holder: {holder}); it changes nothing in LibreNMS"
+    if ha.get("redis") != "ok":
+        line += f"; {ha.get('redis')}"
+    return line
 
 
 # -- release ----------------------------------------------------------------------------------

@@ -88,6 +88,15 @@ def cmd_recover(args: argparse.Namespace) -> int:
                 f"a daemon runs on this host (pid {holder.pid}) and owns its devices: stop it "
                 "first, or let it go of a device with `alert-handler release <id>`"
             )
+        from alert_handler.ha.lease import lease_holder
+
+        ha_holder, ha_error = lease_holder(cfg)  # HA: a daemon on another host may own them
+        if ha_holder is not None:
+            return _error(
+                f"the daemon {ha_holder} holds the HA lease and owns the devices: stop it first"
+            )
+        if ha_error is not None:
+            print(f"alert-handler: HA lease not checked (Redis: {ha_error})", file=sys.stderr)
     # Imported when run: requests and the daemon's parts, which the other commands do without.
     from alert_handler.daemon import make_api
     from alert_handler.librenms.components import Components

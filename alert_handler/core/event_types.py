@@ -29,6 +29,8 @@ class EventType(str, Enum):
     RESUMED = "resumed"
     HEALTH = "health"  # the daemon's health level changed
     OPERATOR = "operator"  # an operator's request (release, track), with the client address
+    LEASE_ACQUIRED = "lease_acquired"  # HA: this daemon took the lease, it changes LibreNMS
+    LEASE_LOST = "lease_lost"  # HA: it lost (or released) the lease, it stands by
 
 
 # The events that end an episode: close what `tracked` opened (exactly one per tracked device,

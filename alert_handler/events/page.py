@@ -103,6 +103,12 @@ def _episode_rows(data: PageData) -> list[str]:
 def _banners(data: PageData) -> str:
     status = str(data.health.get("status", "?"))
     out = [f'<div class="banner {"ok" if status == "ok" else "error"}">health: {_e(status)}</div>']
+    ha = data.health.get("ha")
+    if isinstance(ha, Mapping) and ha.get("role") != "holder":
+        out.append(
+            f'<div class="banner warn">HA standby ({_e(ha.get("instance"))}): the lease holder '
+            f"({_e(ha.get('holder'))}) changes LibreNMS; this daemon only records alerts</div>"
+        )
     if data.paused:
         out.append(
             '<div class="banner warn">PAUSED: maintenance mode, no device is changed until '

@@ -64,6 +64,7 @@ class App:
     dry_run: bool = False
     clock: Callable[[], float] = time.time
     _persist_trouble: Throttle = field(default_factory=Throttle, repr=False)
+    ha: Callable[[], dict[str, Any]] | None = None  # the HA lease's status (HA_REDIS_URL)
     steering: Steering = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -194,6 +195,8 @@ class App:
             "thread_restarts": self.scheduler.restarts,
             "dependencies": report.dependencies,
         }
+        if self.ha is not None:
+            body["ha"] = self.ha()
         return (503 if report.level is Level.CRITICAL else 200), body
 
     def status_page(self) -> str:

@@ -33,6 +33,10 @@ from alert_handler.librenms.zone import read_time
 log = logging.getLogger(__name__)
 
 Observer = Callable[[str, str, float], None]  # (endpoint, status, seconds)
+# Why a write may not be sent now (the HA lease's fence), or None to send it.
+Fence = Callable[[str], "str | None"]
+# GETs that change LibreNMS: fenced like the writes.
+_CHANGING_GETS = frozenset({"GET /devices/{id}/discover"})
 _NO_ROUTE = "This API route doesn't exist."
 
 
@@ -91,8 +95,12 @@ class LibreNMS:
         observe: Observer | None = None,
         backoff: float = 0.5,
         zone: tzinfo = timezone.utc,
+        fence: Fence | None = None,
+        user_agent: str | None = None,
     ) -> None:
-        """`zone`: the LibreNMS server's time zone, for the naive local times it sends."""
+        """`zone`: the LibreNMS server's time zone, for the naive local times it sends.
+        `fence(endpoint)` is asked right before every request that changes LibreNMS (each
+        try): a reason refuses it (a LibreNMSError, not retried)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
@@ -100,7 +108,10 @@ class LibreNMS:
         self.backoff = backoff
         self.zone = zone
         self._observe = observe
+        self._fence = fence
         self._session = requests.Session()
+        if user_agent is not None:
+            self._session.headers["User-Agent"] = user_agent
         self._session.headers["X-Auth-Token"] = token
         self._session.headers["Accept"] = "application/json"
         self._session.verify = verify
@@ -148,7 +159,12 @@ class LibreNMS:
         data = None if body is None else json.dumps(body)
         retries = 0 if method in ("POST", "DELETE") else self.retries
         attempt = 0
+        changes = method != "GET" or endpoint in _CHANGING_GETS
         while True:
+            if changes and self._fence is not None:
+                refused = self._fence(endpoint)
+                if refused is not None:
+                    raise LibreNMSError(f"{endpoint}: refused by fencing: {refused}")
             started = time.monotonic()
             try:
                 resp = self._session.request(

@@ -36,7 +36,13 @@ log = logging.getLogger(__name__)
 
 
 def _poll_command(
-    url: str, token: str, spec: str, timeout: float, poller: str | None, run_as: str
+    url: str,
+    token: str,
+    spec: str,
+    timeout: float,
+    poller: str | None,
+    run_as: str,
+    agent: str | None = None,
 ) -> int:
     root = url.rstrip("/")
     root = root[: -len(API_PREFIX)] if root.endswith(API_PREFIX) else root
@@ -44,7 +50,7 @@ def _poll_command(
     request = urllib.request.Request(  # noqa: S310 (post checks the scheme)
         f"{root}/_sim/poll/{quote(spec, safe='')}?{query}",
         data=b"",
-        headers={"X-Auth-Token": token},
+        headers={"X-Auth-Token": token, **({"User-Agent": agent} if agent else {})},
         method="POST",
     )
     try:
@@ -351,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     poll.add_argument(
         "--run-as", default="librenms", help="the user lnms runs as (root and others: exit 1)"
     )
+    poll.add_argument(
+        "--user-agent", help="the User-Agent the simulator logs (tests tell pollers apart)"
+    )
     poll.add_argument("device", help="device_id or hostname")
     serve = commands.add_parser("serve", help="run the simulator until SIGTERM/SIGINT")
     serve.add_argument("--host", default="127.0.0.1")
@@ -366,6 +375,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "poll":
         return _poll_command(
-            args.url, args.token, args.device, args.timeout, args.poller, args.run_as
+            args.url,
+            args.token,
+            args.device,
+            args.timeout,
+            args.poller,
+            args.run_as,
+            args.user_agent,
         )
     return _serve_command(args)

@@ -14,7 +14,7 @@ from alert_handler.sim.api import Reply, error_reply, phrase
 
 log = logging.getLogger(__name__)
 
-App = Callable[[str, str, str | None, bytes], Reply]
+App = Callable[[str, str, str | None, bytes, str], Reply]  # ..., body, User-Agent
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -60,7 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(Reply(400, b'{"message":"Bad Request"}'))
             return
         try:
-            reply = self.server.app(self.command, self.path, self.headers.get("X-Auth-Token"), body)
+            token, agent = self.headers.get("X-Auth-Token"), self.headers.get("User-Agent") or ""
+            reply = self.server.app(self.command, self.path, token, body, agent)
         except Exception:  # a simulator bug: answer like an uncaught PHP error, but say so
             log.exception("simulator: %s %s failed", self.command, self.path.split("?")[0])
             reply = error_reply(500)

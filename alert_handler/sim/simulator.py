@@ -63,6 +63,7 @@ class RequestRecord(NamedTuple):
     body: bytes
     status: int  # 0: the connection was dropped (inject(drop=True))
     time: float
+    agent: str = ""  # the User-Agent: which daemon sent it (HA: it names the instance)
 
 
 @dataclass
@@ -742,7 +743,9 @@ class Simulator:
                     return fault
         return None
 
-    def _handle(self, method: str, target: str, token: str | None, body: bytes) -> Reply:
+    def _handle(
+        self, method: str, target: str, token: str | None, body: bytes, agent: str = ""
+    ) -> Reply:
         """The server's app: one request in, one Reply out, logged in `requests`."""
         arrived = time.monotonic()
         parts = urlsplit(target)
@@ -757,7 +760,7 @@ class Simulator:
         finally:
             with self._lock:
                 self._in_flight.remove((method, path))
-        record = RequestRecord(method, path, parts.query, body, reply.status, arrived)
+        record = RequestRecord(method, path, parts.query, body, reply.status, arrived, agent)
         with self._lock:
             self._requests.append(record)
         return reply

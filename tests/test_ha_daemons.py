@@ -161,7 +161,7 @@ def test_the_standby_takes_over_from_a_killed_holder_and_restores_exact_original
         metrics = requests.get(b.url + "/metrics", timeout=5).text
         assert 'alert_handler_ha_role{role="holder"} 1.0' in metrics
         assert 'alert_handler_ha_lease_transitions_total{transition="acquired"} 1.0' in metrics
-        events = (tmp_path / "ha-b" / "state" / "events.jsonl").read_text()
+        events = (tmp_path / "ha-b" / "state" / "device_state.events.jsonl").read_text()
         acquired = [json.loads(line) for line in events.splitlines() if "lease_acquired" in line]
         assert [e["type"] for e in acquired] == ["lease_acquired"]
         assert "ha-b: acquired: writing at once" in acquired[0]["detail"]

@@ -14,7 +14,7 @@ from alert_handler.cli.events import duration_text, parse_since
 from alert_handler.cli.main import main
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.events.journal import EventJournal, EventMaker, EventType
-from tests.conftest import installed_cli, wait_for
+from tests.conftest import installed_cli, spawn, wait_for
 
 T0 = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 
@@ -125,7 +125,7 @@ def test_events_prints_the_last_lines_and_follows_new_ones(
     assert len(out) == 2
     assert out[0].startswith("2025-11-24T17:06:40.000Z gave_up device=8 host=cpe-8 attempt=2")
     assert out[1].split()[1:3] == ["forced_down", "device=7"]
-    follow = subprocess.Popen(
+    follow = spawn(
         [*installed_cli(), "events", "--env-file", env, "--follow", "--json", "-n", "0"],
         stdout=subprocess.PIPE,
         text=True,

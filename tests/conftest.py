@@ -60,7 +60,8 @@ _CLEANUPS: list[Callable[[], None]] = []  # what the running test started, stopp
 
 
 def on_teardown(cleanup: Callable[[], None]) -> None:
-    """Run `cleanup` when the current test ends, passed or failed."""
+    """Run `cleanup` when the current test ends, passed or failed (so only from a test or a
+    function-scoped fixture: a module's process would be stopped after its first test)."""
     _CLEANUPS.append(cleanup)
 
 

@@ -41,8 +41,11 @@ def poll_command(sim: Simulator) -> str:
     )
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `condition` until it is truthy; fail the test with `what` after `timeout`."""
+def wait_for(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll `condition` until it is truthy; fail the test with `what` after `timeout`.
+
+    The timeout only bounds a wait for something that must happen: it is generous (a busy
+    machine is slow, not wrong), and no test asserts how fast something happened."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -51,6 +54,46 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+# -- processes a test starts ------------------------------------------------------------------
+_CLEANUPS: list[Callable[[], None]] = []  # what the running test started, stopped at its teardown
+
+
+def on_teardown(cleanup: Callable[[], None]) -> None:
+    """Run `cleanup` when the current test ends, passed or failed (so only from a test or a
+    function-scoped fixture: a module's process would be stopped after its first test)."""
+    _CLEANUPS.append(cleanup)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL `proc` if it still runs, reap it and close its pipes (a no-op once it exited)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def spawn(args: list[str], **popen: Any) -> subprocess.Popen[Any]:
+    """subprocess.Popen that is stopped (SIGKILL) and reaped when the test ends, failed or not;
+    the test stops it gracefully itself where that is what it checks."""
+    proc: subprocess.Popen[Any] = subprocess.Popen(args, **popen)
+    on_teardown(lambda: stop_process(proc))
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started() -> Iterator[None]:
+    """Every process a test started through `spawn`, `DaemonProcess` or `on_teardown` is
+    stopped when the test ends, even when it failed: none outlives its test (a daemon left
+    running holds its port and files, and disturbs the tests after it)."""
+    yield
+    while _CLEANUPS:
+        _CLEANUPS.pop()()
 
 
 @pytest.fixture
@@ -182,15 +225,16 @@ class DaemonProcess:
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
+        on_teardown(self.close)  # also when the wait below fails
         self.url = f"http://127.0.0.1:{port}"
-        wait_for(self._healthy, 20, "the daemon to answer /health")
+        wait_for(self._healthy, what="the daemon to answer /health")
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
             pytest.fail(f"daemon exited {self.proc.returncode}: {self.output()}")
         try:
-            return requests.get(self.url + "/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(self.url + "/health", timeout=10).status_code == 200
+        except requests.RequestException:  # not listening yet, or too busy to answer in time
             return False
 
     def output(self) -> str:
@@ -214,7 +258,12 @@ class DaemonProcess:
         """SIGKILL and reap."""
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
-        self.proc.wait(10)
+        self.proc.wait(30)
+        self._out.close()
+
+    def close(self) -> None:
+        """Teardown: SIGKILL it if it still runs, reap it, close its output file."""
+        stop_process(self.proc)
         self._out.close()
 
 

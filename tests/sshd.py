@@ -195,7 +195,7 @@ LogLevel INFO
                 stdout=log,
                 stderr=log,
             )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             # sshd logs this right after listen(): from here on the port accepts.
             if f"Server listening on {self.host} port {self.port}" in self.log(offset):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -220,11 +219,11 @@ def test_malformed_bodies_are_rejected(raw: bytes) -> None:
     ],
     ids=["10k-brackets", "10k-objects", "3k-balanced", "900-balanced", "900-objects"],
 )
-def test_deep_nesting_is_rejected_cheaply(raw: bytes) -> None:
-    started = time.perf_counter()
+def test_deep_nesting_is_rejected(raw: bytes) -> None:
+    """Hostile nesting is one BadPayload ("too deeply nested"), never a RecursionError; how
+    fast that is is not asserted here (timings belong in bench/)."""
     with pytest.raises(BadPayload, match="nested"):
         parse_alert(raw)
-    assert time.perf_counter() - started < 1.0
 
 
 def nest(depth: int) -> dict[str, Any]:

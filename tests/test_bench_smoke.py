@@ -41,6 +41,10 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             ("RESULT sequential, 20 tracked: daemon p50 ",),
         ),
         (
+            "storm_then_sequential.py",
+            ("RESULT storm then sequential: daemon p50 ",),
+        ),
+        (
             "recovery_round.py",
             (
                 "RESULT P=4 N=20: round ",

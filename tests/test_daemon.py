@@ -148,7 +148,7 @@ def test_failed_api_call_mid_cycle_is_retried(sim: Simulator, start_daemon: Star
     sim.set_link(9, "port2", "up")
     sim.inject("PATCH", r"^/devices/9$", status=500, times=1)
     sim.inject("GET", r"^/devices/9/ports$", status=500, times=1)
-    wait_for(lambda: d.daemon.store.get(9) is None, timeout=15, what="recovery")
+    wait_for(lambda: d.daemon.store.get(9) is None, timeout=60, what="recovery")
     assert overwrite(sim, 9) == "192.0.2.99"
     failed = [r for r in sim.requests if r.status == 500]
     assert len(failed) == 2

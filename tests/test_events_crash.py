@@ -76,7 +76,7 @@ def test_kill_9_loses_no_event_and_tears_no_line(sim: Simulator, tmp_path: Path)
                 assert daemon.post(alert_body(i)).status_code in (200, 202)
         wait_for(
             lambda: {e.device_id for e in _events(journal) if e.type == "forced_down"} >= set(ids),
-            30,
+            60,
             "every device forced down",
         )
         assert all(sim.patches(i)[0] == (i, UNSUP) for i in ids)

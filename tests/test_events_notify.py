@@ -20,6 +20,7 @@ from alert_handler.cli.main import main
 from alert_handler.events.digest import RateLimit, digest, message
 from alert_handler.events.journal import EventMaker, EventType
 from alert_handler.events.notify import Notifier
+from alert_handler.events.reader import read_events
 from alert_handler.metrics import Metrics
 from alert_handler.sim.simulator import Simulator
 from tests.conftest import (
@@ -122,10 +123,19 @@ def test_a_device_forced_down_reaches_mail_and_syslog(
     assert "Original overwrite_ip: 198.51.100.7." in body
     datagram = sock.recv(4096).decode()
     assert "cpe-7 (device 7) forced down" in datagram
-    time.sleep(0.5)  # nothing else is coming: tracked is not in NOTIFY_EVENTS
+    # `tracked` was journaled before `forced_down`, and each target takes its events in journal
+    # order: once forced_down is counted as sent, tracked has been looked at and left out.
+    kinds = [e.type for e in read_events(Path(d.cfg.events_path()))]
+    assert kinds.index("tracked") < kinds.index("forced_down")
+    sent = 'alert_handler_event_deliveries_total{result="sent",target="%s"} 1.0'
+    wait_for(
+        lambda: all(sent % t in d.daemon.metrics.render().decode() for t in ("mailto", "rsyslog")),
+        what="both deliveries counted",
+    )
     assert len(box.messages) == 1
-    text = d.daemon.metrics.render().decode()
-    assert 'alert_handler_event_deliveries_total{result="sent",target="mailto"} 1.0' in text
+    sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)  # no second datagram
 
 
 def test_a_500_device_storm_gives_a_bounded_number_of_messages(
@@ -146,8 +156,18 @@ def test_a_500_device_storm_gives_a_bounded_number_of_messages(
     try:
         for n in range(0, 500, 50):
             notifier.consume(events[n : n + 50])
-        wait_for(lambda: len(box.messages) >= 4, 30, "the digest")
-        time.sleep(1.0)  # nothing else is coming
+        wait_for(lambda: len(box.messages) >= 4, what="the digest")
+        # Every event looked at (3 sent, 497 digested), the digest sent, and nothing left due:
+        # the target's thread now waits for the next event only.
+        counted = 'alert_handler_event_deliveries_total{result="%s",target="mailto"} %s'
+        wait_for(
+            lambda: all(
+                counted % pair in metrics.render().decode()
+                for pair in (("sent", "4.0"), ("digested", "497.0"))
+            ),
+            what="every event counted",
+        )
+        assert [t._limit.next_due() for t in notifier.targets] == [None]
     finally:
         notifier.stop()
     subjects = [s for s, _ in box.messages]
@@ -221,7 +241,7 @@ def test_no_notification_secret_reaches_the_log(sim: Simulator, tmp_path: Path) 
     try:
         assert daemon.post(alert_body(8)).status_code == 202
         log_file = tmp_path / "alert_handler.log"
-        wait_for(lambda: "step=notify target=#1 json not sent" in log_file.read_text(), 30)
+        wait_for(lambda: "step=notify target=#1 json not sent" in log_file.read_text())
     finally:
         daemon.terminate()
     text = log_file.read_text() + daemon.output()

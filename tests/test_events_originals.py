@@ -105,7 +105,7 @@ def test_a_late_patch_after_recovery_is_undone_with_the_true_original(
     second = start_daemon(RECOVERY_INTERVAL_SEC="0.5", RECONCILE_INTERVAL_SEC="1")
     wait_for(
         lambda: [e.type for e in read_events(journal)].count("recovered") == 2,
-        20,
+        60,
         "the adopted device recovered",
     )
     assert overwrite(sim, 9) == "198.51.100.9"

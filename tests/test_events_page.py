@@ -5,8 +5,11 @@ under the test's tmp_path."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -21,7 +24,16 @@ from alert_handler.events.journal import Event
 from alert_handler.events.page import PageData, render_page
 from alert_handler.events.signing import new_secret
 from alert_handler.sim.simulator import Simulator
-from tests.conftest import UNSUP, WEBHOOK_TOKEN, StartDaemon, alert_body, overwrite, wait_for
+from tests.conftest import (
+    UNSUP,
+    WEBHOOK_TOKEN,
+    StartDaemon,
+    alert_body,
+    on_teardown,
+    overwrite,
+    spawn,
+    wait_for,
+)
 
 NASTY = '<script>alert("x")</script>&"'
 
@@ -181,8 +193,9 @@ def chromium() -> str:
 
 
 def browse(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Headless Chromium on `url` (root needs --no-sandbox; a fresh profile each run)."""
-    return subprocess.run(
+    """Headless Chromium on `url` (root needs --no-sandbox; a fresh profile each run). It runs
+    in its own session: its helper processes are killed with it when the test ends."""
+    browser = spawn(
         [
             chromium(),
             "--headless",
@@ -194,10 +207,20 @@ def browse(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
             *extra,
             url.split("#")[0],
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
+        start_new_session=True,
     )
+    on_teardown(lambda: _kill_group(browser.pid))
+    out, err = browser.communicate(timeout=300)
+    return subprocess.CompletedProcess(browser.args, browser.returncode, out, err)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a process group (chromium's renderer and zygote helpers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def test_the_status_page_in_a_real_browser(

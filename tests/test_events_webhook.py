@@ -163,10 +163,17 @@ def test_receiver_down_then_up_gets_every_event_in_order(
     path = Path(d.cfg.events_path())
     wait_for(lambda: [e.type for e in read_events(path)][-1:] == ["recovered"], what="recovery")
     outbox = d.daemon.events.outbox if d.daemon.events else None
-    assert outbox is not None and outbox.depth() >= 4
+    assert outbox is not None
+    # The outbox is told of a batch after the journal has it on disk: wait until it counts
+    # every journaled event (none delivered, nothing listens), then bring the receiver up.
+    wait_for(
+        lambda: outbox.depth() == len(journal_ids(path)),
+        what="the outbox to hold every journaled event",
+    )
+    assert outbox.depth() >= 4
     receiver = Receiver(SECRET, port=port)
     receivers.append(receiver)
-    wait_for(lambda: outbox.depth() == 0, 30, "every event delivered")
+    wait_for(lambda: outbox.depth() == 0, what="every event delivered")
     assert receiver.unique_ids() == journal_ids(path)
     assert receiver.bad == []
     assert [e["type"] for e in receiver.received][:2] == ["tracked", "forced_down"]
@@ -207,24 +214,19 @@ def test_kill_9_mid_delivery_loses_nothing(
     daemon = DaemonProcess(tmp_path, env, port)
     for i in ids:
         assert daemon.post(alert_body(i)).status_code == 202
-    wait_for(lambda: len(receiver.ids()) >= 10, 30, "deliveries under way")
+    wait_for(lambda: len(receiver.ids()) >= 10, what="deliveries under way")
     daemon.kill()
     journal = tmp_path / "device_state.events.jsonl"  # named after STATE_FILE
     assert len(journal_ids(journal)) > len(receiver.unique_ids())  # some still undelivered
     for i in ids:
         sim.set_link(i, "port2", "up")
     daemon = DaemonProcess(tmp_path, env, port)
-    try:
-        wait_for(
-            lambda: (
-                {e.device_id for e in read_events(journal) if e.type == "recovered"} >= set(ids)
-            ),
-            60,
-            "every device recovered",
-        )
-        wait_for(lambda: receiver.unique_ids() == journal_ids(journal), 60, "all delivered")
-    finally:
-        daemon.terminate()
+    wait_for(
+        lambda: {e.device_id for e in read_events(journal) if e.type == "recovered"} >= set(ids),
+        what="every device recovered",
+    )
+    wait_for(lambda: receiver.unique_ids() == journal_ids(journal), what="all delivered")
+    daemon.terminate()
     assert receiver.unique_ids() == journal_ids(journal)
     assert receiver.bad == []
 

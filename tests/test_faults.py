@@ -44,6 +44,7 @@ from tests.conftest import (
     base_env,
     free_port,
     installed_cli,
+    on_teardown,
     overwrite,
     wait_for,
 )
@@ -96,15 +97,17 @@ def assert_restored(sim: Simulator, originals: dict[int, str | None]) -> None:
 
 def wait_in_flight(sim: Simulator, method: str, path: str) -> None:
     """Until the simulator is answering `method path` (held by an injected delay)."""
-    wait_for(lambda: (method, path) in sim.in_flight(), 20, f"{method} {path} in flight")
+    wait_for(lambda: (method, path) in sim.in_flight(), 60, f"{method} {path} in flight")
 
 
 def refused(url: str) -> bool:
     """Whether nothing listens at `url` any more."""
     try:
-        requests.get(url + "/health", timeout=2)
+        requests.get(url + "/health", timeout=10)
     except requests.ConnectionError:
         return True
+    except requests.Timeout:  # listening, but too busy to answer in time
+        return False
     return False
 
 
@@ -144,8 +147,9 @@ class Proc:
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        on_teardown(self.close)  # killed when the test ends, also if the wait below fails
         if wait:
-            wait_for(self.healthy, 30, "the daemon to answer /health")
+            wait_for(self.healthy, what="the daemon to answer /health")
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -162,8 +166,8 @@ class Proc:
             self._finish()
             pytest.fail(f"daemon exited {self.proc.returncode}: {self.output()}")
         try:
-            return requests.get(self.url + "/health", timeout=2).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(self.url + "/health", timeout=10).status_code == 200
+        except requests.RequestException:  # not listening yet, or too busy to answer in time
             return False
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -714,7 +718,7 @@ def test_notifier_without_socket_and_with_abstract_socket() -> None:
     name = f"alert-handler-test-{os.getpid()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind("\0" + name)
-        sock.settimeout(5)
+        sock.settimeout(30)
         SystemdNotifier({"NOTIFY_SOCKET": "@" + name}).send("READY=1")
         assert sock.recv(64) == b"READY=1"
     assert SystemdNotifier({"WATCHDOG_USEC": "3000000"}).watchdog_interval == 1.5
@@ -758,7 +762,16 @@ def test_unwritable_state_answers_503_changes_nothing_and_recovers(
     assert devices_in(state) == good
     wait_for(lambda: not list(tmp_path.glob("*.tmp")), what="no temp file left")
     wait_for(lambda: "File too large" in daemon.output(), what="the write error logged")
-    time.sleep(1.5)  # device 51 falls due ~5 times meanwhile
+    # The writer retries every 0.5 s, counted in /health: each retry is the daemon finding the
+    # state still unwritable. Four more retries: device 51 fell due (every 0.3 s) several times
+    # and the scheduler (which looks at least every second) held it each time.
+    failed = state_file["consecutive_failures"]
+    wait_for(
+        lambda: (
+            daemon.health()[1]["dependencies"]["state_file"]["consecutive_failures"] >= failed + 4
+        ),
+        what="four more failed writes",
+    )
     assert sim.patches() == patches_before
     assert daemon.health()[0] == 503
     resource.prlimit(daemon.pid, resource.RLIMIT_FSIZE, (hard, hard))

@@ -10,6 +10,7 @@ replacing one method, and the log is read with caplog.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -37,7 +38,7 @@ STATE = "device_state.json"
 
 def health(d: RunningDaemon) -> tuple[int, dict[str, Any]]:
     """GET /health: (status, body)."""
-    reply = requests.get(d.url + "/health", timeout=5)
+    reply = requests.get(d.url + "/health", timeout=30)
     return reply.status_code, reply.json()
 
 
@@ -275,12 +276,22 @@ def test_a_thread_that_keeps_dying_is_restarted_with_back_off(
     def always() -> float:
         raise RuntimeError("injected: the scheduler always raises")
 
+    real_start = scheduler.start
+    started: list[float] = []  # when each restart began (monotonic)
+
+    def start() -> None:
+        if scheduler.restarts:  # not the daemon's first start, which may come after the patch
+            started.append(time.monotonic())
+        real_start()
+
+    monkeypatch.setattr(scheduler, "start", start)
     monkeypatch.setattr(scheduler, "_schedule", always)
     scheduler.wake()
-    wait_for(lambda: scheduler.restarts >= 2, timeout=10, what="two restarts")
-    time.sleep(2.5)
-    # Restarts come 1 s then 2 s then 4 s apart: at most 3 by now (without back-off: ~5).
-    assert scheduler.restarts <= 3
+    wait_for(lambda: scheduler.restarts >= 3, what="three restarts")
+    # The main loop looks every second; with back-off the restarts are at least 1 s, then 2 s
+    # apart (without it, about 1 s each time). A busy machine only makes the gaps longer.
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    assert gaps[0] >= 0.9 and gaps[1] >= 1.9, gaps
 
 
 def test_step_that_raises_is_a_failed_step(
@@ -350,6 +361,11 @@ def _drain(sock: socket.socket) -> list[bytes]:
         sock.settimeout(10)
 
 
+def loop_failures(d: RunningDaemon) -> int:
+    """How many times in a row the main loop found the recovery loop not alive (/health)."""
+    return int(health(d)[1]["dependencies"]["recovery_loop"]["consecutive_failures"])
+
+
 def test_stuck_recovery_loop_stops_the_systemd_watchdog(
     sim: Simulator,
     start_daemon: StartDaemon,
@@ -381,7 +397,10 @@ def test_stuck_recovery_loop_stops_the_systemd_watchdog(
         wait_for(lambda: messages(caplog, "recovery loop is stuck"), what="stuck noticed")
         assert "WATCHDOG=1 is no longer sent" in messages(caplog, "recovery loop is stuck")[0]
         _drain(sock)  # pings sent before the main loop saw the stall
-        time.sleep(0.5)  # five ping periods
+        # The main loop looks every 0.1 s (the ping period) and counts each look at a stuck
+        # loop as a failure in /health: five more looks, and no ping was sent meanwhile.
+        looked = loop_failures(d)
+        wait_for(lambda: loop_failures(d) >= looked + 5, what="five looks at the stuck loop")
         assert _drain(sock) == []
         assert health(d)[0] == 503 and health(d)[1]["recovery_thread"] == "stuck"
         assert health(d)[1]["status"] == "critical"

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, suppress
@@ -31,6 +30,7 @@ from alert_handler.poll import (
     make_poller,
 )
 from alert_handler.poll.result import config_problem, log_result
+from tests.conftest import wait_for
 from tests.sshd import SSHD, keygen, require_password_user, require_sshd, running_sshd
 
 POLL_SCRIPT = r"""#!/bin/sh
@@ -240,13 +240,12 @@ def test_strict_refuses_unknown_host_key(server: SSHD) -> None:
 
 
 def test_command_past_poll_timeout_is_cut_off(server: SSHD) -> None:
-    """1. Device 7 sleeps 30 s; POLL_TIMEOUT_SEC=1.  2. PollError within ~1 s.
-    3. The connection is still used for the next poll."""
+    """1. Device 7 sleeps 30 s; POLL_TIMEOUT_SEC=1.  2. PollError saying it timed out after
+    1 s (how soon is not asserted: timings belong in bench/).  3. The connection is still used
+    for the next poll."""
     with closing(SSHPoller(ssh_config(server, poll_timeout_sec=1.0))) as poller:
-        started = time.monotonic()
         with pytest.raises(PollError, match=r"timed out after 1s"):
             poller.poll(7)
-        assert time.monotonic() - started < 2.5
         assert poller.poll(5).exit_status == 0
     assert server.count("Accepted publickey") == 1
 
@@ -290,9 +289,7 @@ def test_reconnects_when_the_connection_hangs(
         assert poller.poll(2).exit_status == 0
         for pid in server.session_pids():
             os.kill(pid, signal.SIGSTOP)
-        started = time.monotonic()
         assert poller.poll(3).exit_status == 0
-        assert time.monotonic() - started < 3
     assert server.count("Accepted publickey") == 2
     warnings = [r.getMessage() for r in log_lines.records if r.levelno == logging.WARNING]
     assert [m for m in warnings if "reconnecting" in m] == [
@@ -355,15 +352,10 @@ def test_local_poller_timeout_kills_the_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     command = f"sh -c 'sleep 30 & echo $! > {pidfile}; wait' {{device_id}}"
     poller = LocalPoller(base_config(poll_method="local", poll_command=command, poll_timeout_sec=1))
-    started = time.monotonic()
     with pytest.raises(PollError, match=r"^timed out after 1s$"):
         poller.poll(5)
-    assert time.monotonic() - started < 2.5
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 2
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not _alive(child)
+    wait_for(lambda: not _alive(child), what="the background child to be killed")
 
 
 def test_local_poller_splits_with_shlex_and_uses_no_shell(tmp_path: Path) -> None:
@@ -426,9 +418,7 @@ def test_threads_are_not_left_behind(server: SSHD) -> None:
     with closing(SSHPoller(ssh_config(server))) as poller:
         poller.poll(5)
         assert threading.active_count() > before
-    deadline = time.monotonic() + 2
-    while threading.active_count() > before and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: threading.active_count() <= before, what="paramiko's thread to end")
     assert threading.active_count() == before
 
 

@@ -102,7 +102,7 @@ def test_each_poll_runs_on_a_poller_of_the_devices_group(
         assert d.post(alert_body(device_id)).status_code == 202
     wait_for(
         lambda: all((r := d.daemon.store.get(i)) and r.attempts >= 2 for i in (51, 52, 53)),
-        timeout=30,
+        timeout=60,
         what="two attempts each",
     )
     assert ran(on_east) == {51} and ran(on_west) == {52}
@@ -110,12 +110,12 @@ def test_each_poll_runs_on_a_poller_of_the_devices_group(
         rec = d.daemon.store.get(device_id)
         assert rec is not None and rec.last_error == "port2 is down"
     sim.set_poller_group(51, 2)
-    wait_for(lambda: 51 in ran(on_west), timeout=20, what="51 polled on west after its move")
+    wait_for(lambda: 51 in ran(on_west), timeout=60, what="51 polled on west after its move")
     for device_id in (51, 52, 53):
         sim.set_link(device_id, "port2", "up")
     wait_for(
         lambda: all(d.daemon.store.get(i) is None for i in (51, 52, 53)),
-        timeout=30,
+        timeout=60,
         what="all recovered",
     )
     for device_id in (51, 52, 53):

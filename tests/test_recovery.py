@@ -649,7 +649,7 @@ def test_worker_changes_nothing_while_its_decision_is_not_durable(tmp_path: Path
         assert api.patches == []
 
         journal.rmdir()
-        assert written.wait(5.0)
+        assert written.wait(60.0)
         worker._run_device(42)
         assert api.patches == [(42, UNSUP)]
         store.flush(5.0)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from alert_handler.http.server import AlertServer
 from alert_handler.sim.simulator import Simulator
-from tests.conftest import WEBHOOK_TOKEN, StartDaemon, alert_body, wait_for
+from tests.conftest import WEBHOOK_TOKEN, RunningDaemon, StartDaemon, alert_body, wait_for
 from tests.security_support import (
     AUTH,
     Dribbler,
@@ -313,16 +313,17 @@ def test_oversized_body_is_refused_from_the_headers_alone(
     before.check(d, sim)
 
 
-def read_to_clean_close(sock: socket.socket) -> bytes:
+def read_to_clean_close(sock: socket.socket, d: RunningDaemon) -> bytes:
     """Everything the server sends; fails if it resets the connection instead of closing it.
 
-    The server's FIN can arrive before its RST, so after the end of the data the socket is given
-    a moment for a reset to land, then its pending error is checked (EPIPE or ECONNRESET).
+    The server's FIN can arrive before its RST (a half-close, then a close with unread data),
+    so after the end of the data this waits until the daemon has closed its side for good (it
+    counts no open connection), then checks the socket's pending error (EPIPE or ECONNRESET).
     """
     chunks = []
     while data := sock.recv(65536):  # ConnectionResetError propagates
         chunks.append(data)
-    time.sleep(0.2)
+    wait_for(lambda: d.daemon.server.active_connections == 0, what="the daemon to close")
     error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     assert error == 0, f"the server reset the connection: {os.strerror(error)}"
     return b"".join(chunks)
@@ -350,7 +351,7 @@ def test_refused_requests_with_a_body_end_in_a_clean_close(
     for _ in range(2):
         with connect(d.url) as sock:
             sock.sendall(post(path, b"x" * size, headers))
-            reply = parse_reply(read_to_clean_close(sock))
+            reply = parse_reply(read_to_clean_close(sock, d))
         assert reply.status == status
     big = requests.post(
         d.url + path, data=b"x" * (2 * 1024 * 1024), headers={"X-Auth-Token": WEBHOOK_TOKEN}

@@ -22,6 +22,8 @@ from tests.conftest import (
     base_env,
     free_port,
     installed_cli,
+    on_teardown,
+    spawn,
     wait_for,
 )
 from tests.security_support import Certs, HTTPSLibreNMS, exchange, make_certs, post
@@ -169,23 +171,16 @@ def test_unsafe_settings_are_warned_about_at_start(tmp_path: Path) -> None:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRENMS", "SSH_"))}
         clean.pop("WEBHOOK_TOKEN", None)
         out = (tmp_path / "stdio.log").open("wb")
-        proc = subprocess.Popen(
-            [*installed_cli(), "serve"], cwd=tmp_path, env=clean, stdout=out, stderr=out
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_for(lambda: _health(url, proc), 20, "the daemon to answer /health")
-            health = requests.get(url + "/health", timeout=10).json()
-            assert health["auth"] == "disabled"
-            reply = requests.post(url + "/alert", data=alert_body(42), timeout=10)
-            assert reply.status_code == 202
-            proc.terminate()
-            assert proc.wait(30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            out.close()
+        on_teardown(out.close)
+        proc = spawn([*installed_cli(), "serve"], cwd=tmp_path, env=clean, stdout=out, stderr=out)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _health(url, proc), what="the daemon to answer /health")
+        health = requests.get(url + "/health", timeout=10).json()
+        assert health["auth"] == "disabled"
+        reply = requests.post(url + "/alert", data=alert_body(42), timeout=10)
+        assert reply.status_code == 202
+        proc.terminate()
+        assert proc.wait(30) == 0
     log_text = (tmp_path / "alert_handler.log").read_text()
     warnings = [line for line in log_text.splitlines() if " WARNING " in line]
     assert any("WEBHOOK_TOKEN is not set" in line for line in warnings), log_text
@@ -198,8 +193,8 @@ def _health(url: str, proc: subprocess.Popen[bytes]) -> bool:
     if proc.poll() is not None:
         raise AssertionError(f"the daemon exited with {proc.returncode}")
     try:
-        return requests.get(url + "/health", timeout=1).status_code == 200
-    except requests.ConnectionError:
+        return requests.get(url + "/health", timeout=10).status_code == 200
+    except requests.RequestException:  # not listening yet, or too busy to answer in time
         return False
 
 

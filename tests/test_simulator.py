@@ -562,7 +562,7 @@ def test_serve_cli_runs_until_sigterm() -> None:
             with _session(DEFAULT_TOKEN) as session:
                 assert session.get(f"{url}/devices").json()["count"] == 3
             process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=10) == 0
+            assert process.wait(timeout=30) == 0
         finally:
             if process.poll() is None:
                 process.kill()

@@ -69,8 +69,8 @@ class Service:
     def healthy(self) -> bool:
         """Whether the daemon answers /health with 200."""
         try:
-            return requests.get(self.url + "/health", timeout=2).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(self.url + "/health", timeout=10).status_code == 200
+        except requests.RequestException:  # not listening yet, or too busy to answer in time
             return False
 
     def ensure_running(self) -> None:
@@ -78,7 +78,7 @@ class Service:
         if self.show("ActiveState")["ActiveState"] != "active":
             self.systemctl("reset-failed", NAME, check=False)
             self.systemctl("start", NAME)
-        wait_for(self.healthy, 20, "the daemon to answer /health")
+        wait_for(self.healthy, 60, "the daemon to answer /health")
 
     def log(self) -> str:
         """LOG_FILE as the container has it."""
@@ -237,10 +237,10 @@ def test_alert_forces_the_device_down_and_recovers_it(running: Service) -> None:
     sim = running.sim
     sim.add_device(701, "cpe-701", ports={"port2": "down"})
     assert sim.send_alert(running.url + "/alert", 701, headers=AUTH) == 202
-    wait_for(lambda: sim.device(701)["overwrite_ip"] == UNSUP, 20, "701 forced down")
+    wait_for(lambda: sim.device(701)["overwrite_ip"] == UNSUP, 60, "701 forced down")
     sim.set_link(701, "port2", "up")
-    wait_for(lambda: sim.device(701)["overwrite_ip"] is None, 20, "701 restored")
-    wait_for(lambda: "701" not in state_devices(running), 20, "701 gone from the state file")
+    wait_for(lambda: sim.device(701)["overwrite_ip"] is None, 60, "701 restored")
+    wait_for(lambda: "701" not in state_devices(running), 60, "701 gone from the state file")
     assert "device=701" in running.log()
 
 
@@ -262,7 +262,7 @@ def test_state_and_log_are_private_files_in_systemds_directories(running: Servic
     sim = running.sim
     sim.add_device(703, "cpe-703", ports={"port2": "down"})
     assert sim.send_alert(running.url + "/alert", 703, headers=AUTH) == 202
-    wait_for(lambda: "703" in state_devices(running), 20, "703 in the state file")
+    wait_for(lambda: "703" in state_devices(running), 60, "703 in the state file")
     container = running.container
     uid = int(container.run("id", "-u", "alert-handler").stdout)
     expected = {
@@ -295,9 +295,9 @@ def test_watchdog_restarts_a_stopped_daemon(running: Service) -> None:
             and now["ActiveState"] == "active"
         )
 
-    wait_for(restarted, 30, "systemd to restart the frozen daemon")
+    wait_for(restarted, 60, "systemd to restart the frozen daemon")
     assert "Watchdog timeout" in running.journal(), running.why()
-    wait_for(running.healthy, 20, "the restarted daemon to answer /health")
+    wait_for(running.healthy, 60, "the restarted daemon to answer /health")
 
 
 def test_reload_reopens_a_rotated_log(running: Service) -> None:
@@ -309,7 +309,7 @@ def test_reload_reopens_a_rotated_log(running: Service) -> None:
     owner = ("-o", "alert-handler", "-g", "alert-handler")
     container.run("install", "-m", "0640", *owner, "/dev/null", LOG)
     running.systemctl("reload", NAME)
-    wait_for(lambda: "reopened on SIGHUP" in running.log(), 20, "the reopen line in the new log")
+    wait_for(lambda: "reopened on SIGHUP" in running.log(), 60, "the reopen line in the new log")
     assert "reopened on SIGHUP" not in container.path(LOG + ".1").read_text(errors="replace")
 
 
@@ -321,7 +321,7 @@ def test_stop_saves_the_state(running: Service) -> None:
     sim = running.sim
     sim.add_device(702, "cpe-702", overwrite_ip="198.51.100.72", ports={"port2": "down"})
     assert sim.send_alert(running.url + "/alert", 702, headers=AUTH) == 202
-    wait_for(lambda: sim.device(702)["overwrite_ip"] == UNSUP, 20, "702 forced down")
+    wait_for(lambda: sim.device(702)["overwrite_ip"] == UNSUP, 60, "702 forced down")
     running.systemctl("stop", NAME)
     props = running.show("ActiveState", "Result", "ExecMainStatus")
     assert props == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from alert_handler.scheduler import Scheduler
 from alert_handler.sim.simulator import Simulator
 from alert_handler.yielding import LONGEST, QUIET, AckYield
 from tests.conftest import UNSUP, StartDaemon, alert_body, overwrite, wait_for
@@ -35,11 +36,24 @@ def test_jobs_wait_for_quiet_and_at_most_the_longest_hold() -> None:
     assert passes == [LONGEST, 2 * LONGEST]
 
 
+def a_pass_began_after_now(scheduler: Scheduler) -> None:
+    """Until the scheduler has made a whole scheduling pass that began after this call (a pass
+    ends by stamping `heartbeat`; the first one seen may have begun before the call)."""
+    for _ in range(2):
+        mark = time.monotonic()
+
+        def passed(mark: float = mark) -> bool:
+            scheduler.wake()  # a pass now, rather than at the end of the scheduler's sleep
+            return scheduler.heartbeat > mark
+
+        wait_for(passed, what="a scheduling pass")
+
+
 def test_a_device_is_handled_once_alerts_are_quiet(
     sim: Simulator, start_daemon: StartDaemon
 ) -> None:
     """1. Alerts never go quiet (the hold is an hour): an acknowledged device is recorded, but
-       no recovery job starts for it: LibreNMS is not asked about it.
+       a scheduling pass after it starts no recovery job: LibreNMS is not asked about it.
     2. Alerts go quiet: the scheduler starts the job and the device is forced down.
     3. With alerts arriving forever but a hold of at most 0.3 s, a device is still handled."""
     sim.add_device(1, "cpe-1", ports={"port2": "down"})
@@ -48,7 +62,8 @@ def test_a_device_is_handled_once_alerts_are_quiet(
     scheduler = d.daemon.scheduler
     scheduler.acks = AckYield(quiet=3600.0, longest=3600.0)
     assert d.post(alert_body(1)).status_code == 202
-    time.sleep(1.0)  # the job would have started and asked LibreNMS by now
+    a_pass_began_after_now(scheduler)  # a pass after the ack, with device 1 due: held
+    assert 1 not in scheduler.inflight()
     assert not any(r.path == "/devices/1" for r in sim.requests)
     scheduler.acks.last_alert = -1e18
     scheduler.wake()

@@ -5,20 +5,29 @@ this order to the NEW devices a scheduling pass finds due:
 
 1. The confirmation gate (CONFIRM_ABOVE within CONFIRM_WINDOW_SEC): past the threshold, new
    devices are *held* (tracked, nothing changed in LibreNMS) until a person runs
-   `alert-handler confirm` (they go ahead) or `discard` (they are forgotten).
+   `alert-handler confirm` (they go ahead) or `discard` (they are restored if on
+   UNSUPERVISED_IP all the same, and forgotten). A device found on UNSUPERVISED_IP already
+   (adopted) is never held: it is changed already.
 2. The storm guard (MAX_FORCED_DOWN): a hard cap on devices forced down at once. Devices past it
    wait, unheld, and start by themselves as others recover.
+
+The arithmetic is the core's (`core.controls.gate_pass`, `core.machine.storm_room`); this class
+owns their state and the one lock (`lock`) around every change of it: the scheduler's pass and
+the request threads' `confirm`/`discard` alike.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import threading
 import time
+from collections.abc import Callable
 
 from alert_handler.core import controls, machine
-from alert_handler.core.controls import ConfirmGate
-from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.core.controls import ConfirmGate, gate_pass, gate_reset
+from alert_handler.core.machine import Decision
+from alert_handler.core.records import DeviceRecord
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.metrics import Metrics
@@ -26,9 +35,12 @@ from alert_handler.store.state import StateStore
 
 log = logging.getLogger("alert_handler.scheduler")
 
+# One decision per held device (confirm, discard), with the event lines of its change.
+Decide = Callable[[DeviceRecord], Decision]
+
 
 class Admission:
-    """The guards' state; called by the scheduler under its lock."""
+    """The guards' state; every change of it is made under `lock`."""
 
     def __init__(
         self,
@@ -43,8 +55,8 @@ class Admission:
         self.max_forced_down = max_forced_down
         self.gate = gate
         self._events = events
+        self.lock = threading.Lock()
         self.storm_engaged = False
-        self._gated: set[int] = set()  # new devices the gate let through (not counted again)
         self._held_warned = -1e18
         self._storm_warned = -1e18
 
@@ -58,19 +70,33 @@ class Admission:
     ) -> list[tuple[float, int]]:
         """The (next_attempt_at, device_id) of the due NEW devices that may start now; `held`
         is how many the gate held before this pass."""
-        new = self._confirm_gate(records, new, now, held)
-        allowed = self._storm_allowed(records, inflight)
-        if allowed is not None and len(new) > allowed:
-            self._storm_hold(len(new) - allowed)
-            return heapq.nsmallest(allowed, new)
-        if self.max_forced_down:
-            self.metrics.storm_held.set(0)
-            self._storm_event(False, 0)
-        return new
+        with self.lock:
+            new = self._confirm_gate(records, new, now, held)
+            allowed = machine.storm_room(records, inflight, self.max_forced_down)
+            if allowed is not None and len(new) > allowed:
+                self._storm_hold(len(new) - allowed)
+                return heapq.nsmallest(allowed, new)
+            if self.max_forced_down:
+                self.metrics.storm_held.set(0)
+                self._storm_event(False, 0)
+            return new
 
-    def forget_gated(self) -> None:
-        """After `confirm` or `discard`: count new devices afresh."""
-        self._gated.clear()
+    def decide_held(
+        self, decide: Decide, lines: Callable[[Decision], list[str]]
+    ) -> tuple[list[int], int]:
+        """`confirm` or `discard` (from a request thread): under the lock, `decide` every held
+        device and reset the gate, so that no pass holds a device in between; returns (their
+        ids, the last version written)."""
+        with self.lock:
+            ids = sorted(d for d, rec in self.store.records().items() if rec.held)
+            version = 0
+            for device_id in ids:
+                _, written = self.store.update(device_id, *_held_change(decide, lines))
+                version = max(version, written)
+            if self.gate is not None:
+                self.gate.state = gate_reset(self.gate.state)
+            self.metrics.held.set(0)
+        return ids, version
 
     def _confirm_gate(
         self,
@@ -82,36 +108,33 @@ class Admission:
         gate = self.gate
         if gate is None or gate.above <= 0:
             return new
-        self._gated &= records.keys()
-        passed = [(t, d) for t, d in new if d in self._gated or records[d].confirmed]
-        fresh = sorted((t, d) for t, d in new if d not in self._gated and not records[d].confirmed)
-        allowed = gate.allow(len(fresh), now)
-        self._gated.update(d for _, d in fresh[:allowed])
-        for _, device_id in fresh[allowed:]:
+        holding_before = gate.holding
+        result = gate_pass(gate.state, gate.above, gate.window, new, records, now)
+        gate.state = result.state
+        for device_id in result.held:
             self.store.update(
                 device_id, lambda cur: None if cur is None else controls.hold(cur).record
             )
-        held += len(fresh) - allowed
+        held += len(result.held)
         self.metrics.held.set(held)
-        if len(fresh) > allowed and time.monotonic() - self._held_warned >= 60.0:
+        if result.held and time.monotonic() - self._held_warned >= 60.0:
             self._held_warned = time.monotonic()
+            if result.over and not holding_before:
+                why = f"more than CONFIRM_ABOVE={gate.above} new devices within {gate.window:.0f}s"
+            else:
+                why = (
+                    "the gate holds every new device until a person decides "
+                    f"(CONFIRM_ABOVE={gate.above})"
+                )
             log.warning(
-                "step=confirm more than CONFIRM_ABOVE=%d new devices within %.0fs: %d held, "
-                "nothing changed in LibreNMS; `alert-handler confirm` forces them down, "
-                "`alert-handler discard` forgets them (this line repeats at most once a minute)",
-                gate.above,
-                gate.window,
+                "step=confirm %s: %d held, nothing changed in LibreNMS; `alert-handler confirm` "
+                "forces them down, `alert-handler discard` forgets them (this line repeats at "
+                "most once a minute)",
+                why,
                 held,
             )
-        return passed + fresh[:allowed]
-
-    def _storm_allowed(self, records: dict[int, DeviceRecord], inflight: set[int]) -> int | None:
-        """How many NEW devices may start now under MAX_FORCED_DOWN (None: no limit). Those
-        being inspected count as forced down already, so parallel workers cannot overshoot."""
-        if not self.max_forced_down:
-            return None
-        inspecting = sum(1 for d in inflight if d in records and records[d].phase is Phase.NEW)
-        return max(0, self.max_forced_down - machine.forced_count(records) - inspecting)
+        timed = dict((d, t) for t, d in new)
+        return [(timed[d], d) for d in result.passed]
 
     def _storm_event(self, engaged: bool, held: int) -> None:
         """Journal the storm guard engaging or clearing (a transition only)."""
@@ -137,3 +160,25 @@ class Admission:
                 self.max_forced_down,
                 held,
             )
+
+
+def _held_change(
+    decide: Decide, lines: Callable[[Decision], list[str]]
+) -> tuple[
+    Callable[[DeviceRecord | None], DeviceRecord | None],
+    Callable[[DeviceRecord | None, DeviceRecord | None], list[str]],
+]:
+    """The store change for one held device and its event lines (a device no longer held is
+    left as it is)."""
+    decided: list[Decision] = []
+
+    def one(cur: DeviceRecord | None) -> DeviceRecord | None:
+        if cur is None or not cur.held:
+            return cur
+        decided.append(decide(cur))
+        return decided[0].record
+
+    def events(_cur: DeviceRecord | None, _new: DeviceRecord | None) -> list[str]:
+        return lines(decided[0]) if decided else []
+
+    return one, events

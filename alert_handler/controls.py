@@ -2,7 +2,9 @@
 the API), silences persisted in `<STATE_FILE>.silences.json`, and the confirmation gate.
 
 `Controls.verdict()` answers from memory, so the webhook's request thread can ask it: the group
-members are read by `GroupRefresher`'s own thread, never in a request.
+members are read by `GroupRefresher`'s own thread, never in a request. The last members read
+are kept in `<STATE_FILE>.exclude-groups.json` and used until a read succeeds: a group never
+read (no file) fails closed, no device is forced down for the first time until it is read.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from alert_handler.store.state import StateStore, StateWriteError
 log = logging.getLogger(__name__)
 
 SILENCES_VERSION = 1
+GROUPS_VERSION = 1
 
 
 class GroupSource(Protocol):
@@ -46,6 +49,32 @@ def silences_path(state_file: str | Path) -> Path:
     """Where the silences are kept: beside the state file."""
     path = Path(state_file)
     return path.with_name(path.name + ".silences.json")
+
+
+def groups_path(state_file: str | Path) -> Path:
+    """Where the last members read of the EXCLUDE groups are kept: beside the state file."""
+    path = Path(state_file)
+    return path.with_name(path.name + ".exclude-groups.json")
+
+
+def load_groups(path: Path) -> dict[str, set[int]]:
+    """The members last read of each group (none known: {}); an unreadable file counts as none
+    (logged), so the daemon fails closed until the next read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        groups = data["groups"]
+        if data.get("version") != GROUPS_VERSION or not isinstance(groups, dict):
+            raise ValueError("not an exclude-groups file of version 1")
+        return {
+            str(name): {int(i) for i in ids if isinstance(i, int) and not isinstance(i, bool)}
+            for name, ids in groups.items()
+            if isinstance(ids, list)
+        }
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("step=exclude %s is unreadable (%s): groups count as not read yet", path, exc)
+        return {}
 
 
 def silence_row(s: Silence) -> dict[str, Any]:
@@ -105,36 +134,70 @@ class Controls:
         *,
         confirm_above: int = 0,
         confirm_window: float = 300.0,
+        groups_file: Path | None = None,
     ) -> None:
         self.exclusions = exclusions
         self.path = silences_file
+        self.groups_file = groups_file
         self.clock = clock
         self._lock = threading.Lock()
         self._groups_of: dict[int, frozenset[str]] = {}
+        self._groups_known = not self.group_names()
         self._silences = load_silences(silences_file, clock())
         self.gate = ConfirmGate(confirm_above, confirm_window)
+        if groups_file is not None and not self._groups_known:
+            saved = load_groups(groups_file)
+            if set(self.group_names()) <= saved.keys():
+                self._apply_groups(saved)
+                log.info("step=exclude using the group members last read (%s)", groups_file)
 
     # -- the decision ------------------------------------------------------------------------
     def verdict(self, device_id: int, hostname: str | None) -> Verdict | None:
-        """Why this device must not be forced down, or None; from memory only."""
+        """Why the daemon must not touch this device (or not force it down yet), or None;
+        from memory only."""
         now = self.clock()
         with self._lock:
             groups = self._groups_of.get(device_id, frozenset())
             silences = tuple(self._silences)
-        return verdict(device_id, hostname, groups, self.exclusions, silences, now)
+            known = self._groups_known
+        return verdict(
+            device_id, hostname, groups, self.exclusions, silences, now, groups_known=known
+        )
+
+    @property
+    def groups_known(self) -> bool:
+        """Whether the EXCLUDE groups' members are known (read now or kept from a read)."""
+        with self._lock:
+            return self._groups_known
 
     def group_names(self) -> list[str]:
         """The device groups EXCLUDE names."""
         return [t.group for t in self.exclusions if t.group is not None]
 
     def set_groups(self, members: dict[str, set[int]]) -> None:
-        """The current members of each EXCLUDE group (from GroupRefresher)."""
+        """The current members of each EXCLUDE group (from GroupRefresher), kept on disk for
+        the next start (best effort: a failed write is logged, the members are used)."""
+        self._apply_groups(members)
+        if self.groups_file is None:
+            return
+        data = {
+            "version": GROUPS_VERSION,
+            "read_at": iso(self.clock()),
+            "groups": {name: sorted(ids) for name, ids in sorted(members.items())},
+        }
+        try:
+            write_atomic(self.groups_file, json.dumps(data) + "\n")
+        except OSError as exc:
+            log.warning("step=exclude cannot save the group members: %s", exc.strerror or exc)
+
+    def _apply_groups(self, members: dict[str, set[int]]) -> None:
         groups_of: dict[int, set[str]] = {}
         for name, ids in members.items():
             for device_id in ids:
                 groups_of.setdefault(device_id, set()).add(name)
         with self._lock:
             self._groups_of = {d: frozenset(g) for d, g in groups_of.items()}
+            self._groups_known = True
 
     # -- silences ----------------------------------------------------------------------------
     def silences(self) -> list[Silence]:
@@ -178,7 +241,7 @@ class Controls:
         now = self.clock()
         for device_id, rec in store.records().items():
             found = self.verdict(device_id, rec.hostname)
-            if found is None or rec.release_requested:
+            if found is None or found.waits or rec.release_requested:
                 continue
 
             def change(cur: DeviceRecord | None, why: Verdict = found) -> DeviceRecord | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from alert_handler.clock import SteadyClock
 from alert_handler.config import Config
-from alert_handler.controls import Controls, GroupRefresher, silences_path
+from alert_handler.controls import Controls, GroupRefresher, groups_path, silences_path
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import shifted
 from alert_handler.events.hub import EventHub
@@ -183,6 +183,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             clock,
             confirm_above=cfg.confirm_above,
             confirm_window=cfg.confirm_window_sec,
+            groups_file=groups_path(path),
         )
         controls.gate.holding = any(rec.held for rec in store.records().values())
         scheduler = Scheduler(
@@ -198,6 +199,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             step_limit=step_limit(cfg),
             health=health,
             events=events.emitter,
+            steer=controls,
         )
         health.watch(RECOVERY_LOOP, lambda: _loop_problem(scheduler.thread_state()))
         health.watch(STATE_FILE, lambda: None if store.healthy else f"{store.last_error}")
@@ -232,7 +234,7 @@ def build(cfg: Config, clock: Callable[[], float] | None = None) -> Daemon:
             rules,
             cfg.reconcile_interval_sec,
             clock,
-            lambda: dict(scheduler.dismissed),
+            lambda: _let_go(events.originals.ended(), scheduler.dismissed),
             scheduler.wake,
             events.emitter,
             controls.verdict,
@@ -333,6 +335,15 @@ def _follow_clock_step(daemon: Daemon, step: float) -> None:
         daemon.store.update(device_id, lambda cur: None if cur is None else shifted(cur, step))
     daemon.scheduler.shift_times(step)
     daemon.scheduler.wake()
+
+
+def _let_go(journal: dict[int, float], dismissed: dict[int, float]) -> dict[int, float]:
+    """When each device was last let go: the journal's closing events (across restarts) and
+    the scheduler's own record (any forget), the later of the two."""
+    merged = dict(journal)
+    for device_id, at in list(dismissed.items()):
+        merged[device_id] = max(at, merged.get(device_id, at))
+    return merged
 
 
 def _loop_problem(state: Liveness) -> str | None:

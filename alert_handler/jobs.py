@@ -8,9 +8,9 @@ import threading
 from dataclasses import replace
 
 from alert_handler.core import steps
-from alert_handler.core.machine import Action, Decision, Reason, Rules
+from alert_handler.core.machine import Action, Decision, Rules
+from alert_handler.core.outcomes import meaning
 from alert_handler.core.records import DeviceRecord, merge_alert_fields
-from alert_handler.core.seen import SUPPRESSED
 from alert_handler.events.emit import Emitter
 from alert_handler.health import POLLER, Health
 from alert_handler.metrics import STEPS, Metrics
@@ -204,13 +204,6 @@ class Recorder:
         detail = f"{decision.detail} " if decision.detail else ""
         where = f"-> {decision.reason.value} (phase {before.phase.value}->{after}"
         where += f", attempt {attempts})"
-        level = logging.INFO
-        if decision.reason is Reason.STEP_FAILED:
-            level = logging.DEBUG  # _TroubleLog says so, at most once a minute
-        if decision.reason in (Reason.ADOPTED, Reason.ADOPTED_KNOWN, Reason.FOREIGN_CHANGE):
-            level = logging.WARNING
-        if decision.reason in SUPPRESSED and rec is not None:
-            level = logging.WARNING  # a forced-down device is restored: people work on it
-        if decision.reason in (Reason.NO_TARGET_PORT, Reason.GAVE_UP, Reason.DEVICE_GONE):
-            level = logging.ERROR
+        # From the one table (STEP_FAILED is DEBUG: _TroubleLog says it at most once a minute).
+        level = meaning(decision.reason).log_level(decision.forget)
         log.log(level, "device=%s step=%s %s%s", before.device_id, action.value, detail, where)

@@ -1,13 +1,7 @@
-"""Reconciliation with LibreNMS, at start and every RECONCILE_INTERVAL_SEC.
-
-- A device on UNSUPERVISED_IP that the state does not track is adopted: it gets back the last
-  original the event journal knows for it, else (its original unknown) null.
-- Open alerts of the trigger rules that never reached the daemon are picked up: LibreNMS never
-  re-sends a failed webhook. Only alerts LibreNMS really notified (`alerted`), of devices it does
-  not suppress itself (maintenance, disabled, ignored): its own silence is respected. Alerts
-  older than the moment the daemon last let the device go are skipped, so a recovered device is
-  not picked up again by its own stale alert.
-A tracked device whose overwrite_ip someone else changed is handled by the worker's verify step.
+"""Reconciliation with LibreNMS, at start and every RECONCILE_INTERVAL_SEC: reads the devices
+and open alerts and applies the core's rules (`core.reconciling.plan_pass`): adoption of devices
+left on UNSUPERVISED_IP, pick-up of open alerts that never reached the daemon. A tracked device
+whose overwrite_ip someone else changed is handled by the worker's verify step.
 """
 
 from __future__ import annotations
@@ -18,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from alert_handler.core.alerts import plain
+from alert_handler.core.controls import Verdict
 from alert_handler.core.facts import LibreNMSError
-from alert_handler.core.machine import Rules
+from alert_handler.core.intake import new_record
+from alert_handler.core.machine import Rules, shown
+from alert_handler.core.reconciling import TakeOn, plan_pass
 from alert_handler.core.records import DeviceRecord
-from alert_handler.core.seen import suppression
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.librenms.client import LibreNMS
@@ -29,8 +25,12 @@ from alert_handler.store.state import StateStore, StateWriteError
 
 log = logging.getLogger(__name__)
 
-# Why a device must be left alone (EXCLUDE, a silence), or None: `Controls.verdict`.
-Steer = Callable[[int, str | None], object | None]
+# The controls' verdict on a device (EXCLUDE, a silence): `Controls.verdict`.
+Steer = Callable[[int, str | None], Verdict | None]
+
+
+def _nobody(_device_id: int, _hostname: str | None) -> Verdict | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -52,92 +52,87 @@ def reconcile_once(
 ) -> ReconcileResult:
     """One pass; raises LibreNMSError if LibreNMS cannot be asked. A device taken on carries
     the journal's last original of it (restored instead of null if it is on UNSUPERVISED_IP)."""
+    devices = api.list_devices()
+    tracked = set(store.records())
+    plan = plan_pass(
+        devices,
+        api.open_alerts(),
+        tracked,
+        dismissed,
+        rules,
+        steer or _nobody,
+        api.under_maintenance,
+    )
+    for skipped in plan.skipped:
+        log.info(
+            "device=%s step=reconcile open alert %s not picked up: %s",
+            skipped.device_id,
+            skipped.alert_id,
+            skipped.why,
+        )
     adopted: list[int] = []
     picked: list[int] = []
-
-    def add(device_id: int, hostname: str | None, why: str) -> bool:
-        def change(current: DeviceRecord | None) -> DeviceRecord | None:
-            if current is not None:
-                return current
-            rec = DeviceRecord(
-                device_id=device_id,
-                hostname=hostname,
-                first_seen=now,
-                next_attempt_at=now,
-                last_alert=now,
-            )
-            return rec if events is None else events.known_original(rec)
-
-        def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
-            if events is None or current is not None or new is None:
-                return []
-            return [events.line(EventType.TRACKED, new, detail=f"reconciliation: {why}")]
-
-        before = store.get(device_id)
-        rec, version = store.update(device_id, change, lines)
-        if before is None and rec is not None:
-            store.wait_durable(version, 30.0)
-            return True
-        return False
-
-    devices = api.list_devices()
-    by_id = {device.device_id: device for device in devices}
-    for device in devices:
-        if device.overwrite_ip == rules.unsupervised_ip and store.get(device.device_id) is None:
-            if add(device.device_id, device.hostname, "found on UNSUPERVISED_IP, not tracked"):
-                adopted.append(device.device_id)
-                rec = store.get(device.device_id)
-                if rec is not None and rec.knows_original:
-                    shown = "null" if rec.known_original is None else rec.known_original
-                    known = f"the journal's last original ({shown}) will be restored"
-                else:
-                    known = "its original overwrite_ip is unknown and will be restored to null"
-                log.warning(
-                    "device=%s step=reconcile found on UNSUPERVISED_IP but not tracked: "
-                    "adopted; %s",
-                    device.device_id,
-                    known,
-                )
-    for alert in api.open_alerts():
-        if not alert.alerted:
-            continue  # LibreNMS held it back (maintenance, mute, delay, parents down)
-        if rules.trigger_rules and alert.rule_name not in rules.trigger_rules:
+    for take in plan.take:
+        rec = _take_on(store, take, now, events)
+        if rec is None:
             continue
-        if store.get(alert.device_id) is not None:
-            continue
-        let_go = dismissed.get(alert.device_id)
-        if let_go is not None and (alert.raised_at is None or alert.raised_at <= let_go):
-            continue  # raised before the daemon let the device go (LIBRENMS_TIMEZONE)
-        row = by_id.get(alert.device_id)
-        if row is None:
-            continue  # deleted since the alert was raised
-        kept_away = steer(alert.device_id, row.hostname) if steer is not None else None
-        if kept_away is not None:
-            log.info(
-                "device=%s step=reconcile open alert %s not picked up: %s",
-                alert.device_id,
-                alert.alert_id,
-                kept_away,
-            )
-            continue
-        held = suppression(row, api.under_maintenance(alert.device_id))
-        if held is not None:
-            log.info(
-                "device=%s step=reconcile open alert %s not picked up: %s",
-                alert.device_id,
-                alert.alert_id,
-                held.value,
-            )
-            continue
-        if add(alert.device_id, None, f"open alert {alert.alert_id} never reached the daemon"):
-            picked.append(alert.device_id)
+        if take.adopt:
+            adopted.append(take.device_id)
+            _log_adopted(take, rec)
+        else:
+            picked.append(take.device_id)
             log.warning(
                 "device=%s step=reconcile open alert %s (%s) never reached the daemon: tracked",
-                alert.device_id,
-                alert.alert_id,
-                plain(alert.rule_name),
+                take.device_id,
+                take.alert_id,
+                plain(take.rule),
             )
     return ReconcileResult(tuple(adopted), tuple(picked))
+
+
+def _take_on(
+    store: StateStore, take: TakeOn, now: float, events: Emitter | None
+) -> DeviceRecord | None:
+    """Track the device (unless something tracked it meanwhile), durably; its record or None."""
+
+    def change(current: DeviceRecord | None) -> DeviceRecord | None:
+        if current is not None:
+            return current
+        rec = new_record(
+            take.device_id,
+            now,
+            hostname=take.hostname,
+            release=take.release,
+            found_unsupervised=take.adopt,
+        )
+        return rec if events is None else events.known_original(rec)
+
+    def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
+        if events is None or current is not None or new is None:
+            return []
+        return [events.line(EventType.TRACKED, new, detail=f"reconciliation: {take.why}")]
+
+    before = store.get(take.device_id)
+    rec, version = store.update(take.device_id, change, lines)
+    if before is not None or rec is None:
+        return None
+    store.wait_durable(version, 30.0)
+    return rec
+
+
+def _log_adopted(take: TakeOn, rec: DeviceRecord) -> None:
+    if take.release:
+        known = "its original will be restored at once, and it is forgotten"
+    elif rec.knows_original:
+        known = f"the journal's last original ({shown(rec.known_original)}) will be restored"
+    else:
+        known = "its original overwrite_ip is unknown and will be restored to null"
+    log.warning(
+        "device=%s step=reconcile found on UNSUPERVISED_IP but not tracked: adopted; %s%s",
+        take.device_id,
+        known,
+        f" ({take.why})" if take.release else "",
+    )
 
 
 FIRST_PASS_DELAY = 2.0  # seconds after start: the listener serves first
@@ -174,6 +169,7 @@ class Reconciler:
         self._steer = steer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconcile", daemon=True)
+        self.passes = 0  # passes ended (successful or not): tests wait on it
 
     def start(self) -> None:
         """Start the thread (the first pass runs `first_delay` seconds later)."""
@@ -204,4 +200,5 @@ class Reconciler:
                 log.warning("step=reconcile failed: %s", exc)  # tried again next interval
             except Exception:
                 log.exception("step=reconcile unexpected error")
+            self.passes += 1
             self._stop.wait(self.interval)

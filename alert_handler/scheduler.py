@@ -87,10 +87,13 @@ class Scheduler:
         stuck_after: float = 60.0,
         health: Health | None = None,
         events: Emitter | None = None,
+        steer: steps.SteerPort | None = None,
     ) -> None:
         """`step_limit`: longest a step may take (its timeouts allow less) before the recovery
-        loop counts as stuck; `stuck_after`: longest time without a scheduling pass."""
+        loop counts as stuck; `stuck_after`: longest time without a scheduling pass; `steer`:
+        the controls' verdict, asked by every step before it touches a device."""
         self.store = store
+        self.steer = steer
         self.api = api
         self.poller = poller
         self.rules = rules
@@ -309,7 +312,7 @@ class Scheduler:
 
     def _run_device(self, device_id: int) -> Outcome:
         """One job: the device's due steps, run by the core's step runner."""
-        ports = steps.Ports(api=self.api, poller=self.poller, clock=self._clock)
+        ports = steps.Ports(api=self.api, poller=self.poller, clock=self._clock, steer=self.steer)
         return steps.run_device(device_id, self, ports, self.rules)
 
     # -- JobHost: the step runner's view of the store --------------------------------------

@@ -232,6 +232,7 @@ def test_legacy_flat_file_migrates() -> None:
         next_attempt_at=NOW + 100,
         last_alert=NOW,
         last_ip="127.0.0.50",
+        found_unsupervised=True,  # the old script handled it: never held (issue 18)
     )
     r43 = snap.devices[43]
     assert (r43.port_id, r43.first_seen, r43.last_ip) == (8, NOW + 100, "192.0.2.43")

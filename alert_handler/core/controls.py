@@ -6,9 +6,11 @@
 - The confirmation gate holds new force-downs when more than CONFIRM_ABOVE new devices would be
   forced down within CONFIRM_WINDOW_SEC (an upstream outage), until a person confirms.
 
-`verdict()` is the one "may this device be forced down?" decision point, used by the webhook (an
-alert for an excluded or silenced device is ignored) and by the scheduler (a tracked device that
-becomes excluded or silenced is restored to its original and forgotten).
+`verdict()` is the one "may the daemon touch this device?" decision point. It is an input of the
+state machine at every entry into a device: an alert and `track` (an excluded or silenced device
+is not taken on), reconciliation's adoption and pick-up, inspect, each attempt and each
+force-down (`steps` asks it, as it asks LibreNMS's own suppression). The periodic sweep only lets
+go sooner a device that became excluded or silenced while it waited.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from alert_handler.core.machine import Decision, Reason
-from alert_handler.core.records import DeviceRecord
+from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.times import iso
 
 MAX_SILENCE_SEC = 90 * 86400  # a silence longer than a quarter is an exclusion
@@ -116,15 +118,33 @@ class Silence:
         return now < self.until
 
 
+EXCLUDED = "excluded"
+SILENCED = "silenced"
+NOT_YET = "not yet"  # the EXCLUDE groups were never read: nothing is forced down the first time
+GROUPS_UNREAD = "exclusion groups not read yet"
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """Why a device must not be forced down (`kind` excluded or silenced), for logs and replies."""
+    """Why the daemon must not touch a device (`kind` excluded or silenced), or, for NOT_YET,
+    not force it down for the first time yet; for logs and replies."""
 
     kind: str
     detail: str
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}"
+
+    @property
+    def waits(self) -> bool:
+        """A "not yet", not a "no": the device is taken on and handled, but not forced down for
+        the first time until the verdict changes (the EXCLUDE groups were never read)."""
+        return self.kind == NOT_YET
+
+
+def blocks(found: Verdict | None) -> bool:
+    """Whether a verdict keeps the daemon away from the device (excluded or silenced)."""
+    return found is not None and not found.waits
 
 
 def verdict(
@@ -134,57 +154,135 @@ def verdict(
     exclusions: tuple[Target, ...],
     silences: tuple[Silence, ...],
     now: float,
+    *,
+    groups_known: bool = True,
 ) -> Verdict | None:
-    """None if the device may be forced down; else why not (an exclusion wins over a silence)."""
+    """None if the daemon may touch the device; else why not (an exclusion wins over a
+    silence). Unless `groups_known` (no read of the EXCLUDE groups ever succeeded, none is on
+    disk), a device no id, glob or silence covers gets NOT_YET: it fails closed."""
     for target in exclusions:
+        if target.group is not None and not groups_known:
+            continue
         if target.matches(device_id, hostname, groups):
-            return Verdict("excluded", f"EXCLUDE {target}")
+            return Verdict(EXCLUDED, f"EXCLUDE {target}")
     for silence in silences:
         if silence.active(now) and silence.target.matches(device_id, hostname, groups):
             reason = f", {silence.reason}" if silence.reason else ""
             return Verdict(
-                "silenced", f"{silence.target} by {silence.by} until {iso(silence.until)}{reason}"
+                SILENCED, f"{silence.target} by {silence.by} until {iso(silence.until)}{reason}"
             )
+    if not groups_known and any(target.group is not None for target in exclusions):
+        return Verdict(NOT_YET, GROUPS_UNREAD)
     return None
+
+
+@dataclass(frozen=True)
+class GateState:
+    """The confirmation gate's state: when new devices were let through (within the window),
+    whether it holds every new device, and which devices it let through (not counted again)."""
+
+    started: tuple[float, ...] = ()
+    holding: bool = False
+    gated: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class GatePass:
+    """One pass of the gate: its next state, the devices that go ahead and those newly held;
+    `over`: the count passed the limit in this pass (not merely holding since before)."""
+
+    state: GateState
+    passed: tuple[int, ...]
+    held: tuple[int, ...]
+    over: bool = False
+
+
+def gate_allow(state: GateState, above: int, window: float, wanted: int, now: float) -> GatePass:
+    """How many of `wanted` new devices may be forced down now, as arithmetic: the window's
+    count plus these must stay within `above` (0 or less: no gate). Once anything is held,
+    every new device is held until a person confirms or discards. `passed`/`held` here are
+    positions 0..wanted-1 (see `gate_pass` for devices)."""
+    if above <= 0 or wanted <= 0:
+        return GatePass(state, tuple(range(wanted)), ())
+    started = tuple(t for t in state.started if now - t < window)
+    if state.holding:
+        return GatePass(GateState(started, True, state.gated), (), tuple(range(wanted)))
+    allowed = min(wanted, max(0, above - len(started)))
+    over = allowed < wanted
+    state = GateState(started + (now,) * allowed, over, state.gated)
+    return GatePass(state, tuple(range(allowed)), tuple(range(allowed, wanted)), over)
+
+
+def gate_pass(
+    state: GateState,
+    above: int,
+    window: float,
+    new: list[tuple[float, int]],
+    records: dict[int, DeviceRecord],
+    now: float,
+) -> GatePass:
+    """The gate over the due NEW devices (`(next_attempt_at, device_id)`, oldest first): those
+    it let through before, confirmed ones and ones found on UNSUPERVISED_IP already (holding
+    means "not yet changed in LibreNMS": they never are) pass; the others are counted."""
+    if above <= 0:
+        return GatePass(state, tuple(d for _, d in new), ())
+    gated = state.gated & records.keys()
+    exempt = [
+        d for _, d in new if d in gated or records[d].confirmed or records[d].found_unsupervised
+    ]
+    skip = set(exempt)
+    fresh = [d for _, d in sorted(new) if d not in skip]
+    counted = gate_allow(replace(state, gated=gated), above, window, len(fresh), now)
+    passed = [fresh[i] for i in counted.passed]
+    held = tuple(fresh[i] for i in counted.held)
+    after = replace(counted.state, gated=counted.state.gated | frozenset(passed))
+    return GatePass(after, tuple(exempt + passed), held, counted.over)
+
+
+def gate_reset(_state: GateState) -> GateState:
+    """After `confirm` or `discard`: nothing held, the window and the count start afresh."""
+    return GateState()
 
 
 @dataclass
 class ConfirmGate:
-    """Counts first force-downs in a sliding window; past `above` new ones are held for a person.
-
-    `allow(n, now)` says how many of `n` new devices may go ahead now; the rest are held. Once
-    anything is held, every new device is held until `confirm()` or `discard()`: an outage does
-    not trickle through the window's edge.
+    """The confirmation gate's settings and its current `GateState` (changed only under the
+    runtime's one lock: `admission.Admission.lock`). `allow(n, now)` says how many of `n` new
+    devices may go ahead now; the rest are held. Once anything is held, every new device is
+    held until `confirm()` or `discard()`: an outage does not trickle through the window's edge.
     """
 
     above: int
     window: float
-    started: list[float] = field(default_factory=list)  # times new devices were let through
-    holding: bool = False
+    state: GateState = field(default_factory=GateState)
+
+    @property
+    def holding(self) -> bool:
+        """Whether every new device is held until a person decides."""
+        return self.state.holding
+
+    @holding.setter
+    def holding(self, value: bool) -> None:
+        self.state = replace(self.state, holding=value)
+
+    @property
+    def started(self) -> tuple[float, ...]:
+        """When new devices were let through, within the window."""
+        return self.state.started
 
     def allow(self, wanted: int, now: float) -> int:
         """How many of `wanted` new devices may be forced down now (0 < above disables it)."""
-        if self.above <= 0 or wanted <= 0:
-            return wanted
-        self.started = [t for t in self.started if now - t < self.window]
-        if self.holding:
-            return 0
-        room = max(0, self.above - len(self.started))
-        allowed = min(wanted, room)
-        self.started.extend([now] * allowed)
-        if allowed < wanted:
-            self.holding = True
-        return allowed
+        result = gate_allow(self.state, self.above, self.window, wanted, now)
+        self.state = result.state
+        return len(result.passed)
 
     def confirm(self) -> None:
         """A person agreed: the held devices go ahead and the window starts afresh."""
-        self.holding = False
-        self.started = []
+        self.state = gate_reset(self.state)
 
     def discard(self) -> None:
         """The held devices were forgotten: new ones are counted afresh."""
-        self.holding = False
-        self.started = []
+        self.state = gate_reset(self.state)
 
 
 # -- what the controls do to a tracked device's record ---------------------------------------
@@ -199,7 +297,10 @@ def let_go(rec: DeviceRecord, now: float, why: str) -> Decision:
 
 
 def hold(rec: DeviceRecord) -> Decision:
-    """The confirmation gate holds a new device: tracked, nothing changed in LibreNMS."""
+    """The confirmation gate holds a new device: tracked, nothing changed in LibreNMS. A device
+    confirmed meanwhile, found on UNSUPERVISED_IP or no longer NEW is never held."""
+    if rec.confirmed or rec.found_unsupervised or rec.phase is not Phase.NEW or rec.held:
+        return Decision(rec, Reason.HELD)
     return Decision(replace(rec, held=True), Reason.HELD)
 
 
@@ -208,6 +309,9 @@ def confirm(rec: DeviceRecord, now: float) -> Decision:
     return Decision(replace(rec, held=False, confirmed=True, next_attempt_at=now), Reason.CONFIRMED)
 
 
-def discard(rec: DeviceRecord) -> Decision:
-    """A person discarded the held device: forgotten (nothing was changed in LibreNMS)."""
-    return Decision(None, Reason.DISCARDED)
+def discard(rec: DeviceRecord, now: float) -> Decision:
+    """A person discarded the held device: released, so the step runner looks at LibreNMS and
+    restores the device if it is on UNSUPERVISED_IP all the same (a NEW record's release
+    changes nothing otherwise), then forgets it. Never left on UNSUPERVISED_IP."""
+    new = replace(rec, held=False, release_requested=True, next_attempt_at=now)
+    return Decision(new, Reason.DISCARDED)

@@ -1,24 +1,68 @@
 """What an alert or an operator's request does to a device's record (the webhook's side of the
-state machine); pure. The recovery side is in `machine`."""
+state machine); pure. The recovery side is in `machine`.
+
+The controls' verdict (`core.controls.verdict`: EXCLUDE, a silence) is an input here as it is
+in the step runner: an excluded or silenced device is never taken on, and a tracked one that
+became so is let go (restored and forgotten)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from alert_handler.core.alerts import STATE_ACKNOWLEDGED, STATE_RECOVERED, Alert
+from alert_handler.core.controls import Verdict, blocks, let_go
 from alert_handler.core.machine import Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord, Phase
 
 
+def new_record(
+    device_id: int,
+    now: float,
+    *,
+    hostname: str | None = None,
+    rule: str | None = None,
+    ip: str | None = None,
+    alerts: int = 1,
+    release: bool = False,
+    found_unsupervised: bool = False,
+) -> DeviceRecord:
+    """A device the daemon starts to track (an alert, `track`, reconciliation, a release of an
+    untracked device): the one place a new record is built. Due at once, nothing changed."""
+    return DeviceRecord(
+        device_id=device_id,
+        hostname=hostname,
+        first_seen=now,
+        next_attempt_at=now,
+        last_alert=now,
+        last_rule=rule,
+        last_ip=ip,
+        alerts=alerts,
+        release_requested=release,
+        found_unsupervised=found_unsupervised,
+    )
+
+
 # -- alerts -----------------------------------------------------------------------------------
-def on_alert(rec: DeviceRecord | None, alert: Alert, now: float, rules: Rules) -> Decision:
-    """What a webhook notification does to a device's record."""
+def on_alert(
+    rec: DeviceRecord | None,
+    alert: Alert,
+    now: float,
+    rules: Rules,
+    steer: Verdict | None = None,
+) -> Decision:
+    """What a webhook notification does to a device's record, given the controls' verdict on
+    the device (`steer`): excluded or silenced, it is not taken on (EXCLUDED), or let go if
+    tracked (LET_GO)."""
     if alert.state == STATE_ACKNOWLEDGED:
         return Decision(rec, Reason.IGNORED_ACK)
+    if blocks(steer):
+        if rec is None:
+            return Decision(None, Reason.EXCLUDED, str(steer))
+        return let_go(rec, now, str(steer))
     if alert.state == STATE_RECOVERED:
         if rec is None:
             return Decision(None, Reason.IGNORED_UNTRACKED_RECOVERY)
-        trigger = not rules.trigger_rules or alert.rule in rules.trigger_rules
+        trigger = rules.triggers(alert.rule)
         if rec.held and rec.phase is Phase.NEW and trigger:
             return Decision(None, Reason.HELD_RECOVERED)  # nothing was changed: just forget it
         if not trigger:
@@ -28,16 +72,16 @@ def on_alert(rec: DeviceRecord | None, alert: Alert, now: float, rules: Rules) -
         return Decision(_seen(rec, alert, now, recheck=True), Reason.RECHECK)
     if rec is not None:
         return Decision(_seen(rec, alert, now), Reason.REPEAT)
-    if rules.trigger_rules and alert.rule not in rules.trigger_rules:
+    if not rules.triggers(alert.rule):
         return Decision(None, Reason.IGNORED_RULE)
-    record = DeviceRecord(
-        device_id=alert.device_id,
+    record = new_record(
+        alert.device_id,
+        now,
         hostname=alert.host,
-        first_seen=now,
-        next_attempt_at=now,
-        last_alert=now,
-        last_rule=alert.rule,
-        last_ip=alert.ip,
+        rule=alert.rule,
+        ip=alert.ip,
+        # LibreNMS polled it at UNSUPERVISED_IP: it is forced down already (the old script).
+        found_unsupervised=alert.ip is not None and alert.ip == rules.unsupervised_ip,
     )
     return Decision(record, Reason.NEW_DEVICE, new=True)
 
@@ -54,12 +98,16 @@ def _seen(rec: DeviceRecord, alert: Alert, now: float, *, recheck: bool = False)
     )
 
 
-def track(rec: DeviceRecord | None, device_id: int, now: float) -> Decision:
-    """Start handling a device by hand (`alert-handler track`), as an alert would."""
+def track(
+    rec: DeviceRecord | None, device_id: int, now: float, steer: Verdict | None = None
+) -> Decision:
+    """Start handling a device by hand (`alert-handler track`), as an alert would; an excluded
+    or silenced device is refused (EXCLUDED, nothing changed)."""
+    if blocks(steer):
+        return Decision(rec, Reason.EXCLUDED, str(steer))
     if rec is not None:
         return Decision(rec, Reason.REPEAT)
-    record = DeviceRecord(device_id=device_id, first_seen=now, next_attempt_at=now, last_alert=now)
-    return Decision(record, Reason.TRACK_BY_HAND, new=True)
+    return Decision(new_record(device_id, now), Reason.TRACK_BY_HAND, new=True)
 
 
 def request_release(rec: DeviceRecord, now: float) -> Decision:
@@ -71,7 +119,5 @@ def release_untracked(device_id: int, now: float) -> Decision:
     """`release` of a device that is not tracked: a NEW record asking for release, so that
     `plan_release` restores null only if LibreNMS shows it on UNSUPERVISED_IP (a crash, the old
     script or a hand edit left it there), and otherwise forgets it untouched."""
-    record = DeviceRecord(
-        device_id=device_id, first_seen=now, next_attempt_at=now, alerts=0, release_requested=True
-    )
+    record = new_record(device_id, now, alerts=0, release=True)
     return Decision(record, Reason.RELEASE, new=True)

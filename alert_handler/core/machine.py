@@ -13,90 +13,16 @@ Cycle of a device (each arrow is persisted before the next LibreNMS change is ma
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import Enum
 
+from alert_handler.core.decision import Action as Action
+from alert_handler.core.decision import Decision as Decision
+from alert_handler.core.decision import LeaveAlone as LeaveAlone
+from alert_handler.core.decision import Reason as Reason
+from alert_handler.core.decision import Rules as Rules
+from alert_handler.core.decision import leave_alone_of
 from alert_handler.core.facts import DeviceInfo, PortInfo
 from alert_handler.core.records import FORCED_PHASES, DeviceRecord, Phase
 from alert_handler.core.times import span
-
-
-class Reason(str, Enum):
-    """Why a decision was taken; logged and asserted in tests."""
-
-    NEW_DEVICE = "new device"
-    REPEAT = "repeat alert"
-    RECHECK = "recovery notice: check now"
-    IGNORED_ACK = "acknowledged notification ignored"
-    IGNORED_UNTRACKED_RECOVERY = "recovery of an untracked device ignored"
-    IGNORED_RULE = "rule not in TRIGGER_RULES"
-    TRACK_BY_HAND = "tracked by hand"
-    STALE_PORT_UP = "port already up: stale alert, not forced down"
-    NO_TARGET_PORT = "device has no port with the target ifName"
-    DEVICE_GONE = "device no longer exists in LibreNMS"
-    ADOPTED = "found on UNSUPERVISED_IP with no known original: adopted, will restore null"
-    ADOPTED_KNOWN = "found on UNSUPERVISED_IP: adopted, will restore the journal's last original"
-    ALREADY_DOWN = "already forced down"
-    FORCE_DOWN = "forcing down"
-    FORCED_DOWN = "forced down"
-    ATTEMPT = "restoring for a check"
-    RECOVERED = "port up: recovered"
-    STILL_DOWN = "port not up: forcing down again"
-    POLL_DEVICE_DOWN = "poll says device down: forcing down again"
-    POLL_FAILED = "poll failed: forcing down again"
-    STEP_FAILED = "step failed"
-    FOREIGN_CHANGE = "overwrite_ip changed by someone else: left alone"
-    # LibreNMS's own suppression: people are working on the device, so it is left alone.
-    SUPPRESSED_MAINTENANCE = "under maintenance in LibreNMS: left alone"
-    SUPPRESSED_DISABLED = "disabled in LibreNMS: left alone"
-    SUPPRESSED_IGNORED = "ignored in LibreNMS: left alone"
-    GAVE_UP = "MAX_ATTEMPTS reached: left restored and forgotten"
-    RELEASE = "release requested"
-    RELEASED = "released: original restored"
-    EXCLUDED = "excluded or silenced: not forced down"
-    LET_GO = "excluded or silenced: restoring the original and forgetting it"
-    HELD = "held: more new devices than CONFIRM_ABOVE, waiting for `alert-handler confirm`"
-    HELD_RECOVERED = "held device's port came back: dropped"
-    CONFIRMED = "confirmed: will be forced down"
-    DISCARDED = "held device discarded: nothing was changed"
-
-
-class Action(str, Enum):
-    """What the worker should do next for a device."""
-
-    WAIT = "wait"
-    INSPECT = "inspect"
-    FORCE_DOWN = "force_down"
-    VERIFY = "verify"  # read the device before restoring it
-    CHECK = "check"  # restore, discover, poll, read the port
-    RELEASE = "release"
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The settings the state machine needs."""
-
-    unsupervised_ip: str = "127.0.0.50"
-    target_ifname: str = "port2"
-    interval: float = 60.0
-    max_attempts: int = 0
-    trigger_rules: tuple[str, ...] = ()
-    ack_alerts: bool = False
-    dry_run: bool = False  # no PATCH is sent: details say "would set", not "set"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The record to store (None: forget the device) and why."""
-
-    record: DeviceRecord | None
-    reason: Reason
-    detail: str = ""
-    new: bool = False
-
-    @property
-    def forget(self) -> bool:
-        """Whether the device is dropped from the state."""
-        return self.record is None
 
 
 # -- scheduling -------------------------------------------------------------------------------
@@ -143,6 +69,17 @@ def forced_count(records: dict[int, DeviceRecord]) -> int:
     return sum(1 for r in records.values() if r.phase in FORCED_PHASES)
 
 
+def storm_room(
+    records: dict[int, DeviceRecord], inflight: set[int], max_forced_down: int
+) -> int | None:
+    """How many NEW devices may start now under MAX_FORCED_DOWN (None: no limit). Those being
+    inspected count as forced down already, so parallel workers cannot overshoot."""
+    if not max_forced_down:
+        return None
+    inspecting = sum(1 for d in inflight if d in records and records[d].phase is Phase.NEW)
+    return max(0, max_forced_down - forced_count(records) - inspecting)
+
+
 # -- results of the worker's steps ------------------------------------------------------------
 def find_port(ports: list[PortInfo], ifname: str, hint: int | None = None) -> PortInfo | None:
     """The device's current port named exactly `ifname`, found again after every poll: LibreNMS
@@ -163,16 +100,24 @@ def after_inspect(
     now: float,
     rules: Rules,
     *,
-    leave_alone: Reason | None = None,
+    leave_alone: Reason | LeaveAlone | None = None,
 ) -> Decision:
     """Record the original once, find the port, and decide whether to force the device down.
-    A device to `leave_alone` (why: `seen.suppression`) is never forced down, and one found on
-    UNSUPERVISED_IP all the same is restored."""
+    A device to `leave_alone` (why: `seen.leave_alone`) is never forced down, and one found on
+    UNSUPERVISED_IP all the same is restored; a "not yet" keeps a device that is not forced down
+    waiting (one on UNSUPERVISED_IP is handled as usual: restoring is always allowed)."""
     hostname = rec.hostname or info.hostname
     port = find_port(ports, rules.target_ifname, rec.port_id)
     on_unsupervised = info.overwrite_ip == rules.unsupervised_ip
-    if leave_alone is not None and not on_unsupervised:
-        return Decision(None, leave_alone, "not forced down")
+    alone = leave_alone_of(leave_alone)
+    seen = replace(rec.with_original(info.overwrite_ip), hostname=hostname)
+    if alone is not None and alone.waits:
+        if not on_unsupervised:
+            later = replace(rec, hostname=hostname, next_attempt_at=now + rules.interval)
+            return Decision(later, Reason.NOT_YET, alone.detail)
+        alone = None
+    if alone is not None and not on_unsupervised:
+        return Decision(None, alone.reason, alone.detail or "not forced down", final=seen)
     if on_unsupervised:
         # Already pointed away (state lost, a crash, or the old script): the original is unknown
         # unless the event journal remembers the last one (a late PATCH of a killed daemon).
@@ -181,11 +126,12 @@ def after_inspect(
             new = replace(rec.with_original(rec.known_original), hostname=hostname)
         else:
             new = replace(rec.with_original(None, adopted=True), hostname=hostname)
-        if port is None or leave_alone is not None:
+        if port is None or alone is not None:
+            why = f"{alone.detail}: " if alone is not None and alone.detail else ""
             return Decision(
                 replace(new, phase=Phase.RELEASING, next_attempt_at=now),
-                leave_alone or Reason.NO_TARGET_PORT,
-                "on UNSUPERVISED_IP: restoring it",
+                alone.reason if alone is not None else Reason.NO_TARGET_PORT,
+                f"{why}on UNSUPERVISED_IP: restoring it",
             )
         new = replace(
             new,
@@ -202,9 +148,11 @@ def after_inspect(
             return Decision(new, Reason.ADOPTED_KNOWN, f"original {shown(rec.known_original)}")
         return Decision(new, Reason.ADOPTED)
     if port is None:
-        return Decision(None, Reason.NO_TARGET_PORT, f"no port named {rules.target_ifname}")
+        detail = f"no port named {rules.target_ifname}"
+        return Decision(None, Reason.NO_TARGET_PORT, detail, final=seen)
     if port.oper_status == "up":
-        return Decision(None, Reason.STALE_PORT_UP, f"{rules.target_ifname} is up")
+        detail = f"{rules.target_ifname} is up"
+        return Decision(None, Reason.STALE_PORT_UP, detail, final=seen)
     new = replace(
         rec.with_original(info.overwrite_ip),
         hostname=hostname,
@@ -220,6 +168,24 @@ def after_inspect(
         Reason.FORCE_DOWN,
         f"{rules.target_ifname} is {port.oper_status}, original overwrite_ip {shown(original)}",
     )
+
+
+def before_force_down(
+    rec: DeviceRecord, now: float, rules: Rules, leave_alone: LeaveAlone | None
+) -> Decision | None:
+    """Asked before every PATCH to UNSUPERVISED_IP: None to go ahead. A device to leave alone
+    now is restored to its original and forgotten (a release: it may be on UNSUPERVISED_IP
+    already if a crash cut the step short); a "not yet" delays a first force-down only."""
+    if leave_alone is None:
+        return None
+    if leave_alone.waits:
+        if rec.forced_down_at is not None or rec.attempts:
+            return None  # in an episode already: going on is no new force-down
+        later = replace(rec, next_attempt_at=now + rules.interval)
+        return Decision(later, Reason.NOT_YET, leave_alone.detail)
+    new = replace(rec, phase=Phase.RELEASING, next_attempt_at=now)
+    why = f"{leave_alone.detail}: " if leave_alone.detail else ""
+    return Decision(new, leave_alone.reason, f"{why}not forced down, restoring its original")
 
 
 def after_force_down(rec: DeviceRecord, now: float, rules: Rules) -> Decision:
@@ -252,18 +218,21 @@ def before_attempt(
     now: float,
     rules: Rules,
     *,
-    leave_alone: Reason | None = None,
+    leave_alone: Reason | LeaveAlone | None = None,
 ) -> Decision:
     """Check nobody else changed the device, then move to RESTORING (counting the attempt), with
     its poller group as read now (devices move). A device to `leave_alone` now (LibreNMS
-    suppresses it: people are working on it) is restored to its original and forgotten."""
+    suppresses it: people are working on it; or EXCLUDE, a silence) is restored to its
+    original and forgotten; a "not yet" does not stop an attempt (it restores)."""
     changed = foreign_change(rec, info, rules)
     if changed is not None:
         return changed
     hostname = rec.hostname or info.hostname
-    if leave_alone is not None:
+    alone = leave_alone_of(leave_alone)
+    if alone is not None and not alone.waits:
         new = replace(rec, phase=Phase.RELEASING, next_attempt_at=now, hostname=hostname)
-        return Decision(new, leave_alone, "restoring its original")
+        why = f"{alone.detail}: " if alone.detail else ""
+        return Decision(new, alone.reason, f"{why}restoring its original")
     new = replace(
         rec,
         phase=Phase.RESTORING,

@@ -47,6 +47,10 @@ class DeviceRecord:
     acked: bool = False
     held: bool = False  # a new device held by the confirmation gate: nothing changed yet
     confirmed: bool = False  # a person confirmed it: the gate lets it through
+    # Taken on already pointing at UNSUPERVISED_IP (reconciliation's adoption, or an alert whose
+    # ip is UNSUPERVISED_IP): the confirmation gate never holds it, since holding means "not yet
+    # changed in LibreNMS"; it is recovered as usual (or restored, if excluded).
+    found_unsupervised: bool = False
     acked_ids: tuple[int, ...] = ()  # alerts we acknowledged: unmuted when we let the device go
     # Fields the webhook owns:
     alerts: int = 1

@@ -7,16 +7,15 @@ acknowledgements to take back).
 
 from __future__ import annotations
 
+from alert_handler.core.controls import NOT_YET, Verdict
 from alert_handler.core.facts import DeviceInfo
-from alert_handler.core.machine import Decision, Reason
+from alert_handler.core.machine import Decision, LeaveAlone, Reason
+from alert_handler.core.outcomes import meaning
 from alert_handler.core.records import DeviceRecord
 
 SUPPRESSED = frozenset(
     {Reason.SUPPRESSED_MAINTENANCE, Reason.SUPPRESSED_DISABLED, Reason.SUPPRESSED_IGNORED}
 )
-# Ends after which LibreNMS's own alerting takes over again: the acks are taken back. Not a
-# recovery (the alert clears itself) and not a deleted device (its alerts went with it).
-_KEEP_ACKS = frozenset({Reason.RECOVERED, Reason.DEVICE_GONE})
 
 
 def suppression(info: DeviceInfo, maintenance: bool) -> Reason | None:
@@ -29,6 +28,30 @@ def suppression(info: DeviceInfo, maintenance: bool) -> Reason | None:
     if info.ignore:
         return Reason.SUPPRESSED_IGNORED
     return None
+
+
+def steered(found: Verdict | None) -> LeaveAlone | None:
+    """The controls' verdict (EXCLUDE, a silence, groups not read yet) as the state machine
+    takes it."""
+    if found is None:
+        return None
+    if found.kind == NOT_YET:
+        return LeaveAlone(Reason.NOT_YET, found.detail)
+    return LeaveAlone(Reason.EXCLUDED, str(found))
+
+
+def leave_alone(
+    info: DeviceInfo | None, maintenance: bool, found: Verdict | None
+) -> LeaveAlone | None:
+    """The one verdict on a device the step runner is about to touch: the operator's (EXCLUDE,
+    a silence) wins over LibreNMS's own suppression, which wins over a "not yet"."""
+    steer = steered(found)
+    if steer is not None and not steer.waits:
+        return steer
+    own = None if info is None else suppression(info, maintenance)
+    if own is not None:
+        return LeaveAlone(own)
+    return steer
 
 
 # A poll that began this long after the force-down certainly targeted UNSUPERVISED_IP: a PATCH
@@ -55,6 +78,6 @@ def to_unmute(rec: DeviceRecord, decision: Decision) -> tuple[int, ...]:
     """The alerts the daemon acknowledged (ACK_ALERTS) to unmute now: when it stops handling
     the device for any reason but recovery (gave up, released, a foreign change, LibreNMS's
     own suppression), so that LibreNMS notifies people about it again."""
-    if not decision.forget or decision.reason in _KEEP_ACKS:
+    if not decision.forget or not meaning(decision.reason).unmute:
         return ()
     return rec.acked_ids

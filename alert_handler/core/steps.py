@@ -15,16 +15,17 @@ from typing import Protocol
 
 from alert_handler.core import machine, seen
 from alert_handler.core.facts import (
-    DeviceInfo,
     DeviceNotFound,
     LibreNMSError,
-    OpenAlert,
     PollError,
-    PollResult,
-    PortInfo,
 )
 from alert_handler.core.machine import Action, Decision, Reason, Rules
 from alert_handler.core.outcomes import Outcome, job_outcome
+from alert_handler.core.ports import Clock as Clock
+from alert_handler.core.ports import LibreNMSPort as LibreNMSPort
+from alert_handler.core.ports import PollPort as PollPort
+from alert_handler.core.ports import Ports as Ports
+from alert_handler.core.ports import SteerPort as SteerPort
 from alert_handler.core.records import DeviceRecord, Phase
 
 MAX_STEPS = 8  # steps one job may run for a device before yielding to others
@@ -32,43 +33,6 @@ MAX_STEPS = 8  # steps one job may run for a device before yielding to others
 CHANGES = frozenset({Action.FORCE_DOWN, Action.CHECK, Action.RELEASE})
 ACK_NOTE = "handled by alert-handler: forced down, recovering"
 UNMUTE_NOTE = "alert-handler let the device go: alerting as usual again"
-
-
-class LibreNMSPort(Protocol):
-    """The LibreNMS API calls the steps make; failures raise LibreNMSError (DeviceNotFound)."""
-
-    def get_device(self, device_id: int) -> DeviceInfo: ...
-    def under_maintenance(self, device_id: int) -> bool: ...
-    def device_ports(self, device_id: int) -> list[PortInfo]: ...
-    def set_overwrite_ip(self, device_id: int, value: str | None) -> None: ...
-    def discover(self, device_id: int) -> None: ...
-    def open_alerts(self) -> list[OpenAlert]: ...
-    def ack_alert(self, alert_id: int, note: str) -> None: ...
-    def acknowledged_alerts(self) -> list[OpenAlert]: ...
-    def unmute_alert(self, alert_id: int, note: str) -> None: ...
-
-
-class PollPort(Protocol):
-    """Runs `lnms device:poll <id>` on a poller of the device's group (where LibreNMS would poll
-    it); PollError when it could not be run to its end."""
-
-    def poll(self, device_id: int, poller_group: int) -> PollResult: ...
-
-
-class Clock(Protocol):
-    """Wall-clock time (what records store) and a monotonic timer (what durations use)."""
-
-    def time(self) -> float: ...
-    def monotonic(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class Ports:
-    """Everything outside the core that a step talks to."""
-
-    api: LibreNMSPort
-    poller: PollPort
-    clock: Clock
 
 
 @dataclass(frozen=True)
@@ -185,7 +149,8 @@ _Runner = Callable[[DeviceRecord, Ports, Rules, _Laps, StepReport], Decision]
 
 def _inspect(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: StepReport) -> Decision:
     info = ports.api.get_device(rec.device_id)
-    hold = seen.suppression(info, ports.api.under_maintenance(rec.device_id))
+    maintenance = ports.api.under_maintenance(rec.device_id)
+    hold = seen.leave_alone(info, maintenance, ports.verdict(rec, info.hostname))
     device_ports = ports.api.device_ports(rec.device_id)
     return machine.after_inspect(
         rec, info, device_ports, ports.clock.time(), rules, leave_alone=hold
@@ -195,6 +160,11 @@ def _inspect(rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, _: Step
 def _force_down(
     rec: DeviceRecord, ports: Ports, rules: Rules, laps: _Laps, report: StepReport
 ) -> Decision:
+    kept = machine.before_force_down(
+        rec, ports.clock.time(), rules, seen.steered(ports.verdict(rec))
+    )
+    if kept is not None:
+        return kept
     ports.api.set_overwrite_ip(rec.device_id, rules.unsupervised_ip)
     report.forced_down = True
     laps.next("discover")
@@ -213,7 +183,7 @@ def _ack(rec: DeviceRecord, ports: Ports, rules: Rules, report: StepReport) -> D
         for alert in ports.api.open_alerts():
             if alert.device_id != rec.device_id:
                 continue
-            if rules.trigger_rules and alert.rule_name not in rules.trigger_rules:
+            if not rules.triggers(alert.rule_name):
                 continue
             # Recorded before the call: an ack that reached LibreNMS but whose answer was lost
             # must still be unmuted later (unmuting checks it is still acknowledged).
@@ -255,7 +225,8 @@ def _verify(
 ) -> Decision:
     info = ports.api.get_device(rec.device_id)
     report.answers = seen.answers_while_down(rec, info, rules.unsupervised_ip)
-    hold = seen.suppression(info, ports.api.under_maintenance(rec.device_id))
+    maintenance = ports.api.under_maintenance(rec.device_id)
+    hold = seen.leave_alone(info, maintenance, ports.verdict(rec, info.hostname))
     return machine.before_attempt(rec, info, ports.clock.time(), rules, leave_alone=hold)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from alert_handler.core.event_types import EventType
 from alert_handler.core.machine import Action, Decision, Reason
+from alert_handler.core.outcomes import meaning
 from alert_handler.core.records import DeviceRecord, Phase
-from alert_handler.events.journal import EventType
 
 
 @dataclass(frozen=True)
@@ -24,22 +25,6 @@ class Draft:
     detail: str = ""
 
 
-_ENDINGS = {
-    Reason.RECOVERED: EventType.RECOVERED,
-    Reason.STILL_DOWN: EventType.STILL_DOWN,
-    Reason.POLL_DEVICE_DOWN: EventType.STILL_DOWN,
-    Reason.POLL_FAILED: EventType.STILL_DOWN,
-    Reason.GAVE_UP: EventType.GAVE_UP,
-    Reason.RELEASED: EventType.RELEASED,
-    Reason.FOREIGN_CHANGE: EventType.FOREIGN_CHANGE,
-    Reason.DEVICE_GONE: EventType.DEVICE_GONE,
-    Reason.STALE_PORT_UP: EventType.DISMISSED,
-    Reason.ADOPTED: EventType.ADOPTED,
-    Reason.ADOPTED_KNOWN: EventType.ADOPTED,
-    Reason.ATTEMPT: EventType.ATTEMPT,
-}
-
-
 def with_episode(decided: DeviceRecord | None, new_id: Callable[[], str]) -> DeviceRecord | None:
     """A record leaving NEW (forced down, adopted, being released) opens an episode: it gets an
     id that it keeps until it is forgotten."""
@@ -50,18 +35,30 @@ def with_episode(decided: DeviceRecord | None, new_id: Callable[[], str]) -> Dev
 
 def step_events(before: DeviceRecord, action: Action, decision: Decision) -> list[Draft]:
     """The events of one persisted step: `before` is the record the step ran on, `decision`
-    what was stored (its record None when the device was forgotten)."""
-    rec = decision.record if decision.record is not None else before
+    what was stored (its record None when the device was forgotten). The event comes from the
+    Reason's meaning (`outcomes.MEANINGS`): `ended` when the device is forgotten, `kept`
+    otherwise; two depend on the step: only an episode's first force-down is `forced_down`,
+    and only a failed check (restored, then forced down again) is `still_down`."""
+    rec = decision.record or decision.final or before
     reason = decision.reason
     detail = decision.detail or reason.value
-    if reason is Reason.FORCED_DOWN:
-        # Forced down again after an attempt is part of `still_down`; only the first counts.
-        return [Draft(EventType.FORCED_DOWN, rec, detail)] if before.forced_down_at is None else []
+    meant = meaning(reason)
+    kind = meant.ended if decision.forget else meant.kept
+    if reason is Reason.FORCED_DOWN and before.forced_down_at is not None:
+        return []  # forced down again after an attempt: part of `still_down`
     if reason is Reason.STEP_FAILED:
-        if action is Action.CHECK:  # restored, then the check failed: forced down again
-            return [Draft(EventType.STILL_DOWN, rec, f"check failed: {decision.detail}")]
-        return []
-    if reason is Reason.NO_TARGET_PORT and decision.forget:
-        return [Draft(EventType.DISMISSED, rec, detail)]
-    kind = _ENDINGS.get(reason)
+        if action is not Action.CHECK:
+            return []
+        detail = f"check failed: {decision.detail}"
     return [] if kind is None else [Draft(kind, rec, detail)]
+
+
+def intake_events(before: DeviceRecord | None, decision: Decision) -> list[Draft]:
+    """The events of a webhook or operator decision on a device: `tracked` for a new one, the
+    closing event of a tracked one it forgets (a held device whose port came back)."""
+    meant = meaning(decision.reason)
+    if decision.new and decision.record is not None and meant.kept is not None:
+        return [Draft(meant.kept, decision.record, decision.detail)]
+    if before is not None and decision.forget and meant.ended is not None:
+        return [Draft(meant.ended, before, decision.detail or decision.reason.value)]
+    return []

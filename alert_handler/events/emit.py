@@ -9,7 +9,7 @@ from typing import Any
 
 from alert_handler.core.machine import Action, Decision
 from alert_handler.core.records import DeviceRecord
-from alert_handler.events.decisions import step_events, with_episode
+from alert_handler.events.decisions import intake_events, step_events, with_episode
 from alert_handler.events.history import EpisodeBook
 from alert_handler.events.ids import IdSource
 from alert_handler.events.journal import EventMaker, EventType
@@ -46,6 +46,18 @@ class Emitter:
             self.maker.make(d.kind, d.record, now, detail=d.detail).to_line()
             for d in step_events(before, action, decision)
         ]
+
+    def intake_lines(
+        self, before: DeviceRecord | None, decision: Decision, detail: str = ""
+    ) -> list[str]:
+        """The journal lines of a webhook or operator decision (`decisions.intake_events`);
+        `detail` replaces the decision's own for `tracked` (who asked)."""
+        now = self.maker.clock()
+        lines = []
+        for d in intake_events(before, decision):
+            text = detail if d.kind is EventType.TRACKED and detail else d.detail
+            lines.append(self.maker.make(d.kind, d.record, now, detail=text).to_line())
+        return lines
 
     def known_original(self, rec: DeviceRecord) -> DeviceRecord:
         """A new record with the journal's last original of its device, if one is known."""

@@ -18,50 +18,17 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from alert_handler.core.event_types import EPISODE_ENDS as EPISODE_ENDS
+from alert_handler.core.event_types import EventType as EventType
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.events.ids import IdSource
 from alert_handler.store.journal import append_durably, fsync_dir
 
 log = logging.getLogger(__name__)
-
-
-class EventType(str, Enum):
-    """What happened; each value is what the journal, the webhook and NOTIFY_EVENTS say."""
-
-    TRACKED = "tracked"  # an alert, `track` or reconciliation started handling a device
-    FORCED_DOWN = "forced_down"  # the first force-down of an episode
-    ATTEMPT = "attempt"  # a recovery attempt begins (restore, discover, poll, check)
-    STILL_DOWN = "still_down"  # an attempt found the port down (or failed): forced down again
-    RECOVERED = "recovered"
-    GAVE_UP = "gave_up"  # MAX_ATTEMPTS reached: original restored, device forgotten
-    RELEASED = "released"  # original restored on request (or for a device with no port)
-    ADOPTED = "adopted"  # found on UNSUPERVISED_IP without a record of ours
-    FOREIGN_CHANGE = "foreign_change"  # someone else changed overwrite_ip: left alone
-    DEVICE_GONE = "device_gone"  # deleted from LibreNMS
-    DISMISSED = "dismissed"  # let go without any change (port already up, no such port)
-    STORM_ENGAGED = "storm_engaged"  # MAX_FORCED_DOWN reached: new devices are held
-    STORM_CLEARED = "storm_cleared"
-    PAUSED = "paused"
-    RESUMED = "resumed"
-    HEALTH = "health"  # the daemon's health level changed
-    OPERATOR = "operator"  # an operator's request (release, track), with the client address
-
-
-# The events that end an episode (a forced-down period of one device).
-EPISODE_ENDS = frozenset(
-    {
-        EventType.RECOVERED,
-        EventType.GAVE_UP,
-        EventType.RELEASED,
-        EventType.FOREIGN_CHANGE,
-        EventType.DEVICE_GONE,
-    }
-)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alert_handler.controls import Controls, silence_row
@@ -23,6 +23,7 @@ from alert_handler.core.alerts import (
     parse_device_id,
 )
 from alert_handler.core.machine import Decision, Reason, Rules, forced_count
+from alert_handler.core.outcomes import IGNORED, meaning
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.events.emit import Emitter
@@ -102,23 +103,10 @@ class App(SteeringEndpoints):
             return 400, {"error": str(exc)}
         self.scheduler.alert_arrived()  # recovery yields to acks while alerts arrive
         steer = self.controls.verdict(alert.device_id, alert.host) if self.controls else None
-        if steer is not None:
-            # Excluded or silenced: answered, logged, counted; nothing is stored or changed.
-            self.metrics.alerts.labels("ignored").inc()
-            log.info(
-                "device=%s step=webhook state=%s rule=%s client=%s -> %s (%s)",
-                alert.device_id,
-                alert.state,
-                _safe(alert.rule),
-                client,
-                Reason.EXCLUDED.value,
-                steer,
-            )
-            return 200, {"status": "ignored", "device_id": alert.device_id, "reason": str(steer)}
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
-            decision = intake.on_alert(current, alert, self.clock(), self.rules)
+            decision = intake.on_alert(current, alert, self.clock(), self.rules, steer)
             holder.append(decision)
             return self._known(decision)
 
@@ -142,24 +130,16 @@ class App(SteeringEndpoints):
                 "device=%s step=webhook paused: recorded, not handled until `alert-handler resume`",
                 alert.device_id,
             )
-        if decision.reason in (Reason.NEW_DEVICE, Reason.RECHECK):
+        if decision.reason in (Reason.NEW_DEVICE, Reason.RECHECK, Reason.LET_GO):
             self.scheduler.wake()
-        if decision.new:
-            self.metrics.alerts.labels("accepted").inc()
-            return 202, {"status": "accepted", "device_id": alert.device_id, "new": True}
-        if decision.reason is Reason.REPEAT or decision.reason is Reason.RECHECK:
-            self.metrics.alerts.labels("repeat").inc()
-            return 200, {
-                "status": "repeat" if decision.reason is Reason.REPEAT else "recheck",
-                "device_id": alert.device_id,
-                "new": False,
-            }
-        self.metrics.alerts.labels("ignored").inc()
-        return 200, {
-            "status": "ignored",
-            "device_id": alert.device_id,
-            "reason": decision.reason.value,
-        }
+        reply = meaning(decision.reason).reply or IGNORED
+        self.metrics.alerts.labels(reply.counted).inc()
+        answer: dict[str, Any] = {"status": reply.status, "device_id": alert.device_id}
+        if reply.status == "ignored":
+            answer["reason"] = decision.detail or decision.reason.value
+        else:
+            answer["new"] = decision.new
+        return reply.code, answer
 
     # -- events ------------------------------------------------------------------------------
     def _known(self, decision: Decision) -> DeviceRecord | None:
@@ -172,12 +152,15 @@ class App(SteeringEndpoints):
     def _tracked(
         self, holder: list[Decision], detail: str
     ) -> Callable[[DeviceRecord | None, DeviceRecord | None], list[str]]:
-        """The events of a change (run under the store's lock): `tracked` for a new device."""
+        """The events of a change (run under the store's lock): `tracked` for a new device,
+        the closing event of one it forgets (`outcomes.MEANINGS`)."""
 
-        def lines(_current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
-            if self.events is None or not holder[0].new or new is None:
+        def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
+            if self.events is None or not holder:
                 return []
-            return [self.events.line(EventType.TRACKED, new, detail=detail)]
+            # The record as stored (with the journal's last original), not as decided.
+            decision = holder[0] if new is None else replace(holder[0], record=new)
+            return self.events.intake_lines(current, decision, detail)
 
         return lines
 
@@ -196,7 +179,7 @@ class App(SteeringEndpoints):
             _safe(alert.host),
             _safe(alert.ip),
             client,
-            decision.reason.value,
+            decision.reason.value + (f" ({decision.detail})" if decision.detail else ""),
         )
 
     # -- operator endpoints ------------------------------------------------------------------
@@ -288,12 +271,18 @@ class App(SteeringEndpoints):
         return self._commit(version, body)
 
     def track(self, raw_id: str, client: str = "-") -> Reply:
-        """POST /devices/<id>/track: handle a device as if an alert had arrived."""
+        """POST /devices/<id>/track: handle a device as if an alert had arrived. An excluded or
+        silenced device is refused, 409 with the reason, and nothing changes (`alert-handler
+        track` prints it and exits 1)."""
         device_id = parse_device_id(raw_id)
+        steer = None
+        if self.controls is not None:
+            current = self.store.get(device_id)
+            steer = self.controls.verdict(device_id, current.hostname if current else None)
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
-            decision = intake.track(current, device_id, self.clock())
+            decision = intake.track(current, device_id, self.clock(), steer)
             holder.append(decision)
             return self._known(decision)
 
@@ -302,6 +291,20 @@ class App(SteeringEndpoints):
         def lines(current: DeviceRecord | None, new: DeviceRecord | None) -> list[str]:
             return self._operator("track", client, device_id) + tracked(current, new)
 
+        refused = intake.track(self.store.get(device_id), device_id, self.clock(), steer)
+        if meaning(refused.reason).refuses:
+            log.info(
+                "device=%s step=track by hand (client %s) -> %s (%s): nothing changed",
+                device_id,
+                client,
+                refused.reason.value,
+                refused.detail,
+            )
+            return 409, {
+                "error": f"device {device_id} is left alone: {refused.detail}; nothing changed",
+                "device_id": device_id,
+                "reason": refused.detail,
+            }
         _, version = self.store.update(device_id, change, lines)
         new = holder[0].new
         body = {"status": "tracked", "device_id": device_id, "paused": self.store.paused}

@@ -12,7 +12,6 @@ from alert_handler.controls import Controls, silence_row
 from alert_handler.core import controls as controls_mod
 from alert_handler.core.alerts import BadPayload, log_safe
 from alert_handler.core.controls import ControlError, parse_duration, parse_target
-from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.scheduler import Scheduler
 from alert_handler.store.state import StateStore, StateWriteError
@@ -95,22 +94,25 @@ class SteeringEndpoints:
         return 200, {"status": "unsilenced", "silence": silence_row(ended)}
 
     def confirm(self, client: str) -> Reply:
-        """POST /confirm: the held devices go ahead and are forced down."""
-        controls = self._controls()
+        """POST /confirm: the held devices go ahead and are forced down (under the admission's
+        lock: no scheduling pass holds a device in between)."""
+        self._controls()
         now = self.clock()
-        ids, version = self._each_held(lambda rec: controls_mod.confirm(rec, now).record)
-        controls.gate.confirm()
-        self.scheduler.admission.forget_gated()
+        ids, version = self.scheduler.admission.decide_held(
+            lambda rec: controls_mod.confirm(rec, now), lambda _decision: []
+        )
         self._journal(f"confirm {len(ids)} held devices", client)
         log.warning("step=confirm %d held devices confirmed by %s: forcing down", len(ids), client)
         return self._commit(version, {"status": "confirmed", "devices": ids})
 
     def discard(self, client: str) -> Reply:
-        """POST /discard: forget the held devices (nothing was changed in LibreNMS)."""
-        controls = self._controls()
-        ids, version = self._each_held(lambda rec: controls_mod.discard(rec).record)
-        controls.gate.discard()
-        self.scheduler.admission.forget_gated()
+        """POST /discard: the held devices are released (restored if LibreNMS shows them on
+        UNSUPERVISED_IP all the same, else left as they are) and forgotten."""
+        self._controls()
+        now = self.clock()
+        ids, version = self.scheduler.admission.decide_held(
+            lambda rec: controls_mod.discard(rec, now), lambda _decision: []
+        )
         self._journal(f"discard {len(ids)} held devices", client)
         log.warning("step=confirm %d held devices discarded by %s", len(ids), client)
         return self._commit(version, {"status": "discarded", "devices": ids})
@@ -122,20 +124,6 @@ class SteeringEndpoints:
             self.store.wait_durable(version, DURABLE_TIMEOUT)
         except StateWriteError:
             log.error("step=events cannot journal the operator action: %s", what)
-
-    def _each_held(
-        self, change: Callable[[DeviceRecord], DeviceRecord | None]
-    ) -> tuple[list[int], int]:
-        """Apply `change` to every held device; (their ids, the last version written)."""
-        ids = sorted(d for d, rec in self.store.records().items() if rec.held)
-        version = 0
-        for device_id in ids:
-
-            def one(cur: DeviceRecord | None) -> DeviceRecord | None:
-                return cur if cur is None or not cur.held else change(cur)
-
-            _, version = self.store.update(device_id, one)
-        return ids, version
 
     def _controls(self) -> Controls:
         if self.controls is None:

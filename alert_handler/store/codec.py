@@ -57,6 +57,7 @@ def record_to_dict(rec: DeviceRecord) -> dict[str, Any]:
         "acked": rec.acked,
         "held": rec.held,
         "confirmed": rec.confirmed,
+        "found_unsupervised": rec.found_unsupervised,
         "acked_ids": list(rec.acked_ids),
         "alerts": rec.alerts,
         "last_alert": _iso(rec.last_alert),
@@ -131,6 +132,7 @@ def record_from_dict(device_id: int, obj: Any, now: float) -> DeviceRecord:
         acked=bool(obj.get("acked", False)),
         held=bool(obj.get("held", False)),
         confirmed=bool(obj.get("confirmed", False)),
+        found_unsupervised=bool(obj.get("found_unsupervised", False)),
         acked_ids=_ids(obj.get("acked_ids"), "acked_ids"),
         alerts=_int(obj.get("alerts"), "alerts", 1),
         last_alert=from_iso(obj.get("last_alert")) or now,
@@ -162,6 +164,8 @@ def _legacy_record(device_id: int, obj: Any, now: float) -> DeviceRecord:
     The old `ip` came from the alert, which after a poll is UNSUPERVISED_IP: it is kept only as
     `last_ip`, never as the original. The device restarts at NEW, so the original is read from
     LibreNMS before anything changes (and adopted as null if the old script had forced it down).
+    The old script was handling it already: the confirmation gate does not hold it
+    (`found_unsupervised`), so an upgrade with many devices down needs no `confirm`.
     """
     if not isinstance(obj, dict):
         raise ValueError(f"device {device_id}: not an object")
@@ -181,6 +185,7 @@ def _legacy_record(device_id: int, obj: Any, now: float) -> DeviceRecord:
         next_attempt_at=now,
         last_alert=first_seen,
         last_ip=_opt_str(obj.get("ip"), "ip"),
+        found_unsupervised=True,
     )
 
 

@@ -138,6 +138,7 @@ class DaemonMachine(RuleBasedStateMachine):
         self.initially_unsup: set[int] = set()
         self.ever_tracked: set[int] = set()
         self.changed: set[int] = set()  # devices the daemon has PATCHed
+        self.by_hand_on_unsup: set[int] = set()  # `track`ed while the old script's value held
         self.silences: dict[str, float] = {}  # target -> until
         self.discarded: set[int] = set()  # discarded, no new alert or track since
         self.violations: list[str] = []
@@ -430,8 +431,10 @@ class DaemonMachine(RuleBasedStateMachine):
         if dev.suppressed is not None:
             delivered = False  # LibreNMS notifies nobody about a device it leaves alone
         if delivered:
+            # LibreNMS's ip column follows overwrite_ip once it polled the device.
+            ip = UNSUP if dev.overwrite_ip == UNSUP else "192.0.2.77"
             body = (
-                f'{{"device_id": {device}, "host": "{dev.hostname}", "ip": "192.0.2.77", '
+                f'{{"device_id": {device}, "host": "{dev.hostname}", "ip": "{ip}", '
                 f'"state": {state}, "rule": "{rule_name}", "uid": 1}}'
             )
             self._daemon().app.receive(body.encode(), "", "10.0.0.1")
@@ -486,6 +489,8 @@ class DaemonMachine(RuleBasedStateMachine):
         target = "cpe-*" if glob else str(device)
         if what == "track":
             self.discarded.discard(device)
+            if self.api.device(device).overwrite_ip == UNSUP and device not in self.changed:
+                self.by_hand_on_unsup.add(device)
             app.track(str(device), "10.0.0.2")
         elif what == "release":
             app.release(str(device), "10.0.0.2")
@@ -540,10 +545,9 @@ class DaemonMachine(RuleBasedStateMachine):
             return
         held = [d for d, rec in self.d.store.records().items() if rec.held]
         for device_id in held:
-            if device_id in self.initially_unsup and device_id not in self.changed:
-                # Not checked: an alert (or `track`) for a device the old script left on
-                # UNSUPERVISED_IP is held by the gate before anything reads LibreNMS, and stays
-                # down until a person decides (reported on issue 18; adoption is not held).
+            if device_id in self.by_hand_on_unsup:
+                # Not checked: `track` of a device the old script left on UNSUPERVISED_IP is
+                # held by the gate before anything reads LibreNMS (reported on issue 18).
                 continue
             assert self.api.device(device_id).overwrite_ip != UNSUP, (
                 f"device {device_id} is held although it is on UNSUPERVISED_IP"

@@ -59,11 +59,17 @@ class Device:
     gone: bool = False  # deleted from LibreNMS
     poller_group: int = 0
     status: bool = True
+    port2_id: int | None = None  # port2's first port_id (default: device_id * 100 + 2)
+
+    def port_id_of(self, gen: int) -> int:
+        """port2's port_id after it came back `gen` times."""
+        first = self.device_id * 100 + 2 if self.port2_id is None else self.port2_id
+        return first + 1000 * gen
 
     @property
     def port_id(self) -> int:
         """port2's current port_id."""
-        return self.device_id * 100 + 2 + 1000 * self.port_gen
+        return self.port_id_of(self.port_gen)
 
 
 @dataclass
@@ -157,12 +163,13 @@ class MemoryLibreNMS:
         if dev.gone:
             return []  # LibreNMS answers 404 "No ports found"
         base = device_id * 100
-        ports = [PortInfo(base + 20, "port20", "down"), PortInfo(base + 21, "Port2-backup", "up")]
+        # Names the API's substring search also finds, both up: only port2 itself counts.
+        ports = [PortInfo(base + 20, "port20", "up"), PortInfo(base + 21, "Port2-backup", "up")]
         if dev.port2 is not None:
             # Rows of the interfaces that vanished: deleted=1, their ifOperStatus stale (and
             # "up", the misleading case). A client must not trust them.
             ports += [
-                PortInfo(base + 2 + 1000 * old, "port2", "up", deleted=True)
+                PortInfo(dev.port_id_of(old), "port2", "up", deleted=True)
                 for old in range(dev.port_gen)
             ]
             ports.append(PortInfo(dev.port_id, "port2", dev.port2))
@@ -275,7 +282,8 @@ class MemoryLibreNMS:
 
 class DictHost:
     """A JobHost over a dict of records: every decision is stored at once (`persist` can be
-    made to fail with `persist_ok`, `durable` with `durable_ok`); `ran` lists the actions run.
+    made to fail with `persist_ok`, `durable` with `durable_ok`, or a subclass decides); `ran`
+    lists the actions run.
     `pause_after`: maintenance mode turns on once a step of that action is persisted."""
 
     def __init__(
@@ -285,8 +293,8 @@ class DictHost:
         self.pause_after = pause_after
         self.is_paused = False
         self.ran: list[Action] = []
-        self.durable_ok: Callable[[], bool] = lambda: True
-        self.persist_ok: Callable[[], bool] = lambda: True
+        self.durable_ok = True
+        self.persist_ok = True
         self.merge = merge  # keep the alert fields the store has now (the scheduler's merge)
         self.before_persist: Callable[[DeviceRecord, StepReport], None] | None = None
 
@@ -300,7 +308,7 @@ class DictHost:
         return False
 
     def durable(self) -> bool:
-        return self.durable_ok()
+        return self.durable_ok
 
     def starting(self, device_id: int, action: Action) -> None:
         self.ran.append(action)
@@ -318,4 +326,4 @@ class DictHost:
             self.records[before.device_id] = decided
         if report.action is self.pause_after:
             self.is_paused = True
-        return self.persist_ok()
+        return self.persist_ok

@@ -98,8 +98,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_discard(args: argparse.Namespace) -> int:
-    """Forget the held devices (nothing was changed in LibreNMS)."""
-    return _decide(args, "discard", "discarded")
+    """Let the held devices go: each is restored if LibreNMS shows it on UNSUPERVISED_IP all
+    the same, else left as it is, and forgotten."""
+    return _decide(args, "discard", "discarded: released and forgotten")
 
 
 def add_steer_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
@@ -131,6 +132,7 @@ def add_steer_commands(sub: Any, common: argparse.ArgumentParser) -> set[str]:
     sub.add_parser(
         "discard",
         parents=[common],
-        help="forget the new devices held by the CONFIRM_ABOVE gate (nothing was changed)",
+        help="let go the new devices held by the CONFIRM_ABOVE gate (restored if on "
+        "UNSUPERVISED_IP all the same, then forgotten)",
     ).set_defaults(func=cmd_discard)
     return {"silence", "unsilence", "silences", "confirm", "discard"}

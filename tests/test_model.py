@@ -70,6 +70,7 @@ GROUP = "vip"  # device 2 is a member
 EXCLUDES = ("", "1", "lab-*", f"group:{GROUP}")
 START_VALUES = (None, "192.0.2.1", "2001:db8::3", UNSUP)
 FAULTS = ("ok",) * 60 + ("fail", "fail", "fail_applied", "fail_applied", "crash", "crash_applied")
+GROUP_READS = ("ok", "ok", "fail")  # LibreNMS answering 500 as the daemon starts (bug 8)
 POLLS = ("ok",) * 12 + ("exit6", "exit1", "error", "crash")
 INTERVAL = 60.0
 RECONCILE_EVERY = 120.0
@@ -150,6 +151,7 @@ class DaemonMachine(RuleBasedStateMachine):
         self.next_reconcile = 0.0
         self.interleave: str | None = None
         self.in_pass = False
+        self.first_refresh_late = False
         self.meanwhile: threading.Thread | None = None
 
     # -- the world's clock and faults ----------------------------------------------------------
@@ -159,7 +161,7 @@ class DaemonMachine(RuleBasedStateMachine):
     def _fault(self, call: str) -> str:
         if not self.faults_on or self.data is None:
             return "ok"
-        choices = POLLS if call == "poll" else FAULTS
+        choices = {"poll": POLLS, "group_members": GROUP_READS}.get(call, FAULTS)
         return cast(str, self.data.draw(st.sampled_from(choices), label=call))
 
     # -- the daemon ------------------------------------------------------------------------------
@@ -177,7 +179,10 @@ class DaemonMachine(RuleBasedStateMachine):
         d.scheduler._pool = _InlinePool()  # type: ignore[assignment]
         self._watch_store(d)
         self.d = d
-        self.next_refresh = self.now  # the refresher's first pass runs at once
+        # The refresher's first read runs at once, in its own thread: the scheduler may make
+        # its first pass before it ends (`_turn` runs it after the first pass's jobs).
+        self.next_refresh = self.now
+        self.first_refresh_late = True
         self.next_reconcile = self.now + 2.0
 
     def _watch_store(self, d: daemon_mod.Daemon) -> None:
@@ -237,7 +242,7 @@ class DaemonMachine(RuleBasedStateMachine):
 
     def _turn(self) -> None:
         d = self._daemon()
-        if self.now >= self.next_refresh:
+        if self.now >= self.next_refresh and not self.first_refresh_late:
             self.next_refresh = self.now + REFRESH_EVERY
             self._refresh(d)
         if self.now >= self.next_reconcile:
@@ -253,10 +258,14 @@ class DaemonMachine(RuleBasedStateMachine):
                 self.in_pass = False
             self._join_meanwhile()
             jobs = d.scheduler._pool.take()  # type: ignore[attr-defined]
-            if not jobs:
-                return
             for job in jobs:
                 job()
+            if self.first_refresh_late:
+                self.first_refresh_late = False
+                self.next_refresh = self.now + REFRESH_EVERY
+                self._refresh(d)
+            elif not jobs:
+                return
 
     def _join_meanwhile(self) -> None:
         thread = self.meanwhile

@@ -152,6 +152,7 @@ class DaemonMachine(RuleBasedStateMachine):
         self.interleave: str | None = None
         self.in_pass = False
         self.first_refresh_late = False
+        self.group_read = False  # a group read has succeeded (ever: the daemon keeps it)
         self.meanwhile: threading.Thread | None = None
 
     # -- the world's clock and faults ----------------------------------------------------------
@@ -278,6 +279,7 @@ class DaemonMachine(RuleBasedStateMachine):
         try:
             if d.refresher.controls.group_names():
                 d.refresher.refresh_once()
+            self.group_read = self.group_read or bool(d.refresher.controls.group_names())
             d.refresher.controls.sweep(d.store)
         except (LibreNMSError, StateWriteError):
             pass
@@ -323,7 +325,7 @@ class DaemonMachine(RuleBasedStateMachine):
                 return f"excluded ({exclude})"
             if exclude == "lab-*" and (dev.hostname or "").startswith("lab-"):
                 return f"excluded ({exclude})"
-            if exclude == f"group:{GROUP}" and GROUP in dev.groups:
+            if exclude == f"group:{GROUP}" and GROUP in dev.groups and self._group_binds(device_id):
                 return f"excluded ({exclude})"
         for target, until in self.silences.items():
             matched = target == str(device_id) or (
@@ -339,6 +341,16 @@ class DaemonMachine(RuleBasedStateMachine):
         if device_id in self.discarded:
             return "discarded, with no new alert or track since"
         return None
+
+    def _group_binds(self, device_id: int) -> bool:
+        """Whether a group exclusion forbids forcing the device down now: always once the
+        daemon has read the group (it keeps the last members read on disk); before any read
+        succeeded, only a new force-down (not one of an episode under way: the daemon cannot
+        know yet, and stops it at the first read)."""
+        if self.group_read:
+            return True
+        rec = self.d.store.get(device_id) if self.d is not None else None
+        return rec is None or (rec.forced_down_at is None and not rec.attempts)
 
     # -- setting up --------------------------------------------------------------------------
     @initialize(

@@ -317,7 +317,12 @@ class Scheduler:
     def _run_device(self, device_id: int) -> Outcome:
         """One job: the device's due steps, run by the core's step runner."""
         ports = steps.Ports(
-            self.api, self.poller, self._clock, steer=self.steer, components=self.components
+            self.api,
+            self.poller,
+            self._clock,
+            steer=self.steer,
+            components=self.components,
+            sleep=time.sleep,  # the wait before a check's re-poll (CHECK_REPOLL_SEC)
         )
         return steps.run_device(device_id, self, ports, self.rules)
 

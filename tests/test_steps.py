@@ -7,10 +7,8 @@ from dataclasses import replace
 import pytest
 
 from alert_handler.core.facts import (
-    DeviceInfo,
     DeviceNotFound,
     LibreNMSError,
-    OpenAlert,
     PollError,
     PollResult,
     PortInfo,
@@ -18,7 +16,8 @@ from alert_handler.core.facts import (
 from alert_handler.core.machine import Action, Reason, Rules
 from alert_handler.core.outcomes import Outcome, attempt_outcome, job_outcome
 from alert_handler.core.records import DeviceRecord, Phase
-from alert_handler.core.steps import Ports, StepReport, run_device, run_step
+from alert_handler.core.steps import Ports, run_device, run_step
+from tests.model_world import AlertRow, Device, DictHost, MemoryLibreNMS
 
 UNSUP = "127.0.0.50"
 NOW = 1_700_000_000.0
@@ -40,58 +39,14 @@ class FakeClock:
         return self.ticks
 
 
-class FakeLibreNMS:
-    """One device (42) whose calls can be made to fail by name."""
-
-    def __init__(self, overwrite: str | None = UNSUP, port: str = "down") -> None:
-        self.overwrite = overwrite
-        self.port = port
-        self.fail: dict[str, Exception] = {}
-        self.calls: list[str] = []
-        self.alerts = [OpenAlert(7, 42, "Port2 down", 1, None), OpenAlert(8, 43, "x", 1, None)]
-        self.acked: list[int] = []
-        self.maintenance = False
-        self.disabled = False
-
-    def _call(self, name: str) -> None:
-        self.calls.append(name)
-        if name in self.fail:
-            raise self.fail[name]
-
-    def get_device(self, device_id: int) -> DeviceInfo:
-        self._call("get_device")
-        return DeviceInfo(device_id, "cpe-42", self.overwrite, None, True, disabled=self.disabled)
-
-    def under_maintenance(self, device_id: int) -> bool:
-        self._call("maintenance")
-        return self.maintenance
-
-    def device_ports(self, device_id: int) -> list[PortInfo]:
-        self._call("ports")
-        return [PortInfo(2, "port2", self.port), PortInfo(20, "port20", "up")]
-
-    def set_overwrite_ip(self, device_id: int, value: str | None) -> None:
-        self._call("patch")
-        self.overwrite = value
-
-    def discover(self, device_id: int) -> None:
-        self._call("discover")
-
-    def open_alerts(self) -> list[OpenAlert]:
-        self._call("alerts")
-        return self.alerts
-
-    def ack_alert(self, alert_id: int, note: str) -> None:
-        self._call("ack")
-        self.acked.append(alert_id)
-
-    def acknowledged_alerts(self) -> list[OpenAlert]:
-        self._call("acked_alerts")
-        return [OpenAlert(i, 42, "Port2 down", 2, None) for i in self.acked]
-
-    def unmute_alert(self, alert_id: int, note: str) -> None:
-        self._call("unmute")
-        self.acked.remove(alert_id)
+def one_device(overwrite: str | None = UNSUP, port: str = "down") -> MemoryLibreNMS:
+    """LibreNMS with device 42 (port2 is port_id 2) and two open alerts: 7 of device 42's
+    trigger rule, 8 of another device and rule."""
+    api = MemoryLibreNMS(
+        {42: Device(42, overwrite_ip=overwrite, hostname="cpe-42", port2=port, port2_id=2)}
+    )
+    api.alerts = {7: AlertRow(7, 42, "Port2 down"), 8: AlertRow(8, 43, "x")}
+    return api
 
 
 class FakePoller:
@@ -120,7 +75,7 @@ def record(**fields: object) -> DeviceRecord:
     return replace(base, **fields)  # type: ignore[arg-type]
 
 
-def ports(api: FakeLibreNMS, poller: FakePoller | None = None) -> Ports:
+def ports(api: MemoryLibreNMS, poller: FakePoller | None = None) -> Ports:
     return Ports(api=api, poller=poller or FakePoller(), clock=FakeClock())
 
 
@@ -135,7 +90,7 @@ def ports(api: FakeLibreNMS, poller: FakePoller | None = None) -> Ports:
 def test_a_failure_inside_a_check_names_its_own_step(fail: str, step: str, error: str) -> None:
     """Each sub-step of a check (restore, discover, poll, port read) is named in the failure, in
     `last_error`, and the device is forced down again at once."""
-    api = FakeLibreNMS()
+    api = one_device()
     api.fail[fail] = LibreNMSError("HTTP 500", status=500)
     report = run_step(record(), Action.CHECK, ports(api), RULES)
     assert report.failed_step == step
@@ -146,7 +101,7 @@ def test_a_failure_inside_a_check_names_its_own_step(fail: str, step: str, error
 
 def test_a_poll_timeout_is_a_failed_poll_step() -> None:
     report = run_step(
-        record(), Action.CHECK, ports(FakeLibreNMS(), FakePoller(error="timed out")), RULES
+        record(), Action.CHECK, ports(one_device(), FakePoller(error="timed out")), RULES
     )
     assert report.failed_step == "poll" and report.poll_exit == "error"
     rec = report.decision.record
@@ -154,36 +109,37 @@ def test_a_poll_timeout_is_a_failed_poll_step() -> None:
 
 
 def test_a_check_times_each_sub_step_and_reports_what_it_saw() -> None:
-    api = FakeLibreNMS(port="up")
+    api = one_device(port="up")
     report = run_step(record(), Action.CHECK, ports(api), RULES)
     assert [name for name, _ in report.laps] == ["restore", "discover", "poll", "check"]
     assert all(seconds == 0.5 for _, seconds in report.laps)
     assert report.poll_exit == "0" and report.check is not None
     assert report.check.oper_status == "up"
-    assert report.decision.reason is Reason.RECOVERED and api.overwrite == "192.0.2.9"
+    assert report.decision.reason is Reason.RECOVERED and api.device(42).overwrite_ip == "192.0.2.9"
 
 
 def test_a_check_finds_the_port_again_after_the_poll() -> None:
     """The port is read from the device's current ports after the poll, not by the stored
     port_id: the interface came back as a new row (port_id 77); the old row is deleted."""
 
-    class Recreated(FakeLibreNMS):
+    class Recreated(MemoryLibreNMS):
         def device_ports(self, device_id: int) -> list[PortInfo]:
-            self._call("ports")
-            return [PortInfo(2, "port2", "down", deleted=True), PortInfo(77, "port2", self.port)]
+            self._io("ports", device_id)
+            port2 = self.device(42).port2
+            return [PortInfo(2, "port2", "down", deleted=True), PortInfo(77, "port2", port2)]
 
-    api = Recreated(port="down")
+    api = Recreated(one_device(port="down").devices)
     report = run_step(record(), Action.CHECK, ports(api), RULES)
     assert api.calls == ["patch", "discover", "ports"]
     assert report.check is not None and report.check.port_id == 77
     rec = report.decision.record
     assert rec is not None and rec.port_id == 77 and report.decision.reason is Reason.STILL_DOWN
-    api.port = "up"
+    api.device(42).port2 = "up"
     assert run_step(record(), Action.CHECK, ports(api), RULES).decision.reason is Reason.RECOVERED
 
 
 def test_a_resumed_write_reads_the_device_first_and_leaves_a_foreign_change_alone() -> None:
-    api = FakeLibreNMS(overwrite="198.51.100.1")
+    api = one_device(overwrite="198.51.100.1")
     report = run_step(record(), Action.CHECK, ports(api), RULES, fresh=False)
     assert report.decision.reason is Reason.FOREIGN_CHANGE and report.decision.forget
     assert report.decision.detail == "overwrite_ip is now 198.51.100.1"
@@ -191,7 +147,7 @@ def test_a_resumed_write_reads_the_device_first_and_leaves_a_foreign_change_alon
 
 
 def test_an_unexpected_exception_is_a_failed_step_with_its_traceback() -> None:
-    api = FakeLibreNMS()
+    api = one_device()
     api.fail["ports"] = KeyError("ifOperStatus")
     report = run_step(record(), Action.CHECK, ports(api), RULES)
     assert isinstance(report.unexpected, KeyError)
@@ -199,20 +155,20 @@ def test_an_unexpected_exception_is_a_failed_step_with_its_traceback() -> None:
 
 
 def test_a_deleted_device_is_forgotten() -> None:
-    api = FakeLibreNMS()
+    api = one_device()
     api.fail["get_device"] = DeviceNotFound("device 42 not found", status=404)
     report = run_step(record(phase=Phase.DOWN), Action.VERIFY, ports(api), RULES)
     assert report.decision.reason is Reason.DEVICE_GONE and report.decision.forget
 
 
 def test_force_down_acks_the_devices_trigger_alerts_best_effort() -> None:
-    api = FakeLibreNMS(overwrite="192.0.2.9")
+    api = one_device(overwrite="192.0.2.9")
     rules = replace(RULES, ack_alerts=True, trigger_rules=("Port2 down",))
     rec = record(phase=Phase.FORCING_DOWN)
     report = run_step(rec, Action.FORCE_DOWN, ports(api), rules)
-    assert report.acked == (7,) and api.acked == [7] and report.forced_down
+    assert report.acked == (7,) and api.alerts[7].state == 2 and report.forced_down
     assert report.decision.record is not None and report.decision.record.acked
-    api = FakeLibreNMS(overwrite="192.0.2.9")
+    api = one_device(overwrite="192.0.2.9")
     api.fail["alerts"] = LibreNMSError("HTTP 403", status=403)
     report = run_step(rec, Action.FORCE_DOWN, ports(api), rules)
     assert report.ack_error == "HTTP 403" and report.decision.reason is Reason.FORCED_DOWN
@@ -226,11 +182,11 @@ def test_a_late_force_down_stays_down_at_least_half_an_interval() -> None:
     clock.now = NOW + 500  # the attempt began 500 s ago, the interval is 60 s
     rec = record(phase=Phase.FORCING_DOWN)
     report = run_step(
-        rec, Action.FORCE_DOWN, Ports(FakeLibreNMS("192.0.2.9"), FakePoller(), clock), RULES
+        rec, Action.FORCE_DOWN, Ports(one_device("192.0.2.9"), FakePoller(), clock), RULES
     )
     new = report.decision.record
     assert new is not None and new.next_attempt_at == NOW + 500 + 30
-    on_time = run_step(rec, Action.FORCE_DOWN, ports(FakeLibreNMS("192.0.2.9")), RULES)
+    on_time = run_step(rec, Action.FORCE_DOWN, ports(one_device("192.0.2.9")), RULES)
     assert on_time.decision.record is not None
     assert on_time.decision.record.next_attempt_at == NOW + 60  # no drift when on time
 
@@ -240,12 +196,12 @@ def test_a_late_force_down_stays_down_at_least_half_an_interval() -> None:
     [(UNSUP, ["get_device", "patch", "discover"]), ("192.0.2.9", ["get_device"])],
 )
 def test_release_of_a_new_record_looks_first(current: str, calls: list[str]) -> None:
-    api = FakeLibreNMS(overwrite=current)
+    api = one_device(overwrite=current)
     rec = DeviceRecord(device_id=42, release_requested=True)
     report = run_step(rec, Action.RELEASE, ports(api), RULES)
     assert api.calls == calls and report.decision.reason is Reason.RELEASED
     if current == UNSUP:
-        assert api.overwrite is None
+        assert api.device(42).overwrite_ip is None
         assert report.decision.detail.endswith("(it was on UNSUPERVISED_IP with no known original)")
         assert [name for name, _ in report.laps] == ["verify", "restore", "discover"]
 
@@ -256,8 +212,9 @@ def test_letting_go_unmutes_only_what_is_still_acknowledged(
 ) -> None:
     """Unmuting sets state 1 whatever the state was: an alert that recovered meanwhile (it is
     no longer acknowledged) must not be reopened."""
-    api = FakeLibreNMS(overwrite=UNSUP)
-    api.acked = list(still_acked)
+    api = one_device(overwrite=UNSUP)
+    for alert_id in still_acked:
+        api.alerts[alert_id].state = 2
     rec = record(phase=Phase.RELEASING, acked=True, acked_ids=(7,))
     report = run_step(rec, Action.RELEASE, ports(api), RULES)
     assert report.decision.reason is Reason.RELEASED and report.unmuted == unmuted
@@ -266,83 +223,48 @@ def test_letting_go_unmutes_only_what_is_still_acknowledged(
 
 
 def test_a_recovery_keeps_the_acks_and_a_failed_unmute_is_reported() -> None:
-    api = FakeLibreNMS(port="up")
-    api.acked = [7]
+    api = one_device(port="up")
+    api.alerts[7].state = 2
     rec = record(acked=True, acked_ids=(7,))
     report = run_step(rec, Action.CHECK, ports(api), RULES)
     assert report.decision.reason is Reason.RECOVERED and "acked_alerts" not in api.calls
-    api = FakeLibreNMS(overwrite="198.51.100.1")
-    api.acked = [7]
+    api = one_device(overwrite="198.51.100.1")
+    api.alerts[7].state = 2
     api.fail["unmute"] = LibreNMSError("HTTP 403", status=403)
     report = run_step(record(acked_ids=(7,)), Action.CHECK, ports(api), RULES, fresh=False)
     assert report.decision.reason is Reason.FOREIGN_CHANGE and report.unmute_error == "HTTP 403"
 
 
-class Host:
-    """A JobHost over a dict; pause can be switched on when a given action persists."""
-
-    def __init__(self, rec: DeviceRecord, pause_after: Action | None = None) -> None:
-        self.records = {rec.device_id: rec}
-        self.pause_after = pause_after
-        self.is_paused = False
-        self.ran: list[Action] = []
-        self.durable_ok = True
-
-    def get(self, device_id: int) -> DeviceRecord | None:
-        return self.records.get(device_id)
-
-    def paused(self) -> bool:
-        return self.is_paused
-
-    def stopping(self) -> bool:
-        return False
-
-    def durable(self) -> bool:
-        return self.durable_ok
-
-    def starting(self, device_id: int, action: Action) -> None:
-        self.ran.append(action)
-
-    def persist(self, before: DeviceRecord, report: StepReport) -> bool:
-        if report.decision.record is None:
-            self.records.pop(before.device_id, None)
-        else:
-            self.records[before.device_id] = report.decision.record
-        if report.action is self.pause_after:
-            self.is_paused = True
-        return True
-
-
 def test_pause_during_a_check_still_forces_the_device_down_again() -> None:
     """Bug: paused while a poll ran, the device was left restored with its port down."""
-    api = FakeLibreNMS(overwrite=UNSUP, port="down")
-    host = Host(record(phase=Phase.DOWN, next_attempt_at=NOW), pause_after=Action.VERIFY)
+    api = one_device(overwrite=UNSUP, port="down")
+    host = DictHost(record(phase=Phase.DOWN, next_attempt_at=NOW), pause_after=Action.VERIFY)
     outcome = run_device(42, host, ports(api), RULES)
     assert host.ran == [Action.VERIFY, Action.CHECK, Action.FORCE_DOWN]
-    assert api.overwrite == UNSUP and host.records[42].phase is Phase.DOWN
+    assert api.device(42).overwrite_ip == UNSUP and host.records[42].phase is Phase.DOWN
     assert outcome is Outcome.STILL_DOWN
 
 
 def test_pause_stops_new_work() -> None:
-    host = Host(DeviceRecord(device_id=42, next_attempt_at=NOW))
+    host = DictHost(DeviceRecord(device_id=42, next_attempt_at=NOW))
     host.is_paused = True
-    assert run_device(42, host, ports(FakeLibreNMS()), RULES) is Outcome.IDLE
+    assert run_device(42, host, ports(one_device()), RULES) is Outcome.IDLE
     assert host.ran == []
 
 
 def test_nothing_changes_in_librenms_while_the_record_is_not_durable() -> None:
-    api = FakeLibreNMS(overwrite="192.0.2.9")
-    host = Host(DeviceRecord(device_id=42, next_attempt_at=NOW))
+    api = one_device(overwrite="192.0.2.9")
+    host = DictHost(DeviceRecord(device_id=42, next_attempt_at=NOW))
     host.durable_ok = False
     assert run_device(42, host, ports(api), RULES) is Outcome.FAILED
     assert host.ran == [Action.INSPECT] and "patch" not in api.calls
 
 
 def test_one_job_takes_a_new_device_to_down() -> None:
-    api = FakeLibreNMS(overwrite=None)
-    host = Host(DeviceRecord(device_id=42, next_attempt_at=NOW))
+    api = one_device(overwrite=None)
+    host = DictHost(DeviceRecord(device_id=42, next_attempt_at=NOW))
     assert run_device(42, host, ports(api), RULES) is Outcome.FORCED_DOWN
-    assert host.ran == [Action.INSPECT, Action.FORCE_DOWN] and api.overwrite == UNSUP
+    assert host.ran == [Action.INSPECT, Action.FORCE_DOWN] and api.device(42).overwrite_ip == UNSUP
     rec = host.records[42]
     assert rec.phase is Phase.DOWN and rec.original_recorded and rec.original_overwrite_ip is None
 
@@ -362,14 +284,14 @@ def test_a_check_that_reads_the_port_down_polls_and_reads_once_more_after_the_wa
     check_repoll set, a port read not up is polled and read again after that wait, and the
     second read decides (tests/test_lab.py shows it against a real agent)."""
 
-    class Stale(FakeLibreNMS):
+    class Stale(MemoryLibreNMS):
         def device_ports(self, device_id: int) -> list[PortInfo]:
             listing = super().device_ports(device_id)
-            self.port = "up"  # the next read is fresh
+            self.device(device_id).port2 = "up"  # the next read is fresh
             return listing
 
     waits: list[float] = []
-    api = Stale(port="down")
+    api = Stale(one_device(port="down").devices)
     rules = replace(RULES, check_repoll=4.0)
     report = run_step(record(), Action.CHECK, replace(ports(api), sleep=waits.append), rules)
     assert waits == [4.0]
@@ -388,15 +310,29 @@ def test_a_check_that_reads_the_port_down_polls_and_reads_once_more_after_the_wa
 
 def test_a_port_still_down_after_the_repoll_is_forced_down_and_zero_decides_at_once() -> None:
     waits: list[float] = []
-    api = FakeLibreNMS(port="down")
+    api = one_device(port="down")
     rules = replace(RULES, check_repoll=4.0)
     report = run_step(record(), Action.CHECK, replace(ports(api), sleep=waits.append), rules)
     assert waits == [4.0] and api.calls.count("ports") == 2
     assert report.decision.reason is Reason.STILL_DOWN
-    api = FakeLibreNMS(port="down")
+    api = one_device(port="down")
     report = run_step(record(), Action.CHECK, replace(ports(api), sleep=waits.append), RULES)
     assert waits == [4.0] and api.calls.count("ports") == 1  # RULES: check_repoll 0
     assert report.decision.reason is Reason.STILL_DOWN
-    api = FakeLibreNMS(port="up")
+    api = one_device(port="up")
     report = run_step(record(), Action.CHECK, replace(ports(api), sleep=waits.append), rules)
     assert waits == [4.0] and report.decision.reason is Reason.RECOVERED  # up: no wait
+
+
+def test_a_retried_force_down_asks_librenms_suppression_again() -> None:
+    """A force-down retried or resumed (not fresh: its PATCH failed or a crash cut it) reads the
+    device again: one put under maintenance meanwhile is not PATCHed to UNSUPERVISED_IP but
+    restored and let go (found by the whole-daemon model test)."""
+    api = one_device(overwrite="192.0.2.9")
+    api.device(42).suppressed = "maintenance"
+    rec = record(phase=Phase.FORCING_DOWN, attempts=0, forced_down_at=None)
+    report = run_step(rec, Action.FORCE_DOWN, ports(api), RULES, fresh=False)
+    assert "patch" not in api.calls and not report.forced_down
+    decided = report.decision.record
+    assert decided is not None and decided.phase is Phase.RELEASING
+    assert report.decision.reason is Reason.SUPPRESSED_MAINTENANCE

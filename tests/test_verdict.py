@@ -41,7 +41,8 @@ from tests.conftest import (
     overwrite,
     wait_for,
 )
-from tests.test_steps import NOW, RULES, FakeClock, FakeLibreNMS, FakePoller, record
+from tests.model_world import MemoryLibreNMS
+from tests.test_steps import NOW, RULES, FakeClock, FakePoller, one_device, record
 
 EXCLUDED_42 = Verdict(controls.EXCLUDED, "EXCLUDE 42")
 
@@ -58,13 +59,13 @@ class Steer:
         return self.answer
 
 
-def ports(api: FakeLibreNMS, steer: Verdict | None) -> Ports:
+def ports(api: MemoryLibreNMS, steer: Verdict | None) -> Ports:
     return Ports(api=api, poller=FakePoller(), clock=FakeClock(), steer=Steer(steer))
 
 
 # -- the step runner asks the verdict at inspect, each attempt and each force-down ---------------
 def test_inspect_of_an_excluded_device_changes_nothing_and_forgets_it() -> None:
-    api = FakeLibreNMS(overwrite="192.0.2.9", port="down")
+    api = one_device(overwrite="192.0.2.9", port="down")
     new = DeviceRecord(device_id=42, next_attempt_at=NOW)
     report = run_step(new, Action.INSPECT, ports(api, EXCLUDED_42), RULES)
     assert report.decision.forget and report.decision.reason is Reason.EXCLUDED
@@ -76,7 +77,7 @@ def test_inspect_of_an_excluded_device_changes_nothing_and_forgets_it() -> None:
 
 
 def test_inspect_of_an_excluded_device_on_unsupervised_ip_restores_it() -> None:
-    api = FakeLibreNMS(overwrite=UNSUP, port="down")
+    api = one_device(overwrite=UNSUP, port="down")
     new = DeviceRecord(device_id=42, next_attempt_at=NOW, found_unsupervised=True)
     report = run_step(new, Action.INSPECT, ports(api, EXCLUDED_42), RULES)
     rec = report.decision.record
@@ -85,7 +86,7 @@ def test_inspect_of_an_excluded_device_on_unsupervised_ip_restores_it() -> None:
 
 
 def test_a_force_down_asks_first_and_an_excluded_device_is_restored_instead() -> None:
-    api = FakeLibreNMS(overwrite="192.0.2.9")
+    api = one_device(overwrite="192.0.2.9")
     rec = record(phase=Phase.FORCING_DOWN, attempts=0, forced_down_at=None)
     report = run_step(rec, Action.FORCE_DOWN, ports(api, EXCLUDED_42), RULES, fresh=True)
     assert "patch" not in api.calls and not report.forced_down
@@ -99,7 +100,7 @@ def test_a_force_down_asks_first_and_an_excluded_device_is_restored_instead() ->
 
 
 def test_an_attempt_of_a_device_excluded_since_restores_it() -> None:
-    api = FakeLibreNMS(overwrite=UNSUP)
+    api = one_device(overwrite=UNSUP)
     report = run_step(record(phase=Phase.DOWN), Action.VERIFY, ports(api, EXCLUDED_42), RULES)
     rec = report.decision.record
     assert rec is not None and rec.phase is Phase.RELEASING
@@ -113,7 +114,7 @@ def test_groups_not_read_yet_hold_back_only_a_first_force_down() -> None:
     assert later is not None and later.reason is Reason.NOT_YET
     assert later.record is not None and later.record.next_attempt_at > NOW
     assert before_force_down(record(phase=Phase.FORCING_DOWN), NOW, RULES, wait) is None
-    api = FakeLibreNMS(overwrite="192.0.2.9", port="down")
+    api = one_device(overwrite="192.0.2.9", port="down")
     report = run_step(
         DeviceRecord(device_id=42, next_attempt_at=NOW),
         Action.INSPECT,

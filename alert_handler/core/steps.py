@@ -106,7 +106,14 @@ def run_step(
     comps = ports.components
     try:
         if first == "verify":
-            changed = machine.foreign_change(rec, ports.api.get_device(rec.device_id), rules)
+            info = ports.api.get_device(rec.device_id)
+            changed = machine.foreign_change(rec, info, rules)
+            if changed is None and action is Action.FORCE_DOWN:
+                # A retried or resumed force-down asks LibreNMS's own suppression again too: it
+                # may have begun since the step that decided it.
+                maintenance = ports.api.under_maintenance(rec.device_id)
+                alone = seen.leave_alone(info, maintenance, ports.verdict(rec, info.hostname))
+                changed = machine.before_force_down(rec, ports.clock.time(), rules, alone)
             if changed is not None:
                 report.decision = changed
                 _unmute(rec, ports, laps, report)

@@ -118,10 +118,15 @@ class Admission:
             )
             if rec is not None and rec.held:
                 log.info(
-                    "device=%d step=confirm held (CONFIRM_ABOVE=%d): nothing changed in "
-                    "LibreNMS until `alert-handler confirm`",
+                    "device=%d step=confirm held: %s; nothing changed in LibreNMS until "
+                    "`alert-handler confirm`",
                     device_id,
-                    gate.above,
+                    (
+                        f"more than CONFIRM_ABOVE={gate.above} new devices within "
+                        f"{gate.window:.0f}s"
+                        if result.over and not holding_before
+                        else f"the gate holds every new device (CONFIRM_ABOVE={gate.above})"
+                    ),
                 )
         held += len(result.held)
         self.metrics.held.set(held)

@@ -263,7 +263,7 @@ def test_report_at_mails_the_daily_report_once_a_day(
     assert subject.startswith("alert-handler daily report: 0 forced down")
     words = " ".join(body.split())  # the mail's text part is Apprise's rendering of the text
     assert "Forced down: 0 times, 0 devices" in words and "Needed a person: nothing" in words
-    sent = (tmp_path / "events.jsonl.report-sent").read_text().strip()
+    sent = (tmp_path / "device_state.events.jsonl.report-sent").read_text().strip()
     assert d.daemon.events is not None and d.daemon.events.daily is not None
     assert d.daemon.events.daily.last_sent() == sent
     d.stop()

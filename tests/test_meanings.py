@@ -117,7 +117,8 @@ def test_every_tracked_device_closes_exactly_once_in_the_journal(
     sim.set_link(1004, "port2", "up")
     wait_for(lambda: not d.daemon.store.records(), what="all let go")
     assert d.stop() == 0
-    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    journal = tmp_path / "device_state.events.jsonl"  # named after its STATE_FILE
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
     ends = {t.value for t in EPISODE_ENDS}
     for device_id, closing in (
         (1001, "dismissed"),

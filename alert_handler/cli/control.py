@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alert_handler.cli.env import load_config
-from alert_handler.cli.guards import offline_silences, storm_guard
+from alert_handler.cli.guards import offline_silences, storm_guard, storm_line
 from alert_handler.cli.link import DaemonDown, DaemonLink
 from alert_handler.cli.lookup import Lookup, lookup
 from alert_handler.cli.output import format_table, plural
@@ -146,6 +146,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         ha = health.get("ha")
         if isinstance(ha, dict):
             print(ha_line(ha))
+    if storm["max_forced_down"]:  # MAX_FORCED_DOWN=0: no guard, no line
+        print(storm_line(storm))
     held = sum(1 for r in rows if r.get("held"))
     if held:
         print(

@@ -1,6 +1,6 @@
 """Wiring: build every part from a Config, run until told to stop, shut down in order.
 
-`cli/main.py` owns the signal handlers and `cli/logs.py` the logging; the handlers put the signal
+`cli/main.py` owns the signal handlers and `ops/logs.py` the logging; the handlers put the signal
 numbers on a queue, and this module acts on them in the main thread.
 """
 
@@ -16,26 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alert_handler import __version__
-from alert_handler.clock import SteadyClock
-from alert_handler.config import Config
-from alert_handler.controls import Controls, GroupRefresher, groups_path, silences_path
+from alert_handler.config.table import Config
 from alert_handler.core.machine import Rules
 from alert_handler.core.records import shifted
 from alert_handler.events.hub import EventHub
 from alert_handler.events.journal import EventType
 from alert_handler.events.place import adopt_legacy_journal
 from alert_handler.ha.lease import FencedPoller, Lease, Transition, connect, default_instance
-from alert_handler.health import LIBRENMS, RECOVERY_LOOP, REDIS, STATE_FILE, Health
 from alert_handler.http.endpoints import App
 from alert_handler.http.server import AlertServer, make_server
 from alert_handler.librenms.client import Fence, LibreNMS, Observer
 from alert_handler.librenms.components import Components
 from alert_handler.librenms.zone import librenms_zone
-from alert_handler.metrics import Metrics
+from alert_handler.ops.clock import SteadyClock
+from alert_handler.ops.health import LIBRENMS, RECOVERY_LOOP, REDIS, STATE_FILE, Health
+from alert_handler.ops.metrics import Metrics
+from alert_handler.ops.systemd import SystemdNotifier
 from alert_handler.poll import Poller, make_poller
-from alert_handler.reconcile import Reconciler
-from alert_handler.scheduler import Liveness, Scheduler
-from alert_handler.sdnotify import SystemdNotifier
+from alert_handler.recovery.reconcile import Reconciler
+from alert_handler.recovery.scheduler import Liveness, Scheduler
+from alert_handler.steering.controls import Controls, GroupRefresher, groups_path, silences_path
 from alert_handler.store.files import StateLock, load_state
 from alert_handler.store.state import StateStore
 

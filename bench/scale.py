@@ -43,7 +43,7 @@ from ingest import GOAL_P99_MARGIN_MS, GOAL_RATIO_PRELOADED, bare_run, daemon_ru
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.times import from_iso
 from alert_handler.sim.simulator import Simulator
-from alert_handler.store import journal
+from alert_handler.store import wal as journal
 from alert_handler.store.codec import record_to_json, snapshot_to_json
 from alert_handler.store.files import load_state, write_atomic
 from alert_handler.store.state import StateStore

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from alert_handler import daemon as daemon_mod  # noqa: E402
-from alert_handler.config import parse  # noqa: E402
+from alert_handler.config.table import parse  # noqa: E402
 from alert_handler.sim.runner import AlertRunner, Transport  # noqa: E402
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator  # noqa: E402
 

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from alert_handler.config import Config  # noqa: E402
+from alert_handler.config.table import Config  # noqa: E402
 from alert_handler.poll import SSHPoller  # noqa: E402
 from tests.sshd import SSHD, missing_prerequisite, running_sshd  # noqa: E402
 

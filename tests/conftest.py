@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from alert_handler import daemon as daemon_mod
-from alert_handler.config import Config, parse
+from alert_handler.config.table import Config, parse
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"

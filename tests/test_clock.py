@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from alert_handler.clock import SteadyClock
 from alert_handler.core.records import DeviceRecord, shifted
+from alert_handler.ops.clock import SteadyClock
 from alert_handler.sim.simulator import Simulator
 from alert_handler.store.files import read_state
 from tests.conftest import UNSUP, WEBHOOK_TOKEN, DaemonProcess, base_env, free_port, wait_for

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alert_handler.config import (
+from alert_handler.config.kinds import render_markdown
+from alert_handler.config.table import (
     DEFAULT_POLL_COMMAND,
     SETTINGS,
     Config,
@@ -23,7 +24,6 @@ from alert_handler.config import (
     render_poll_command,
     unknown_key_warnings,
 )
-from alert_handler.settings import render_markdown
 from alert_handler.sim.simulator import Simulator
 from tests.conftest import DaemonProcess, base_env, free_port, installed_cli
 
@@ -526,7 +526,7 @@ def test_docs_are_rendered_from_the_table() -> None:
 
 def test_the_generator_prints_the_docs() -> None:
     """The documented command prints the committed file and refuses other arguments."""
-    command = [sys.executable, "-m", "alert_handler.config"]
+    command = [sys.executable, "-m", "alert_handler.config.table"]
     out = subprocess.run([*command, "--markdown"], capture_output=True, text=True, check=True)
     assert out.stdout == (ROOT / "docs" / "configuration.md").read_text()
     assert subprocess.run(command, capture_output=True).returncode == 2

@@ -218,7 +218,7 @@ def test_metrics_md_lists_every_metric_and_operations_md_each_endpoint_once() ->
     failures counter was left out), and `GET /` is called the status page there.
     2. operations.md's endpoint table has one row per request, and `GET /` is the status page
     behind the token, not "a small JSON index"."""
-    from alert_handler.metrics import Metrics
+    from alert_handler.ops.metrics import Metrics
 
     families = [m for m in Metrics().registry.collect() if m.name.startswith("alert_handler_")]
     wanted = {f"{m.name}_total" if m.type == "counter" else m.name for m in families}

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alert_handler.config import ConfigError, parse
+from alert_handler.config.table import ConfigError, parse
 from alert_handler.core.times import iso
 from alert_handler.events.daily import DailyReport, due_day, seconds_until
 from alert_handler.events.digest import Message

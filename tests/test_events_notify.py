@@ -21,7 +21,7 @@ from alert_handler.events.digest import RateLimit, digest, message
 from alert_handler.events.journal import EventMaker, EventType
 from alert_handler.events.notify import Notifier
 from alert_handler.events.reader import read_events
-from alert_handler.metrics import Metrics
+from alert_handler.ops.metrics import Metrics
 from alert_handler.sim.simulator import Simulator
 from tests.conftest import (
     UNSUP,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alert_handler.config import parse
+from alert_handler.config.table import parse
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.events.journal import EventJournal, EventMaker, EventType
 from alert_handler.events.place import journal_path

@@ -13,13 +13,13 @@ import pytest
 import requests
 
 from alert_handler.cli.main import main
+from alert_handler.config.event_kinds import secret_key
 from alert_handler.events import webhook
 from alert_handler.events.journal import EventJournal, EventMaker, EventType
-from alert_handler.events.kinds import secret_key
 from alert_handler.events.reader import read_events
 from alert_handler.events.signing import new_secret, signature
 from alert_handler.events.webhook import WebhookOutbox
-from alert_handler.metrics import Metrics
+from alert_handler.ops.metrics import Metrics
 from alert_handler.sim.simulator import Simulator
 from tests.conftest import (
     UNSUP,

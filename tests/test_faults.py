@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import requests
 
-from alert_handler.sdnotify import SystemdNotifier
+from alert_handler.ops.systemd import SystemdNotifier
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 from alert_handler.store.codec import record_to_dict
 from alert_handler.store.files import read_state

@@ -60,7 +60,7 @@ def step_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "alert_handler.scheduler"
+        if r.name == "alert_handler.recovery.scheduler"
         and r.levelno >= logging.WARNING
         and " failed: " in r.getMessage()
     ]
@@ -76,7 +76,7 @@ def daemon_warnings(caplog: pytest.LogCaptureFixture, at_least: int = 0) -> list
             r.getMessage()
             for r in caplog.records
             if r.name.startswith("alert_handler")
-            and r.name != "alert_handler.health"
+            and r.name != "alert_handler.ops.health"
             and r.levelno >= logging.WARNING
         ]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alert_handler.config import ConfigError, parse
+from alert_handler.config.table import ConfigError, parse
 from alert_handler.core.facts import PollError, PollResult
 from alert_handler.ha.lease import FencedPoller, Lease, Role, Transition, connect
 from alert_handler.sim.simulator import Simulator
@@ -235,7 +235,8 @@ def test_without_ha_redis_is_not_imported(tmp_path: Path) -> None:
     import sys
 
     code = (
-        "import sys; from alert_handler.config import parse; from alert_handler import daemon;"
+        "import sys; from alert_handler.config.table import parse; "
+        "from alert_handler import daemon;"
         f"cfg = parse({{'LIBRENMS_URL': 'http://127.0.0.1:9', 'LIBRENMS_API_TOKEN': 'abcdefgh1234',"
         f"'POLL_METHOD': 'local', 'LISTEN_PORT': '0', 'LISTEN_HOST': '127.0.0.1',"
         f"'STATE_FILE': {str(tmp_path / 's.json')!r}, 'LOG_FILE': {str(tmp_path / 'l')!r}}});"
@@ -328,7 +329,7 @@ def test_bad_sentinel_urls_are_refused(url: str, problem: str) -> None:
 
 
 def test_a_sentinel_url_names_sentinels_service_db_and_password() -> None:
-    from alert_handler.ha.kinds import sentinel_url
+    from alert_handler.config.ha_kinds import sentinel_url
 
     found = sentinel_url("K", "redis+sentinel://:p%40ss@s1:26380,s2/mymaster/2")
     assert found.sentinels == (("s1", 26380), ("s2", 26379))

@@ -1,5 +1,6 @@
-"""Honest health: the model (alert_handler.health) on its own, then /health, /metrics and the log
-of a running daemon while LibreNMS drops every request and while the poller host is unreachable."""
+"""Honest health: the model (alert_handler.ops.health) on its own, then /health, /metrics and
+the log of a running daemon while LibreNMS drops every request and while the poller
+host is unreachable."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from alert_handler import __version__
-from alert_handler.health import LIBRENMS, POLLER, RECOVERY_LOOP, STATE_FILE, Health, Level
+from alert_handler.ops.health import LIBRENMS, POLLER, RECOVERY_LOOP, STATE_FILE, Health, Level
 from alert_handler.sim.simulator import Simulator
 from tests.conftest import RunningDaemon, StartDaemon, alert_body, free_port, wait_for
 from tests.test_operator_daemon import scrape, val
@@ -118,7 +119,7 @@ def test_critical_dependencies_are_read_live_and_win() -> None:
 
 
 def test_each_change_of_level_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="alert_handler.health")
+    caplog.set_level(logging.INFO, logger="alert_handler.ops.health")
     health = Health(Clock())
     for _ in range(5):
         health.record_failure(LIBRENMS, "GET /alerts: HTTP 500")
@@ -148,7 +149,7 @@ def attempts(d: RunningDaemon, device_id: int) -> int:
 
 
 def level_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "alert_handler.health"]
+    return [r.getMessage() for r in caplog.records if r.name == "alert_handler.ops.health"]
 
 
 def test_health_degrades_while_librenms_drops_every_request(

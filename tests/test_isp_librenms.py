@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from alert_handler.config import parse
+from alert_handler.config.table import parse
 from alert_handler.core.records import Phase
 from alert_handler.librenms.zone import librenms_zone, read_time
+from alert_handler.ops.unsupervised import unsupervised_ip_warning
 from alert_handler.sim.simulator import BUILDER_JSON, DEFAULT_TOKEN, Simulator
 from alert_handler.sim.transport import render_template
-from alert_handler.unsupervised import unsupervised_ip_warning
 from tests.conftest import (
     AUTH,
     UNSUP,

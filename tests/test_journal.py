@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from alert_handler.core.records import DeviceRecord, Phase
-from alert_handler.store import journal
+from alert_handler.store import wal as journal
 from alert_handler.store.codec import Snapshot, record_to_json, snapshot_to_json
 from alert_handler.store.files import load_state, read_state
 from alert_handler.store.state import CHECKPOINT_DELAY, StateStore, StateWriteError

@@ -20,7 +20,7 @@ import requests
 
 from alert_handler import daemon as daemon_mod
 from alert_handler.cli.main import main
-from alert_handler.config import parse
+from alert_handler.config.table import parse
 from alert_handler.core.machine import Action, Reason
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.steps import Ports, StepReport, run_step

@@ -248,3 +248,29 @@ def test_large_modules_are_named() -> None:
     for name, lines in sorted(sizes.items()):
         if lines > MAX_LINES:
             warnings.warn(f"{name} has {lines} lines: does it hold one concept?", stacklevel=1)
+
+
+def package_of(module: str) -> str:
+    """`alert_handler.events.hub` -> `alert_handler.events`; a top-level module is its own."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def package_graph() -> dict[str, dict[str, int]]:
+    """package -> {package it imports: a line of one such import} (imports within one package
+    are not edges)."""
+    graph: dict[str, dict[str, int]] = {}
+    for module, imported in import_graph().items():
+        mine = package_of(module)
+        edges = graph.setdefault(mine, {})
+        for target, line in imported.items():
+            if package_of(target) != mine:
+                edges.setdefault(package_of(target), line)
+    return graph
+
+
+def test_no_import_cycle_between_packages() -> None:
+    """Packages import each other in one direction: the folder tree is a layering."""
+    graph = package_graph()
+    cycle = find_cycle(graph)
+    assert cycle is None, "package cycle: " + describe(cycle, graph)

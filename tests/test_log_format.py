@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from alert_handler.cli.logs import JsonFormatter, make_formatter, setup_logging, stop_logging
-from alert_handler.config import ConfigError, parse
+from alert_handler.config.table import ConfigError, parse
 from alert_handler.core.times import iso
+from alert_handler.ops.logs import JsonFormatter, make_formatter, setup_logging, stop_logging
 
 NOW = 1_700_000_000.0
 ISO_Z = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -21,7 +21,7 @@ ISO_Z = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 def _record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:
     record = logging.LogRecord(
-        "alert_handler.scheduler", logging.WARNING, __file__, 1, message, args, None
+        "alert_handler.recovery.scheduler", logging.WARNING, __file__, 1, message, args, None
     )
     record.created = NOW + 0.123
     if exc:
@@ -60,7 +60,7 @@ def test_json_lines_carry_the_same_fields(
     assert obj["time"] == iso(NOW + 0.123)
     assert (obj["level"], obj["logger"], obj["message"]) == (
         "WARNING",
-        "alert_handler.scheduler",
+        "alert_handler.recovery.scheduler",
         message,
     )
     assert obj.get("device") == device and obj.get("step") == step
@@ -101,7 +101,7 @@ def test_json_log_file_is_one_redacted_object_per_line(tmp_path: Path) -> None:
     saved = (list(root.handlers), root.level)
     try:
         setup_logging(cfg, background=True)
-        log = logging.getLogger("alert_handler.scheduler")
+        log = logging.getLogger("alert_handler.recovery.scheduler")
         log.info("device=%s step=check token %s in a line", 42, secret)
         log.warning("step=cycle due=1")
         stop_logging()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from alert_handler.core import controls
+from alert_handler.core import verdict as controls
 from alert_handler.core.alerts import Alert
 from alert_handler.core.event_types import EPISODE_ENDS, EventType
 from alert_handler.core.facts import DeviceInfo, PortInfo

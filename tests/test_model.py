@@ -54,12 +54,12 @@ from hypothesis.stateful import (
 )
 
 from alert_handler import daemon as daemon_mod
-from alert_handler import scheduler as scheduler_mod
-from alert_handler.config import parse
+from alert_handler.config.table import parse
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.events.journal import EPISODE_ENDS, EventType
 from alert_handler.events.reader import read_events
-from alert_handler.reconcile import reconcile_once
+from alert_handler.recovery import scheduler as scheduler_mod
+from alert_handler.recovery.reconcile import reconcile_once
 from alert_handler.store.state import StateWriteError
 from tests.model_world import DEVICE_DOWN, SUPPRESSIONS, TRIGGER, UNSUP, Crash, Device
 from tests.model_world import MemoryLibreNMS as _MemoryLibreNMS

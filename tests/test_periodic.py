@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from alert_handler.periodic import Periodic
+from alert_handler.ops.periodic import Periodic
 from tests.conftest import wait_for
 
 
@@ -16,7 +16,7 @@ def test_a_failing_pass_is_logged_and_the_next_runs(caplog: pytest.LogCaptureFix
     """1. The first pass raises: logged with the step and its traceback.
     2. The thread goes on: the second pass runs.
     3. stop() while it pauses for an hour: the thread ends without waiting the hour."""
-    caplog.set_level(logging.ERROR, logger="alert_handler.periodic")
+    caplog.set_level(logging.ERROR, logger="alert_handler.ops.periodic")
     passes: list[int] = []
     third = threading.Event()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from alert_handler.config import Config
+from alert_handler.config.table import Config
 from alert_handler.poll import (
     HostKeyMismatch,
     LocalPoller,

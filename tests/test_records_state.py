@@ -34,8 +34,8 @@ from alert_handler.store.files import (
     load_state,
     write_atomic,
 )
-from alert_handler.store.journal import read_journal
 from alert_handler.store.state import StateStore, StateWriteError
+from alert_handler.store.wal import read_journal
 from tests.conftest import checkpoint_seq, wait_for
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z

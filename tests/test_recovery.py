@@ -22,7 +22,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from alert_handler.controls import Controls
 from alert_handler.core.alerts import Alert
 from alert_handler.core.facts import (
     DeviceInfo,
@@ -50,11 +49,12 @@ from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.seen import SUPPRESSED, suppression
 from alert_handler.core.steps import Ports, StepReport, run_device
 from alert_handler.events.emit import Emitter
-from alert_handler.health import Health
 from alert_handler.librenms.client import LibreNMS
-from alert_handler.metrics import Metrics
+from alert_handler.ops.health import Health
+from alert_handler.ops.metrics import Metrics
 from alert_handler.poll import Poller, PollResult
-from alert_handler.scheduler import Scheduler
+from alert_handler.recovery.scheduler import Scheduler
+from alert_handler.steering.controls import Controls
 from alert_handler.store.codec import Snapshot
 from alert_handler.store.files import load_state
 from alert_handler.store.state import StateStore

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from alert_handler.config import parse
+from alert_handler.config.table import parse
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator
 from tests.conftest import (
     UNSUP,

@@ -13,7 +13,7 @@ import pytest
 import requests
 from urllib3.exceptions import InsecureRequestWarning
 
-from alert_handler.config import parse
+from alert_handler.config.table import parse
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.daemon import make_api
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator

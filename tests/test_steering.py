@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 import requests
 
-from alert_handler.core.controls import (
+from alert_handler.core.records import Phase
+from alert_handler.core.verdict import (
     ConfirmGate,
     ControlError,
+    Selector,
     Silence,
-    Target,
     parse_duration,
     parse_exclusions,
     parse_target,
     verdict,
 )
-from alert_handler.core.records import Phase
 from alert_handler.sim.simulator import Simulator
 from tests.conftest import (
     AUTH,
@@ -41,9 +41,9 @@ from tests.conftest import (
 # -- the pure decisions -----------------------------------------------------------------------
 def test_targets_and_durations() -> None:
     assert parse_exclusions("12, cpe-lab-*,group:VIP customers") == (
-        Target(device_id=12),
-        Target(glob="cpe-lab-*"),
-        Target(group="VIP customers"),
+        Selector(device_id=12),
+        Selector(glob="cpe-lab-*"),
+        Selector(group="VIP customers"),
     )
     assert parse_duration("2h") == 7200.0 and parse_duration("30m") == 1800.0
     for bad in ("-5m", "0h", "5", "2 hours", "91d", ""):
@@ -54,14 +54,14 @@ def test_targets_and_durations() -> None:
             parse_target(bad)
     with pytest.raises(ControlError, match="not a group"):
         parse_target("group:x", allow_group=False)
-    assert Target(glob="*").matches_everything and Target(glob="**").matches_everything
-    assert not Target(glob="cpe-*").matches_everything
-    assert Target(glob="CPE-LAB-*").matches(5, "cpe-lab-7", frozenset())
+    assert Selector(glob="*").matches_everything and Selector(glob="**").matches_everything
+    assert not Selector(glob="cpe-*").matches_everything
+    assert Selector(glob="CPE-LAB-*").matches(5, "cpe-lab-7", frozenset())
 
 
 def test_verdict_exclusion_wins_and_silences_expire() -> None:
-    silence = Silence(Target(device_id=5), until=200.0, reason="lab", by="10.0.0.1", created=0.0)
-    excluded = (Target(group="VIP"),)
+    silence = Silence(Selector(device_id=5), until=200.0, reason="lab", by="10.0.0.1", created=0.0)
+    excluded = (Selector(group="VIP"),)
     found = verdict(5, "cpe-5", frozenset({"VIP"}), excluded, (silence,), now=100.0)
     assert found is not None and found.kind == "excluded" and "group:VIP" in str(found)
     found = verdict(5, "cpe-5", frozenset(), excluded, (silence,), now=100.0)
@@ -279,7 +279,7 @@ def test_reconciliation_leaves_excluded_devices_alone(
 ) -> None:
     """An open alert that never reached the daemon is picked up by reconciliation, unless its
     device is excluded: the same verdict as the webhook's."""
-    caplog.set_level(logging.INFO, logger="alert_handler.reconcile")
+    caplog.set_level(logging.INFO, logger="alert_handler.recovery.reconcile")
     sim.add_device(701, "cpe-lab-701", ports={"port2": "down"})
     sim.add_device(702, "cpe-702", ports={"port2": "down"})
     sim.add_alert(701)

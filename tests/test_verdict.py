@@ -11,23 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from alert_handler.core import controls, intake
+from alert_handler.core import intake
+from alert_handler.core import verdict as controls
 from alert_handler.core.alerts import Alert
-from alert_handler.core.controls import (
-    NOT_YET,
-    ConfirmGate,
-    GateState,
-    Silence,
-    Target,
-    Verdict,
-    gate_pass,
-    verdict,
-)
 from alert_handler.core.facts import DeviceInfo, OpenAlert
 from alert_handler.core.machine import Action, LeaveAlone, Reason, before_force_down
 from alert_handler.core.reconciling import plan_pass
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.core.steps import Ports, run_step
+from alert_handler.core.verdict import (
+    NOT_YET,
+    ConfirmGate,
+    GateState,
+    Selector,
+    Silence,
+    Verdict,
+    gate_pass,
+    verdict,
+)
 from alert_handler.sim.simulator import Simulator
 from tests.conftest import (
     AUTH,
@@ -149,7 +150,7 @@ def test_an_alert_whose_ip_is_unsupervised_ip_is_never_held() -> None:
 
 
 def test_exclusion_groups_never_read_fail_closed() -> None:
-    vip = (Target(group="VIP"), Target(device_id=7))
+    vip = (Selector(group="VIP"), Selector(device_id=7))
     found = verdict(5, "cpe-5", frozenset(), vip, (), NOW, groups_known=False)
     assert found is not None and found.waits and "not read yet" in str(found)
     found = verdict(7, "cpe-7", frozenset(), vip, (), NOW, groups_known=False)
@@ -355,10 +356,10 @@ def test_a_discarded_device_stays_discarded_for_the_alert_it_came_from(
 
 # -- EXCLUDE=group:NAME fails closed (bug 8) -----------------------------------------------------
 def test_group_members_are_kept_on_disk_and_unknown_groups_fail_closed(tmp_path: Path) -> None:
-    from alert_handler.controls import Controls, groups_path
+    from alert_handler.steering.controls import Controls, groups_path
 
     path = groups_path(tmp_path / "state.json")
-    exclusions = (Target(group="VIP"),)
+    exclusions = (Selector(group="VIP"),)
 
     def fresh() -> Controls:
         return Controls(exclusions, tmp_path / "silences.json", lambda: NOW, groups_file=path)
@@ -382,7 +383,7 @@ def test_no_first_force_down_before_the_exclusion_groups_are_read(
     """1. EXCLUDE=group:VIP and LibreNMS answers 500 for the group: 901 (not a member) and 902
        (a member) alert; both are tracked, neither is forced down ("not read yet").
     2. The group is read: 901 is forced down, 902 is let go untouched."""
-    caplog.set_level(logging.INFO, logger="alert_handler.scheduler")
+    caplog.set_level(logging.INFO, logger="alert_handler.recovery.scheduler")
     sim.set_group("VIP", {902})
     for device_id in (901, 902):
         sim.add_device(
@@ -452,9 +453,9 @@ def test_a_confirm_during_a_scheduling_pass_is_never_lost() -> None:
     confirms the held device: nothing stays held, the gate does not hold."""
     import threading
 
-    from alert_handler.admission import Admission
     from alert_handler.events.emit import Emitter
-    from alert_handler.metrics import Metrics
+    from alert_handler.ops.metrics import Metrics
+    from alert_handler.recovery.admission import Admission
 
     records = {d: DeviceRecord(device_id=d, next_attempt_at=NOW) for d in (1, 2)}
     store = _PausingStore(records)
@@ -485,11 +486,11 @@ def test_holding_since_before_does_not_claim_the_limit_was_passed(
     """Bug 2: restarted with CONFIRM_ABOVE raised to 50 and devices still held, the log does
     not say "more than CONFIRM_ABOVE=50 new devices": it says the gate holds until a person
     decides, with the current limit."""
-    from alert_handler.admission import Admission
     from alert_handler.events.emit import Emitter
-    from alert_handler.metrics import Metrics
+    from alert_handler.ops.metrics import Metrics
+    from alert_handler.recovery.admission import Admission
 
-    caplog.set_level(logging.WARNING, logger="alert_handler.scheduler")
+    caplog.set_level(logging.WARNING, logger="alert_handler.recovery.scheduler")
     records = {d: DeviceRecord(device_id=d, held=d < 3, next_attempt_at=NOW) for d in (1, 2, 3)}
     store = _PausingStore(records)
     gate = ConfirmGate(above=50, window=300.0)

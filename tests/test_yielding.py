@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from alert_handler.scheduler import Scheduler
+from alert_handler.recovery.scheduler import Scheduler
+from alert_handler.recovery.yielding import LONGEST, QUIET, AckYield
 from alert_handler.sim.simulator import Simulator
-from alert_handler.yielding import LONGEST, QUIET, AckYield
 from tests.conftest import UNSUP, StartDaemon, alert_body, overwrite, wait_for
 
 

@@ -14,13 +14,13 @@ from alert_handler.cli.check_librenms import check_components, check_librenms
 from alert_handler.cli.env import no_env_file_note, read_env, setting_warnings, start_warnings
 from alert_handler.cli.notify import events_checks
 from alert_handler.cli.output import plural
-from alert_handler.config import Config, ConfigError, parse
+from alert_handler.config.table import Config, ConfigError, parse
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.daemon import make_api
 from alert_handler.ha.lease import ha_checks
 from alert_handler.poll import PollError, make_poller
 from alert_handler.store.files import CorruptState, quarantine_name, read_lock, read_state
-from alert_handler.store.journal import journal_path
+from alert_handler.store.wal import journal_path
 
 OK, FAIL = "\u2714", "\u2718"
 

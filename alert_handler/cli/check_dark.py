@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 import shlex
 
-from alert_handler.config import Config
+from alert_handler.config.table import Config
 from alert_handler.core.facts import PollError
+from alert_handler.ops.unsupervised import ADVICE
 from alert_handler.poll.groups import GroupPoller, GroupRoute
-from alert_handler.unsupervised import ADVICE
 
 FPING_OPTIONS = "-e -q -c 3 -p 500 -t 500 -O 0"  # LibreNMS's defaults (fping_options.*)
 _POLL = "device:poll {device_id}"

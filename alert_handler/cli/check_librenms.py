@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from alert_handler.config import Config
+from alert_handler.config.table import Config
 from alert_handler.core.facts import LibreNMSError, PollError
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.librenms.components import probe_rights

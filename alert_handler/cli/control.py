@@ -20,7 +20,7 @@ from alert_handler.cli.guards import offline_silences, storm_guard, storm_line
 from alert_handler.cli.link import DaemonDown, DaemonLink
 from alert_handler.cli.lookup import Lookup, lookup
 from alert_handler.cli.output import format_table, plural
-from alert_handler.config import Config
+from alert_handler.config.table import Config
 from alert_handler.http.views import device_row
 from alert_handler.store.codec import Snapshot
 from alert_handler.store.files import (

@@ -14,8 +14,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from alert_handler.config import Config, ConfigError, parse, unknown_key_warnings
-from alert_handler.unsupervised import unsupervised_ip_warning
+from alert_handler.config.table import Config, ConfigError, parse, unknown_key_warnings
+from alert_handler.ops.unsupervised import unsupervised_ip_warning
 
 _read: dict[str, dict[str, str | None]] = {}  # each env file is read once (it may be a pipe)
 

@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 from alert_handler.cli.output import plural
-from alert_handler.config import Config
-from alert_handler.controls import SILENCES_VERSION, silences_path
-from alert_handler.core.controls import ControlError, parse_target
+from alert_handler.config.table import Config
 from alert_handler.core.records import FORCED_PHASES, Phase
 from alert_handler.core.times import from_iso, iso
+from alert_handler.core.verdict import ControlError, parse_target
+from alert_handler.steering.controls import SILENCES_VERSION, silences_path
 
 
 def offline_silences(cfg: Config) -> list[dict[str, Any]] | str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from alert_handler.config import Config
+from alert_handler.config.table import Config
 from alert_handler.store.files import read_lock
 
 _TIMEOUT = 10.0  # seconds for one request; the daemon answers its API in milliseconds

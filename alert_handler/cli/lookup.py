@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from alert_handler.config import Config
+from alert_handler.config.table import Config
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from alert_handler import __version__
 from alert_handler.cli import commands
 from alert_handler.cli.env import load_config, setting_warnings, start_warnings
-from alert_handler.cli.logs import reopen_logs, setup_logging
 from alert_handler.cli.output import reader_left
 from alert_handler.cli.usage import Parser
-from alert_handler.config import Config, ConfigError
+from alert_handler.config.table import Config, ConfigError
+from alert_handler.ops.logs import reopen_logs, setup_logging
 from alert_handler.store.files import StateLocked
 
 log = logging.getLogger("alert_handler")

@@ -8,11 +8,11 @@ import os
 import time
 
 from alert_handler.cli.env import load_config
-from alert_handler.config import Config, redact
+from alert_handler.config.event_kinds import target_name
+from alert_handler.config.table import Config, redact
 from alert_handler.core.records import DeviceRecord, Phase
 from alert_handler.events.digest import Message, message
 from alert_handler.events.journal import EventMaker, EventType
-from alert_handler.events.kinds import target_name
 from alert_handler.events.place import journal_path
 
 OK, FAIL = "\u2714", "\u2718"

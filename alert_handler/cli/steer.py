@@ -13,8 +13,8 @@ from alert_handler.cli.link import DaemonDown, DaemonLink
 from alert_handler.cli.lookup import lookup
 from alert_handler.cli.output import plural
 from alert_handler.cli.usage import duration_arg, silence_target_arg, usage
-from alert_handler.controls import silences_path
-from alert_handler.core.controls import parse_target
+from alert_handler.core.verdict import parse_target
+from alert_handler.steering.controls import silences_path
 
 
 def _ask(

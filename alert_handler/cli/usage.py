@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 from alert_handler.cli.output import device_id_arg
-from alert_handler.core.controls import ControlError, parse_duration, parse_target
+from alert_handler.core.verdict import ControlError, parse_duration, parse_target
 
 _CHOICE_RE = re.compile(r"invalid choice: '(?P<word>[^']*)' \(choose from (?P<choices>.*)\)")
 

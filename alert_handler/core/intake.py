@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from alert_handler.core.alerts import STATE_ACKNOWLEDGED, STATE_RECOVERED, Alert
-from alert_handler.core.controls import Verdict, blocks, let_go
 from alert_handler.core.machine import Decision, Reason, Rules
 from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.core.verdict import Verdict, blocks, let_go
 
 
 def new_record(

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from alert_handler.core.controls import Verdict
 from alert_handler.core.facts import DeviceInfo, OpenAlert, PollResult, PortInfo
 from alert_handler.core.records import DeviceRecord
+from alert_handler.core.verdict import Verdict
 
 
 class LibreNMSPort(Protocol):

@@ -2,7 +2,8 @@
 
 `plan_pass` gets the devices and open alerts as read, what the daemon tracks, when it last let
 each device go, and the verdicts (the controls' and LibreNMS's own suppression), and returns what
-to take on and what was skipped and why. `reconcile.py` reads LibreNMS and applies the plan.
+to take on and what was skipped and why. `recovery/reconcile.py` reads LibreNMS and applies
+the plan.
 
 - Adoption: a device on UNSUPERVISED_IP that the daemon does not track is taken on, marked
   `found_unsupervised` (the confirmation gate never holds it: it is changed already). One the
@@ -20,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from alert_handler.core.controls import Verdict, blocks
 from alert_handler.core.facts import DeviceInfo, OpenAlert
 from alert_handler.core.machine import Rules
 from alert_handler.core.seen import suppression
+from alert_handler.core.verdict import Verdict, blocks
 
 ADOPT_WHY = "found on UNSUPERVISED_IP, not tracked"
 

@@ -7,11 +7,11 @@ acknowledgements to take back).
 
 from __future__ import annotations
 
-from alert_handler.core.controls import NOT_YET, Verdict
 from alert_handler.core.facts import DeviceInfo
 from alert_handler.core.machine import Decision, LeaveAlone, Reason
 from alert_handler.core.outcomes import meaning
 from alert_handler.core.records import DeviceRecord
+from alert_handler.core.verdict import NOT_YET, Verdict
 
 SUPPRESSED = frozenset(
     {Reason.SUPPRESSED_MAINTENANCE, Reason.SUPPRESSED_DISABLED, Reason.SUPPRESSED_IGNORED}

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from alert_handler.config import Config
+from alert_handler.config.table import Config
 from alert_handler.core.alerts import counted
 from alert_handler.events.chart import DownTimeline
 from alert_handler.events.daily import DailyReport
@@ -20,7 +20,7 @@ from alert_handler.events.notify import Notifier
 from alert_handler.events.originals import LastOriginals
 from alert_handler.events.reader import read_events
 from alert_handler.events.webhook import WebhookOutbox
-from alert_handler.metrics import Metrics
+from alert_handler.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from alert_handler.core.event_types import EventType as EventType
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
 from alert_handler.events.ids import IdSource
-from alert_handler.store.journal import append_durably, cut_torn_tail, fsync_dir
+from alert_handler.store.wal import append_durably, cut_torn_tail, fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from alert_handler.config.event_kinds import target_name
+from alert_handler.config.kinds import ConfigError
 from alert_handler.core.times import from_iso
 from alert_handler.events.digest import Message, RateLimit
 from alert_handler.events.journal import Event
-from alert_handler.events.kinds import target_name
-from alert_handler.metrics import Metrics
-from alert_handler.settings import ConfigError
+from alert_handler.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

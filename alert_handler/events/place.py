@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from alert_handler.config import Config
+from alert_handler.config.table import Config
 
 LEGACY_NAME = "events.jsonl"
 

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import secrets
 
-from alert_handler.events.kinds import SECRET_PREFIX, secret_key
+from alert_handler.config.event_kinds import SECRET_PREFIX, secret_key
 
 
 def new_secret() -> str:

@@ -26,7 +26,7 @@ from alert_handler.core.times import from_iso
 from alert_handler.events.journal import Event
 from alert_handler.events.reader import Follower
 from alert_handler.events.signing import headers
-from alert_handler.metrics import Metrics
+from alert_handler.ops.metrics import Metrics
 from alert_handler.store.files import write_atomic
 
 log = logging.getLogger(__name__)

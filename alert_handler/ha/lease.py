@@ -33,9 +33,9 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from alert_handler.config import Config
+from alert_handler.config.ha_kinds import SENTINEL, margin, sentinel_url
+from alert_handler.config.table import Config
 from alert_handler.core.facts import PollError, PollResult
-from alert_handler.ha.kinds import SENTINEL, margin, sentinel_url
 
 if TYPE_CHECKING:
     import redis

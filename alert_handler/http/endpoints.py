@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from alert_handler.controls import Controls, silence_row
 from alert_handler.core import intake
 from alert_handler.core.alerts import (
     Alert,
@@ -29,14 +28,15 @@ from alert_handler.core.times import iso
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.events.page import PageData, render_page
-from alert_handler.health import Health, Level
 from alert_handler.http import routes
-from alert_handler.http.steering import Reply, Steering
 from alert_handler.http.views import device_row
-from alert_handler.metrics import Metrics
-from alert_handler.scheduler import Scheduler
+from alert_handler.ops.health import Health, Level
+from alert_handler.ops.metrics import Metrics
+from alert_handler.ops.throttle import Throttle
+from alert_handler.recovery.scheduler import Scheduler
+from alert_handler.steering.controls import Controls, silence_row
+from alert_handler.steering.endpoints import Reply, Steering
 from alert_handler.store.state import ACK_WAIT, StateStore, StateWriteError
-from alert_handler.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

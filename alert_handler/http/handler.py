@@ -35,7 +35,7 @@ from alert_handler.http.auth import CHALLENGE, WebhookAuth
 from alert_handler.http.endpoints import App
 from alert_handler.http.replies import ERRORS, head, raw_reply
 from alert_handler.http.routes import Answer
-from alert_handler.throttle import Throttle
+from alert_handler.ops.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

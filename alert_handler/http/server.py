@@ -34,7 +34,7 @@ from alert_handler.http.handler import Shared
 from alert_handler.http.reaper import Reaper
 from alert_handler.http.replies import raw_reply
 from alert_handler.http.workers import RequestThreads
-from alert_handler.throttle import Throttle
+from alert_handler.ops.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from alert_handler.config import Config
+from alert_handler.config.table import Config
 from alert_handler.core.facts import PollError, PollResult
 from alert_handler.poll.groups import GroupPoller, PollObserver
 from alert_handler.poll.known_hosts import HostKeyMismatch

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from alert_handler.config import Config
+from alert_handler.config.kinds import PollTarget
+from alert_handler.config.table import Config
 from alert_handler.core.facts import PollError, PollResult
 from alert_handler.poll.local import LocalPoller
 from alert_handler.poll.ssh import SSHPoller
-from alert_handler.settings import PollTarget
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 
-from alert_handler.config import Config, render_poll_command
+from alert_handler.config.table import Config, render_poll_command
 from alert_handler.core.facts import PollError, PollResult
 from alert_handler.poll.result import log_result, output_tail
 

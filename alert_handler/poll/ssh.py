@@ -16,7 +16,7 @@ from typing import Any
 
 import paramiko
 
-from alert_handler.config import Config, redact, render_poll_command
+from alert_handler.config.table import Config, redact, render_poll_command
 from alert_handler.core.facts import PollError, PollResult
 from alert_handler.poll.known_hosts import (
     KnownHosts,

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alert_handler import daemon as daemon_mod
-from alert_handler.cli.logs import setup_logging, stop_logging
-from alert_handler.config import ConfigError, parse
+from alert_handler.config.table import ConfigError, parse
+from alert_handler.ops.logs import setup_logging, stop_logging
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator, demo_fleet
 
 

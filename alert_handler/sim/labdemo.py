@@ -24,9 +24,9 @@ from functools import partial
 from pathlib import Path
 
 from alert_handler import daemon as daemon_mod
-from alert_handler.cli.logs import setup_logging
-from alert_handler.config import parse
+from alert_handler.config.table import parse
 from alert_handler.core.records import Phase
+from alert_handler.ops.logs import setup_logging
 from alert_handler.sim.command import _wait_for_signal, _write_env, simulator_env
 from alert_handler.sim.demo import _close_log_files, _null, _say
 from alert_handler.sim.lab import Lab, LabError, missing_prerequisite

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from alert_handler.store.codec import Snapshot, record_to_json, snapshot_head
 from alert_handler.store.files import write_atomic
-from alert_handler.store.journal import journal_path, old_journal_path
+from alert_handler.store.wal import journal_path, old_journal_path
 
 log = logging.getLogger(__name__)
 

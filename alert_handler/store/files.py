@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alert_handler.store import journal
+from alert_handler.store import wal as journal
 from alert_handler.store.codec import Snapshot, snapshot_from_json
 
 log = logging.getLogger(__name__)

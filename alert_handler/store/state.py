@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alert_handler.core.records import DeviceRecord
-from alert_handler.store import journal
+from alert_handler.store import wal as journal
 from alert_handler.store.checkpoint import Checkpointer
 from alert_handler.store.codec import Snapshot, record_to_json
 

@@ -17,20 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from alert_handler.admission import Admission
 from alert_handler.core import machine, steps
-from alert_handler.core.controls import ConfirmGate
 from alert_handler.core.machine import Action, Rules
 from alert_handler.core.outcomes import CYCLE_OUTCOMES, Outcome
 from alert_handler.core.ports import ComponentPort
 from alert_handler.core.records import DeviceRecord, Phase
+from alert_handler.core.verdict import ConfirmGate
 from alert_handler.events.emit import Emitter
-from alert_handler.health import Health
-from alert_handler.jobs import Recorder
-from alert_handler.metrics import Metrics
-from alert_handler.pool import Pool
+from alert_handler.ops.health import Health
+from alert_handler.ops.metrics import Metrics
+from alert_handler.recovery.admission import Admission
+from alert_handler.recovery.pool import Pool
+from alert_handler.recovery.recorder import Recorder
+from alert_handler.recovery.yielding import AckYield
 from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
-from alert_handler.yielding import AckYield
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from alert_handler import __version__
+from alert_handler.core.event_types import EventType
 from alert_handler.core.machine import Action, Decision
 from alert_handler.core.outcomes import ATTEMPT_OUTCOMES as _OUTCOMES
 from alert_handler.core.outcomes import Outcome, attempt_outcome
 from alert_handler.core.records import DeviceRecord, Phase
-from alert_handler.events.journal import EventType
 
 ALERT_RESULTS = (
     "accepted",

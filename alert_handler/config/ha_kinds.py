@@ -8,7 +8,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 
-from alert_handler.settings import ConfigError, Kind
+from alert_handler.config.kinds import ConfigError, Kind
 
 LEASE_BOUNDS = (2.0, 300.0)  # seconds: shorter makes every Redis hiccup a failover
 RENEW_BOUNDS = (0.2, 150.0)

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alert_handler.admission import Admission
-from alert_handler.controls import Controls, silence_row
-from alert_handler.core import controls as controls_mod
+from alert_handler.core import verdict as controls_mod
 from alert_handler.core.alerts import BadPayload, counted, log_safe
-from alert_handler.core.controls import ControlError, parse_duration, parse_target
 from alert_handler.core.machine import Decision
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
+from alert_handler.core.verdict import ControlError, parse_duration, parse_target
+from alert_handler.recovery.admission import Admission
+from alert_handler.steering.controls import Controls, silence_row
 from alert_handler.store.state import ACK_WAIT, StateStore, StateWriteError
 
 log = logging.getLogger("alert_handler.http.endpoints")

@@ -7,7 +7,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-log = logging.getLogger("alert_handler.scheduler")
+log = logging.getLogger("alert_handler.recovery.scheduler")
 
 
 class Pool:

@@ -13,13 +13,15 @@ from alert_handler.core.machine import Action, Decision, Rules
 from alert_handler.core.outcomes import meaning
 from alert_handler.core.records import DeviceRecord, merge_alert_fields
 from alert_handler.events.emit import Emitter
-from alert_handler.health import POLLER, Health
-from alert_handler.metrics import STEPS, Metrics
+from alert_handler.ops.health import POLLER, Health
+from alert_handler.ops.metrics import STEPS, Metrics
+from alert_handler.ops.throttle import Throttle
+from alert_handler.ops.unsupervised import ADVICE
 from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
-from alert_handler.throttle import Throttle
-from alert_handler.unsupervised import ADVICE
 
-log = logging.getLogger("alert_handler.scheduler")  # one logger for the recovery loop's lines
+log = logging.getLogger(
+    "alert_handler.recovery.scheduler"
+)  # one logger for the recovery loop's lines
 
 
 class _TroubleLog:

@@ -24,17 +24,18 @@ import threading
 import time
 from collections.abc import Callable
 
-from alert_handler.core import controls, machine
+from alert_handler.core import machine
+from alert_handler.core import verdict as controls
 from alert_handler.core.alerts import counted
-from alert_handler.core.controls import ConfirmGate, gate_pass, gate_reset
 from alert_handler.core.machine import Decision
 from alert_handler.core.records import DeviceRecord
+from alert_handler.core.verdict import ConfirmGate, gate_pass, gate_reset
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
-from alert_handler.metrics import Metrics
+from alert_handler.ops.metrics import Metrics
 from alert_handler.store.state import StateStore
 
-log = logging.getLogger("alert_handler.scheduler")
+log = logging.getLogger("alert_handler.recovery.scheduler")
 
 # One decision per held device (confirm, discard).
 Decide = Callable[[DeviceRecord], Decision]

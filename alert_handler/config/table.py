@@ -1,7 +1,7 @@
 """The daemon's configuration: one frozen object, validated once at start.
 
 `Config` is the table of settings: each field names its kind, default, group and one-line doc
-(see `settings.py`). `parse(mapping)` is pure: it takes the merged `.env` + environment mapping
+(see `kinds.py`). `parse(mapping)` is pure: it takes the merged `.env` + environment mapping
 and returns a Config, or raises `ConfigError` naming the first bad key. The settings are read
 from the env file and the environment by `cli/env.py` alone (a few parts read variables of their
 own: NOTIFY_SOCKET and WATCHDOG_USEC for systemd, proxies and CA bundles for the API client,
@@ -18,11 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from alert_handler import settings as s
-from alert_handler.core.controls import Target
-from alert_handler.events import kinds as ek
-from alert_handler.ha import kinds as hk
-from alert_handler.settings import ConfigError, Setting, required, setting
+from alert_handler.config import event_kinds as ek
+from alert_handler.config import ha_kinds as hk
+from alert_handler.config import kinds as s
+from alert_handler.config.kinds import ConfigError, Setting, required, setting
+from alert_handler.core.verdict import Selector
 
 __all__ = [
     "DEFAULT_POLL_COMMAND",
@@ -100,7 +100,7 @@ class Config:
         "the port's change (net-snmp's ifTable: 3 s); keep it above the agents' cache age "
         "(0: decide on the first read).")
 
-    exclude: tuple[Target, ...] = setting(
+    exclude: tuple[Selector, ...] = setting(
         s.EXCLUSIONS, (), STEER, "Devices never forced down: ids, hostname globs, group:NAME "
         "(LibreNMS device groups); a tracked one that becomes excluded is restored and forgotten.")
     exclude_refresh_sec: float = setting(

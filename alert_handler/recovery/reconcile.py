@@ -21,17 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from alert_handler.core.alerts import plain
-from alert_handler.core.controls import Verdict
 from alert_handler.core.facts import LibreNMSError
 from alert_handler.core.intake import new_record
 from alert_handler.core.machine import Rules, shown
 from alert_handler.core.reconciling import TakeOn, plan_pass
 from alert_handler.core.records import DeviceRecord
+from alert_handler.core.verdict import Verdict
 from alert_handler.events.emit import Emitter
 from alert_handler.events.journal import EventType
 from alert_handler.librenms.client import LibreNMS
 from alert_handler.librenms.components import Components
-from alert_handler.periodic import Periodic
+from alert_handler.ops.periodic import Periodic
 from alert_handler.store.state import STEP_WAIT, StateStore, StateWriteError
 
 log = logging.getLogger(__name__)

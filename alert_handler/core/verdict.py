@@ -46,7 +46,7 @@ def parse_duration(text: str) -> float:
 
 
 @dataclass(frozen=True)
-class Target:
+class Selector:
     """Which devices an exclusion or silence covers: one id, a hostname glob, or a group."""
 
     device_id: int | None = None
@@ -76,7 +76,7 @@ class Target:
         return self.glob is not None and self.glob.strip("*") in ("", "?") and "*" in self.glob
 
 
-def parse_target(text: str, *, allow_group: bool = True) -> Target:
+def parse_target(text: str, *, allow_group: bool = True) -> Selector:
     """One EXCLUDE entry or silence target; ControlError when it is none of the three forms."""
     text = text.strip()
     if not text:
@@ -85,20 +85,20 @@ def parse_target(text: str, *, allow_group: bool = True) -> Target:
         value = int(text)
         if not 0 < value < 2**31:
             raise ControlError(f"device id {text:.20} is out of range")
-        return Target(device_id=value)
+        return Selector(device_id=value)
     if text.lower().startswith("group:"):
         name = text[len("group:") :].strip()
         if not allow_group:
             raise ControlError("a silence takes a device id or a hostname glob, not a group")
         if not name or len(name) > 255:
             raise ControlError("group: needs a device group name")
-        return Target(group=name)
+        return Selector(group=name)
     if len(text) > 255 or any(c.isspace() or not c.isprintable() for c in text):
         raise ControlError("a hostname glob has no spaces or control characters")
-    return Target(glob=text)
+    return Selector(glob=text)
 
 
-def parse_exclusions(text: str) -> tuple[Target, ...]:
+def parse_exclusions(text: str) -> tuple[Selector, ...]:
     """EXCLUDE: a comma list of targets (group names may hold spaces)."""
     return tuple(parse_target(part) for part in text.split(",") if part.strip())
 
@@ -107,7 +107,7 @@ def parse_exclusions(text: str) -> tuple[Target, ...]:
 class Silence:
     """A silence: who set it (client address), why, until when (epoch seconds)."""
 
-    target: Target
+    target: Selector
     until: float
     reason: str
     by: str
@@ -151,7 +151,7 @@ def verdict(
     device_id: int,
     hostname: str | None,
     groups: frozenset[str],
-    exclusions: tuple[Target, ...],
+    exclusions: tuple[Selector, ...],
     silences: tuple[Silence, ...],
     now: float,
     *,

@@ -16,21 +16,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from alert_handler.core import controls as core_controls
 from alert_handler.core import machine
-from alert_handler.core.controls import (
+from alert_handler.core import verdict as core_controls
+from alert_handler.core.facts import LibreNMSError
+from alert_handler.core.records import DeviceRecord
+from alert_handler.core.times import from_iso, iso
+from alert_handler.core.verdict import (
     ConfirmGate,
     ControlError,
+    Selector,
     Silence,
-    Target,
     Verdict,
     parse_target,
     verdict,
 )
-from alert_handler.core.facts import LibreNMSError
-from alert_handler.core.records import DeviceRecord
-from alert_handler.core.times import from_iso, iso
-from alert_handler.periodic import Periodic
+from alert_handler.ops.periodic import Periodic
 from alert_handler.store.files import write_atomic
 from alert_handler.store.state import StateStore, StateWriteError
 
@@ -129,7 +129,7 @@ class Controls:
 
     def __init__(
         self,
-        exclusions: tuple[Target, ...],
+        exclusions: tuple[Selector, ...],
         silences_file: Path,
         clock: Callable[[], float],
         *,
@@ -206,7 +206,7 @@ class Controls:
             self._silences = [s for s in self._silences if s.active(now)]
             return sorted(self._silences, key=lambda s: s.until)
 
-    def add_silence(self, target: Target, seconds: float, reason: str, by: str) -> Silence:
+    def add_silence(self, target: Selector, seconds: float, reason: str, by: str) -> Silence:
         """A new silence (replacing one of the same target), on disk before it returns."""
         now = self.clock()
         silence = Silence(target=target, until=now + seconds, reason=reason, by=by, created=now)
@@ -216,7 +216,7 @@ class Controls:
             self._silences = [*kept, silence]
         return silence
 
-    def remove_silence(self, target: Target) -> Silence | None:
+    def remove_silence(self, target: Selector) -> Silence | None:
         """End the silence of `target` now; None if there is none."""
         now = self.clock()
         with self._lock:

@@ -16,7 +16,7 @@ from dataclasses import Field, dataclass, field, replace
 from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from alert_handler.core.controls import ControlError, Target, parse_exclusions
+from alert_handler.core.verdict import ControlError, Selector, parse_exclusions
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -146,7 +146,7 @@ def integer(minimum: int, maximum: int | None, what: str, name: str = "integer")
     return Kind(name, bounds, read)
 
 
-def _exclusions(key: str, raw: str) -> tuple[Target, ...]:
+def _exclusions(key: str, raw: str) -> tuple[Selector, ...]:
     try:
         return parse_exclusions(raw)
     except ControlError as exc:
@@ -360,7 +360,7 @@ def shown(spec: Setting[object]) -> str:
 _PREAMBLE = """\
 # Configuration reference
 
-<!-- Generated from the table in alert_handler/config.py by
+<!-- Generated from the table in alert_handler/config/table.py by
      `python -m alert_handler.config --markdown > docs/configuration.md`: do not edit. -->
 
 Settings are read from `.env` in the working directory (or the file given with `--env-file`);

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from alert_handler.config import Config, redact
+from alert_handler.config.table import Config, redact
 from alert_handler.core.times import iso
 
 log = logging.getLogger(__name__)

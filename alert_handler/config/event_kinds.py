@@ -1,4 +1,4 @@
-"""The kinds of the events settings (see `settings.py`): webhook URL and secret, Apprise URLs,
+"""The kinds of the events settings (see `kinds.py`): webhook URL and secret, Apprise URLs,
 event type names; and which parts of an Apprise URL are secrets."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import binascii
 import re
 import urllib.parse
 
-from alert_handler.events.journal import EventType
-from alert_handler.settings import ConfigError, Kind
+from alert_handler.config.kinds import ConfigError, Kind
+from alert_handler.core.event_types import EventType
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)

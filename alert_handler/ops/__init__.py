@@ -1,0 +1,1 @@
+"""Running the daemon: health, metrics, systemd, the clock, log throttling."""

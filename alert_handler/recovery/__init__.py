@@ -1,0 +1,1 @@
+"""The recovery loop: scheduling, admission, the jobs and their records, reconciliation."""

@@ -1,0 +1,1 @@
+"""The operator's steering at run time: exclusions, silences, the confirmation gate."""

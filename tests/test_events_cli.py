@@ -4,6 +4,7 @@ episodes with their start, end, duration, attempts and outcome, and the events a
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -153,3 +154,23 @@ def test_events_prints_the_last_lines_and_follows_new_ones(
         rest, _ = follow.communicate(timeout=60)
     assert follow.returncode == 0
     assert rest == ""  # no event printed twice
+
+
+def test_follow_ends_on_ctrl_c_even_when_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """`events --follow` started where SIGINT is ignored (a background job of a script, some
+    process managers: Python then installs no KeyboardInterrupt handler) still ends on SIGINT,
+    and on SIGTERM, with status 0."""
+    write_history(tmp_path)
+    env = str(env_file(tmp_path))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        follow = spawn(
+            [*installed_cli(), "events", "--env-file", env, "--follow", "--json"],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+        assert follow.stdout is not None
+        follow.stdout.readline()  # it runs: the history is printed first
+        follow.send_signal(signum)
+        follow.communicate(timeout=60)
+        assert follow.returncode == 0

@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,17 +132,21 @@ def _show(event: Event, line: bytes | None, as_json: bool) -> None:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    """Print the journal's last events; with --follow, go on printing new ones."""
+    """Print the journal's last events; with --follow, go on printing new ones until Ctrl-C
+    (or a TERM), exit 0."""
     path = _journal(args)
     wanted = (lambda e: e.device_id == args.device) if args.device is not None else None
-    recent = [e for e in read_events(path) if wanted is None or wanted(e)]
-    for event in recent[-args.lines :] if args.lines else recent:
-        _show(event, None, args.json)
     if not args.follow:
+        _print_recent(path, wanted, args)
         return 0
+    # Ctrl-C (or a TERM) ends it even when started with SIGINT ignored (a background job of a
+    # script, some process managers): Python then installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     follower = Follower(path)
-    follower.start_at_end()
     try:
+        _print_recent(path, wanted, args)
+        follower.start_at_end()
         while True:
             batch = follower.read(500)
             for event, line in batch:
@@ -153,6 +159,15 @@ def cmd_events(args: argparse.Namespace) -> int:
     finally:
         follower.close()
         sys.stdout.flush()
+
+
+def _print_recent(
+    path: Path, wanted: Callable[[Event], bool] | None, args: argparse.Namespace
+) -> None:
+    """The journal's last `-n` events (all with -n 0) of the wanted device."""
+    recent = [e for e in read_events(path) if wanted is None or wanted(e)]
+    for event in recent[-args.lines :] if args.lines else recent:
+        _show(event, None, args.json)
 
 
 def _notify_test(args: argparse.Namespace) -> int:

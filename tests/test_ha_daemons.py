@@ -185,8 +185,10 @@ def test_the_standby_takes_over_from_a_killed_holder_and_restores_exact_original
             "every original restored by ha-b",
         )
         wait_for(lambda: health(b)["tracked"] == 0, 60, "ha-b to let every device go")
-        # Its API writes end with it; a poll command it started just before may still land.
-        late = [r for r in writes(sim, "ha-a") if r.time > killed]
+        # Never two writers: nothing of ha-a's lands after ha-b's first write (a request it sent
+        # just before the kill may land a moment after it: the window fencing cannot close; a
+        # poll command it started may still land too).
+        late = [r for r in writes(sim, "ha-a") if r.time > first.time]
         assert [r for r in late if not r.path.startswith("/_sim/poll")] == []
         patched = {
             (int(r.path.split("/")[2]), json.loads(r.body)["data"])

@@ -322,6 +322,11 @@ def test_simulator_lab_refuses_without_root(capsys: pytest.CaptureFixture[str]) 
     """`alert-handler simulator --lab N` and `demo --lab` need root: as another user they say so
     and exit 2 (as root, the test runs the command with the effective uid of nobody)."""
     as_root = os.geteuid() == 0
+    # Imported as root first: a checkout in a 0700 folder (mktemp -d) is unreadable to nobody.
+    import alert_handler.sim.command
+    import alert_handler.sim.demo
+    import alert_handler.sim.labdemo  # noqa: F401
+
     codes = []
     for argv in (["simulator", "--lab", "2"], ["demo", "--lab"]):
         if as_root:

@@ -140,6 +140,15 @@ class AlertServer:
         threads finish what they handle and end."""
         for conn in list(self._open):
             self._close(conn)
+        with self._lock:  # handed back after the loop's last look: nothing drains them now
+            left: list[Conn] = []
+            while True:
+                try:
+                    left.append(self._handback.get_nowait())
+                except queue.Empty:
+                    break
+        for conn in left:
+            self._finish(conn)
         self._selector.close()
         self.socket.close()
         self._threads.stop()
@@ -287,11 +296,15 @@ class AlertServer:
         self._threads.submit(conn, data)
 
     def _give_back(self, conn: Conn) -> None:
-        """A request thread answered without reading the body: the loop drains it."""
-        if self._stop.is_set():
+        """A request thread answered without reading the body: the loop drains it (once the
+        loop has stopped, the connection is closed at once: nothing would drain it)."""
+        with self._lock:
+            stopped = self._stop.is_set()
+            if not stopped:
+                self._handback.put(conn)
+        if stopped:
             self._finish(conn)
             return
-        self._handback.put(conn)
         self._wake()
 
     def _expire(self, now: float) -> None:

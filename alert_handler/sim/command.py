@@ -69,8 +69,10 @@ def _poll_command(
     return int(answer.get("exit", 1))
 
 
-def _wait_for_signal(sim: Simulator) -> int:
-    """Serve until SIGTERM or SIGINT (Ctrl-C); 0."""
+def catch_signals() -> queue.SimpleQueue[int]:
+    """SIGTERM and SIGINT recorded on a queue from now on (install before saying "Ctrl-C
+    stops it": a signal sent as soon as that is read must not be lost, nor kill the process
+    half-way, even where SIGINT was ignored when it started)."""
     signals: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def record(signum: int, frame: FrameType | None) -> None:
@@ -78,6 +80,13 @@ def _wait_for_signal(sim: Simulator) -> int:
 
     for which in (signal.SIGTERM, signal.SIGINT):
         signal.signal(which, record)
+    return signals
+
+
+def _wait_for_signal(sim: Simulator, signals: queue.SimpleQueue[int] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT (Ctrl-C); 0."""
+    if signals is None:
+        signals = catch_signals()
     try:
         while True:
             try:
@@ -243,13 +252,14 @@ def simulator_command(args: argparse.Namespace) -> int:
             )
             return 1
     runner = _alert_runner(sim, args, env)
+    signals = catch_signals()
     print(_guide(sim, args, token, env), flush=True)
     if backup is not None:
         print(f"(the old {args.write_env} is kept as {backup})", flush=True)
     if runner is not None:
         runner.start()
     try:
-        return _wait_for_signal(sim)
+        return _wait_for_signal(sim, signals)
     finally:
         if runner is not None:
             runner.stop()

@@ -18,8 +18,6 @@ import signal
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -28,19 +26,9 @@ from alert_handler.config.table import parse
 from alert_handler.core.records import Phase
 from alert_handler.ops.logs import setup_logging
 from alert_handler.sim.command import _wait_for_signal, _write_env, simulator_env
-from alert_handler.sim.demo import _close_log_files, _null, _say
+from alert_handler.sim.demo import _Clock, _close_log_files, _null, _say
 from alert_handler.sim.lab import Lab, LabError, missing_prerequisite
 from alert_handler.sim.simulator import API_PREFIX, DEFAULT_TOKEN, Simulator
-
-
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    """Whether `condition` held within `timeout` seconds (looked at every 0.1 s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def refusal() -> str | None:
@@ -181,7 +169,7 @@ def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) ->
     )
     for index, device_id in enumerate(ids, start=1):
         lab.set_port(index, "cable_pulled")
-        _wait(partial(_reads_down, sim, device_id), 30)  # the agent's cache: up to 3 s
+        _Clock(30).wait(partial(_reads_down, sim, device_id))  # the agent's cache: up to 3 s
     for device_id in ids:
         print(f"  device {device_id}: port2 {_port2(sim, device_id)} (SNMP)", file=sys.stderr)
     sim.start()
@@ -215,7 +203,7 @@ def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) ->
         _say('LibreNMS posts "Port2 down" alerts for the CPEs')
         for device_id in ids:
             sim.send_alert(webhook, device_id, headers=auth)
-        _wait(lambda: all(sim.device(d)["overwrite_ip"] == lab.dark for d in ids), 30)
+        _Clock(30).wait(lambda: all(sim.device(d)["overwrite_ip"] == lab.dark for d in ids))
         _say("forced down: LibreNMS's poll pings the dark address for real")
         for device_id in ids:
             code, _ = sim.poll_device(device_id)
@@ -226,11 +214,10 @@ def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) ->
                 file=sys.stderr,
             )
         _say("the daemon's first checks: restore, poll over SNMP, port2 still down, forced down")
-        _wait(
+        _Clock(interval * 4 + 30).wait(
             lambda: all(
                 r.attempts >= 1 and r.phase is Phase.DOWN for r in daemon.store.records().values()
-            ),
-            interval * 4 + 30,
+            )
         )
         for device_id in ids:
             rec = daemon.store.get(device_id)
@@ -243,7 +230,7 @@ def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) ->
         _say("port2's cable is plugged back in on both CPEs")
         for index in range(1, len(ids) + 1):
             lab.set_port(index, "up")
-        _wait(lambda: daemon.store.count() == 0, max(interval * 4 + 30, seconds))
+        _Clock(max(interval * 4 + 30, seconds)).wait(lambda: daemon.store.count() == 0)
         _say("Result: every CPE back on its own overwrite_ip, port2 up")
         ok = daemon.store.count() == 0
         for device_id, original in originals.items():

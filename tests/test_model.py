@@ -30,6 +30,7 @@ episode has ended exactly once and nothing is left on UNSUPERVISED_IP.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import shutil
@@ -144,7 +145,6 @@ class DaemonMachine(RuleBasedStateMachine):
         self.initially_unsup: set[int] = set()
         self.ever_tracked: set[int] = set()
         self.changed: set[int] = set()  # devices the daemon has PATCHed
-        self.by_hand_on_unsup: set[int] = set()  # `track`ed while the old script's value held
         self.silences: dict[str, float] = {}  # target -> until
         self.discarded: set[int] = set()  # discarded, no new alert or track since
         self.violations: list[str] = []
@@ -515,9 +515,9 @@ class DaemonMachine(RuleBasedStateMachine):
         target = "cpe-*" if glob else str(device)
         if what == "track":
             self.discarded.discard(device)
-            if self.api.device(device).overwrite_ip == UNSUP and device not in self.changed:
-                self.by_hand_on_unsup.add(device)
-            app.track(str(device), "10.0.0.2")
+            # As `alert-handler track` does: LibreNMS read first, what it shows sent along.
+            seen = json.dumps({"overwrite_ip": self.api.device(device).overwrite_ip})
+            app.track(str(device), "10.0.0.2", seen.encode())
         elif what == "release":
             app.release(str(device), "10.0.0.2")
         elif what == "silence":
@@ -571,10 +571,6 @@ class DaemonMachine(RuleBasedStateMachine):
             return
         held = [d for d, rec in self.d.store.records().items() if rec.held]
         for device_id in held:
-            if device_id in self.by_hand_on_unsup:
-                # Not checked: `track` of a device the old script left on UNSUPERVISED_IP is
-                # held by the gate before anything reads LibreNMS (reported on issue 18).
-                continue
             assert self.api.device(device_id).overwrite_ip != UNSUP, (
                 f"device {device_id} is held although it is on UNSUPERVISED_IP"
             )

@@ -203,6 +203,41 @@ def test_track_by_hand_handles_the_device_as_an_alert_would(
     assert again.returncode == 0 and again.stdout.strip() == "device 8: already tracked"
 
 
+def test_track_of_a_device_on_unsupervised_ip_is_not_held_by_the_gate(
+    sim: Simulator, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """1. CONFIRM_ABOVE=1 and three alerts: the gate holds (one passed, two held).
+    2. Device 9, left on UNSUPERVISED_IP by the old script, appears after the first
+       reconciliation; `track 9` reads LibreNMS first and says so to the daemon, so the gate
+       does not hold it (it is changed already): its port is up, it is restored and forgotten.
+    3. The held devices stay held; a body whose overwrite_ip is not text is refused 400."""
+    for device_id in (1, 2, 3):
+        sim.add_device(device_id, f"cpe-{device_id}", ports={"port2": "down"})
+    d = start_with_env(
+        start_daemon, sim, tmp_path, CONFIRM_ABOVE="1", RECONCILE_INTERVAL_SEC="86400"
+    )
+    wait_for(lambda: any(r.path == "/alerts" for r in sim.requests), what="the first reconcile")
+    for device_id in (1, 2, 3):
+        assert d.post(alert_body(device_id)).status_code == 202
+
+    def held() -> list[int]:
+        return sorted(i for i, r in d.daemon.store.records().items() if r.held)
+
+    wait_for(lambda: held() == [2, 3], what="two devices held")
+    sim.add_device(9, "cpe-9", overwrite_ip=UNSUP, ports={"port2": "up"})
+    result = cli(tmp_path, "track", "9")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "device 9: tracked, handled as if an alert had arrived"
+    wait_for(lambda: d.daemon.store.get(9) is None, what="device 9 restored and forgotten")
+    assert [data for _, data in sim.patches(9)] == [None]  # the original: unknown, so null
+    assert held() == [2, 3]
+    bad = requests.post(
+        d.url + "/devices/4/track", data='{"overwrite_ip": 5}', headers=AUTH, timeout=10
+    )
+    assert bad.status_code == 400 and bad.json()["error"] == "overwrite_ip must be text or null"
+    assert d.daemon.store.get(4) is None
+
+
 def metric(url: str, name: str) -> float:
     """One unlabelled sample of the daemon's /metrics."""
     from prometheus_client.parser import text_string_to_metric_families

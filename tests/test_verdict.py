@@ -133,6 +133,8 @@ def test_track_of_an_excluded_device_changes_nothing() -> None:
     tracked = DeviceRecord(device_id=42)
     assert intake.track(tracked, 42, NOW, EXCLUDED_42).record is tracked
     assert intake.track(None, 42, NOW, Verdict(NOT_YET, "x")).new  # a "not yet" tracks
+    seen = intake.track(None, 43, NOW, found_unsupervised=True).record
+    assert seen is not None and seen.found_unsupervised  # the gate never holds it
 
 
 def test_an_alert_for_a_tracked_device_excluded_since_lets_it_go() -> None:

@@ -297,6 +297,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     that the device exists (`--force`: without asking it)."""
     cfg = load_config(args)
     device_id: int = args.device_id
+    seen: dict[str, Any] | None = None  # what LibreNMS shows now: on UNSUPERVISED_IP, never held
     if not args.force:
         found = lookup(cfg, device_id)
         if found.exists is False:
@@ -306,7 +307,8 @@ def cmd_track(args: argparse.Namespace) -> int:
                 f"device {device_id}: cannot ask LibreNMS whether it exists ({found.error}); "
                 f"not tracked (`alert-handler track --force {device_id}` tracks it anyway)"
             )
-    body = request(DaemonLink(cfg), "POST", f"/devices/{device_id}/track")
+        seen = {"overwrite_ip": found.overwrite_ip}
+    body = request(DaemonLink(cfg), "POST", f"/devices/{device_id}/track", seen)
     if isinstance(body, int):
         return body
     if not body.get("new"):

@@ -60,6 +60,17 @@ class BadPayload(ValueError):
         self.position = position
 
 
+def json_object(body: bytes) -> dict[str, Any]:
+    """An operator request's body that must be one JSON object (none at all: `{}`)."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        raise BadPayload("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadPayload("the body is not a JSON object")
+    return data
+
+
 def excerpt(body: bytes, position: int | None, width: int = 40) -> str:
     """A short escaped piece of a rejected body for its log line: the `width` characters
     either side of `position`, marked with `>>>`, or the body's start."""

@@ -99,15 +99,23 @@ def _seen(rec: DeviceRecord, alert: Alert, now: float, *, recheck: bool = False)
 
 
 def track(
-    rec: DeviceRecord | None, device_id: int, now: float, steer: Verdict | None = None
+    rec: DeviceRecord | None,
+    device_id: int,
+    now: float,
+    steer: Verdict | None = None,
+    *,
+    found_unsupervised: bool = False,
 ) -> Decision:
     """Start handling a device by hand (`alert-handler track`), as an alert would; an excluded
-    or silenced device is refused (EXCLUDED, nothing changed)."""
+    or silenced device is refused (EXCLUDED, nothing changed). `found_unsupervised`: the caller
+    saw it on UNSUPERVISED_IP already (the CLI reads LibreNMS first), so the confirmation gate
+    never holds it, as for an alert whose `ip` says so."""
     if blocks(steer):
         return Decision(rec, Reason.EXCLUDED, str(steer))
     if rec is not None:
         return Decision(rec, Reason.REPEAT)
-    return Decision(new_record(device_id, now), Reason.TRACK_BY_HAND, new=True)
+    record = new_record(device_id, now, found_unsupervised=found_unsupervised)
+    return Decision(record, Reason.TRACK_BY_HAND, new=True)
 
 
 def request_release(rec: DeviceRecord, now: float) -> Decision:

@@ -17,6 +17,7 @@ from alert_handler.core.alerts import (
     Alert,
     BadPayload,
     excerpt,
+    json_object,
     log_safe,
     parse_alert,
     parse_device_id,
@@ -267,17 +268,25 @@ class App:
         }
         return self._commit(version, body)
 
-    def track(self, raw_id: str, client: str = "-") -> Reply:
-        """POST /devices/<id>/track: handle a device as if an alert had arrived. An excluded or
-        silenced device is refused, 409 with the reason, and nothing changes (`alert-handler
-        track` prints it and exits 1)."""
+    def track(self, raw_id: str, client: str = "-", body: bytes = b"") -> Reply:
+        """POST /devices/<id>/track {"overwrite_ip"?}: handle a device as if an alert had
+        arrived. An excluded or silenced device is refused, 409 with the reason, and nothing
+        changes (`alert-handler track` prints it and exits 1). `overwrite_ip`: what the caller
+        read in LibreNMS just before (the CLI does); UNSUPERVISED_IP there means the device is
+        changed already, so the confirmation gate never holds it."""
         device_id = parse_device_id(raw_id)
+        seen = json_object(body).get("overwrite_ip")
+        if seen is not None and not isinstance(seen, str):
+            raise BadPayload("overwrite_ip must be text or null")
+        found_unsupervised = seen is not None and seen == self.rules.unsupervised_ip
         current = self.store.get(device_id)
         steer = self.controls.verdict(device_id, current.hostname if current else None)
         holder: list[Decision] = []
 
         def change(current: DeviceRecord | None) -> DeviceRecord | None:
-            decision = intake.track(current, device_id, self.clock(), steer)
+            decision = intake.track(
+                current, device_id, self.clock(), steer, found_unsupervised=found_unsupervised
+            )
             holder.append(decision)
             return self._known(decision)
 
@@ -302,12 +311,12 @@ class App:
             }
         _, version = self.store.update(device_id, change, lines)
         new = holder[0].new
-        body = {"status": "tracked", "device_id": device_id, "paused": self.store.paused}
-        status, body = self._commit(version, body)
+        reply = {"status": "tracked", "device_id": device_id, "paused": self.store.paused}
+        status, reply = self._commit(version, reply)
         if status == 200 and new:
             log.info("device=%s step=track tracked by hand", device_id)
-            return 202, {**body, "new": True}
-        return status, {**body, "new": False}
+            return 202, {**reply, "new": True}
+        return status, {**reply, "new": False}
 
     def set_paused(self, paused: bool, client: str = "-") -> Reply:
         """POST /pause and /resume: maintenance mode, persisted."""

@@ -343,7 +343,7 @@ class Handler(BaseHTTPRequestHandler):
             Answer.CONFIRM: lambda: steering.confirm(client),
             Answer.DISCARD: lambda: steering.discard(client),
             Answer.RELEASE: lambda: app.release(raw_id or "", client),
-            Answer.TRACK: lambda: app.track(raw_id or "", client),
+            Answer.TRACK: lambda: app.track(raw_id or "", client, body),
         }
         status, reply = calls[answer]()
         if self.command in ("POST", "PUT"):

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from alert_handler.core import verdict as controls_mod
-from alert_handler.core.alerts import BadPayload, counted, log_safe
+from alert_handler.core.alerts import BadPayload, counted, json_object, log_safe
 from alert_handler.core.machine import Decision
 from alert_handler.core.records import DeviceRecord
 from alert_handler.core.times import iso
@@ -49,7 +48,7 @@ class Steering:
         """POST /silences {"target", "for", "reason"?, "all"?}: keep automation away from a
         device (or hostname glob) for a while; forced-down ones are restored and forgotten."""
         controls = self.controls
-        fields = _json_object(body)
+        fields = json_object(body)
         try:
             target = parse_target(str(fields.get("target", "")), allow_group=False)
             seconds = parse_duration(str(fields.get("for", "")))
@@ -84,7 +83,7 @@ class Steering:
         """POST /unsilence {"target"}: end a silence now."""
         controls = self.controls
         try:
-            target = parse_target(str(_json_object(body).get("target", "")), allow_group=False)
+            target = parse_target(str(json_object(body).get("target", "")), allow_group=False)
         except ControlError as exc:
             raise BadPayload(str(exc)) from None
         try:
@@ -143,17 +142,6 @@ class Steering:
             self.store.wait_durable(version, ACK_WAIT)
         except StateWriteError:
             log.error("step=events cannot journal the operator action: %s", what)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    """A request body that must be one JSON object."""
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError:
-        raise BadPayload("the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadPayload("the body is not a JSON object")
-    return data
 
 
 def _held(ids: list[int]) -> str:

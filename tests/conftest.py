@@ -86,6 +86,36 @@ def spawn(args: list[str], **popen: Any) -> subprocess.Popen[Any]:
     return proc
 
 
+def simulator_cli(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, until: str = "Ctrl-C"
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """`alert-handler simulator --port 0 ARGS` in `workdir`, stopped when the test ends, and its
+    guide read up to the line that starts with `until`."""
+    proc = spawn(
+        [*installed_cli(), "simulator", "--port", "0", *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    guide: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        guide.append(line.rstrip("\n"))
+        if line.startswith(until):
+            break
+    return proc, guide
+
+
+def interrupt(proc: subprocess.Popen[Any]) -> int:
+    """Ctrl-C `proc` and wait for it to end: its exit status."""
+    proc.send_signal(signal.SIGINT)
+    status = proc.wait(30)
+    stop_process(proc)  # closes its pipes
+    return status
+
+
 @pytest.fixture(autouse=True)
 def _stop_what_the_test_started() -> Iterator[None]:
     """Every process a test started through `spawn`, `DaemonProcess` or `on_teardown` is

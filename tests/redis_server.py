@@ -19,7 +19,20 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, spawn, stop_process, wait_for
+
+
+def _launch(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A server process writing to `log_path`, killed when the test ends even if it fails (the
+    wait for it to answer may fail before any `finally` of the test's is reached)."""
+    with log_path.open("ab") as log:
+        return spawn(args, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _kill(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL and reap (nothing to save)."""
+    if proc is not None:
+        stop_process(proc)
 
 
 class RedisServer:
@@ -40,8 +53,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         """Start it and wait until it answers PING."""
-        log = (self.workdir / "redis.log").open("ab")
-        self.proc = subprocess.Popen(
+        self.proc = _launch(
             [
                 self.binary,
                 "--port", str(self.port),
@@ -52,10 +64,8 @@ class RedisServer:
                 "--protected-mode", "yes",
                 *self.extra,
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.workdir / "redis.log",
         )  # fmt: skip
-        log.close()
         wait_for(self._answers, 20, f"redis-server on port {self.port}")
         return self
 
@@ -79,11 +89,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """Kill it (SIGKILL: nothing is saved anyway) and reap it."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        self.proc.wait(10)
+        _kill(self.proc)
         self.proc = None
 
     def restart(self) -> None:
@@ -135,11 +141,7 @@ class SentinelServer:
             f"sentinel down-after-milliseconds {self.service} {self.down_ms}\n"
             f"sentinel failover-timeout {self.service} 5000\n"
         )
-        log = (self.workdir / "sentinel.log").open("ab")
-        self.proc = subprocess.Popen(
-            [self.master.binary, str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
+        self.proc = _launch([self.master.binary, str(conf), "--sentinel"], conf.with_suffix(".log"))
         wait_for(self._names_master, 20, f"redis sentinel on port {self.port}")
         return self
 
@@ -155,9 +157,5 @@ class SentinelServer:
 
     def stop(self) -> None:
         """Kill it and reap it."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        self.proc.wait(10)
+        _kill(self.proc)
         self.proc = None

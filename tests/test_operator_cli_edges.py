@@ -29,6 +29,8 @@ from tests.conftest import (
     base_env,
     free_port,
     installed_cli,
+    interrupt,
+    simulator_cli,
     spawn,
     wait_for,
 )
@@ -382,31 +384,11 @@ def test_the_simulator_command_lets_a_user_try_every_command(tmp_path: Path) -> 
     3. `alert-handler simulator --flip 101 port2 up`: 101 is restored and forgotten."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRENMS", "SSH_"))}
     daemon_port = free_port()
-    sim_proc = spawn(
-        [
-            *installed_cli(),
-            "simulator",
-            "--port",
-            "0",
-            "--daemon-port",
-            str(daemon_port),
-            "--write-env",
-            "sim.env",
-        ],
-        cwd=tmp_path,
-        env=clean,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    sim_proc, guide = simulator_cli(
+        tmp_path, "--daemon-port", str(daemon_port), "--write-env", "sim.env", env=clean
     )
     daemon: subprocess.Popen[bytes] | None = None
     try:
-        assert sim_proc.stdout is not None
-        guide = []
-        for line in sim_proc.stdout:
-            guide.append(line.rstrip("\n"))
-            if line.startswith("Ctrl-C"):
-                break
         url = guide[0].removeprefix("LibreNMS simulator at ")
         port = url.split(":")[2].split("/")[0]
         assert guide[1] == f"API token: {DEFAULT_TOKEN}"
@@ -460,10 +442,7 @@ def test_the_simulator_command_lets_a_user_try_every_command(tmp_path: Path) -> 
         if daemon is not None:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(30)
-        sim_proc.send_signal(signal.SIGINT)
-        assert sim_proc.wait(30) == 0
-        if sim_proc.stdout is not None:
-            sim_proc.stdout.close()
+    assert interrupt(sim_proc) == 0
 
 
 # -- every command, bad inputs (issue 22, item 12) ----------------------------------------------
@@ -679,31 +658,6 @@ def test_a_second_daemon_on_the_same_state_file_is_refused_in_one_line(
         daemon.kill()
 
 
-def _simulator(workdir: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
-    """`alert-handler simulator --port 0 ARGS` and its guide, up to "Ctrl-C"."""
-    proc = subprocess.Popen(
-        [*installed_cli(), "simulator", "--port", "0", *args],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    guide: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        guide.append(line.rstrip("\n"))
-        if line.startswith("(the old") or (line.startswith("Ctrl-C") and "--force" not in args):
-            break
-    return proc, guide
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
-    proc.wait(30)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def test_write_env_never_overwrites_silently(tmp_path: Path) -> None:
     """1. `simulator --write-env .env` where .env exists: refused in one line (exit 1), the
     file untouched.
@@ -722,7 +676,7 @@ def test_write_env_never_overwrites_silently(tmp_path: Path) -> None:
     assert env_file.read_text() == "LIBRENMS_URL=http://mine.example/api/v0\n"
     assert env_file.stat().st_mode & 0o777 == 0o644
 
-    proc, guide = _simulator(tmp_path, "--write-env", ".env", "--force")
+    proc, guide = simulator_cli(tmp_path, "--write-env", ".env", "--force", until="(the old")
     try:
         (backup,) = [p for p in tmp_path.iterdir() if p.name.startswith(".env.bak-")]
         assert re.fullmatch(r"\.env\.bak-\d{8}T\d{6}Z", backup.name)
@@ -732,12 +686,12 @@ def test_write_env_never_overwrites_silently(tmp_path: Path) -> None:
         assert env_file.stat().st_mode & 0o777 == 0o600
         assert "LIBRENMS_URL=http://127.0.0.1:" in env_file.read_text()
     finally:
-        _stop(proc)
-    proc, _ = _simulator(tmp_path, "--write-env", "new.env")
+        interrupt(proc)
+    proc, _ = simulator_cli(tmp_path, "--write-env", "new.env")
     try:
         assert (tmp_path / "new.env").stat().st_mode & 0o777 == 0o600
     finally:
-        _stop(proc)
+        interrupt(proc)
 
 
 def test_a_malformed_env_line_is_named_and_refused(sim: Simulator, tmp_path: Path) -> None:

@@ -26,7 +26,18 @@ from alert_handler.sim.runner import (
     default_rules,
 )
 from alert_handler.sim.simulator import Simulator
-from tests.conftest import AUTH, UNSUP, StartDaemon, free_port, installed_cli, overwrite, wait_for
+from tests.conftest import (
+    AUTH,
+    UNSUP,
+    StartDaemon,
+    free_port,
+    installed_cli,
+    interrupt,
+    overwrite,
+    simulator_cli,
+    spawn,
+    wait_for,
+)
 
 T0 = 1_800_000_000.0
 PORT2 = "Port2 down"
@@ -200,37 +211,22 @@ def test_the_simulator_command_polls_on_its_own(tmp_path: Path) -> None:
     gets it restored (the daemon's journal ends its episode `recovered`)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRENMS", "SSH_"))}
     daemon_port = free_port()
-    sim_proc = subprocess.Popen(
-        [
-            *installed_cli(),
-            "simulator",
-            "--port",
-            "0",
-            "--daemon-port",
-            str(daemon_port),
-            "--write-env",
-            "sim.env",
-            "--poll-interval",
-            "0.5",
-        ],
-        cwd=tmp_path,
+    sim_proc, guide = simulator_cli(
+        tmp_path,
+        "--daemon-port",
+        str(daemon_port),
+        "--write-env",
+        "sim.env",
+        "--poll-interval",
+        "0.5",
         env=clean,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
     )
     daemon: subprocess.Popen[bytes] | None = None
     try:
-        assert sim_proc.stdout is not None
-        guide = []
-        for line in sim_proc.stdout:
-            guide.append(line.rstrip("\n"))
-            if line.startswith("Ctrl-C"):
-                break
         api = guide[0].removeprefix("LibreNMS simulator at ")
         port = api.split(":")[2].split("/")[0]
         assert any("polls every device every 0.5 s" in g for g in guide), guide
-        daemon = subprocess.Popen(
+        daemon = spawn(
             [*installed_cli(), "--env-file", "sim.env"],
             cwd=tmp_path,
             env={**clean, "RECOVERY_INTERVAL_SEC": "0.5"},
@@ -272,10 +268,7 @@ def test_the_simulator_command_polls_on_its_own(tmp_path: Path) -> None:
         if daemon is not None:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(30)
-        sim_proc.send_signal(signal.SIGINT)
-        assert sim_proc.wait(30) == 0
-        if sim_proc.stdout is not None:
-            sim_proc.stdout.close()
+    assert interrupt(sim_proc) == 0
 
 
 def test_the_daemons_own_poll_runs_the_rules_too(

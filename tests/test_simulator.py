@@ -21,6 +21,7 @@ import requests
 
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator, demo_fleet
 from alert_handler.sim.transport import render_template
+from tests.conftest import spawn
 
 READ_ONLY = "fedcba9876543210fedcba9876543210"
 ROOT = Path(__file__).resolve().parents[1]
@@ -547,25 +548,21 @@ def test_stop_cuts_keep_alive_connections(sim: Simulator, api: requests.Session)
 def test_serve_cli_runs_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "alert_handler.sim", "serve", "--port", "0"]
-    with subprocess.Popen(
+    process = spawn(
         [*command, "--devices", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
         env=env,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            url = process.stdout.readline().strip()
-            assert url.startswith("http://127.0.0.1:") and url.endswith("/api/v0")
-            with _session(DEFAULT_TOKEN) as session:
-                assert session.get(f"{url}/devices").json()["count"] == 3
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/api/v0")
+    with _session(DEFAULT_TOKEN) as session:
+        assert session.get(f"{url}/devices").json()["count"] == 3
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
 
 
 def test_sim_link_route_changes_the_physical_state_only(

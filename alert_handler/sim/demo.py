@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alert_handler import daemon as daemon_mod
-from alert_handler.config.table import ConfigError, parse
+from alert_handler.config.table import Config, ConfigError, parse
 from alert_handler.ops.logs import setup_logging, stop_logging
 from alert_handler.sim.simulator import DEFAULT_TOKEN, Simulator, demo_fleet
 
@@ -115,6 +115,43 @@ def run_demo(
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def demo_env(sim: Simulator, folder: Path, interval: float, token: str) -> dict[str, str]:
+    """The daemon's settings for a demo: `sim`'s API and poll command, files in `folder`, any
+    free port on loopback, `token` for the webhook."""
+    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim poll --url {sim.url}"
+    return {
+        "LIBRENMS_URL": sim.url,
+        "LIBRENMS_API_TOKEN": DEFAULT_TOKEN,
+        "POLL_METHOD": "local",
+        "POLL_COMMAND": f"{poll} --token {DEFAULT_TOKEN} {{device_id}}",
+        "RECOVERY_INTERVAL_SEC": str(interval),
+        "STATE_FILE": str(folder / "device_state.json"),
+        "LOG_FILE": str(folder / "alert_handler.log"),
+        "LISTEN_HOST": "127.0.0.1",
+        "LISTEN_PORT": "0",
+        "WEBHOOK_TOKEN": token,
+    }
+
+
+class InThread:
+    """The daemon built from `cfg` and run in a thread of this process, as `serve` runs it;
+    `stop()` ends it as SIGTERM would."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.daemon = daemon_mod.build(cfg)
+        self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._runner = threading.Thread(
+            target=daemon_mod.run, args=(self.daemon, self._signals), daemon=True
+        )
+        self._runner.start()
+        host, port = self.daemon.address
+        self.webhook = f"http://{host}:{port}/alert"
+
+    def stop(self) -> None:
+        self._signals.put(signal.SIGTERM)
+        self._runner.join(30)
+
+
 def _close_log_files() -> None:
     """Close the demo's log handlers (the file is in the folder about to be removed)."""
     stop_logging()
@@ -138,20 +175,8 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
     sim.poll(102)  # LibreNMS learns that 102's port2 is down
     sim.start()
     token = secrets.token_hex(16)
-    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim poll --url {sim.url}"
-    env = {
-        "LIBRENMS_URL": sim.url,
-        "LIBRENMS_API_TOKEN": DEFAULT_TOKEN,
-        "POLL_METHOD": "local",
-        "POLL_COMMAND": f"{poll} --token {DEFAULT_TOKEN} {{device_id}}",
-        "RECOVERY_INTERVAL_SEC": str(interval),
-        "STATE_FILE": str(folder / "device_state.json"),
-        "LOG_FILE": str(folder / "alert_handler.log"),
-        "LISTEN_HOST": "127.0.0.1",
-        "LISTEN_PORT": "0",
-        "WEBHOOK_TOKEN": token,
-        "CHECK_REPOLL_SEC": "0",  # the table simulator has no agent cache: one read is fresh
-    }
+    # the table simulator has no agent cache: one read is fresh
+    env = {**demo_env(sim, folder, interval, token), "CHECK_REPOLL_SEC": "0"}
     try:
         cfg = parse(env)
     except ConfigError as exc:
@@ -164,12 +189,8 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
         forced.bring_back(device_id, after=2)
     logging.getLogger().addHandler(forced)  # after the writers: it sees a line once written
     originals = {d: sim.device(d)["overwrite_ip"] for d in (101, 102, 103, 104)}
-    daemon = daemon_mod.build(cfg)
-    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-    runner = threading.Thread(target=daemon_mod.run, args=(daemon, signals), daemon=True)
-    runner.start()
-    host, port = daemon.address
-    webhook = f"http://{host}:{port}/alert"
+    running = InThread(cfg)
+    daemon, webhook = running.daemon, running.webhook
     auth = {"Authorization": f"Bearer {token}"}
     unsup = cfg.unsupervised_ip
     ok = False
@@ -210,8 +231,7 @@ def _run(folder: Path, seconds: float, interval: float, kept: bool) -> int:
         calls = "1 PATCH call" if count == 1 else f"{count} PATCH calls"
         print(f"  {calls} sent to LibreNMS; {where}", file=sys.stderr)
     finally:
-        signals.put(signal.SIGTERM)
-        runner.join(30)
+        running.stop()
         logging.getLogger().removeHandler(forced)
         sim.stop()
     _say("demo " + ("succeeded" if ok else "FAILED"))

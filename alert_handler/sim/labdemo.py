@@ -10,23 +10,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import queue
 import secrets
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 from functools import partial
 from pathlib import Path
 
-from alert_handler import daemon as daemon_mod
 from alert_handler.config.table import parse
 from alert_handler.core.records import Phase
 from alert_handler.ops.logs import setup_logging
 from alert_handler.sim.command import _wait_for_signal, _write_env, simulator_env
-from alert_handler.sim.demo import _Clock, _close_log_files, _null, _say
+from alert_handler.sim.demo import InThread, _Clock, _close_log_files, _null, _say, demo_env
 from alert_handler.sim.lab import Lab, LabError, missing_prerequisite
 from alert_handler.sim.simulator import API_PREFIX, DEFAULT_TOKEN, Simulator
 
@@ -174,29 +170,12 @@ def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) ->
         print(f"  device {device_id}: port2 {_port2(sim, device_id)} (SNMP)", file=sys.stderr)
     sim.start()
     token = secrets.token_hex(16)
-    poll = f"{shlex.quote(sys.executable)} -m alert_handler.sim poll --url {sim.url}"
-    env = {
-        "LIBRENMS_URL": sim.url,
-        "LIBRENMS_API_TOKEN": DEFAULT_TOKEN,
-        "POLL_METHOD": "local",
-        "POLL_COMMAND": f"{poll} --token {DEFAULT_TOKEN} {{device_id}}",
-        "UNSUPERVISED_IP": lab.dark,
-        "RECOVERY_INTERVAL_SEC": str(interval),
-        "STATE_FILE": str(folder / "device_state.json"),
-        "LOG_FILE": str(folder / "alert_handler.log"),
-        "LISTEN_HOST": "127.0.0.1",
-        "LISTEN_PORT": "0",
-        "WEBHOOK_TOKEN": token,
-    }
+    env = {**demo_env(sim, folder, interval, token), "UNSUPERVISED_IP": lab.dark}
     cfg = parse(env)
     setup_logging(cfg)
     originals = {d: sim.device(d)["overwrite_ip"] for d in ids}
-    daemon = daemon_mod.build(cfg)
-    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-    runner = threading.Thread(target=daemon_mod.run, args=(daemon, signals), daemon=True)
-    runner.start()
-    host, port = daemon.address
-    webhook = f"http://{host}:{port}/alert"
+    running = InThread(cfg)
+    daemon, webhook = running.daemon, running.webhook
     auth = {"Authorization": f"Bearer {token}"}
     ok = False
     try:
@@ -246,8 +225,7 @@ def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) ->
         where = f"log: {cfg.log_file}" if kept else "its files are removed (--keep keeps them)"
         print(f"  {where}", file=sys.stderr)
     finally:
-        signals.put(signal.SIGTERM)
-        runner.join(30)
+        running.stop()
         sim.stop()
     _say("demo " + ("succeeded" if ok else "FAILED"))
     return 0 if ok else 1

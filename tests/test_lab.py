@@ -8,6 +8,7 @@ machine. Needs root: it fails under CI without it, and skips elsewhere.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -393,6 +394,40 @@ def test_demo_lab_shows_a_cpe_forced_down_polled_for_real_and_recovered(tmp_path
     assert "restored overwrite_ip null, port2 is up: recovered" in out
     assert "=== demo succeeded" in out
     assert out.count(" OK\n") == 2
+    subnet = int(out.split("198.18.")[1].split(".")[0])
+    mine = partial(without_other_labs, subnet=subnet)
+    wait_for(lambda: mine(host_snapshot()) == mine(before), 30, "the host as before the demo")
+
+
+def test_demo_lab_stopped_with_sigterm_leaves_nothing_behind(tmp_path: Path) -> None:
+    """`alert-handler demo --lab` stopped with SIGTERM once its lab is up (`timeout`, `kill`)
+    removes the lab as Ctrl-C does and exits 1: it used to die at once and leave its
+    namespaces, links and blackhole routes on the host."""
+    require_lab()
+    before = host_snapshot()
+    demo = subprocess.Popen(
+        [*installed_cli(), "demo", "--lab"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    seen: list[str] = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            seen.append(line)
+            if "=== a lab of 2 real CPEs on 198.18." in line:
+                break
+        assert "=== a lab of" in "".join(seen), "".join(seen)
+        demo.send_signal(signal.SIGTERM)
+        seen.append(demo.communicate(timeout=300)[0])
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    out = "".join(seen)
+    assert demo.returncode == 1, out
     subnet = int(out.split("198.18.")[1].split(".")[0])
     mine = partial(without_other_labs, subnet=subnet)
     wait_for(lambda: mine(host_snapshot()) == mine(before), 30, "the host as before the demo")

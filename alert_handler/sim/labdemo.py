@@ -20,12 +20,13 @@ import tempfile
 import threading
 from functools import partial
 from pathlib import Path
+from types import FrameType
 
 from alert_handler import daemon as daemon_mod
 from alert_handler.config.table import parse
 from alert_handler.core.records import Phase
 from alert_handler.ops.logs import setup_logging
-from alert_handler.sim.command import _wait_for_signal, _write_env, simulator_env
+from alert_handler.sim.command import _wait_for_signal, _write_env, catch_signals, simulator_env
 from alert_handler.sim.demo import _Clock, _close_log_files, _null, _say
 from alert_handler.sim.lab import Lab, LabError, missing_prerequisite
 from alert_handler.sim.simulator import API_PREFIX, DEFAULT_TOKEN, Simulator
@@ -66,6 +67,7 @@ def lab_simulator_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     token = args.token or DEFAULT_TOKEN
     lab = Lab(args.lab)
+    signals = catch_signals()  # before up(): a TERM while it builds is kept, not fatal
     try:
         lab.up()
     except LabError as exc:
@@ -88,7 +90,7 @@ def lab_simulator_command(args: argparse.Namespace) -> int:
         if args.write_env:
             _write_env(Path(args.write_env), env)
         print(_guide(sim, lab, ids, args, env), flush=True)
-        return _wait_for_signal(sim)
+        return _wait_for_signal(sim, signals)
     finally:
         lab.down()
 
@@ -146,6 +148,7 @@ def run_lab_demo(
         return 2
     folder = Path(workdir or tempfile.mkdtemp(prefix="alert-handler-demo-lab-"))
     lab = Lab(2, workdir=folder / "lab")
+    previous = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         lab.up()
         return _run(lab, folder, seconds, interval, keep or workdir is not None)
@@ -153,10 +156,24 @@ def run_lab_demo(
         print(f"alert-handler: cannot build the lab: {exc}", file=sys.stderr)
         return 1
     finally:
-        _close_log_files()
-        lab.down()
-        if workdir is None and not keep:
-            shutil.rmtree(folder, ignore_errors=True)
+        # No second TERM or Ctrl-C may cut the teardown short: it removes routes and namespaces.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            _close_log_files()
+            lab.down()
+            if workdir is None and not keep:
+                shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+
+
+def _stop_like_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM ends the lab demo as Ctrl-C does, by unwinding through its `finally`: killed
+    outright, it left its namespaces, links and blackhole routes on the host. The demo's main
+    thread runs the story itself, so there is no loop that could act on a recorded signal."""
+    raise KeyboardInterrupt
 
 
 def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) -> int:

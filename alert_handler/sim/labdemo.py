@@ -20,7 +20,6 @@ import tempfile
 import threading
 from functools import partial
 from pathlib import Path
-from types import FrameType
 
 from alert_handler import daemon as daemon_mod
 from alert_handler.config.table import parse
@@ -33,7 +32,14 @@ from alert_handler.sim.command import (
     catch_signals,
     simulator_env,
 )
-from alert_handler.sim.demo import _Clock, _close_log_files, _null, _say
+from alert_handler.sim.demo import (
+    _Clock,
+    _close_log_files,
+    _null,
+    _say,
+    signals_held,
+    term_like_ctrl_c,
+)
 from alert_handler.sim.lab import Lab, LabError, missing_prerequisite
 from alert_handler.sim.runner import DEFAULT_POLL_INTERVAL
 from alert_handler.sim.simulator import API_PREFIX, DEFAULT_TOKEN, Simulator
@@ -174,32 +180,19 @@ def run_lab_demo(
         return 2
     folder = Path(workdir or tempfile.mkdtemp(prefix="alert-handler-demo-lab-"))
     lab = Lab(2, workdir=folder / "lab")
-    previous = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
-    try:
-        lab.up()
-        return _run(lab, folder, seconds, interval, keep or workdir is not None)
-    except LabError as exc:
-        print(f"alert-handler: cannot build the lab: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        # No second TERM or Ctrl-C may cut the teardown short: it removes routes and namespaces.
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with term_like_ctrl_c():
         try:
-            _close_log_files()
-            lab.down()
-            if workdir is None and not keep:
-                shutil.rmtree(folder, ignore_errors=True)
+            lab.up()
+            return _run(lab, folder, seconds, interval, keep or workdir is not None)
+        except LabError as exc:
+            print(f"alert-handler: cannot build the lab: {exc}", file=sys.stderr)
+            return 1
         finally:
-            signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGINT, previous_int)
-
-
-def _stop_like_ctrl_c(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM ends the lab demo as Ctrl-C does, by unwinding through its `finally`: killed
-    outright, it left its namespaces, links and blackhole routes on the host. The demo's main
-    thread runs the story itself, so there is no loop that could act on a recorded signal."""
-    raise KeyboardInterrupt
+            with signals_held():  # the teardown removes routes and namespaces: never cut short
+                _close_log_files()
+                lab.down()
+                if workdir is None and not keep:
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) -> int:

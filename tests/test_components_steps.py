@@ -187,6 +187,8 @@ def test_adoption_takes_the_component_before_the_journal(
     assert rec.original_overwrite_ip == original and not rec.adopted
     shown = "null" if original is None else original
     assert report.decision.detail == f"original from LibreNMS component: {shown}"
+    # The log line ends with the reason: it must not name the journal as the source.
+    assert "journal" not in report.decision.reason.value
 
 
 def test_adoption_without_a_component_takes_the_journal_then_null(sim: Simulator) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,35 @@ def test_demo_ends_when_its_seconds_are_up(tmp_path: Path) -> None:
     (line,) = [x for x in lines if x.startswith("  device 104: ")]
     assert line.endswith((" still down", " null           OK")), line
     assert lines[-1] == "=== demo FAILED"
+
+
+def test_demo_stopped_with_sigterm_removes_its_folder(tmp_path: Path) -> None:
+    """`alert-handler demo` stopped with SIGTERM (`timeout`, `kill`) once it runs ends as
+    Ctrl-C does: exit 1 and its temporary folder removed (it used to die at once and leave the
+    folder, state and log files in it)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    demo = subprocess.Popen(
+        [*installed_cli(), "demo", "--interval", "1"],
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            seen.append(line)
+            if line.startswith("=== LibreNMS simulator at "):
+                break
+        assert list(temp.iterdir()), "".join(seen)  # its folder exists while it runs
+        demo.send_signal(signal.SIGTERM)
+        seen.append(demo.communicate(timeout=120)[0])
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 1, "".join(seen)
+    assert list(temp.iterdir()) == []

@@ -171,6 +171,9 @@ def test_report_refuses_a_bad_window(tmp_path: Path, capsys: pytest.CaptureFixtu
         f"POLL_METHOD=local\nSTATE_FILE={tmp_path / 'device_state.json'}\n"
     )
     for bad in ("yesterday", "2026-13-45"):
-        assert main(["--env-file", str(env), "report", "--since", bad]) == 2
+        with pytest.raises(SystemExit) as stopped:
+            main(["--env-file", str(env), "report", "--since", bad])
+        assert stopped.value.code == 2
         err = capsys.readouterr().err
-        assert err.startswith("alert-handler report: --since: ") and err.count("\n") == 1
+        assert err.startswith("alert-handler report: argument --since: ") and err.count("\n") == 1
+        assert err.rstrip().endswith("see `alert-handler report --help`")

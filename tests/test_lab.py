@@ -8,6 +8,7 @@ machine. Needs root: it fails under CI without it, and skips elsewhere.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from tests.conftest import (
     StartDaemon,
     alert_body,
     base_env,
+    free_port,
     installed_cli,
     overwrite,
     wait_for,
@@ -396,6 +398,97 @@ def test_demo_lab_shows_a_cpe_forced_down_polled_for_real_and_recovered(tmp_path
     subnet = int(out.split("198.18.")[1].split(".")[0])
     mine = partial(without_other_labs, subnet=subnet)
     wait_for(lambda: mine(host_snapshot()) == mine(before), 30, "the host as before the demo")
+
+
+def test_demo_lab_stopped_with_sigterm_leaves_nothing_behind(tmp_path: Path) -> None:
+    """`alert-handler demo --lab` stopped with SIGTERM once its lab is up (`timeout`, `kill`)
+    removes the lab as Ctrl-C does and exits 1: it used to die at once and leave its
+    namespaces, links and blackhole routes on the host."""
+    require_lab()
+    before = host_snapshot()
+    demo = subprocess.Popen(
+        [*installed_cli(), "demo", "--lab"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    seen: list[str] = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            seen.append(line)
+            if "=== a lab of 2 real CPEs on 198.18." in line:
+                break
+        assert "=== a lab of" in "".join(seen), "".join(seen)
+        demo.send_signal(signal.SIGTERM)
+        seen.append(demo.communicate(timeout=300)[0])
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    out = "".join(seen)
+    assert demo.returncode == 1, out
+    subnet = int(out.split("198.18.")[1].split(".")[0])
+    mine = partial(without_other_labs, subnet=subnet)
+    wait_for(lambda: mine(host_snapshot()) == mine(before), 30, "the host as before the demo")
+
+
+def test_simulator_lab_guide_runs_as_written(tmp_path: Path) -> None:
+    """`alert-handler simulator --lab 2` as lab.md and its guide say: 1. the simulator and the
+    daemon with the settings it writes; 2. a flip of 101's port2 down alone gets 101 forced down
+    on the dark address (the simulator polls and alerts as LibreNMS does: without its poller,
+    nothing ever saw the flip); 3. a flip up gets it restored; 4. Ctrl-C removes the lab."""
+    require_lab()
+    before = host_snapshot()
+    cli = installed_cli()
+    guide = tmp_path / "sim.out"
+    argv = ["simulator", "--lab", "2", "--port", "0", "--daemon-port", str(free_port())]
+    with guide.open("w") as out:
+        sim = subprocess.Popen(
+            [*cli, *argv, "--write-env", "lab.env"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for(lambda: "Ctrl-C stops the simulator" in guide.read_text(), 120, "the guide")
+        text = guide.read_text()
+        root = text.split("LibreNMS simulator at ")[1].split("/api/v0")[0]
+        port = root.rsplit(":", 1)[1]
+        env = dict(
+            line.split("=", 1) for line in (tmp_path / "lab.env").read_text().splitlines() if line
+        )
+        with (tmp_path / "daemon.out").open("w") as log:
+            daemon = subprocess.Popen(
+                [*cli, "--env-file", "lab.env"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+            )
+
+        def on_101() -> object:
+            answer = requests.get(
+                f"{root}/api/v0/devices/101", headers={"X-Auth-Token": DEFAULT_TOKEN}, timeout=10
+            )
+            return answer.json()["devices"][0]["overwrite_ip"]
+
+        flip = [*cli, "simulator", "--port", port, "--flip", "101", "port2"]
+        assert subprocess.run([*flip, "down"], check=False).returncode == 0
+        wait_for(lambda: on_101() == env["UNSUPERVISED_IP"], 120, "101 forced down")
+        assert subprocess.run([*flip, "up"], check=False).returncode == 0
+        wait_for(lambda: on_101() is None, 120, "101 restored to null")
+    finally:
+        for proc, how in ((daemon, signal.SIGTERM), (sim, signal.SIGINT)):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(how)
+                try:
+                    proc.wait(120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    assert sim.returncode == 0, guide.read_text()
+    subnet = int(text.split("(lab: 198.18.")[1].split(".")[0])
+    mine = partial(without_other_labs, subnet=subnet)
+    wait_for(lambda: mine(host_snapshot()) == mine(before), 30, "the host as before the lab")
 
 
 def test_the_lab_round_benchmark_runs() -> None:

@@ -461,6 +461,7 @@ USAGE_MISTAKES: list[tuple[list[str], str]] = [
     (["history", "--since=-5m"], "'-5m': give 7d"),
     (["history", "--since", "2026-13-45"], "'2026-13-45': give 7d"),
     (["history", "--device", "0"], "a device id is a LibreNMS device_id"),
+    (["report", "--since", "yesterday"], "'yesterday': give 7d, 12h, 30m or an ISO 8601 time"),
     (["events", "-n", "-3"], "-n/--lines: must be a whole number, 0 or more, got '-3'"),
     (["events", "--lines", "x"], "-n/--lines: must be a whole number, 0 or more, got 'x'"),
     (["events", "--folow"], "(did you mean --follow?)"),

@@ -25,7 +25,7 @@ class Reason(str, Enum):
     NO_TARGET_PORT = "device has no port with the target ifName"
     DEVICE_GONE = "device no longer exists in LibreNMS"
     ADOPTED = "found on UNSUPERVISED_IP with no known original: adopted, will restore null"
-    ADOPTED_KNOWN = "found on UNSUPERVISED_IP: adopted, will restore the journal's last original"
+    ADOPTED_KNOWN = "found on UNSUPERVISED_IP: adopted, will restore its known original"
     ALREADY_DOWN = "already forced down"
     FORCE_DOWN = "forcing down"
     FORCED_DOWN = "forced down"

@@ -1,7 +1,7 @@
 """What an alert or an operator's request does to a device's record (the webhook's side of the
 state machine); pure. The recovery side is in `machine`.
 
-The controls' verdict (`core.controls.verdict`: EXCLUDE, a silence) is an input here as it is
+The controls' verdict (`core.verdict.verdict`: EXCLUDE, a silence) is an input here as it is
 in the step runner: an excluded or silenced device is never taken on, and a tracked one that
 became so is let go (restored and forgotten)."""
 

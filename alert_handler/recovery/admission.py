@@ -11,7 +11,7 @@ this order to the NEW devices a scheduling pass finds due:
 2. The storm guard (MAX_FORCED_DOWN): a hard cap on devices forced down at once. Devices past it
    wait, unheld, and start by themselves as others recover.
 
-The arithmetic is the core's (`core.controls.gate_pass`, `core.machine.storm_room`); this class
+The arithmetic is the core's (`core.verdict.gate_pass`, `core.machine.storm_room`); this class
 owns their state and the one lock (`lock`) around every change of it: the scheduler's pass and
 the request threads' `confirm`/`discard` alike.
 """

@@ -19,8 +19,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from alert_handler import daemon as daemon_mod
 from alert_handler.config.table import Config, ConfigError, parse
@@ -107,12 +109,43 @@ def run_demo(
     `seconds` ran out first (`shortest(interval)` is enough on an idle machine). The
     temporary folder (not a given `workdir`) is removed at the end unless `keep`."""
     folder = Path(workdir or tempfile.mkdtemp(prefix="alert-handler-demo-"))
+    with term_like_ctrl_c():
+        try:
+            return _run(folder, seconds, interval, keep or workdir is not None)
+        finally:
+            with signals_held():
+                _close_log_files()
+                if workdir is None and not keep:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def term_like_ctrl_c() -> Iterator[None]:
+    """Within the block SIGTERM ends a demo as Ctrl-C does, by unwinding through the caller's
+    `finally` (killed outright, a demo left its files, and `demo --lab` its namespaces, links
+    and blackhole routes). A demo's main thread runs the story itself: there is no loop that
+    could act on a recorded signal."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return _run(folder, seconds, interval, keep or workdir is not None)
+        yield
     finally:
-        _close_log_files()
-        if workdir is None and not keep:
-            shutil.rmtree(folder, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """No SIGTERM or Ctrl-C cuts the block (a teardown) short."""
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def demo_env(sim: Simulator, folder: Path, interval: float, token: str) -> dict[str, str]:

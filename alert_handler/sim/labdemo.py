@@ -21,9 +21,25 @@ from pathlib import Path
 from alert_handler.config.table import parse
 from alert_handler.core.records import Phase
 from alert_handler.ops.logs import setup_logging
-from alert_handler.sim.command import _wait_for_signal, _write_env, simulator_env
-from alert_handler.sim.demo import InThread, _Clock, _close_log_files, _null, _say, demo_env
+from alert_handler.sim.command import (
+    _alert_runner,
+    _wait_for_signal,
+    _write_env,
+    catch_signals,
+    simulator_env,
+)
+from alert_handler.sim.demo import (
+    InThread,
+    _Clock,
+    _close_log_files,
+    _null,
+    _say,
+    demo_env,
+    signals_held,
+    term_like_ctrl_c,
+)
 from alert_handler.sim.lab import Lab, LabError, missing_prerequisite
+from alert_handler.sim.runner import DEFAULT_POLL_INTERVAL
 from alert_handler.sim.simulator import API_PREFIX, DEFAULT_TOKEN, Simulator
 
 
@@ -62,6 +78,7 @@ def lab_simulator_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     token = args.token or DEFAULT_TOKEN
     lab = Lab(args.lab)
+    signals = catch_signals()  # before up(): a TERM while it builds is kept, not fatal
     try:
         lab.up()
     except LabError as exc:
@@ -84,7 +101,15 @@ def lab_simulator_command(args: argparse.Namespace) -> int:
         if args.write_env:
             _write_env(Path(args.write_env), env)
         print(_guide(sim, lab, ids, args, env), flush=True)
-        return _wait_for_signal(sim)
+        # LibreNMS's own polls and alert rules, as without --lab: a flip alone drives the story.
+        runner = _alert_runner(sim, args, env)
+        if runner is not None:
+            runner.start()
+        try:
+            return _wait_for_signal(sim, signals)
+        finally:
+            if runner is not None:
+                runner.stop()
     finally:
         lab.down()
 
@@ -112,16 +137,27 @@ def _guide(
             f"  {device_id}  {row['hostname']:22}  overwrite_ip {ip:13}  netns {cpe.netns}  "
             f"port2 {sim.port(device_id, 'port2').ifOperStatus}"
         )
+    interval = getattr(args, "poll_interval", DEFAULT_POLL_INTERVAL)
+    polls = (
+        [
+            f"It polls every CPE every {interval:g} s over ICMP and SNMP (LibreNMS: every 300 s), "
+            "runs its alert rules after",
+            "each poll and sends alerts and recovery notices to the daemon at LISTEN_PORT.",
+        ]
+        if interval and interval > 0
+        else ["It polls only when the daemon asks (--poll-interval 0): no alert comes by itself."]
+    )
     lines += [
         "",
         f"Settings for a daemon on this host, {saved}:",
         *(f"  {k}={v}" for k, v in env.items()),
         "",
+        *polls,
+        "",
         "Then, each in its own terminal:",
         f"  {ah}                    # the daemon",
         f"  alert-handler simulator{here} --flip 101 port2 down   # pull port2's cable",
-        f"  {ah} track 101          # force 101 down as an alert would",
-        f"  {ah} status             # 101 forced down (overwrite_ip {lab.dark})",
+        f"  {ah} status             # after its next poll: 101 forced down ({lab.dark})",
         f"  alert-handler simulator{here} --flip 101 port2 up     # plug it back in",
         f"  {ah} status             # within RECOVERY_INTERVAL_SEC: 101 restored, forgotten",
         f"Or by hand, as root: ip -n {lab.cpe(1).netns} link set port2 down   (admin down)",
@@ -142,17 +178,19 @@ def run_lab_demo(
         return 2
     folder = Path(workdir or tempfile.mkdtemp(prefix="alert-handler-demo-lab-"))
     lab = Lab(2, workdir=folder / "lab")
-    try:
-        lab.up()
-        return _run(lab, folder, seconds, interval, keep or workdir is not None)
-    except LabError as exc:
-        print(f"alert-handler: cannot build the lab: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        _close_log_files()
-        lab.down()
-        if workdir is None and not keep:
-            shutil.rmtree(folder, ignore_errors=True)
+    with term_like_ctrl_c():
+        try:
+            lab.up()
+            return _run(lab, folder, seconds, interval, keep or workdir is not None)
+        except LabError as exc:
+            print(f"alert-handler: cannot build the lab: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            with signals_held():  # the teardown removes routes and namespaces: never cut short
+                _close_log_files()
+                lab.down()
+                if workdir is None and not keep:
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run(lab: Lab, folder: Path, seconds: float, interval: float, kept: bool) -> int:

@@ -83,10 +83,17 @@ def catch_signals() -> queue.SimpleQueue[int]:
     return signals
 
 
-def _wait_for_signal(sim: Simulator, signals: queue.SimpleQueue[int] | None = None) -> int:
-    """Serve until SIGTERM or SIGINT (Ctrl-C); 0."""
+def _wait_for_signal(
+    sim: Simulator,
+    signals: queue.SimpleQueue[int] | None = None,
+    runner: AlertRunner | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT (Ctrl-C), with `runner` (LibreNMS's own polls and alert
+    rules) running meanwhile; 0."""
     if signals is None:
         signals = catch_signals()
+    if runner is not None:
+        runner.start()
     try:
         while True:
             try:
@@ -96,6 +103,8 @@ def _wait_for_signal(sim: Simulator, signals: queue.SimpleQueue[int] | None = No
             log.info("simulator: signal %d, stopping", received)
             return 0
     finally:
+        if runner is not None:
+            runner.stop()
         sim.stop()
 
 
@@ -256,13 +265,7 @@ def simulator_command(args: argparse.Namespace) -> int:
     print(_guide(sim, args, token, env), flush=True)
     if backup is not None:
         print(f"(the old {args.write_env} is kept as {backup})", flush=True)
-    if runner is not None:
-        runner.start()
-    try:
-        return _wait_for_signal(sim, signals)
-    finally:
-        if runner is not None:
-            runner.stop()
+    return _wait_for_signal(sim, signals, runner)
 
 
 def _alert_runner(

@@ -102,14 +102,7 @@ def lab_simulator_command(args: argparse.Namespace) -> int:
             _write_env(Path(args.write_env), env)
         print(_guide(sim, lab, ids, args, env), flush=True)
         # LibreNMS's own polls and alert rules, as without --lab: a flip alone drives the story.
-        runner = _alert_runner(sim, args, env)
-        if runner is not None:
-            runner.start()
-        try:
-            return _wait_for_signal(sim, signals)
-        finally:
-            if runner is not None:
-                runner.stop()
+        return _wait_for_signal(sim, signals, _alert_runner(sim, args, env))
     finally:
         lab.down()
 

@@ -465,12 +465,7 @@ class Simulator:
                 for port in self._db.device_ports(device_id):  # a deleted row is not polled
                     if port.ifOperStatus != port.link:
                         port.ifOperStatus_prev, port.ifOperStatus = port.ifOperStatus, port.link
-            now = _now()
-            row.update(status=True, status_reason="", last_polled=now, last_ping=now)
-            elapsed = time.monotonic() - started
-            row["last_polled_timetaken"] = round(elapsed, 3)
-            name = row["display"] or row["hostname"]
-        return 0, header + f">>> Polled {name} ({device_id}) in {elapsed:.3f} seconds <<<\n"
+            return _polled(row, device_id, header, started)
 
     def _real_poll(self, device_id: int, poller: str | None, real: RealPoller) -> tuple[int, str]:
         """The poll over real packets: fping, then SNMP, against overwrite_ip or hostname; the
@@ -495,12 +490,7 @@ class Simulator:
                 row.update(status=False, status_reason="snmp" if probe.icmp else "icmp")
                 return 6, header + "Device was down, unable to poll.\n"
             self._write_interfaces(device_id, probe.interfaces)
-            now = _now()
-            row.update(status=True, status_reason="", last_polled=now, last_ping=now)
-            elapsed = time.monotonic() - started
-            row["last_polled_timetaken"] = round(elapsed, 3)
-            name = row["display"] or row["hostname"]
-        return 0, header + f">>> Polled {name} ({device_id}) in {elapsed:.3f} seconds <<<\n"
+            return _polled(row, device_id, header, started)
 
     def _write_interfaces(self, device_id: int, interfaces: list[IfRow]) -> None:
         """Under the lock: the ports rows as LibreNMS's ports module leaves them: each interface
@@ -846,3 +836,14 @@ def demo_fleet(sim: Simulator) -> None:
         real_ip="203.0.113.14",
         ports={"ether1": "up", "port2": "down", "port20": "down", "Port2-backup": "up"},
     )
+
+
+def _polled(row: dict[str, Any], device_id: int, header: str, started: float) -> tuple[int, str]:
+    """A poll that reached the device (under the simulator's lock): the row marked up and
+    polled now, and `lnms device:poll`'s success line."""
+    now = _now()
+    row.update(status=True, status_reason="", last_polled=now, last_ping=now)
+    elapsed = time.monotonic() - started
+    row["last_polled_timetaken"] = round(elapsed, 3)
+    name = row["display"] or row["hostname"]
+    return 0, header + f">>> Polled {name} ({device_id}) in {elapsed:.3f} seconds <<<\n"
